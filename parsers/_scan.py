@@ -1,0 +1,806 @@
+"""The compiled line scanner behind every text parser.
+
+One pass over a block of text bytes (whole lines only) classifies each line and
+extracts the fields of the six kmem page-allocator events into flat arrays.
+The grammar covers the three text formats of spec section 3 (see
+``parsers/formats.py`` for what each accepts):
+
+    <comm>-<pid> [(<tgid>)] [<cpu>] [<flags>] <secs>.<frac>: <event>: <k>=<v> ...   ftrace, trace-cmd report
+    <comm> <pid>[/<tid>] [<cpu>] <secs>.<frac>: <sys>:<event>: <k>=<v> ...            perf script
+
+Lines the header grammar does not recognise (LOST markers, trace-cmd headers,
+stack-trace continuation lines, garbage) are returned as spans for the
+Python side to classify; nothing is dropped here.  Strings (comm, gfp text,
+names of other events) are interned per block into small open-addressing
+tables whose ids the caller maps to global ids.
+
+Runs under numba (``nogil`` so two blocks parse in parallel); with
+``PAGEREPLAY_NO_JIT=1`` the same functions run as plain Python.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .schema import EVENT_ALIASES, EVENT_BY_NAME
+
+JIT = os.environ.get("PAGEREPLAY_NO_JIT") != "1"
+if not JIT:  # pragma: no cover - exercised in tests via subprocess
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        if args and callable(args[0]):
+            return args[0]
+        return lambda f: f
+
+else:
+    from numba import njit
+
+# line formats the caller can enforce
+FMT_AUTO = 0
+FMT_FTRACE = 1  # also trace-cmd report: same line grammar
+FMT_PERF = 2
+
+# counters (index into the counts array)
+C_EVENTS = 0
+C_COMMENT = 1
+C_BLANK = 2
+C_OTHER = 3
+C_UNRECOGNISED = 4
+C_MALFORMED = 5
+C_SEP_DASH = 6
+C_SEP_SPACE = 7
+C_SYS_PREFIX = 8
+C_FLAGS = 9
+C_TS_DECIMAL = 10
+C_TS_COUNTER = 11
+C_PFN_HEX = 12
+C_PFN_DEC = 13
+C_TGID = 14
+C_TS_6 = 15
+C_TS_9 = 16
+N_COUNTERS = 20
+
+# malformed reasons (header recognised, payload not)
+R_MISSING_FIELD = 1
+R_BAD_VALUE = 2
+R_BAD_TIMESTAMP = 3
+MALFORMED_REASONS = {
+    R_MISSING_FIELD: "missing field",
+    R_BAD_VALUE: "bad field value",
+    R_BAD_TIMESTAMP: "bad timestamp",
+}
+
+# payload keys, in the order of KEY_NAMES
+KEY_NAMES = (
+    "page",
+    "pfn",
+    "order",
+    "migratetype",
+    "gfp_flags",
+    "percpu_refill",
+    "alloc_order",
+    "fallback_order",
+    "pageblock_order",
+    "alloc_migratetype",
+    "fallback_migratetype",
+    "fragmenting",
+    "change_ownership",
+    "cold",
+    "cpu",
+)
+K_PAGE, K_PFN, K_ORDER, K_MT, K_GFP, K_PCP, K_AORDER, K_FORDER, K_PBORDER, K_AMT, K_FMT, K_FRAG, K_CHOWN, K_COLD, K_CPU = range(
+    len(KEY_NAMES)
+)
+
+# field-present bits, for the per-event required-field check
+B_PFN = 1 << 0
+B_ORDER = 1 << 1
+B_MT = 1 << 2
+B_GFP = 1 << 3
+B_PCP = 1 << 4
+B_FORDER = 1 << 5
+B_FMT = 1 << 6
+
+_EVENT_TEXT = tuple(EVENT_BY_NAME) + tuple(EVENT_ALIASES)
+_EVENT_CODE = tuple(int(v) for v in EVENT_BY_NAME.values()) + tuple(int(v) for v in EVENT_ALIASES.values())
+
+#: fields each event must carry (kmem.h TP_printk of every era); a line missing one is malformed
+REQUIRED = np.array(
+    [
+        B_PFN | B_ORDER | B_MT | B_GFP,  # mm_page_alloc
+        B_PFN | B_ORDER | B_MT,  # mm_page_alloc_zone_locked (percpu_refill optional: absent in no era, but tolerate)
+        B_PFN | B_ORDER,  # mm_page_free
+        B_PFN,  # mm_page_free_batched (order=0 printed from 4.15 on; cold=%d before)
+        B_PFN | B_ORDER | B_MT,  # mm_page_pcpu_drain
+        B_PFN | B_ORDER | B_MT | B_FORDER | B_FMT,  # mm_page_alloc_extfrag
+    ],
+    dtype=np.int64,
+)
+
+
+def _pack(words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    raw = [w.encode() for w in words]
+    off = np.zeros(len(raw), np.int64)
+    pos = 0
+    for i, r in enumerate(raw):
+        off[i] = pos
+        pos += len(r)
+    return (
+        np.frombuffer(b"".join(raw), dtype=np.uint8).copy(),
+        off,
+        np.array([len(r) for r in raw], np.int64),
+    )
+
+
+KEY_BYTES, KEY_OFF, KEY_LEN = _pack(KEY_NAMES)
+EV_BYTES, EV_OFF, EV_LEN = _pack(_EVENT_TEXT)
+EV_CODE = np.array(_EVENT_CODE, np.int64)
+
+_FNV_OFF = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@njit(cache=True, nogil=True)
+def _fnv(buf, s, e):
+    h = _FNV_OFF
+    for i in range(s, e):
+        h ^= np.uint64(buf[i])
+        h *= _FNV_PRIME
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _intern(buf, s, e, slot_id, slot_hash, ent_start, ent_len, nent):
+    """Id of the string buf[s:e] in a per-block table (open addressing, bytes verified)."""
+    h = _fnv(buf, s, e)
+    mask = slot_id.shape[0] - 1
+    i = np.int64(h & np.uint64(mask))
+    n = e - s
+    while True:
+        sid = slot_id[i]
+        if sid < 0:
+            k = nent[0]
+            nent[0] = k + 1
+            slot_id[i] = k
+            slot_hash[i] = h
+            ent_start[k] = s
+            ent_len[k] = n
+            return k
+        if slot_hash[i] == h and ent_len[sid] == n:
+            st = ent_start[sid]
+            same = True
+            for j in range(n):
+                if buf[st + j] != buf[s + j]:
+                    same = False
+                    break
+            if same:
+                return sid
+        i = (i + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def _match(buf, s, e, words, off, ln):
+    """Index of buf[s:e] in a packed word list, or -1."""
+    n = e - s
+    for k in range(ln.shape[0]):
+        if ln[k] != n:
+            continue
+        o = off[k]
+        ok = True
+        for j in range(n):
+            if words[o + j] != buf[s + j]:
+                ok = False
+                break
+        if ok:
+            return k
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _is_digit(c):
+    return 48 <= c <= 57
+
+
+@njit(cache=True, nogil=True)
+def _parse_int(buf, s, e):
+    """Signed decimal integer in buf[s:e]; returns (ok, value)."""
+    if s >= e:
+        return False, 0
+    neg = False
+    if buf[s] == 45:  # '-'
+        neg = True
+        s += 1
+        if s >= e:
+            return False, 0
+    v = 0
+    if e - s > 18:
+        return False, 0
+    for i in range(s, e):
+        c = buf[i]
+        if not _is_digit(c):
+            return False, 0
+        v = v * 10 + (c - 48)
+    return True, -v if neg else v
+
+
+@njit(cache=True, nogil=True)
+def _parse_pfn(buf, s, e):
+    """pfn as printed: ``0x`` hex (>= 5.14) or decimal; -1UL (NULL page in raw data) -> -1.
+
+    Returns (ok, value, is_hex).
+    """
+    if e - s >= 2 and buf[s] == 48 and (buf[s + 1] == 120 or buf[s + 1] == 88):
+        s += 2
+        n = e - s
+        if n == 0 or n > 16:
+            return False, 0, True
+        allf = n == 16
+        v = np.uint64(0)
+        for i in range(s, e):
+            c = buf[i]
+            if 48 <= c <= 57:
+                d = c - 48
+            elif 97 <= c <= 102:
+                d = c - 87
+            elif 65 <= c <= 70:
+                d = c - 55
+            else:
+                return False, 0, True
+            if d != 15:
+                allf = False
+            v = (v << np.uint64(4)) | np.uint64(d)
+        if allf:
+            return True, -1, True
+        if n == 16 and v >= np.uint64(0x8000000000000000):
+            return False, 0, True
+        return True, np.int64(v), True
+    n = e - s
+    if n == 20:  # 18446744073709551615 == (unsigned long)-1
+        ref = "18446744073709551615"
+        for i in range(20):
+            if buf[s + i] != ord(ref[i]):
+                return False, 0, False
+        return True, -1, False
+    if n == 2 and buf[s] == 45 and buf[s + 1] == 49:  # "-1"
+        return True, -1, False
+    ok, v = _parse_int(buf, s, e)
+    return ok and v >= 0, v, False
+
+
+@njit(cache=True, nogil=True)
+def _parse_ts(buf, s, e):
+    """``secs.frac`` (1..9 decimals) -> ns, or a raw counter without a point.
+
+    Returns (ok, value, ndecimals) with ndecimals == -1 for a counter clock.
+    """
+    if s >= e:
+        return False, 0, 0
+    v = 0
+    i = s
+    while i < e and _is_digit(buf[i]):
+        v = v * 10 + (buf[i] - 48)
+        i += 1
+    if i == s or i - s > 18:
+        return False, 0, 0
+    if i == e:
+        return True, v, -1
+    if buf[i] != 46:  # '.'
+        return False, 0, 0
+    i += 1
+    f = 0
+    nd = 0
+    while i < e and _is_digit(buf[i]):
+        f = f * 10 + (buf[i] - 48)
+        nd += 1
+        i += 1
+    if i != e or nd == 0 or nd > 9:
+        return False, 0, 0
+    for _ in range(9 - nd):
+        f *= 10
+    return True, v * 1000000000 + f, nd
+
+
+@njit(cache=True, nogil=True)
+def _is_flag_char(c):
+    # irqs-off d D b X .; need-resched N n p; hard/softirq Z z H h s; preempt hex digit
+    return (
+        c == 46
+        or _is_digit(c)
+        or (97 <= c <= 102)
+        or c == 68
+        or c == 88
+        or c == 78
+        or c == 110
+        or c == 112
+        or c == 90
+        or c == 122
+        or c == 72
+        or c == 104
+        or c == 115
+    )
+
+
+@njit(cache=True, nogil=True)
+def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_off, ev_len, ev_code, required):
+    """Scan ``buf[:nbytes]`` (whole lines) and return the extracted columns.
+
+    ``cap`` must be >= the number of lines in the block.  Line numbers in the
+    outputs are 0-based within the block.
+    """
+    # event columns
+    o_ts = np.empty(cap, np.int64)
+    o_cpu = np.empty(cap, np.int32)
+    o_pid = np.empty(cap, np.int32)
+    o_tgid = np.empty(cap, np.int32)
+    o_comm = np.empty(cap, np.int32)
+    o_ev = np.empty(cap, np.int8)
+    o_pfn = np.empty(cap, np.int64)
+    o_order = np.empty(cap, np.int8)
+    o_mt = np.empty(cap, np.int8)
+    o_gfp = np.empty(cap, np.int32)
+    o_pcp = np.empty(cap, np.int8)
+    o_forder = np.empty(cap, np.int8)
+    o_pborder = np.empty(cap, np.int8)
+    o_fmt = np.empty(cap, np.int8)
+    o_frag = np.empty(cap, np.int8)
+    o_chown = np.empty(cap, np.int8)
+    o_cold = np.empty(cap, np.int8)
+    o_line = np.empty(cap, np.int64)
+    # lines handed back to Python: unrecognised spans, malformed lines
+    u_line = np.empty(cap, np.int64)
+    u_start = np.empty(cap, np.int64)
+    u_end = np.empty(cap, np.int64)
+    m_line = np.empty(cap, np.int64)
+    m_reason = np.empty(cap, np.int8)
+    counts = np.zeros(N_COUNTERS, np.int64)
+    # intern tables: comm, gfp text, other event names
+    tsize = 16
+    while tsize < 2 * cap + 2:
+        tsize *= 2
+    c_slot = np.full(tsize, -1, np.int64)
+    c_hash = np.zeros(tsize, np.uint64)
+    c_start = np.empty(cap + 1, np.int64)
+    c_len = np.empty(cap + 1, np.int64)
+    c_n = np.zeros(1, np.int64)
+    g_slot = np.full(tsize, -1, np.int64)
+    g_hash = np.zeros(tsize, np.uint64)
+    g_start = np.empty(cap + 1, np.int64)
+    g_len = np.empty(cap + 1, np.int64)
+    g_n = np.zeros(1, np.int64)
+    x_slot = np.full(tsize, -1, np.int64)
+    x_hash = np.zeros(tsize, np.uint64)
+    x_start = np.empty(cap + 1, np.int64)
+    x_len = np.empty(cap + 1, np.int64)
+    x_n = np.zeros(1, np.int64)
+    x_count = np.zeros(cap + 1, np.int64)
+
+    prev_comm_s = 0
+    prev_comm_len = -1
+    prev_comm_id = 0
+    prev_gfp_s = 0
+    prev_gfp_len = -1
+    prev_gfp_id = 0
+    ne = 0
+    nu = 0
+    nm = 0
+    pos = 0
+    lineno = 0
+    while pos < nbytes:
+        # --- find the line
+        ls = pos
+        le = ls
+        while le < nbytes and buf[le] != 10:
+            le += 1
+        pos = le + 1
+        ln = lineno
+        lineno += 1
+        if le > ls and buf[le - 1] == 13:  # CRLF
+            le -= 1
+        # --- blank / comment
+        i = ls
+        while i < le and (buf[i] == 32 or buf[i] == 9):
+            i += 1
+        if i == le:
+            counts[C_BLANK] += 1
+            continue
+        if buf[i] == 35:  # '#'
+            counts[C_COMMENT] += 1
+            continue
+        # --- find "[<cpu>]" preceded by a blank and followed by a blank; first that parses wins
+        ok = False
+        p = i
+        cpu = 0
+        ts = 0
+        nd = 0
+        flags = False
+        name_s = 0
+        name_e = 0
+        pay_s = 0
+        bracket = 0
+        while p < le:
+            if buf[p] != 91 or p == ls or buf[p - 1] != 32:  # '[' after ' '
+                p += 1
+                continue
+            q = p + 1
+            cpu = 0
+            while q < le and _is_digit(buf[q]):
+                cpu = cpu * 10 + (buf[q] - 48)
+                q += 1
+            if q == p + 1 or q >= le or buf[q] != 93 or q - p > 8:  # ']'
+                p += 1
+                continue
+            q += 1
+            if q >= le or (buf[q] != 32 and buf[q] != 9):
+                p += 1
+                continue
+            # optional flags column, then the timestamp token "<ts>:"
+            while q < le and buf[q] == 32:
+                q += 1
+            t0 = q
+            while q < le and buf[q] != 32:
+                q += 1
+            flags = False
+            if q - t0 >= 2 and buf[q - 1] == 58:
+                tok_s, tok_e = t0, q - 1
+            else:
+                # flags token: 1..6 flag characters
+                good = q - t0 >= 1 and q - t0 <= 6
+                if good:
+                    for j in range(t0, q):
+                        if not _is_flag_char(buf[j]):
+                            good = False
+                            break
+                if not good:
+                    p += 1
+                    continue
+                flags = True
+                while q < le and buf[q] == 32:
+                    q += 1
+                t0 = q
+                while q < le and buf[q] != 32:
+                    q += 1
+                if not (q - t0 >= 2 and buf[q - 1] == 58):
+                    p += 1
+                    continue
+                tok_s, tok_e = t0, q - 1
+            tok_ok, ts, nd = _parse_ts(buf, tok_s, tok_e)
+            if not tok_ok:
+                p += 1
+                continue
+            # event name: up to the first ": " (or ':' at end of line)
+            while q < le and buf[q] == 32:
+                q += 1
+            name_s = q
+            while q < le:
+                if buf[q] == 58 and (q + 1 == le or buf[q + 1] == 32):
+                    break
+                q += 1
+            # no ": " after the name: the rest of the line is the name ("<stack trace>")
+            name_e = q
+            if name_e == name_s:
+                p += 1
+                continue
+            pay_s = q + 1 if q < le else le
+            bracket = p
+            ok = True
+            break
+        if not ok:
+            u_line[nu] = ln
+            u_start[nu] = ls
+            u_end[nu] = le
+            nu += 1
+            counts[C_UNRECOGNISED] += 1
+            continue
+        # --- comm, pid, tgid from the text before '['
+        r = bracket
+        while r > ls and buf[r - 1] == 32:
+            r -= 1
+        tgid = -1
+        if r > ls and buf[r - 1] == 41:  # ')'
+            o = r - 1
+            while o > ls and buf[o] != 40:  # '('
+                o -= 1
+            if buf[o] != 40:
+                u_line[nu] = ln
+                u_start[nu] = ls
+                u_end[nu] = le
+                nu += 1
+                counts[C_UNRECOGNISED] += 1
+                continue
+            tv = 0
+            digits = 0
+            for j in range(o + 1, r - 1):
+                c = buf[j]
+                if _is_digit(c):
+                    tv = tv * 10 + (c - 48)
+                    digits += 1
+            tgid = tv if digits > 0 else -1
+            counts[C_TGID] += 1
+            r = o
+            while r > ls and buf[r - 1] == 32:
+                r -= 1
+        d = r
+        while d > ls and _is_digit(buf[d - 1]):
+            d -= 1
+        if d == r or d == ls:
+            u_line[nu] = ln
+            u_start[nu] = ls
+            u_end[nu] = le
+            nu += 1
+            counts[C_UNRECOGNISED] += 1
+            continue
+        pid = 0
+        for j in range(d, r):
+            pid = pid * 10 + (buf[j] - 48)
+        sep = buf[d - 1]
+        if sep == 47:  # perf "pid/tid": the tid is what ftrace calls pid
+            d2 = d - 1
+            while d2 > ls and _is_digit(buf[d2 - 1]):
+                d2 -= 1
+            if d2 == d - 1 or d2 == ls:
+                u_line[nu] = ln
+                u_start[nu] = ls
+                u_end[nu] = le
+                nu += 1
+                counts[C_UNRECOGNISED] += 1
+                continue
+            d = d2
+            sep = buf[d - 1]
+        comm_e = d - 1
+        if sep == 45:  # '-'
+            if fmt == FMT_PERF:
+                u_line[nu] = ln
+                u_start[nu] = ls
+                u_end[nu] = le
+                nu += 1
+                counts[C_UNRECOGNISED] += 1
+                continue
+            counts[C_SEP_DASH] += 1
+        elif sep == 32 or sep == 9:
+            if fmt == FMT_FTRACE:
+                u_line[nu] = ln
+                u_start[nu] = ls
+                u_end[nu] = le
+                nu += 1
+                counts[C_UNRECOGNISED] += 1
+                continue
+            counts[C_SEP_SPACE] += 1
+            while comm_e > ls and (buf[comm_e - 1] == 32 or buf[comm_e - 1] == 9):
+                comm_e -= 1
+        else:
+            u_line[nu] = ln
+            u_start[nu] = ls
+            u_end[nu] = le
+            nu += 1
+            counts[C_UNRECOGNISED] += 1
+            continue
+        comm_s = ls
+        while comm_s < comm_e and (buf[comm_s] == 32 or buf[comm_s] == 9):
+            comm_s += 1
+        # --- event name, minus a "<system>:" prefix (perf)
+        ns = name_s
+        for j in range(name_s, name_e):
+            if buf[j] == 58:
+                ns = j + 1
+        if ns != name_s:
+            counts[C_SYS_PREFIX] += 1
+        k = _match(buf, ns, name_e, ev_bytes, ev_off, ev_len)
+        if k < 0:
+            xid = _intern(buf, name_s, name_e, x_slot, x_hash, x_start, x_len, x_n)
+            x_count[xid] += 1
+            counts[C_OTHER] += 1
+            continue
+        ev = ev_code[k]
+        if nd == -1:
+            counts[C_TS_COUNTER] += 1
+        else:
+            counts[C_TS_DECIMAL] += 1
+            if nd == 6:
+                counts[C_TS_6] += 1
+            elif nd == 9:
+                counts[C_TS_9] += 1
+        if flags:
+            counts[C_FLAGS] += 1
+        # --- payload: key=value tokens
+        pfn = -1
+        order = -1
+        mt = -1
+        gfp = -1
+        pcp = -1
+        forder = -1
+        pborder = -1
+        fmt_ = -1
+        frag = -1
+        chown = -1
+        cold = -1
+        have = 0
+        bad = 0
+        q = pay_s
+        while q < le:
+            while q < le and buf[q] == 32:
+                q += 1
+            if q >= le:
+                break
+            ks = q
+            while q < le and buf[q] != 61 and buf[q] != 32:  # '='
+                q += 1
+            if q >= le or buf[q] != 61:
+                bad = R_BAD_VALUE
+                break
+            ke = q
+            q += 1
+            vs = q
+            while q < le and buf[q] != 32:
+                q += 1
+            ve = q
+            key = _match(buf, ks, ke, key_bytes, key_off, key_len)
+            if key < 0 or key == K_PAGE or key == K_CPU:
+                continue
+            if key == K_GFP:
+                if ve == vs:
+                    bad = R_BAD_VALUE
+                    break
+                gl = ve - vs
+                same = gl == prev_gfp_len
+                if same:
+                    for j in range(gl):
+                        if buf[vs + j] != buf[prev_gfp_s + j]:
+                            same = False
+                            break
+                if not same:
+                    prev_gfp_id = _intern(buf, vs, ve, g_slot, g_hash, g_start, g_len, g_n)
+                    prev_gfp_s = vs
+                    prev_gfp_len = gl
+                gfp = prev_gfp_id
+                have |= B_GFP
+                continue
+            if key == K_PFN:
+                vok, v, ishex = _parse_pfn(buf, vs, ve)
+                if not vok:
+                    bad = R_BAD_VALUE
+                    break
+                pfn = v
+                have |= B_PFN
+                if ishex:
+                    counts[C_PFN_HEX] += 1
+                else:
+                    counts[C_PFN_DEC] += 1
+                continue
+            vok, v = _parse_int(buf, vs, ve)
+            if not vok or v < -128 or v > 127:
+                bad = R_BAD_VALUE
+                break
+            if key == K_ORDER or key == K_AORDER:
+                order = v
+                have |= B_ORDER
+            elif key == K_MT or key == K_AMT:
+                mt = v
+                have |= B_MT
+            elif key == K_PCP:
+                pcp = v
+                have |= B_PCP
+            elif key == K_FORDER:
+                forder = v
+                have |= B_FORDER
+            elif key == K_PBORDER:
+                pborder = v
+            elif key == K_FMT:
+                fmt_ = v
+                have |= B_FMT
+            elif key == K_FRAG:
+                frag = v
+            elif key == K_CHOWN:
+                chown = v
+            elif key == K_COLD:
+                cold = v
+        if bad == 0 and (have & required[ev]) != required[ev]:
+            bad = R_MISSING_FIELD
+        if bad != 0:
+            m_line[nm] = ln
+            m_reason[nm] = bad
+            nm += 1
+            counts[C_MALFORMED] += 1
+            continue
+        if order < 0:
+            order = 0  # mm_page_free_batched before 4.15 printed no order: always 0
+        o_ts[ne] = ts
+        o_cpu[ne] = cpu
+        o_pid[ne] = pid
+        o_tgid[ne] = tgid
+        # consecutive lines mostly share the comm: compare with the previous one first
+        cl = comm_e - comm_s
+        same = cl == prev_comm_len
+        if same:
+            for j in range(cl):
+                if buf[comm_s + j] != buf[prev_comm_s + j]:
+                    same = False
+                    break
+        if not same:
+            prev_comm_id = _intern(buf, comm_s, comm_e, c_slot, c_hash, c_start, c_len, c_n)
+            prev_comm_s = comm_s
+            prev_comm_len = cl
+        o_comm[ne] = prev_comm_id
+        o_ev[ne] = ev
+        o_pfn[ne] = pfn
+        o_order[ne] = order
+        o_mt[ne] = mt
+        o_gfp[ne] = gfp
+        o_pcp[ne] = pcp
+        o_forder[ne] = forder
+        o_pborder[ne] = pborder
+        o_fmt[ne] = fmt_
+        o_frag[ne] = frag
+        o_chown[ne] = chown
+        o_cold[ne] = cold
+        o_line[ne] = ln
+        ne += 1
+        counts[C_EVENTS] += 1
+
+    return (
+        ne,
+        (o_ts, o_cpu, o_pid, o_tgid, o_comm, o_ev, o_pfn, o_order, o_mt, o_gfp, o_pcp, o_forder, o_pborder, o_fmt, o_frag, o_chown, o_cold, o_line),
+        counts,
+        lineno,
+        (nu, u_line, u_start, u_end),
+        (nm, m_line, m_reason),
+        (c_n[0], c_start, c_len),
+        (g_n[0], g_start, g_len),
+        (x_n[0], x_start, x_len, x_count),
+    )
+
+
+@njit(cache=True, nogil=True)
+def per_cpu_order_check(cpu, ts, last_ts, bad_idx):
+    """Count events whose timestamp is below the previous one of the same CPU (input order).
+
+    ``last_ts`` carries state across blocks (indexed by cpu, -1 = none yet);
+    the first ``bad_idx.shape[0]`` offending positions are written to
+    ``bad_idx``.  Returns the number of offending events.
+    """
+    nbad = 0
+    for i in range(cpu.shape[0]):
+        c = cpu[i]
+        if ts[i] < last_ts[c]:
+            if nbad < bad_idx.shape[0]:
+                bad_idx[nbad] = i
+            nbad += 1
+        last_ts[c] = ts[i]
+    return nbad
+
+
+@njit(cache=True, nogil=True)
+def sort_order(ts, cpu, idx):
+    """Stable argsort by (ts, cpu) for nearly sorted input, written into ``idx``.
+
+    Insertion sort: O(n + inversions); gives up (returns 2) past 32 inversions
+    per element so the caller can use a real sort.  Returns 0 when the input
+    was already in order (``idx`` untouched), 1 when ``idx`` holds the order.
+    """
+    n = ts.shape[0]
+    in_order = True
+    for i in range(1, n):
+        if ts[i] < ts[i - 1] or (ts[i] == ts[i - 1] and cpu[i] < cpu[i - 1]):
+            in_order = False
+            break
+    if in_order:
+        return 0
+    for i in range(n):
+        idx[i] = i
+    inversions = 0
+    for i in range(1, n):
+        j = i
+        k = idx[i]
+        while j > 0:
+            p = idx[j - 1]
+            if ts[p] > ts[k] or (ts[p] == ts[k] and cpu[p] > cpu[k]):
+                idx[j] = p
+                j -= 1
+                inversions += 1
+            else:
+                break
+        idx[j] = k
+        if inversions > 32 * n:
+            return 2
+    return 1

@@ -1,0 +1,247 @@
+"""The canonical page-allocator event table, declared once, as data.
+
+Every parser produces it, the synthetic generator produces it, and the replay
+engine consumes it.  Nothing else in the project spells out a column name,
+a dtype or an event code: they all import them from here.
+
+Order
+-----
+Rows are sorted by ``(ts_ns, cpu, seq)``.  ``seq`` is the position of the
+event in the input (first file first, line order within a file), so the
+tie-break at equal timestamps is: lower CPU number first, then input order.
+Within one CPU this keeps the order in which the kernel wrote the events into
+that CPU's ring buffer (the per-CPU buffers are the only order the kernel
+guarantees; ``trace`` output merges them by timestamp and, at equal
+timestamps, the merge order is arbitrary across CPUs, so sorting by cpu is as
+good as any choice and is deterministic).
+
+Timestamps
+----------
+``ts_ns`` is an integer: nanoseconds for ns-based trace clocks (``local``,
+``global``, ``mono``, ``boot``...; printed as seconds with 6 or 9 decimals), or
+the raw counter value for ``x86-tsc``/``counter`` clocks (printed without a
+decimal point).  The Parquet metadata key ``pagereplay.timestamp_unit`` says
+which (``ns`` or ``counter``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+METADATA_PREFIX = "pagereplay."
+
+
+class Event(enum.IntEnum):
+    """The six kmem page-allocator tracepoints (``include/trace/events/kmem.h``).
+
+    The integer codes are part of the schema: the replay engine switches on them.
+    """
+
+    MM_PAGE_ALLOC = 0
+    MM_PAGE_ALLOC_ZONE_LOCKED = 1
+    MM_PAGE_FREE = 2
+    MM_PAGE_FREE_BATCHED = 3
+    MM_PAGE_PCPU_DRAIN = 4
+    MM_PAGE_ALLOC_EXTFRAG = 5
+
+    @property
+    def tracepoint(self) -> str:
+        return self.name.lower()
+
+
+EVENT_NAMES: tuple[str, ...] = tuple(e.tracepoint for e in Event)
+EVENT_BY_NAME: dict[str, Event] = {e.tracepoint: e for e in Event}
+# Names used before v3.3 for the same tracepoints (kernel-notes 4.1, Era A).
+EVENT_ALIASES: dict[str, Event] = {
+    "mm_page_free_direct": Event.MM_PAGE_FREE,
+    "mm_pagevec_free": Event.MM_PAGE_FREE_BATCHED,
+}
+
+
+class Migratetype(enum.IntEnum):
+    """``enum migratetype`` as of v4.4+ (``include/linux/mmzone.h``).
+
+    Older kernels (< 4.4) numbered RECLAIMABLE=1, MOVABLE=2; the table stores
+    the raw number the kernel printed, so nothing is lost either way.
+    CMA exists only with CONFIG_CMA, which shifts ISOLATE.
+    """
+
+    UNMOVABLE = 0
+    MOVABLE = 1
+    RECLAIMABLE = 2
+    HIGHATOMIC = 3  # == MIGRATE_PCPTYPES
+    CMA = 4
+    ISOLATE = 5
+
+
+MIGRATE_PCPTYPES = 3
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    nullable: bool
+    doc: str
+
+
+_DICT32 = pa.dictionary(pa.int32(), pa.string())
+
+#: The canonical columns, in table order.
+COLUMNS: tuple[Column, ...] = (
+    Column("ts_ns", pa.int64(), False, "timestamp: ns (or raw counter, see metadata timestamp_unit)"),
+    Column("cpu", pa.int32(), False, "CPU whose ring buffer recorded the event"),
+    Column("pid", pa.int32(), False, "pid (tid) of the current task; 0 for <idle>"),
+    Column("tgid", pa.int32(), True, "thread-group id when the trace records it (ftrace record-tgid)"),
+    Column("comm", _DICT32, False, "task comm as printed (may contain spaces, '/', ':', '<...>')"),
+    Column("event", pa.dictionary(pa.int8(), pa.string()), False, "tracepoint name; codes are Event"),
+    Column("pfn", pa.int64(), True, "page frame number of the (head) page; null for a failed allocation"),
+    Column("order", pa.int8(), False, "order (extfrag: alloc_order; free_batched: 0)"),
+    Column("migratetype", pa.int8(), True, "migratetype (extfrag: alloc_migratetype)"),
+    Column("gfp_flags", _DICT32, True, "gfp_flags text as printed by show_gfp_flags() (mm_page_alloc only)"),
+    Column("gfp_mask", pa.uint64(), True, "gfp_flags decoded to a bit mask (Linux 6.1 bit layout); null if a token is unknown"),
+    Column("percpu_refill", pa.bool_(), True, "mm_page_alloc_zone_locked: the page went to a per-CPU list"),
+    Column("failed", pa.bool_(), False, "mm_page_alloc that returned NULL (pfn printed as 0 or -1)"),
+    Column("fallback_order", pa.int8(), True, "extfrag: order of the block stolen from"),
+    Column("pageblock_order", pa.int8(), True, "extfrag: pageblock_order"),
+    Column("fallback_migratetype", pa.int8(), True, "extfrag: migratetype stolen from"),
+    Column("fragmenting", pa.bool_(), True, "extfrag: fallback_order < pageblock_order"),
+    Column("change_ownership", pa.bool_(), True, "extfrag: the pageblock changed migratetype"),
+    Column("cold", pa.bool_(), True, "pre-4.15 mm_page_free_batched cold flag"),
+    Column("source_file", pa.dictionary(pa.int16(), pa.string()), False, "input file the line came from"),
+    Column("line", pa.int64(), False, "1-based line number in source_file"),
+    Column("seq", pa.int64(), False, "input order across all files (0-based); the final sort tie-break"),
+)
+
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+SORT_KEYS: tuple[str, ...] = ("ts_ns", "cpu", "seq")
+
+
+def arrow_schema(metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The Arrow schema of the canonical event table."""
+    fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in COLUMNS]
+    md = None
+    if metadata is not None:
+        md = {k.encode(): v.encode() for k, v in metadata.items()}
+    return pa.schema(fields, metadata=md)
+
+
+def event_dictionary() -> pa.Array:
+    """The fixed dictionary of the ``event`` column (index == Event code)."""
+    return pa.array(list(EVENT_NAMES), pa.string())
+
+
+def check_schema(schema: pa.Schema) -> list[str]:
+    """Return a list of mismatches between ``schema`` and the canonical one (empty if fine)."""
+    problems = []
+    want = {c.name: c for c in COLUMNS}
+    have = {f.name: f for f in schema}
+    for name, col in want.items():
+        if name not in have:
+            problems.append(f"missing column {name!r}")
+            continue
+        t = have[name].type
+        if pa.types.is_dictionary(col.type):
+            if not pa.types.is_dictionary(t) and not pa.types.is_string(t) and not pa.types.is_large_string(t):
+                problems.append(f"column {name!r}: {t} is not a string/dictionary")
+        elif t != col.type:
+            problems.append(f"column {name!r}: {t} instead of {col.type}")
+    return problems
+
+
+# --- gfp flags ---------------------------------------------------------------
+# Bit layout of include/linux/gfp_types.h in Linux 6.1 (___GFP_* values) and the
+# composite names show_gfp_flags() prints first (include/trace/events/mmflags.h).
+# Bits move between kernel versions, so the decoded mask is only as right as this
+# table for the traced kernel; the printed text is always kept as well.
+GFP_BIT_TABLE_NAME = "linux-6.1"
+GFP_BITS: dict[str, int] = {
+    "__GFP_DMA": 0x01,
+    "__GFP_HIGHMEM": 0x02,
+    "__GFP_DMA32": 0x04,
+    "__GFP_MOVABLE": 0x08,
+    "__GFP_RECLAIMABLE": 0x10,
+    "__GFP_HIGH": 0x20,
+    "__GFP_IO": 0x40,
+    "__GFP_FS": 0x80,
+    "__GFP_ZERO": 0x100,
+    "__GFP_ATOMIC": 0x200,
+    "__GFP_DIRECT_RECLAIM": 0x400,
+    "__GFP_KSWAPD_RECLAIM": 0x800,
+    "__GFP_WRITE": 0x1000,
+    "__GFP_NOWARN": 0x2000,
+    "__GFP_RETRY_MAYFAIL": 0x4000,
+    "__GFP_NOFAIL": 0x8000,
+    "__GFP_NORETRY": 0x10000,
+    "__GFP_MEMALLOC": 0x20000,
+    "__GFP_COMP": 0x40000,
+    "__GFP_NOMEMALLOC": 0x80000,
+    "__GFP_HARDWALL": 0x100000,
+    "__GFP_THISNODE": 0x200000,
+    "__GFP_ACCOUNT": 0x400000,
+    "__GFP_ZEROTAGS": 0x800000,
+    "__GFP_SKIP_ZERO": 0x1000000,
+    "__GFP_SKIP_KASAN_UNPOISON": 0x2000000,
+    "__GFP_SKIP_KASAN_POISON": 0x4000000,
+    "__GFP_NOLOCKDEP": 0x8000000,
+}
+
+
+def _composites() -> dict[str, int]:
+    b = GFP_BITS
+    reclaim = b["__GFP_DIRECT_RECLAIM"] | b["__GFP_KSWAPD_RECLAIM"]
+    kernel = reclaim | b["__GFP_IO"] | b["__GFP_FS"]
+    user = kernel | b["__GFP_HARDWALL"]
+    highuser = user | b["__GFP_HIGHMEM"]
+    highuser_movable = (
+        highuser | b["__GFP_MOVABLE"] | b["__GFP_SKIP_KASAN_POISON"] | b["__GFP_SKIP_KASAN_UNPOISON"]
+    )
+    thp_light = (highuser_movable | b["__GFP_COMP"] | b["__GFP_NOMEMALLOC"] | b["__GFP_NOWARN"]) & ~reclaim
+    return {
+        "__GFP_RECLAIM": reclaim,
+        "GFP_ATOMIC": b["__GFP_HIGH"] | b["__GFP_ATOMIC"] | b["__GFP_KSWAPD_RECLAIM"],
+        "GFP_KERNEL": kernel,
+        "GFP_KERNEL_ACCOUNT": kernel | b["__GFP_ACCOUNT"],
+        "GFP_NOWAIT": b["__GFP_KSWAPD_RECLAIM"],
+        "GFP_NOIO": reclaim,
+        "GFP_NOFS": reclaim | b["__GFP_IO"],
+        "GFP_USER": user,
+        "GFP_DMA": b["__GFP_DMA"],
+        "GFP_DMA32": b["__GFP_DMA32"],
+        "GFP_HIGHUSER": highuser,
+        "GFP_HIGHUSER_MOVABLE": highuser_movable,
+        "GFP_TRANSHUGE_LIGHT": thp_light,
+        "GFP_TRANSHUGE": thp_light | b["__GFP_DIRECT_RECLAIM"],
+        # pre-4.4 name, kept so old traces decode
+        "__GFP_WAIT": b["__GFP_DIRECT_RECLAIM"],
+    }
+
+
+GFP_NAMES: dict[str, int] = {**GFP_BITS, **_composites(), "none": 0}
+
+
+def decode_gfp(text: str) -> int | None:
+    """Decode a ``show_gfp_flags()`` string to a mask; ``None`` if a token is unknown.
+
+    >>> hex(decode_gfp("GFP_KERNEL|__GFP_ZERO"))
+    '0xcc0'
+    """
+    mask = 0
+    for tok in text.split("|"):
+        tok = tok.strip()
+        if not tok:
+            continue
+        if tok in GFP_NAMES:
+            mask |= GFP_NAMES[tok]
+        elif tok.startswith("0x"):
+            try:
+                mask |= int(tok, 16)
+            except ValueError:
+                return None
+        else:
+            return None
+    return mask

@@ -1,0 +1,228 @@
+"""The ``pagereplay`` command line: wiring only.
+
+Every command turns a ``PagereplayError`` (or another expected failure such
+as a missing file) into a one-line message on stderr and exit status 1;
+nothing user-caused ends in a traceback (``PAGEREPLAY_DEBUG=1`` shows it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from parsers.errors import PagereplayError
+
+app = typer.Typer(
+    name="pagereplay",
+    help="Replay Linux page-allocator traces through a buddy-allocator model under memory-acceptance policies.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn expected failures into one-line messages and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except PagereplayError as e:
+            raise fail(str(e)) from None
+        except (OSError, ValueError) as e:
+            if os.environ.get("PAGEREPLAY_DEBUG"):
+                raise
+            raise fail(f"{type(e).__name__}: {e}") from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except Exception as e:  # a bug, not bad input: still one line, with the way to see more
+            if os.environ.get("PAGEREPLAY_DEBUG"):
+                raise
+            raise fail(f"internal error: {type(e).__name__}: {e} (PAGEREPLAY_DEBUG=1 shows the traceback)") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+FormatOpt = Annotated[
+    Optional[str],
+    typer.Option("--format", "-f", help="Input format: ftrace, trace-cmd or perf (default: detect per file)."),
+]
+
+
+def _check_format(fmt: str | None) -> None:
+    from parsers.formats import FORMATS
+
+    if fmt is not None and fmt not in FORMATS:
+        raise fail(f"unknown --format {fmt!r}; choose one of: {', '.join(FORMATS)}", 2)
+
+
+def _progress_callback(paths: list[str]):
+    """A rich progress bar over raw input bytes, for long inputs on a terminal."""
+    sizes = [Path(p).stat().st_size for p in paths if p != "-" and Path(p).is_file()]
+    total = sum(sizes)
+    if not err.is_terminal or total < (64 << 20):
+        return None, None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    prog = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    task = prog.add_task("parsing", total=total)
+    return prog, lambda n: prog.advance(task, n)
+
+
+def print_accounting(acc: dict[str, Any], console: Console) -> None:
+    """Line accounting and per-event counts, as a terminal table."""
+    t = Table(title="line accounting", show_header=True, header_style="bold")
+    t.add_column("lines")
+    t.add_column("count", justify="right")
+    for k in ("lines_parsed", "lines_comment", "lines_other_event", "lines_malformed", "lines_total"):
+        t.add_row(k.removeprefix("lines_"), f"{acc[k]:,}")
+    console.print(t)
+    e = Table(title="events", show_header=True, header_style="bold")
+    e.add_column("event")
+    e.add_column("count", justify="right")
+    for k, v in acc["events"].items():
+        e.add_row(k, f"{v:,}")
+    for k, v in acc["other_events"].items():
+        e.add_row(f"[dim]{k} (other)[/]", f"{v:,}")
+    console.print(e)
+    if acc["failed_allocations"]:
+        console.print(f"failed allocations: {acc['failed_allocations']:,}")
+    if acc["lost_events"] or acc["lost_markers"]:
+        console.print(
+            f"[yellow]LOST markers: {len(acc['lost_markers'])} ({acc['lost_events']:,} events lost); "
+            "replay treats these as holes[/]"
+        )
+    if acc["out_of_order_events"]:
+        console.print(f"[yellow]timestamps going back within a CPU: {acc['out_of_order_events']:,}[/]")
+        for f in acc["files"]:
+            for ex in f["out_of_order_examples"][:3]:
+                console.print(f"  {ex['file']}:{ex['line']} (cpu {ex['cpu']})")
+    if acc["lines_malformed"]:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in acc["malformed_reasons"].items())
+        console.print(f"[yellow]malformed lines: {acc['lines_malformed']:,} ({reasons}); first ones:[/]")
+        for ex in acc["malformed_examples"]:
+            console.print(f"  {ex['file']}:{ex['line']}: {ex['reason']}: {ex['text'][:100]!r}", markup=False)
+    for w in acc["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+@app.command()
+@friendly_errors
+def parse(
+    traces: Annotated[list[str], typer.Argument(help="Trace files (plain, gzip or zstd), or - for standard input.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")] = Path("events.parquet"),
+    fmt: FormatOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any line is malformed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the accounting as JSON on stdout.")] = False,
+    kernel_version: Annotated[
+        Optional[str], typer.Option("--kernel-version", help="Kernel version to record in the metadata (uname -r).")
+    ] = None,
+) -> None:
+    """Parse text traces into the canonical event table (Parquet), accounting for every line."""
+    from parsers.api import parse_to_parquet
+
+    _check_format(fmt)
+    prog, cb = _progress_callback(traces)
+    if prog is not None:
+        prog.start()
+    try:
+        acc = parse_to_parquet(traces, output, fmt, strict=strict, kernel_version=kernel_version, on_raw_bytes=cb)
+    finally:
+        if prog is not None:
+            prog.stop()
+    if as_json:
+        sys.stdout.write(json.dumps(acc, indent=1, sort_keys=False) + "\n")
+        return
+    print_accounting(acc, out)
+    out.print(f"wrote {acc['events_total']:,} events to {output}")
+
+
+@app.command()
+@friendly_errors
+def info(
+    trace: Annotated[str, typer.Argument(help="A text trace or the Parquet written by `pagereplay parse`.")],
+    fmt: FormatOpt = None,
+    top: Annotated[int, typer.Option("--top", help="How many comms / gfp strings to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Page-allocator statistics (what perf kmem --page and trace-pagealloc-postprocess.pl print) and zone->lock bursts."""
+    from parsers.api import is_parquet, load_events
+    from parsers.stats import info_summary
+
+    _check_format(fmt)
+    table, md = load_events(trace, fmt)
+    summary = info_summary(table, top=top)
+    acc = md.get("pagereplay.accounting")
+    if acc:
+        summary["accounting"] = json.loads(acc)
+    summary["input"] = {"path": trace, "parquet": is_parquet(trace), "format": md.get("pagereplay.format", "")}
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=1, default=str) + "\n")
+        return
+    from replay.console import render_info
+
+    render_info(summary, out)
+
+
+@app.command()
+def version() -> None:
+    """Print the tool and schema versions."""
+    from parsers.api import TOOL_VERSION
+    from parsers.schema import SCHEMA_VERSION
+
+    out.print(f"pagereplay {TOOL_VERSION} (event schema {SCHEMA_VERSION})")
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules register themselves here."""
+    import importlib
+
+    for mod in ("replay.cli_replay",):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod:
+                continue
+            raise
+        m.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

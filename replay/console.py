@@ -1,0 +1,224 @@
+"""Terminal rendering of the `pagereplay info` summary (``parsers.stats.info_summary``).
+
+The headline block copies the layout of ``print_page_summary()`` in
+``tools/perf/builtin-kmem.c`` (``%-30s: %'16lu   [ %'16lu KB ]``) so the figures
+can be compared with ``perf kmem stat --page`` line by line; the per-process
+table uses the column set of ``trace-pagealloc-postprocess.pl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+_NUM = {"justify": "right", "no_wrap": True}
+
+
+def _n(v: Any) -> str:
+    """Thousands separators like perf's ``%'lu``; '.' for zero (perf's order table); '-' for missing."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    return f"{v:,}"
+
+
+def _dot(v: int) -> str:
+    return "." if not v else f"{v:,}"
+
+
+def _ns(v: Any) -> str:
+    """A duration in ns, scaled to a readable unit."""
+    if v is None:
+        return "-"
+    v = float(v)
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:,.2f} {unit}"
+    return f"{v:,.0f} ns"
+
+
+def _perf_line(label: str, sized: dict[str, int]) -> str:
+    return f"{label:<30}: {sized['requests']:>16,}   [ {sized['bytes'] // 1024:>16,} KB ]"
+
+
+def _render_headline(s: dict[str, Any], console: Console) -> None:
+    p = s["perf_kmem"]
+    lines = [
+        "SUMMARY (page allocator)",
+        "========================",
+        _perf_line("Total allocation requests", p["allocation_requests"]),
+        _perf_line("Total free requests", p["free_requests"]),
+        "",
+        _perf_line("Total alloc+freed requests", p["alloc_freed"]),
+        _perf_line("Total alloc-only requests", p["alloc_only"]),
+        _perf_line("Total free-only requests", p["free_only"]),
+        "",
+        _perf_line("Total allocation failures", p["allocation_failures"]),
+    ]
+    console.print(Text("\n".join(lines)))
+    t = s["time"]
+    f = s["frees"]
+    unit = s.get("timestamp_unit") or "ns"
+    span = _ns(t["span_ns"]) if unit == "ns" else f"{_n(t['span_ns'])} {unit}"
+    console.print(
+        Text(
+            f"\n{t['events']:,} events over {span} (ts {_n(t['first_ts_ns'])} .. {_n(t['last_ts_ns'])} {unit}); "
+            f"pages allocated {s['allocations']['succeeded']['pages']:,}, pages freed {f['pages']:,}; "
+            f"mm_page_free_batched {f['batched']:,} ({f['batched_after_free']:,} repeat an mm_page_free)"
+        )
+    )
+
+
+def _render_events(s: dict[str, Any], console: Console) -> None:
+    names = list(s["events"])
+    t = Table(title="Events per CPU", box=box.SIMPLE_HEAD)
+    t.add_column("CPU", **_NUM)
+    for n in names:
+        t.add_column(n.removeprefix("mm_page_"), **_NUM)
+    t.add_column("total", **_NUM)
+    for row in s["per_cpu"]:
+        t.add_row(str(row["cpu"]), *[_n(row[n]) for n in names], _n(row["events"]))
+    t.add_row("all", *[_n(s["events"][n]) for n in names], _n(s["time"]["events"]), style="bold")
+    console.print(t)
+
+
+def _render_order_mt(s: dict[str, Any], console: Console) -> None:
+    om = s["order_migratetype"]
+    t = Table(title="Successful allocations: order x migratetype (requests)", box=box.SIMPLE_HEAD)
+    t.add_column("Order", **_NUM)
+    for m in om["migratetypes"]:
+        t.add_column(m, **_NUM)
+    t.add_column("total", **_NUM)
+    t.add_column("pages", **_NUM)
+    for r in om["rows"]:
+        t.add_row(str(r["order"]), *[_dot(r[m]) for m in om["migratetypes"]], _n(r["total"]), _n(r["pages"]))
+    console.print(t)
+
+
+_PROC_HEAD = (
+    ("pages_allocd", "Pages\nallocd"),
+    ("alloc_events", "Alloc\nevents"),
+    ("allocd_under_lock", "Allocd\nunder lock"),
+    ("freed_direct", "Freed\ndirect"),
+    ("freed_batched", "Freed\nbatched"),
+    ("pcpu_drain_pages", "PCPU pages\ndrain"),
+    ("pcpu_drains", "PCPU\ndrains"),
+    ("pcpu_refills", "PCPU\nrefills"),
+    ("extfrag_fallback", "Frag\nfallback"),
+    ("extfrag_causing", "Frag\ncausing"),
+    ("extfrag_migtype_changed", "MigType\nchanged"),
+    ("extfrag_severe", "Frag\nsevere"),
+    ("extfrag_moderate", "Frag\nmoderate"),
+)
+
+
+def _render_procs(rows: list[dict[str, Any]], title: str, with_pid: bool, console: Console) -> None:
+    t = Table(title=title, box=box.SIMPLE_HEAD)
+    t.add_column("Process" if with_pid else "Comm", overflow="fold")
+    if not with_pid:
+        t.add_column("pids", **_NUM)
+    for _, head in _PROC_HEAD:
+        t.add_column(head, **_NUM)
+    for r in rows:
+        lead = [f"{r['comm']}-{r['pid']}"] if with_pid else [r["comm"], _n(r.get("pids"))]
+        t.add_row(*lead, *[_n(r[k]) for k, _ in _PROC_HEAD])
+    console.print(t)
+
+
+def _render_gfp(s: dict[str, Any], console: Console) -> None:
+    g = s["gfp"]
+    for key, title in (("by_requests", "requests"), ("by_pages", "pages")):
+        t = Table(title=f"GFP flag mix: top by {title} ({g['distinct']:,} distinct)", box=box.SIMPLE_HEAD)
+        t.add_column("gfp_flags", overflow="fold")
+        t.add_column("requests", **_NUM)
+        t.add_column("pages", **_NUM)
+        t.add_column("failed", **_NUM)
+        for r in g[key]:
+            t.add_row(r["gfp_flags"] or "(none)", _n(r["requests"]), _n(r["pages"]), _n(r["failed"]))
+        console.print(t)
+
+
+def _render_failed(s: dict[str, Any], console: Console) -> None:
+    f = s["failed"]
+    if not f["requests"]:
+        console.print(Text("No failed allocations."))
+        return
+    t = Table(title=f"Failed allocations: {f['requests']:,} ({f['pages']:,} pages)", box=box.SIMPLE_HEAD)
+    t.add_column("order / gfp_flags", overflow="fold")
+    t.add_column("requests", **_NUM)
+    t.add_column("pages", **_NUM)
+    for r in f["by_order"]:
+        t.add_row(f"order {r['order']}", _n(r["requests"]), _n(r["pages"]))
+    for r in f["by_gfp"]:
+        t.add_row(r["gfp_flags"] or "(none)", _n(r["requests"]), _n(r["pages"]))
+    console.print(t)
+
+
+def _render_extfrag(s: dict[str, Any], console: Console) -> None:
+    x = s["extfrag"]
+    console.print(
+        Text(
+            f"mm_page_alloc_extfrag: {x['events']:,} fallbacks, {x['fragmenting']:,} fragmenting "
+            f"({x['severe']:,} severe, {x['moderate']:,} moderate), {x['change_ownership']:,} changed ownership"
+        )
+    )
+    if not x["events"]:
+        return
+    t = Table(title="extfrag: alloc -> fallback migratetype", box=box.SIMPLE_HEAD)
+    t.add_column("alloc migratetype")
+    t.add_column("fallback migratetype")
+    t.add_column("events", **_NUM)
+    for r in x["by_migratetype"]:
+        t.add_row(r["alloc_migratetype"], r["fallback_migratetype"], _n(r["events"]))
+    console.print(t)
+
+
+_DIST_ROWS = (("pages_per_burst", "pages/burst"), ("events_per_burst", "events/burst"), ("duration_ns", "duration"))
+
+
+def _render_bursts(s: dict[str, Any], console: Console) -> None:
+    ls = s["lock_sections"]
+    kinds = ("pcp_refill", "buddy_alloc", "pcp_drain")
+    t = Table(title="zone->lock sections reconstructed per CPU", box=box.SIMPLE_HEAD)
+    t.add_column("kind")
+    t.add_column("models")
+    for col in ("bursts", "events", "pages", "time in sections"):
+        t.add_column(col, **_NUM)
+    for kind in kinds:
+        k = ls[kind]
+        t.add_row(kind, k["models"], _n(k["bursts"]), _n(k["events"]), _n(k["pages"]), _ns(k["duration_ns_total"]))
+    console.print(t)
+    d = Table(title="Burst size and duration distributions", box=box.SIMPLE_HEAD)
+    d.add_column("kind")
+    d.add_column("per burst")
+    for q in ("mean", "p50", "p90", "p99", "max"):
+        d.add_column(q, **_NUM)
+    for kind in kinds:
+        k = ls[kind]
+        if not k["bursts"]:
+            continue
+        for key, label in _DIST_ROWS:
+            fmt = _ns if key == "duration_ns" else _n
+            d.add_row(kind, label, *[fmt(k[key][q]) for q in ("mean", "p50", "p90", "p99", "max")])
+    console.print(d)
+    if not ls.get("extfrag_splits", False):
+        console.print(Text("mm_page_alloc_extfrag inside a section (emitted under zone->lock) neither ends nor counts in a burst.", style="dim"))
+
+
+def render_info(summary: dict[str, Any], console: Console) -> None:
+    """Print every part of an ``info_summary()`` dict as terminal tables."""
+    _render_headline(summary, console)
+    _render_events(summary, console)
+    _render_order_mt(summary, console)
+    _render_failed(summary, console)
+    tc = summary["top_comms"]
+    _render_procs(tc["by_comm"], f"Top comms by pages allocated ({tc['comms']:,} comms)", False, console)
+    _render_procs(tc["by_comm_pid"], f"Top comm-pid by pages allocated ({tc['processes']:,} processes)", True, console)
+    _render_gfp(summary, console)
+    _render_extfrag(summary, console)
+    _render_bursts(summary, console)
