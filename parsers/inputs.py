@@ -174,6 +174,7 @@ class LineBlocks:
             self._hash_futs: list[Future] = []
         # plain input: read straight into the block buffer (no intermediate copies)
         self._readinto = self._stream.readinto if self.info.compression == "none" else None
+        self._pending = b""
 
     def _open_stream(self) -> BinaryIO:
         head = self._raw.peek(16)[:16] if hasattr(self._raw, "peek") else b""
@@ -216,7 +217,13 @@ class LineBlocks:
                 except (OSError, zlib.error) as e:
                     raise TraceInputError(f"{self.info.name}: read error: {e}") from None
             else:
-                data = self._read(len(buf) - pos)
+                space = len(buf) - pos
+                if self._pending:
+                    data, self._pending = self._pending, b""
+                else:
+                    data = self._read(space)
+                if len(data) > space:  # decompressors may hand back more than asked for
+                    data, self._pending = data[:space], data[space:]
                 n = len(data)
                 mv[pos : pos + n] = data
             if not n:

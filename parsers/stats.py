@@ -370,10 +370,6 @@ def _queries(lf: pl.LazyFrame, *, extfrag_splits: bool) -> dict[str, pl.LazyFram
     return q
 
 
-def _proc_row(r: dict[str, Any]) -> dict[str, Any]:
-    return {k: (int(v) if isinstance(v, (int, bool)) and k != "comm" else v) for k, v in r.items()}
-
-
 #: Perl-script report columns (and our ranking key) per comm-pid, in report order.
 PROC_COLUMNS: tuple[str, ...] = (
     "pages_allocd", "alloc_events", "allocd_under_lock", "freed_direct", "freed_batched",
@@ -491,14 +487,14 @@ def _summarise(
     by_comm = (
         procs.drop("pid")
         .group_by("comm")
-        .agg(pl.all().sum(), pl.len().alias("pids"))
+        .agg(pl.len().cast(pl.Int64).alias("pids"), pl.all().sum())
         .sort([*rank, "comm"], descending=[True, True, True, False])
     )
     top_comms = {
         "processes": procs.height,
         "comms": by_comm.height,
-        "by_comm": [_proc_row(r) for r in by_comm.head(top).to_dicts()],
-        "by_comm_pid": [_proc_row(r) for r in top_pids.to_dicts()],
+        "by_comm": by_comm.head(top).to_dicts(),
+        "by_comm_pid": top_pids.to_dicts(),
     }
 
     g = frames["gfp"]
@@ -565,24 +561,47 @@ def _summarise(
 
 
 def info_summary(
-    table: TableLike,
+    table: TableLike | str | os.PathLike[str],
     *,
     top: int = 10,
     page_size: int = PAGE_SIZE,
     extfrag_splits: bool = False,
     metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Summarise a canonical event table; returns a JSON-serialisable dict.
+    """Summarise a canonical event table (or a Parquet path); returns a JSON-serialisable dict.
 
-    Top-level keys: ``format``, ``page_size``, ``timestamp_unit``, ``time``,
-    ``events`` (count per tracepoint), ``allocations``, ``frees``, ``perf_kmem``
-    (perf kmem's SUMMARY lines), ``failed``, ``order_migratetype``, ``top_comms``
-    (Perl script columns), ``gfp``, ``extfrag``, ``per_cpu``, ``lock_sections``
-    (``pcp_refill`` / ``buddy_alloc`` / ``pcp_drain`` burst statistics).
-    ``metadata`` (pagereplay.* keys, prefix optional) supplies the timestamp unit
-    when the input is not a pyarrow Table carrying it.
+    Layout (every count an int; ``{requests, pages, bytes}`` is a "sized" dict):
+
+    - ``format`` ("pagereplay.info/1"), ``page_size``, ``timestamp_unit`` ("ns"/"counter"/None)
+    - ``time``: ``events``, ``first_ts_ns``, ``last_ts_ns``, ``span_ns``
+    - ``events``: {tracepoint name: count} for all six kmem events
+    - ``allocations``: sized (every mm_page_alloc, failed included, as perf counts them),
+      ``succeeded`` (sized), ``by_order`` [{order, requests, pages, failed}]
+    - ``frees``: sized (mm_page_free), ``batched``, ``batched_after_free``, ``note``
+    - ``perf_kmem``: sized ``allocation_requests``, ``free_requests``, ``alloc_freed``,
+      ``alloc_only``, ``free_only``, ``allocation_failures`` (perf's SUMMARY lines)
+    - ``failed``: sized, ``by_order`` [{order, requests, pages}], ``by_gfp`` [{gfp_flags, requests, pages}]
+    - ``order_migratetype``: ``migratetypes`` (column names), ``rows``
+      [{order, <migratetype>: requests..., total, pages}] (successful allocations)
+    - ``top_comms``: ``processes``, ``comms``, ``by_comm`` [{comm, pids, <PROC_COLUMNS>}],
+      ``by_comm_pid`` [{comm, pid, <PROC_COLUMNS>}], ranked by pages_allocd
+    - ``gfp``: ``distinct``, ``by_requests`` / ``by_pages`` [{gfp_flags, requests, pages, failed}]
+    - ``extfrag``: ``events``, ``fragmenting``, ``change_ownership``, ``severe``, ``moderate``,
+      ``by_migratetype`` [{alloc_migratetype, fallback_migratetype, events}],
+      ``by_fallback_order`` [{fallback_order, events}]
+    - ``per_cpu``: [{cpu, events, <tracepoint>: count...}]
+    - ``lock_sections``: ``pcp_refill`` / ``buddy_alloc`` / ``pcp_drain`` each {models, bursts,
+      events, pages, duration_ns_total, pages_per_burst, events_per_burst, duration_ns} where
+      the last three are {mean, p50, p90, p99, max} (None when there is no burst);
+      ``extfrag_splits``, ``quantiles``
+
+    ``top`` limits the ranked lists; ``metadata`` (pagereplay.* keys, prefix optional)
+    supplies the timestamp unit when the input does not carry it.
     """
-    lf, meta = _as_lazy(table)
+    if isinstance(table, (str, os.PathLike)):
+        lf, meta = _prepare(pl.scan_parquet(table)), _parquet_metadata(table)
+    else:
+        lf, meta = _as_lazy(table)
     if metadata:
         meta.update({k.removeprefix(METADATA_PREFIX): v for k, v in metadata.items()})
     return _summarise(lf, meta, top=top, page_size=page_size, extfrag_splits=extfrag_splits)
@@ -592,13 +611,15 @@ def info_summary_from_parquet(
     path: str | os.PathLike[str], *, top: int = 10, page_size: int = PAGE_SIZE, extfrag_splits: bool = False
 ) -> dict[str, Any]:
     """:func:`info_summary` of a Parquet file written by ``pagereplay parse``, scanned lazily."""
+    return info_summary(path, top=top, page_size=page_size, extfrag_splits=extfrag_splits)
+
+
+def _parquet_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     import pyarrow.parquet as pq
 
     raw = pq.read_schema(path).metadata or {}
-    meta = {
+    return {
         k.decode().removeprefix(METADATA_PREFIX): v.decode()
         for k, v in raw.items()
         if k.decode().startswith(METADATA_PREFIX)
     }
-    lf = _prepare(pl.scan_parquet(path))
-    return _summarise(lf, meta, top=top, page_size=page_size, extfrag_splits=extfrag_splits)
