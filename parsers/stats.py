@@ -227,7 +227,7 @@ def _dist_dict(row: dict[str, Any] | None, col: str) -> dict[str, float | int | 
 
 
 def _num(v: Any) -> Any:
-    """Floats that are whole stay floats (JSON-stable); round noise off means/quantiles."""
+    """Round float noise off means and quantiles (6 decimals); ints pass through."""
     if isinstance(v, float):
         return round(v, 6)
     return v

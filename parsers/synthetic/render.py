@@ -1,0 +1,722 @@
+"""Canonical event table -> the text a kernel (and its tools) would print.
+
+Formats (``--format``)
+----------------------
+``ftrace``
+    tracefs ``trace`` (with its ``#`` header) or ``trace_pipe`` (``header=False``); the line
+    prefix of ``trace_print_context()`` (kernel/trace/trace_output.c, kernel-notes 4.4)::
+
+        "%16s-%-7d " [ "(%7d) " ] "[%03d] " [flags] " %5lu.%06lu: " event ": " TP_printk
+
+    Eras A/B print ``-%-5d``/``(%5d)`` and a 4-character irq-info column, C/D ``-%-7d``/``(%7d)``
+    and 5 characters (migrate-disable).  The flags are the ones the captured 6.1 traces show most
+    for each event (``.....`` for alloc/free, ``...2.`` for free_batched, ``d..3.`` for the
+    events fired under zone->lock).
+``trace-cmd``
+    ``trace-cmd report``: a ``cpus=N`` header, then ``"%16s-%-5d [%03d] %5lu.%06lu: "``, the event
+    name with its colon left-justified in 21 columns, a space, the fields (as in the captured
+    6.1 report).
+``perf``
+    ``perf script``: ``"%16s %5d [%03d] %5lu.%06lu: %*s: "`` with the ``sys:event`` name
+    right-aligned to the longest recorded name (30, ``kmem:mm_page_alloc_zone_locked``).
+
+Fields of the perf/trace-cmd lines are libtraceevent's rendering of the event's ``print fmt``:
+``page=`` is not a ``struct page`` address there (kernel-notes 4.5).  perf prints the pfn in hex;
+the 6.1 trace-cmd capture prints ``vmemmap_base``'s *symbol address* plus the pfn (we reproduce
+that constant); both print ``fragmenting=10`` for the 6.1-era min() expression of
+``pageblock_order`` (observed in the captured traces), which the parser reads as false.
+
+Kernel eras (``--kernel-era``, kernel-notes 4.1)
+------------------------------------------------
+=====  ===========  =================================================================
+era    kernels      what changes in the text
+=====  ===========  =================================================================
+A      < 4.1        ``struct page *`` recorded; ``%p`` raw (vmemmap address); decimal pfn;
+                    ``percpu_refill`` = order==0; ``mm_page_free_batched`` has ``cold=``;
+                    ``change_ownership`` = alloc_mt == fallback_mt; ``legacy_names`` gives
+                    the pre-3.3 names (``mm_page_free_direct``, ``mm_pagevec_free``)
+B      4.1-5.13     pfn recorded; hashed ``%p``; decimal pfn; percpu_refill = order==0
+C      5.14-5.18    ``pfn=0x%lx``; percpu_refill = order==0
+D      >= 5.19      hex pfn; ``percpu_refill`` is the recorded argument
+=====  ===========  =================================================================
+
+Failed allocations (null pfn or ``failed``): ``page=(null) pfn=0`` in A/B, ``page=0000000000000000
+pfn=0x0`` in C/D (kernel-notes 4.2), ``page=0x0`` in perf/trace-cmd.
+
+What cannot survive a round trip (see :func:`as_rendered`): sub-microsecond time, ``tgid`` unless
+``record_tgid``, the fields an era computes instead of recording, and the provenance columns
+``source_file``/``line``.
+
+Speed: each chunk of rows is written by one compiled pass (numba) into a byte buffer -- no Python
+per event.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..schema import EVENT_ALIASES, EVENT_BY_NAME, EVENT_NAMES, Event, arrow_schema, decode_gfp
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover
+    def njit(*a, **k):  # type: ignore[no-redef]
+        return (lambda f: f) if not (a and callable(a[0])) else a[0]
+
+FORMATS = ("ftrace", "trace-cmd", "perf")
+ERAS = ("A", "B", "C", "D")
+ERA_KERNELS = {"A": "< 4.1", "B": "4.1-5.13", "C": "5.14-5.18", "D": ">= 5.19"}
+_FMT_CODE = {"ftrace": 0, "trace-cmd": 1, "perf": 2}
+_ERA_CODE = {e: i for i, e in enumerate(ERAS)}
+
+#: irq-info flags per event (most frequent in the captured 6.1 trace), 5-character form
+EVENT_FLAGS: dict[Event, str] = {
+    Event.MM_PAGE_ALLOC: ".....",
+    Event.MM_PAGE_ALLOC_ZONE_LOCKED: "d..3.",
+    Event.MM_PAGE_FREE: ".....",
+    Event.MM_PAGE_FREE_BATCHED: "...2.",
+    Event.MM_PAGE_PCPU_DRAIN: "d..3.",
+    Event.MM_PAGE_ALLOC_EXTFRAG: "d..3.",
+}
+#: libtraceevent in the 6.1 trace-cmd capture prints ``(struct page *)vmemmap_base + pfn`` as the
+#: *address of the symbol* plus the pfn: this constant is that kernel's symbol address.
+TRACE_CMD_VMEMMAP_SYMBOL = 0xFFFFFFFF88815730
+PERF_EVENT_WIDTH = max(len("kmem:" + n) for n in EVENT_NAMES)
+_LEGACY_NAMES = {v: k for k, v in EVENT_ALIASES.items()}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render.
+
+    fmt: ``ftrace`` | ``trace-cmd`` | ``perf``.
+    era: kernel era ``A`` | ``B`` | ``C`` | ``D`` (module docstring).
+    header: ftrace: write the ``trace`` file header (False = ``trace_pipe``); trace-cmd: ``cpus=N``.
+    irq_info: ftrace: print the irq-info flags column (tracefs option ``irq-info``, on by default).
+    record_tgid: ftrace: print the ``(tgid)`` column (option ``record-tgid``).
+    legacy_names: era A: pre-3.3 names ``mm_page_free_direct`` / ``mm_pagevec_free``.
+    nr_cpus: ``#P:`` / ``cpus=`` in the header (default: highest cpu + 1).
+    chunk_rows: rows per compiled pass.
+    """
+
+    fmt: str = "ftrace"
+    era: str = "D"
+    header: bool = True
+    irq_info: bool = True
+    record_tgid: bool = False
+    legacy_names: bool = False
+    nr_cpus: int | None = None
+    chunk_rows: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise ValueError(f"unknown format {self.fmt!r} (known: {', '.join(FORMATS)})")
+        if self.era not in ERAS:
+            raise ValueError(f"unknown kernel era {self.era!r} (known: {', '.join(ERAS)})")
+        if self.legacy_names and self.era != "A":
+            raise ValueError("legacy_names (mm_page_free_direct, mm_pagevec_free) exist only in era A")
+
+
+# ----------------------------------------------------------------------------- compiled writer
+@njit(cache=True, nogil=True, inline="always")
+def _put(out, p, src, s, n):
+    for j in range(n):
+        out[p + j] = src[s + j]
+    return p + n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _spaces(out, p, n):
+    for j in range(n):
+        out[p + j] = 32
+    return p + max(n, 0)
+
+
+@njit(cache=True, nogil=True)
+def _ndigits(v):
+    n = 1
+    while v >= 10:
+        v //= 10
+        n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _put_uint(out, p, v, width, zero):
+    """``%{0}{width}lu`` of a non-negative v (right-aligned)."""
+    n = _ndigits(v)
+    fill = 48 if zero else 32
+    for j in range(width - n):
+        out[p] = fill
+        p += 1
+    q = p + n - 1
+    while True:
+        out[q] = 48 + v % 10
+        v //= 10
+        q -= 1
+        if v == 0:
+            break
+    return p + n
+
+
+@njit(cache=True, nogil=True)
+def _put_int(out, p, v):
+    """``%d``."""
+    if v < 0:
+        out[p] = 45
+        p += 1
+        v = -v
+    return _put_uint(out, p, v, 0, False)
+
+
+@njit(cache=True, nogil=True)
+def _put_int_left(out, p, v, width):
+    """``%-{width}d``."""
+    s = p
+    p = _put_int(out, p, v)
+    return _spaces(out, p, width - (p - s))
+
+
+@njit(cache=True, nogil=True)
+def _put_int_right(out, p, v, width):
+    """``%{width}d``."""
+    n = _ndigits(abs(v)) + (1 if v < 0 else 0)
+    p = _spaces(out, p, width - n)
+    return _put_int(out, p, v)
+
+
+@njit(cache=True, nogil=True)
+def _put_hex(out, p, v, width):
+    """``%0{width}lx`` of a non-negative v < 2^63."""
+    n = 1
+    t = v >> 4
+    while t:
+        n += 1
+        t >>= 4
+    for j in range(width - n):
+        out[p] = 48
+        p += 1
+    q = p + n - 1
+    for j in range(n):
+        d = v & 15
+        out[q - j] = 48 + d if d < 10 else 87 + d
+        v >>= 4
+    return p + n
+
+
+@njit(cache=True, nogil=True)
+def _put_lit(out, p, lit):
+    for j in range(lit.shape[0]):
+        out[p + j] = lit[j]
+    return p + lit.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def _hash_ptr(pfn):
+    # stands in for the kernel's siphash of %p (4.15+): stable, 32 bits, looks like real output
+    x = pfn & 0x7FFFFFFF
+    return ((x * 2654435761) + (pfn >> 31) * 40503 + 0x2545F491) & 0xFFFFFFFF
+
+
+# literal pieces (bytes as uint8 arrays are passed in a small table; see _LITS)
+_LIT_TEXT = [
+    " page=",  # 0
+    " pfn=",  # 1
+    " order=",  # 2
+    " migratetype=",  # 3
+    " gfp_flags=",  # 4
+    " percpu_refill=",  # 5
+    " cold=",  # 6
+    " alloc_order=",  # 7
+    " fallback_order=",  # 8
+    " pageblock_order=",  # 9
+    " alloc_migratetype=",  # 10
+    " fallback_migratetype=",  # 11
+    " fragmenting=",  # 12
+    " change_ownership=",  # 13
+    "(null)",  # 14
+    "0000000000000000",  # 15
+    "0x",  # 16
+    "ffffea",  # 17
+    "00000000",  # 18
+]
+_LIT_BYTES = np.frombuffer("".join(_LIT_TEXT).encode(), np.uint8).copy()
+_LIT_OFF = np.cumsum([0] + [len(t) for t in _LIT_TEXT[:-1]]).astype(np.int64)
+_LIT_LEN = np.array([len(t) for t in _LIT_TEXT], np.int64)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lit(out, p, k, lb, lo, ll):
+    return _put(out, p, lb, lo[k], ll[k])
+
+
+@njit(cache=True, nogil=True)
+def _page_field(out, p, fmt, era, pfn, failed, lb, lo, ll):
+    """``page=`` value (after the literal ``page=``)."""
+    if failed:
+        if fmt != 0:
+            p = _lit(out, p, 16, lb, lo, ll)
+            out[p] = 48
+            return p + 1
+        if era <= 1:
+            return _lit(out, p, 14, lb, lo, ll)
+        return _lit(out, p, 15, lb, lo, ll)
+    if era == 0:  # struct page * in the record: the raw vmemmap address
+        if fmt != 0:
+            p = _lit(out, p, 16, lb, lo, ll)
+        p = _lit(out, p, 17, lb, lo, ll)
+        return _put_hex(out, p, pfn * 64, 10)
+    if fmt == 0:  # hashed %p
+        p = _lit(out, p, 18, lb, lo, ll)
+        return _put_hex(out, p, _hash_ptr(pfn), 8)
+    p = _lit(out, p, 16, lb, lo, ll)
+    if fmt == 1 and era >= 2:
+        low = 0x88815730 + pfn
+        hi = (0xFFFFFFFF + (low >> 32)) & 0xFFFFFFFF
+        p = _put_hex(out, p, hi, 8)
+        return _put_hex(out, p, low & 0xFFFFFFFF, 8)
+    return _put_hex(out, p, pfn, 0)
+
+
+@njit(cache=True, nogil=True)
+def _pfn_field(out, p, era, pfn, failed, lb, lo, ll):
+    v = 0 if failed else pfn
+    if era >= 2:
+        p = _lit(out, p, 16, lb, lo, ll)
+        return _put_hex(out, p, v, 0)
+    return _put_uint(out, p, v, 0, False)
+
+
+@njit(cache=True, nogil=True)
+def write_lines(
+    out, fmt, era, irq_info, record_tgid, pid_w, start, stop,
+    ts, cpu, pid, tgid, comm, ev, pfn, order, mt, gfp, pcp, failed,
+    forder, pborder, fmt_mt, chown, cold,
+    cb, co, cl, gb, go, gl, nb, no, nl, fb, fo, fl, lb, lo, ll, name_w,
+):  # fmt: skip
+    """Write rows [start, stop) into ``out``; returns (rows written, bytes written).
+
+    Stops early when fewer than 4096 bytes + the row's strings are left.
+    """
+    p = 0
+    cap = out.shape[0]
+    i = start
+    while i < stop:
+        c = comm[i]
+        g = gfp[i]
+        need = 512 + cl[c] + (gl[g] if g >= 0 else 0)
+        if p + need > cap:
+            break
+        e = ev[i]
+        # ---- prefix
+        if fmt == 2:
+            p = _spaces(out, p, 16 - cl[c])
+            p = _put(out, p, cb, co[c], cl[c])
+            out[p] = 32
+            p += 1
+            p = _put_int_right(out, p, pid[i], 5)
+        else:
+            p = _spaces(out, p, 16 - cl[c])
+            p = _put(out, p, cb, co[c], cl[c])
+            out[p] = 45
+            p += 1
+            p = _put_int_left(out, p, pid[i], pid_w)
+            if fmt == 0 and record_tgid:
+                out[p] = 32
+                out[p + 1] = 40
+                p += 2
+                if tgid[i] < 0:
+                    for j in range(pid_w):
+                        out[p] = 45
+                        p += 1
+                else:
+                    p = _put_int_right(out, p, tgid[i], pid_w)
+                out[p] = 41
+                p += 1
+        out[p] = 32
+        out[p + 1] = 91
+        p += 2
+        p = _put_uint(out, p, cpu[i], 3, True)
+        out[p] = 93
+        p += 1
+        if fmt == 0:
+            out[p] = 32
+            p += 1
+            if irq_info:
+                p = _put(out, p, fb, fo[e], fl[e])
+        out[p] = 32
+        p += 1
+        t = ts[i]
+        p = _put_uint(out, p, t // 1000000000, 5, False)
+        out[p] = 46
+        p += 1
+        p = _put_uint(out, p, (t % 1000000000) // 1000, 6, True)
+        out[p] = 58
+        out[p + 1] = 32
+        p += 2
+        if fmt == 2:
+            p = _spaces(out, p, name_w - nl[e])
+            p = _put(out, p, nb, no[e], nl[e])
+            out[p] = 58
+            p += 1
+        else:
+            p = _put(out, p, nb, no[e], nl[e])
+            out[p] = 58
+            p += 1
+            if fmt == 1:
+                p = _spaces(out, p, 20 - nl[e])
+        # ---- TP_printk
+        fail = failed[i] != 0 or pfn[i] < 0
+        f = pfn[i] if pfn[i] >= 0 else 0
+        p = _lit(out, p, 0, lb, lo, ll)
+        p = _page_field(out, p, fmt, era, f, fail, lb, lo, ll)
+        p = _lit(out, p, 1, lb, lo, ll)
+        p = _pfn_field(out, p, era, f, fail, lb, lo, ll)
+        if e == 5:  # mm_page_alloc_extfrag
+            p = _lit(out, p, 7, lb, lo, ll)
+            p = _put_int(out, p, order[i])
+            p = _lit(out, p, 8, lb, lo, ll)
+            p = _put_int(out, p, forder[i])
+            p = _lit(out, p, 9, lb, lo, ll)
+            p = _put_int(out, p, pborder[i])
+            p = _lit(out, p, 10, lb, lo, ll)
+            p = _put_int(out, p, mt[i])
+            p = _lit(out, p, 11, lb, lo, ll)
+            p = _put_int(out, p, fmt_mt[i])
+            p = _lit(out, p, 12, lb, lo, ll)
+            if fmt != 0 and era == 3:
+                p = _put_int(out, p, 10 if forder[i] >= 1 else 9)
+            else:
+                p = _put_int(out, p, 1 if forder[i] < pborder[i] else 0)
+            p = _lit(out, p, 13, lb, lo, ll)
+            if era == 0:
+                p = _put_int(out, p, 1 if mt[i] == fmt_mt[i] else 0)
+            else:
+                p = _put_int(out, p, chown[i])
+        else:
+            p = _lit(out, p, 2, lb, lo, ll)
+            p = _put_int(out, p, 0 if e == 3 else order[i])
+            if e == 3:
+                if era == 0:
+                    p = _lit(out, p, 6, lb, lo, ll)
+                    p = _put_int(out, p, cold[i])
+            elif e != 2:  # alloc, zone_locked, drain
+                p = _lit(out, p, 3, lb, lo, ll)
+                p = _put_int(out, p, mt[i])
+                if e == 0:
+                    p = _lit(out, p, 4, lb, lo, ll)
+                    if g >= 0:
+                        p = _put(out, p, gb, go[g], gl[g])
+                    else:
+                        out[p] = 110  # "none"
+                        out[p + 1] = 111
+                        out[p + 2] = 110
+                        out[p + 3] = 101
+                        p += 4
+                elif e == 1:
+                    p = _lit(out, p, 5, lb, lo, ll)
+                    if era <= 2:
+                        p = _put_int(out, p, 1 if order[i] == 0 else 0)
+                    else:
+                        p = _put_int(out, p, pcp[i])
+        out[p] = 10
+        p += 1
+        i += 1
+    return i, p
+
+
+# ----------------------------------------------------------------------------- Python side
+def _string_table(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    raw = [s.encode() for s in strings]
+    lens = np.array([len(r) for r in raw] or [0], np.int64)
+    offs = np.zeros_like(lens)
+    if len(raw) > 1:
+        offs[1:] = np.cumsum(lens[:-1])
+    buf = np.frombuffer(b"".join(raw) + b"\0", np.uint8).copy()
+    return buf, offs, lens
+
+
+def _event_names(opts: RenderOptions) -> list[str]:
+    names = []
+    for e in Event:
+        n = e.tracepoint
+        if opts.legacy_names and e in _LEGACY_NAMES:
+            n = _LEGACY_NAMES[e]
+        names.append("kmem:" + n if opts.fmt == "perf" else n)
+    return names
+
+
+def _flags(opts: RenderOptions) -> list[str]:
+    w = 5 if opts.era in ("C", "D") else 4
+    return [EVENT_FLAGS[e][:w] for e in Event]
+
+
+_EVENT_CODE_BY_NAME = {**{k: int(v) for k, v in EVENT_BY_NAME.items()}, **{k: int(v) for k, v in EVENT_ALIASES.items()}}
+
+
+def _dict_column(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
+    """(int32 indices with -1 for null, dictionary strings) of a string or dictionary column."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not pa.types.is_dictionary(col.type):
+        col = col.dictionary_encode()
+    idx = col.indices.to_numpy(zero_copy_only=False) if col.null_count == 0 else pc.fill_null(col.indices, -1).to_numpy()
+    return idx.astype(np.int32), col.dictionary.to_pylist()
+
+
+def _int(col, fill: int, dtype=np.int64) -> np.ndarray:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_boolean(col.type):
+        col = col.cast(pa.int8())
+    if col.null_count:
+        col = pc.fill_null(col, fill)
+    return np.asarray(col.to_numpy(zero_copy_only=False)).astype(dtype, copy=False)
+
+
+class _Renderer:
+    def __init__(self, opts: RenderOptions) -> None:
+        self.opts = opts
+        self.names = _string_table(_event_names(opts))
+        self.flags = _string_table(_flags(opts))
+        self.pid_w = 7 if (opts.fmt == "ftrace" and opts.era in ("C", "D")) else 5
+        self.name_w = PERF_EVENT_WIDTH
+        self._cache: dict[tuple[int, str], tuple] = {}
+
+    def _strings(self, key: str, strings: list[str]):
+        k = (id(strings), key)
+        hit = self._cache.get(k)
+        if hit is None or hit[0] is not strings:
+            hit = (strings, _string_table(strings))
+            self._cache = {k: hit}  # keep only the latest dictionary per column kind
+        return hit[1]
+
+    def batch(self, rb: pa.RecordBatch | pa.Table, sink: BinaryIO) -> int:
+        n = rb.num_rows
+        if n == 0:
+            return 0
+        o = self.opts
+        comm_idx, comm_dict = _dict_column(rb.column("comm"))
+        gfp_idx, gfp_dict = _dict_column(rb.column("gfp_flags"))
+        ev_idx, ev_dict = _dict_column(rb.column("event"))
+        try:
+            ev_map = np.array([_EVENT_CODE_BY_NAME[s] for s in ev_dict] or [0], np.int64)
+        except KeyError as exc:
+            raise ValueError(f"unknown event {exc.args[0]!r} in the table") from None
+        ev = ev_map[ev_idx]
+        cb, co, cl = _string_table(comm_dict)
+        gb, go, gl = _string_table(gfp_dict)
+        ts = _int(rb.column("ts_ns"), 0)
+        if (ts < 0).any():
+            raise ValueError("negative timestamps cannot be printed as %5lu.%06lu")
+        args = (
+            ts,
+            _int(rb.column("cpu"), 0),
+            _int(rb.column("pid"), 0),
+            _int(rb.column("tgid"), -1),
+            comm_idx.astype(np.int64),
+            ev,
+            _int(rb.column("pfn"), -1),
+            _int(rb.column("order"), 0),
+            _int(rb.column("migratetype"), 0),
+            gfp_idx.astype(np.int64),
+            _int(rb.column("percpu_refill"), 0),
+            _int(rb.column("failed"), 0),
+            _int(rb.column("fallback_order"), 0),
+            _int(rb.column("pageblock_order"), 9),
+            _int(rb.column("fallback_migratetype"), 0),
+            _int(rb.column("change_ownership"), 0),
+            _int(rb.column("cold"), 0),
+        )
+        maxstr = int(cl.max(initial=0)) + int(gl.max(initial=0)) + 512
+        buf = np.empty(max(1 << 22, min(n, 1 << 16) * 256 + maxstr), np.uint8)
+        i = 0
+        total = 0
+        while i < n:
+            j, nbytes = write_lines(
+                buf, _FMT_CODE[o.fmt], _ERA_CODE[o.era], o.irq_info, o.record_tgid, self.pid_w, i, n, *args,
+                cb, co, cl, gb, go, gl, *self.names, *self.flags, _LIT_BYTES, _LIT_OFF, _LIT_LEN, self.name_w,
+            )  # fmt: skip
+            if j == i:
+                raise RuntimeError("render buffer too small for one line")
+            sink.write(buf[:nbytes].tobytes())
+            total += nbytes
+            i = j
+        return total
+
+    def header(self, n_events: int, nr_cpus: int) -> str:
+        o = self.opts
+        if o.fmt == "trace-cmd":
+            return f"cpus={nr_cpus}\n" if o.header else ""
+        if o.fmt != "ftrace" or not o.header:
+            return ""
+        h = ["# tracer: nop", "#", f"# entries-in-buffer/entries-written: {n_events}/{n_events}   #P:{nr_cpus}", "#"]
+        tg = " (TGID)  " if o.record_tgid else ""
+        if not o.irq_info:
+            if o.era in ("C", "D"):
+                h += [f"#           TASK-PID    {tg} CPU#     TIMESTAMP  FUNCTION", f"#              | |      {' ' * len(tg)}   |         |         |"]
+            else:
+                h += [f"#           TASK-PID  {tg} CPU#      TIMESTAMP  FUNCTION", f"#              | |    {' ' * len(tg)}   |          |         |"]
+        elif o.era in ("C", "D"):
+            pad = " " * len(tg)
+            h += [
+                f"#                          {pad}      _-----=> irqs-off/BH-disabled",
+                f"#                          {pad}     / _----=> need-resched",
+                f"#                          {pad}    | / _---=> hardirq/softirq",
+                f"#                          {pad}    || / _--=> preempt-depth",
+                f"#                          {pad}    ||| / _-=> migrate-disable",
+                f"#                          {pad}    |||| /     delay",
+                f"#           TASK-PID    {tg} CPU#  |||||  TIMESTAMP  FUNCTION",
+                f"#              | |      {pad}   |   |||||     |         |",
+            ]
+        else:
+            pad = " " * len(tg)
+            h += [
+                f"#                        {pad}      _-----=> irqs-off",
+                f"#                        {pad}     / _----=> need-resched",
+                f"#                        {pad}    | / _---=> hardirq/softirq",
+                f"#                        {pad}    || / _--=> preempt-depth",
+                f"#                        {pad}    ||| /     delay",
+                f"#           TASK-PID  {tg} CPU#  ||||    TIMESTAMP  FUNCTION",
+                f"#              | |    {pad}   |   ||||       |         |",
+            ]
+        return "\n".join(h) + "\n"
+
+
+def _batches(source: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    if isinstance(source, pa.RecordBatch):
+        source = pa.Table.from_batches([source])
+    if isinstance(source, pa.Table):
+        yield from source.to_batches(max_chunksize=chunk_rows)
+        return
+    for b in source:
+        if isinstance(b, pa.Table):
+            yield from b.to_batches(max_chunksize=chunk_rows)
+        else:
+            yield b
+
+
+def render(
+    source: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
+    sink: BinaryIO | str | os.PathLike[str],
+    opts: RenderOptions | None = None,
+    *,
+    n_events: int | None = None,
+    nr_cpus: int | None = None,
+    **kw,
+) -> int:
+    """Render a canonical table (or a stream of record batches) as text into ``sink``; returns bytes written.
+
+    ``sink`` is a binary file object or a path.  For a stream of batches the ftrace ``trace``
+    header needs ``n_events`` and ``nr_cpus`` up front (a table provides them).  Extra keyword
+    arguments build :class:`RenderOptions`.
+    """
+    opts = opts or RenderOptions(**kw)
+    if isinstance(source, (pa.Table, pa.RecordBatch)):
+        n_events = source.num_rows if n_events is None else n_events
+        if nr_cpus is None and opts.nr_cpus is None and source.num_rows:
+            nr_cpus = int(pc.max(source.column("cpu")).as_py()) + 1
+    nr_cpus = opts.nr_cpus or nr_cpus or 1
+    r = _Renderer(opts)
+    if isinstance(sink, (str, os.PathLike)):
+        with open(sink, "wb") as f:
+            return render(source, f, opts, n_events=n_events, nr_cpus=nr_cpus)
+    head = r.header(n_events if n_events is not None else 0, nr_cpus)
+    if head and opts.fmt == "ftrace" and n_events is None:
+        raise ValueError("the ftrace `trace` header needs n_events (or render a table, or header=False)")
+    total = 0
+    if head:
+        b = head.encode()
+        sink.write(b)
+        total += len(b)
+    for rb in _batches(source, opts.chunk_rows):
+        total += r.batch(rb, sink)
+    return total
+
+
+def render_text(table: pa.Table, **kw) -> str:
+    """The whole rendering as one string (tests, small tables)."""
+    bio = io.BytesIO()
+    render(table, bio, **kw)
+    return bio.getvalue().decode()
+
+
+# ----------------------------------------------------------------------------- round trip
+def as_rendered(table: pa.Table, opts: RenderOptions | None = None, **kw) -> pa.Table:
+    """The table ``parse(render(table, opts))`` gives back, column for column.
+
+    Applies what the text cannot carry or what the era computes instead of recording:
+    timestamps truncated to microseconds, ``tgid`` null unless ftrace ``record_tgid``,
+    ``percpu_refill`` = order==0 before era D, ``cold`` only in era A (0 when null),
+    ``change_ownership`` = alloc_mt == fallback_mt in era A, ``fragmenting`` as printed, failed
+    allocations with a null pfn, ``gfp_mask`` decoded from the text, and fields an event does
+    not print set to null.  ``source_file``/``line`` are left as they are: compare without them.
+    """
+    import polars as pl
+
+    opts = opts or RenderOptions(**kw)
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    ev = pl.col("event").cast(pl.String)
+    is_ = lambda e: ev == e.tracepoint  # noqa: E731
+    alloc, zl, free, bat, drain, xf = (is_(e) for e in Event)
+    if opts.legacy_names:
+        ev_out = ev.replace({"mm_page_free": "mm_page_free_direct", "mm_page_free_batched": "mm_pagevec_free"})
+    else:
+        ev_out = ev
+    failed = alloc & (pl.col("failed") | pl.col("pfn").is_null() | (pl.col("pfn") <= 0))
+    has_mt = alloc | zl | drain | xf
+    era = opts.era
+    pcp = (
+        pl.when(zl).then(pl.col("order") == 0 if era != "D" else pl.col("percpu_refill").fill_null(False)).otherwise(None)
+    )
+    tracecmd_like = opts.fmt != "ftrace"
+    frag = pl.when(xf).then(
+        pl.lit(False) if (tracecmd_like and era == "D") else (pl.col("fallback_order") < pl.col("pageblock_order").fill_null(9))
+    )
+    chown = pl.when(xf).then(
+        (pl.col("migratetype") == pl.col("fallback_migratetype")) if era == "A" else pl.col("change_ownership").fill_null(False)
+    )
+    out = df.with_columns(
+        ((pl.col("ts_ns") // 1000) * 1000).alias("ts_ns"),
+        (pl.col("tgid") if (opts.fmt == "ftrace" and opts.record_tgid) else pl.lit(None, pl.Int32)).alias("tgid"),
+        ev_out.alias("event"),
+        pl.when(failed).then(None).otherwise(pl.col("pfn").fill_null(0)).alias("pfn"),
+        pl.when(bat).then(0).otherwise(pl.col("order")).cast(pl.Int8).alias("order"),
+        pl.when(has_mt).then(pl.col("migratetype").fill_null(0)).otherwise(None).cast(pl.Int8).alias("migratetype"),
+        pl.when(alloc).then(pl.col("gfp_flags").cast(pl.String).fill_null("none")).otherwise(None).alias("gfp_flags"),
+        pcp.alias("percpu_refill"),
+        failed.alias("failed"),
+        pl.when(xf).then(pl.col("fallback_order").fill_null(0)).cast(pl.Int8).alias("fallback_order"),
+        pl.when(xf).then(pl.col("pageblock_order").fill_null(9)).cast(pl.Int8).alias("pageblock_order"),
+        pl.when(xf).then(pl.col("fallback_migratetype").fill_null(0)).cast(pl.Int8).alias("fallback_migratetype"),
+        frag.alias("fragmenting"),
+        chown.alias("change_ownership"),
+        pl.when(bat & pl.lit(era == "A")).then(pl.col("cold").fill_null(False)).otherwise(None).alias("cold"),
+    )
+    gfps = out.get_column("gfp_flags")
+    masks = {s: decode_gfp(s) for s in gfps.unique().drop_nulls().to_list()}
+    out = out.with_columns(pl.col("gfp_flags").replace_strict(masks, default=None, return_dtype=pl.UInt64).alias("gfp_mask"))
+    res = out.to_arrow()
+    cols = []
+    schema = arrow_schema()
+    for f in schema:
+        c = res.column(f.name)
+        if pa.types.is_dictionary(f.type):
+            c = pc.cast(c, pa.string()).dictionary_encode()
+            c = c.cast(f.type) if not isinstance(c, pa.ChunkedArray) else pa.chunked_array([x.cast(f.type) for x in c.chunks], f.type)
+        else:
+            c = c.cast(f.type)
+        cols.append(c)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+__all__ = ["ERAS", "ERA_KERNELS", "FORMATS", "RenderOptions", "as_rendered", "render", "render_text"]
