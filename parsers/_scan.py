@@ -323,6 +323,38 @@ def _is_flag_char(c):
 
 
 @njit(cache=True, nogil=True)
+def _line_ends(buf, nbytes, cap):
+    """Offsets of every newline in buf[:nbytes] (plus nbytes for a last line without one).
+
+    Words of eight bytes are tested for a 0x0a byte with the classic
+    has-zero-byte trick; only words that have one are scanned bytewise.
+    """
+    ends = np.empty(cap + 1, np.int64)
+    k = 0
+    nw = nbytes // 8 if buf.itemsize == 1 else 0  # (the plain-Python path scans int64 "bytes")
+    words = buf[: nw * 8].view(np.uint64) if nw > 0 else np.zeros(1, np.uint64)
+    ones = np.uint64(0x0101010101010101)
+    highs = np.uint64(0x8080808080808080)
+    nls = np.uint64(0x0A0A0A0A0A0A0A0A)
+    for w in range(nw):
+        v = words[w] ^ nls
+        if ((v - ones) & ~v & highs) != np.uint64(0):
+            base = w * 8
+            for j in range(8):
+                if buf[base + j] == 10:
+                    ends[k] = base + j
+                    k += 1
+    for i in range(nw * 8, nbytes):
+        if buf[i] == 10:
+            ends[k] = i
+            k += 1
+    if k == 0 or ends[k - 1] != nbytes - 1:
+        ends[k] = nbytes
+        k += 1
+    return ends[:k]
+
+
+@njit(cache=True, nogil=True)
 def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_off, ev_len, ev_code, required):
     """Scan ``buf[:nbytes]`` (whole lines) and return the extracted columns.
 
@@ -387,12 +419,12 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
     nm = 0
     pos = 0
     lineno = 0
+    # all line ends first, eight bytes at a time (the byte-by-byte search was ~15% of the scan)
+    ends = _line_ends(buf, nbytes, cap)
     while pos < nbytes:
-        # --- find the line
+        # --- the line
         ls = pos
-        le = ls
-        while le < nbytes and buf[le] != 10:
-            le += 1
+        le = ends[lineno]
         pos = le + 1
         ln = lineno
         lineno += 1
