@@ -323,6 +323,30 @@ def _is_flag_char(c):
 
 
 @njit(cache=True, nogil=True)
+def _count_lines(buf, nbytes):
+    """Number of lines in buf[:nbytes] (a last line without a newline counts)."""
+    n = 0
+    nw = nbytes // 8 if buf.itemsize == 1 else 0
+    words = buf[: nw * 8].view(np.uint64) if nw > 0 else np.zeros(1, np.uint64)
+    ones = np.uint64(0x0101010101010101)
+    highs = np.uint64(0x8080808080808080)
+    nls = np.uint64(0x0A0A0A0A0A0A0A0A)
+    for w in range(nw):
+        v = words[w] ^ nls
+        if ((v - ones) & ~v & highs) != np.uint64(0):
+            base = w * 8
+            for j in range(8):
+                if buf[base + j] == 10:
+                    n += 1
+    for i in range(nw * 8, nbytes):
+        if buf[i] == 10:
+            n += 1
+    if nbytes > 0 and buf[nbytes - 1] != 10:
+        n += 1
+    return n + 1
+
+
+@njit(cache=True, nogil=True)
 def _line_ends(buf, nbytes, cap):
     """Offsets of every newline in buf[:nbytes] (plus nbytes for a last line without one).
 
@@ -358,9 +382,12 @@ def _line_ends(buf, nbytes, cap):
 def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_off, ev_len, ev_code, required):
     """Scan ``buf[:nbytes]`` (whole lines) and return the extracted columns.
 
-    ``cap`` must be >= the number of lines in the block.  Line numbers in the
-    outputs are 0-based within the block.
+    ``cap`` must be >= the number of lines in the block, or -1 to count them
+    here (in the worker thread).  Line numbers in the outputs are 0-based
+    within the block.
     """
+    if cap < 0:
+        cap = _count_lines(buf, nbytes)
     # event columns
     o_ts = np.empty(cap, np.int64)
     o_cpu = np.empty(cap, np.int32)

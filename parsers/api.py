@@ -314,26 +314,29 @@ class TraceParser:
         pending: collections.deque[tuple[cf.Future, bytes, int, bool]] = collections.deque()
         blocks = iter(reader)
         first = True
+        next_line = 1
         try:
             while True:
                 while len(pending) <= self.workers:
                     try:
-                        block, line0 = next(blocks)
+                        block, _ = next(blocks)
                     except StopIteration:
                         break
                     if first:
                         self._reject_binary(block, reader.info.name)
                         first = False
-                    cap = block.count(b"\n") + 1
+                    cap = -1  # the worker counts the lines
                     arr = np.frombuffer(block, np.uint8)
                     fut = pool.submit(_scan_and_prepare, arr, len(block), cap, fmt_code)
-                    pending.append((fut, block, line0, block.endswith(b"\n")))
+                    pending.append((fut, block, block.endswith(b"\n")))
                 if not pending:
                     break
-                fut, block, line0, ends_nl = pending.popleft()
+                fut, block, ends_nl = pending.popleft()
+                line0 = next_line
                 res = fut.result()
                 if fa.format is None:
                     fa.format = detect_format(res[0][2], block[:65536]) or None
+                next_line += int(res[0][3])  # lines in this block
                 batch, last_ts = self._to_batch(res, block, line0, ends_nl, fa, file_id, last_ts)
                 if batch is not None:
                     yield batch

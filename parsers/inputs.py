@@ -235,7 +235,6 @@ class LineBlocks:
 
     def __iter__(self) -> Iterator[tuple[bytes, int]]:
         carry = b""
-        line = 1
         size = self.block_size
         try:
             while True:
@@ -249,7 +248,7 @@ class LineBlocks:
                 if cut < 0:
                     if end > MAX_LINE:
                         raise TraceInputError(
-                            f"{self.info.name}:{line}: line longer than {MAX_LINE >> 20} MiB: not a text trace"
+                            f"{self.info.name}: a line longer than {MAX_LINE >> 20} MiB: not a text trace"
                         )
                     carry = bytes(buf[:end])
                     continue
@@ -257,12 +256,11 @@ class LineBlocks:
                 del buf[cut + 1 :]
                 block = buf  # a bytearray: the scanner reads it through numpy without a copy
                 self._hash_side(block)
-                yield block, line  # type: ignore[misc]
-                line += block.count(b"\n")
+                yield block, 0  # type: ignore[misc]  # line numbers are assigned by the scanner's counts
             if carry:
                 self.info.no_final_newline = True
                 self._hash_side(carry)
-                yield carry, line
+                yield carry, 0
         finally:
             if self._side_hash is not None:
                 for f in self._hash_futs:
