@@ -41,6 +41,7 @@ class FileAccounting:
     out_of_order_events: int = 0
     out_of_order_examples: list[dict[str, int]] = field(default_factory=list)
     failed_allocs: int = 0
+    fragmenting_recomputed: int = 0
     warnings: list[str] = field(default_factory=list)
     counters: list[int] = field(default_factory=lambda: [0] * _scan.N_COUNTERS)
 
@@ -68,6 +69,14 @@ class FileAccounting:
         for line, cpu in examples:
             if len(self.out_of_order_examples) < self.max_examples:
                 self.out_of_order_examples.append({"file": self.name, "line": line, "cpu": cpu})
+
+    def _frag_warning(self) -> list[str]:
+        if not self.fragmenting_recomputed:
+            return []
+        return [
+            f"{self.name}: {self.fragmenting_recomputed} mm_page_alloc_extfrag line(s) print a fragmenting= value other "
+            "than fallback_order < pageblock_order (libtraceevent cannot evaluate pageblock_order); recomputed as the kernel does"
+        ]
 
     @property
     def lines_comment(self) -> int:
@@ -117,7 +126,7 @@ class FileAccounting:
             "out_of_order_examples": list(self.out_of_order_examples),
             "failed_allocations": self.failed_allocs,
             "truncated": self.truncated,
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings) + self._frag_warning(),
         }
 
 
@@ -138,6 +147,14 @@ class Accounting:
     @property
     def lines_parsed(self) -> int:
         return self._sum("lines_parsed")
+
+    def _frag_warning(self) -> list[str]:
+        if not self.fragmenting_recomputed:
+            return []
+        return [
+            f"{self.name}: {self.fragmenting_recomputed} mm_page_alloc_extfrag line(s) print a fragmenting= value other "
+            "than fallback_order < pageblock_order (libtraceevent cannot evaluate pageblock_order); recomputed as the kernel does"
+        ]
 
     @property
     def lines_comment(self) -> int:
@@ -206,6 +223,6 @@ class Accounting:
             "failed_allocations": sum(f.failed_allocs for f in self.files),
             "timestamp_unit": self.timestamp_unit(),
             "kmem_era": self.kmem_era(),
-            "warnings": [w for f in self.files for w in f.warnings],
+            "warnings": [w for f in self.files for w in f.as_dict()["warnings"]],
             "files": [f.as_dict() for f in self.files],
         }

@@ -156,6 +156,15 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
     if nfailed:
         pfn = np.where(failed, -1, pfn)
     ts_s, cpu_s = P(o_ts), P(o_cpu)
+    # the kernel defines fragmenting as fallback_order < pageblock_order; libtraceevent (trace-cmd
+    # report, perf script) cannot evaluate pageblock_order and prints the fallback order instead
+    forder, pborder, frag = P(o_forder), P(o_pborder), P(o_frag)
+    known = (forder >= 0) & (pborder >= 0)
+    nfrag_fixed = 0
+    if known.any():
+        want = np.where(known, (forder < pborder).astype(np.int8), frag)
+        nfrag_fixed = int(((want != frag) & known).sum())
+        frag = want
     arrays = {
         "ts_ns": pa.array(ts_s, pa.int64()),
         "cpu": pa.array(cpu_s, pa.int32()),
@@ -170,7 +179,7 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
         "fallback_order": _nullable_int(P(o_forder), pa.int8()),
         "pageblock_order": _nullable_int(P(o_pborder), pa.int8()),
         "fallback_migratetype": _nullable_int(P(o_fmt), pa.int8()),
-        "fragmenting": _nullable_bool(P(o_frag)),
+        "fragmenting": _nullable_bool(frag),
         "change_ownership": _nullable_bool(P(o_chown)),
         "cold": _nullable_bool(P(o_cold)),
     }
@@ -182,6 +191,7 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
         "line_rel": P(o_line),
         "ev_counts": np.bincount(ev, minlength=len(EVENT_NAMES)),
         "failed": nfailed,
+        "frag_fixed": nfrag_fixed,
         "ts_sorted": ts_s,
         "cpu_sorted": cpu_s,
     }
@@ -445,6 +455,7 @@ class TraceParser:
         for code, n in enumerate(prep["ev_counts"]):
             fa.events[EVENT_NAMES[code]] += int(n)
         fa.failed_allocs += prep["failed"]
+        fa.fragmenting_recomputed += prep["frag_fixed"]
         num = prep["arrays"]
         arrays = [
             num["ts_ns"],

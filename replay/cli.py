@@ -197,6 +197,24 @@ def info(
 
 
 @app.command()
+def schema(as_json: Annotated[bool, typer.Option("--json", help="Print the schema as JSON.")] = False) -> None:
+    """The canonical event table: columns, types, meaning, and the sort order."""
+    from parsers.schema import COLUMNS, SCHEMA_VERSION, SORT_KEYS
+
+    if as_json:
+        cols = [{"name": c.name, "type": str(c.type), "nullable": c.nullable, "doc": c.doc} for c in COLUMNS]
+        sys.stdout.write(json.dumps({"schema_version": SCHEMA_VERSION, "sorted_by": SORT_KEYS, "columns": cols}, indent=1) + "\n")
+        return
+    t = Table(title=f"canonical event table (schema {SCHEMA_VERSION}), sorted by {', '.join(SORT_KEYS)}", header_style="bold")
+    for h in ("column", "type", "null", "meaning"):
+        t.add_column(h)
+    for c in COLUMNS:
+        t.add_row(c.name, str(c.type).replace("dictionary<values=string, indices=", "dict<").replace(", ordered=0>", ">"),
+                  "yes" if c.nullable else "", c.doc)
+    out.print(t)
+
+
+@app.command()
 def version() -> None:
     """Print the tool and schema versions."""
     from parsers.api import TOOL_VERSION

@@ -222,3 +222,18 @@ def test_crlf_line_endings():
     r = parse_text(MODERN_TRACE.replace("\n", "\r\n"))
     assert r.accounting["lines_parsed"] == 4 and r.accounting["lines_malformed"] == 0
     assert r.table.column("gfp_flags").to_pylist()[1] == "GFP_HIGHUSER_MOVABLE|__GFP_ZERO"
+
+
+def test_libtraceevent_fragmenting_quirk_is_recomputed():
+    # trace-cmd report / perf script print fragmenting=<fallback_order> (kernel-notes 4.5; peer-bench item 6)
+    line = (
+        "              dd-1862  [000]   407.182492: mm_page_alloc_extfrag: page=0xffffffff8891cf30 pfn=0x107800 "
+        "alloc_order=0 fallback_order=10 pageblock_order=9 alloc_migratetype=1 fallback_migratetype=0 fragmenting=10 change_ownership=1"
+    )
+    r = parse_text(line + "\n")
+    row = r.table.to_pylist()[0]
+    assert row["fragmenting"] is False and row["change_ownership"] is True
+    assert any("fragmenting" in w for w in r.accounting["warnings"])
+    ok = line.replace("fallback_order=10", "fallback_order=3").replace("fragmenting=10", "fragmenting=1")
+    r = parse_text(ok + "\n")
+    assert r.table.to_pylist()[0]["fragmenting"] is True and r.accounting["warnings"] == []
