@@ -227,7 +227,7 @@ def _register_optional() -> None:
     """Commands that live in their own modules register themselves here."""
     import importlib
 
-    for mod in ("replay.cli_replay",):
+    for mod in ("replay.cli_replay", "replay.cli_report", "replay.cli_policies", "parsers.synthetic.cli"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
