@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from . import _scan
 from .accounting import Accounting, FileAccounting
-from .errors import SchemaMismatchError, StrictModeError, TraceFormatError
+from .errors import SchemaMismatchError, StrictModeError, TraceFormatError, TraceInputError
 from .formats import FORMAT_CODE, FORMATS, classify_unrecognised, detect_format
 from .inputs import DEFAULT_BLOCK, LineBlocks
 from .schema import (
@@ -490,27 +490,40 @@ class TraceParser:
 
     # ------------------------------------------------------------------ finish
     def check(self, *, strict: bool = False) -> None:
-        """Raise the errors a finished parse calls for (no events; --strict with malformed lines)."""
+        """Raise the errors a finished parse calls for.
+
+        Empty inputs and inputs without a single page-allocator event are
+        errors (each named); ``strict`` also makes any malformed line one.
+        """
         acc = self.accounting
-        if acc.lines_total == 0:
-            names = ", ".join(f.name for f in acc.files)
-            raise TraceFormatError(f"{names}: empty trace (no lines)")
+        tried = self.fmt if self.fmt else ", ".join(FORMATS)
+        for f in acc.files:
+            if f.lines_total == 0:
+                raise TraceFormatError(f"{f.name}: empty trace (no lines)")
         if acc.lines_parsed == 0:
-            if acc.lines_comment == acc.lines_total:
-                names = ", ".join(f.name for f in acc.files)
-                raise TraceFormatError(f"{names}: only comment/header lines ({acc.lines_total}), no events")
             for f in acc.files:
                 if f.lines_parsed:
                     continue
+                payload_bad = sum(v for k, v in f.malformed_reasons.items() if k in _scan.MALFORMED_REASONS.values())
+                if payload_bad:
+                    raise TraceFormatError(
+                        f"{f.name}: no valid page-allocator event: {payload_bad} kmem line(s) malformed; "
+                        f"first at line {f.first_malformed_line()}"
+                    )
                 seen = f.seen_summary()
                 if seen:
                     raise TraceFormatError(f"{f.name}: no page-allocator (kmem mm_page_*) events; saw {seen}")
-                if f.lines_malformed and not f.other_events:
+                if f.lines_lost_marker and f.lines_malformed == 0:
                     raise TraceFormatError(
-                        f"{f.name}: unknown format: no line matched any of the formats tried ({', '.join(FORMATS)}); "
+                        f"{f.name}: no events, only {f.lines_lost_marker} [LOST N EVENTS] marker(s) "
+                        f"({sum(m['events'] for m in f.lost_markers)} events lost)"
+                    )
+                if f.lines_malformed:
+                    raise TraceFormatError(
+                        f"{f.name}: unknown format: no line matched the format(s) tried ({tried}); "
                         f"first line {f.first_malformed_line()}"
                     )
-            raise TraceFormatError(f"{', '.join(f.name for f in acc.files)}: no page-allocator events")
+                raise TraceFormatError(f"{f.name}: only comment/header lines ({f.lines_total}), no events")
         if strict and acc.lines_malformed:
             ex = acc.malformed_examples()[0]
             raise StrictModeError(
@@ -569,6 +582,20 @@ def _sorted_table(pieces: list[pa.Table], parser: TraceParser) -> pa.Table:
     return t.combine_chunks()
 
 
+def _precheck(sources: list[Source]) -> None:
+    """Fail fast, before any parsing, on inputs that cannot be opened."""
+    for src in sources:
+        if isinstance(src, (bytes, bytearray, memoryview)) or str(src) == "-":
+            continue
+        p = Path(src)
+        if not p.exists():
+            raise TraceInputError(f"{p}: no such file")
+        if p.is_dir():
+            raise TraceInputError(f"{p}: is a directory, not a trace file")
+        if not os.access(p, os.R_OK):
+            raise TraceInputError(f"{p}: not readable (permission denied)")
+
+
 def parse_files(
     paths: Source | Iterable[Source],
     fmt: str | None = None,
@@ -580,8 +607,10 @@ def parse_files(
     workers: int = 2,
 ) -> ParseResult:
     """Parse text traces into one in-memory canonical table (sorted by ts_ns, cpu, seq)."""
+    sources = _as_list(paths)
+    _precheck(sources)
     parser = TraceParser(fmt, block_size=block_size, workers=workers)
-    batches = list(parser.batches(_as_list(paths), names))
+    batches = list(parser.batches(sources, names))
     parser.check(strict=strict)
     md = parser.metadata(kernel_version=kernel_version)
     table = _sorted_table(batches, parser)
@@ -614,6 +643,10 @@ def parse_to_parquet(
     k-way merge of its (individually sorted) row groups.
     """
     out = Path(out)
+    sources = _as_list(paths)
+    _precheck(sources)
+    if out.is_dir():
+        raise TraceInputError(f"{out}: is a directory; give a file name for the Parquet output")
     out.parent.mkdir(parents=True, exist_ok=True)
     parser = TraceParser(fmt, block_size=block_size, workers=workers, on_raw_bytes=on_raw_bytes)
     fd, tmp_name = tempfile.mkstemp(prefix=".pagereplay-", suffix=".parquet", dir=out.parent)
@@ -625,7 +658,7 @@ def parse_to_parquet(
         with cf.ThreadPoolExecutor(1) as wpool:
             inflight: collections.deque[cf.Future] = collections.deque()
             try:
-                for piece in parser.batches(_as_list(paths)):
+                for piece in parser.batches(sources):
                     # one row group per piece: row groups are then the units of the sorted runs
                     inflight.append(wpool.submit(writer.write_table, piece, len(piece)))
                     while len(inflight) > 2:
@@ -637,8 +670,10 @@ def parse_to_parquet(
                 if parser.in_order:
                     writer.add_key_value_metadata(md)
             finally:
+                # a write already running cannot be cancelled: wait for it before closing the writer
                 for f in inflight:
                     f.cancel()
+                cf.wait(inflight)
                 writer.close()
         if not parser.in_order:
             _merge_runs(tmp, out, md, compression, parser.run_starts)

@@ -154,7 +154,7 @@ def test_unknown_events_only_names_what_was_seen():
 
 
 def test_unknown_format_says_what_was_tried():
-    with pytest.raises(TraceFormatError, match="formats tried \\(ftrace, trace-cmd, perf\\)"):
+    with pytest.raises(TraceFormatError, match="format\\(s\\) tried \\(ftrace, trace-cmd, perf\\)"):
         parse_text("hello world\nthis is not a trace\n")
 
 

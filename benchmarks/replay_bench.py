@@ -1,0 +1,110 @@
+"""Replay speed and model memory, side by side with parsing, in one run.
+
+    .venv/bin/python benchmarks/replay_bench.py [--traces ../shared/traces] [--tiles N]
+
+1. parse: ``parsers.api.parse_files`` on large + large + medium text traces (>= 10M events);
+2. build a >= 10M-event table by tiling the parsed large trace N times, each tile shifted to
+   its own pfn range (so the tiles do not collide) and its own time range;
+3. exact replay and simulate replay of that table (the loop alone and end to end, initial-state
+   inference included), in events/s, with the ratio to parsing;
+4. model state bytes per 4 KiB page for a 256 GiB guest layout (``layout_for_guest``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from parsers.api import load_events, parse_files  # noqa: E402
+from replay.engine import event_arrays, replay, run_loop  # noqa: E402
+from replay.initial_state import infer_initial_state, model_zones  # noqa: E402
+from replay.layout import infer_layout, layout_for_guest  # noqa: E402
+from replay.simulate import zone_kinds  # noqa: E402
+from replay.state import new_state, state_bytes_per_page  # noqa: E402
+
+
+def tile(table: pa.Table, tiles: int, pfn_stride: int) -> pa.Table:
+    """``tiles`` copies of ``table``, copy k with pfn + k*stride and ts + k*span."""
+    ts = table.column("ts_ns").to_numpy()
+    span = int(ts.max() - ts.min()) + 1
+    parts = []
+    for k in range(tiles):
+        t = table
+        pfn = pa.compute.add(t.column("pfn"), pa.scalar(k * pfn_stride, pa.int64()))
+        t = t.set_column(t.schema.get_field_index("pfn"), "pfn", pfn)
+        t = t.set_column(t.schema.get_field_index("ts_ns"), "ts_ns",
+                         pa.compute.add(t.column("ts_ns"), pa.scalar(k * span, pa.int64())))
+        t = t.set_column(t.schema.get_field_index("seq"), "seq",
+                         pa.compute.add(t.column("seq"), pa.scalar(k * table.num_rows, pa.int64())))
+        parts.append(t)
+    return pa.concat_tables(parts, promote_options="permissive").unify_dictionaries().combine_chunks()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "traces"))
+    ap.add_argument("--tiles", type=int, default=3)
+    a = ap.parse_args()
+    tr = Path(a.traces)
+    large = tr / "debian12-6.1-large" / "trace.txt.zst"
+    medium = tr / "debian12-6.1-medium" / "trace.txt.zst"
+
+    # warm up numba (compiled once, cached on disk) so timings are steady-state
+    t0 = time.perf_counter()
+    small, _ = load_events(tr / "debian12-6.1-small" / "trace.txt.zst")
+    pfn = small.column("pfn").drop_null().to_numpy()
+    replay(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="exact")
+    replay(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="simulate")
+    print(f"warm-up (numba compile or cache load): {time.perf_counter() - t0:.1f} s")
+
+    t0 = time.perf_counter()
+    res = parse_files([large, large, medium])
+    t_parse = time.perf_counter() - t0
+    n_parse = res.table.num_rows
+    print(f"parse    {n_parse:>11,} events  {t_parse:7.2f} s  {n_parse / t_parse / 1e6:6.2f} M events/s"
+          "  (large + large + medium text, zstd)")
+    del res
+
+    base, _ = load_events(large)
+    stride = 1 << 22  # 16 GiB of pfns per tile
+    table = tile(base, a.tiles, stride)
+    n = table.num_rows
+    pfn = table.column("pfn").drop_null().to_numpy()
+    layout = infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4)
+    print(f"replay table: {n:,} events ({a.tiles} tiles of the large trace), layout {layout.total_present() * 4 >> 20} GiB")
+
+    for mode in ("exact", "simulate"):
+        t0 = time.perf_counter()
+        ea = event_arrays(table)
+        t_arrays = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        st, _ = infer_initial_state(ea.ev, ea.pfn, ea.order, ea.mt, ea.cpu, ea.fb_mt, layout, boot=False)
+        t_init = time.perf_counter() - t1
+        zones = model_zones(layout)
+        t2 = time.perf_counter()
+        run_loop(mode, st, ea, zone_kind=zone_kinds([z.name for z in zones]),
+                 wmark_low=np.array([z.wmark_low for z in zones], np.int64))
+        t_loop = time.perf_counter() - t2
+        total = time.perf_counter() - t0
+        print(f"{mode:8s} {n:>11,} events  loop {t_loop:6.2f} s = {n / t_loop / 1e6:6.2f} M events/s"
+              f"  | end to end {total:6.2f} s = {n / total / 1e6:6.2f} M events/s"
+              f" (columns {t_arrays:.2f} s, initial state {t_init:.2f} s)"
+              f"  | loop vs parse x{(n / t_loop) / (n_parse / t_parse):.1f}, end to end x{(n / total) / (n_parse / t_parse):.1f}")
+
+    lay = layout_for_guest(256 << 30, 64)
+    zs = model_zones(lay)
+    st = new_state(np.array([z.zone_start_pfn for z in zs]), np.array([z.zone_end_pfn for z in zs]), lay.nr_cpus)
+    print(f"model state for a 256 GiB / 64 vCPU guest: {sum(x.nbytes for x in st) / 2**20:,.0f} MiB, "
+          f"{state_bytes_per_page(st):.2f} bytes per 4 KiB page")
+
+
+if __name__ == "__main__":
+    main()
