@@ -183,6 +183,8 @@ _DIST_ROWS = (("pages_per_burst", "pages/burst"), ("events_per_burst", "events/b
 
 def _render_bursts(s: dict[str, Any], console: Console) -> None:
     ls = s["lock_sections"]
+    # x86-tsc/counter clocks: durations are raw counter ticks, not ns
+    dur = _ns if (s.get("timestamp_unit") or "ns") == "ns" else (lambda v: f"{_n(v)} ticks")
     kinds = ("pcp_refill", "buddy_alloc", "pcp_drain")
     t = Table(title="zone->lock sections reconstructed per CPU", box=box.SIMPLE_HEAD)
     t.add_column("kind")
@@ -191,7 +193,7 @@ def _render_bursts(s: dict[str, Any], console: Console) -> None:
         t.add_column(col, **_NUM)
     for kind in kinds:
         k = ls[kind]
-        t.add_row(kind, k["models"], _n(k["bursts"]), _n(k["events"]), _n(k["pages"]), _ns(k["duration_ns_total"]))
+        t.add_row(kind, k["models"], _n(k["bursts"]), _n(k["events"]), _n(k["pages"]), dur(k["duration_ns_total"]))
     console.print(t)
     d = Table(title="Burst size and duration distributions", box=box.SIMPLE_HEAD)
     d.add_column("kind")
@@ -203,7 +205,7 @@ def _render_bursts(s: dict[str, Any], console: Console) -> None:
         if not k["bursts"]:
             continue
         for key, label in _DIST_ROWS:
-            fmt = _ns if key == "duration_ns" else _n
+            fmt = dur if key == "duration_ns" else _n
             d.add_row(kind, label, *[fmt(k[key][q]) for q in ("mean", "p50", "p90", "p99", "max")])
     console.print(d)
     if not ls.get("extfrag_splits", False):

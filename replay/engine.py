@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections import namedtuple
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from parsers.schema import EVENT_BY_NAME, Event
-from replay.anomalies import A_PFN_OUT_OF_RANGE, N_KINDS
+from replay.anomalies import A_PFN_OUT_OF_RANGE, A_ZL_INSIDE_FREE, A_ZL_PRETRACE, N_KINDS
 from replay.exact import (
     exact_alloc,
     exact_drain,
@@ -38,7 +38,10 @@ from replay.exact import (
     exact_zone_locked,
     pcp_owner,
 )
-from replay.state import C_FAILED_ALLOCS, G_PFN_BASE, ModelState, kernel, zone_of
+from replay.state import C_FAILED_ALLOCS, G_PFN_BASE, PG_BUDDY, ModelState, block_head, kernel, kernel_entry, zone_of
+
+if TYPE_CHECKING:
+    from replay.layout import MemoryLayout
 
 EV_ALLOC = int(Event.MM_PAGE_ALLOC)
 EV_ZL = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED)
@@ -97,6 +100,8 @@ class EventArrays:
     gfp: np.ndarray
     seq: np.ndarray
     deferred: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    #: per page index: the first event touching it (-1: none), from the initial-state pass
+    first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.ev)
@@ -110,7 +115,9 @@ def _col(table: pa.Table, name: str, dtype: Any, null: int) -> np.ndarray:
         c = c.chunk(0)
     if pa.types.is_boolean(c.type):
         c = c.cast(pa.int8())
-    return np.asarray(c.fill_null(null).to_numpy(zero_copy_only=False), dtype=dtype)
+    elif pa.types.is_unsigned_integer(c.type):
+        c = c.cast(pa.int64())  # gfp masks fit in 63 bits
+    return np.array(c.fill_null(null).to_numpy(zero_copy_only=False), dtype=dtype)  # a writable copy
 
 
 def event_codes(table: pa.Table) -> np.ndarray:
@@ -145,7 +152,49 @@ def event_arrays(table: pa.Table) -> EventArrays:
     ea.pfn[failed != 0] = -1
     ea.pfn[ea.ev < 0] = -1
     ea.deferred = mark_deferred_frees(ea.ev, ea.pfn)
+    ea.deferred |= np.where(free_pages_core_mask(table) & (ea.ev == EV_FREE), FL_FREE_CORE, 0).astype(np.int8)
     return ea
+
+
+#: ``EventArrays.deferred`` bits
+FL_DEFERRED = 1  # an mm_page_free_batched of the page follows (commit happens there)
+FL_FREE_CORE = 2  # __free_pages_core(): straight to the buddy with FPI_TO_TAIL
+
+
+def free_pages_core_mask(table: pa.Table) -> np.ndarray:
+    """Events of the deferred struct-page init threads (``pgdatinit%d``).
+
+    ``deferred_init_memmap()`` hands memory to the buddy with ``__free_pages_core()`` ->
+    ``__free_pages_ok(..., FPI_TO_TAIL)``: traced by ``mm_page_free`` but never through
+    the per-CPU lists, whatever the order.
+    """
+    col = table.column("comm").combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        names = col.dictionary.to_pylist()
+        lut = np.array([bool(n) and str(n).startswith("pgdatinit") for n in names] or [False], bool)
+        return lut[np.asarray(col.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)]
+    return np.array([bool(n) and str(n).startswith("pgdatinit") for n in col.to_pylist()], bool)
+
+
+def boot_free_core_mask(ea: EventArrays, pageblock_order: int) -> np.ndarray:
+    """FL_FREE_CORE for boot-time frees that hand never-used memory to the buddy.
+
+    6.1 ``deferred_init_memmap()`` runs in ``pgdatinit%d`` and in padata helper kworkers
+    (``padata_do_multithreaded``); ``deferred_free_range()`` frees aligned pageblocks with
+    ``__free_pages_core(page, pageblock_order)`` (and MAX_ORDER-1 blocks from
+    ``memblock_free_all``).  A free of a block of at least pageblock order that is the very
+    first event on that pfn in a boot trace is taken to be one of these.
+    """
+    n = len(ea.ev)
+    out = np.zeros(n, np.int8)
+    valid = np.nonzero(ea.pfn >= 0)[0]
+    if len(valid) == 0:
+        return out
+    _, first = np.unique(ea.pfn[valid], return_index=True)
+    k = valid[first]
+    hit = k[(ea.ev[k] == EV_FREE) & (ea.order[k] >= pageblock_order)]
+    out[hit] = FL_FREE_CORE
+    return out
 
 
 def mark_deferred_frees(ev: np.ndarray, pfn: np.ndarray) -> np.ndarray:
@@ -156,11 +205,16 @@ def mark_deferred_frees(ev: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     later, firing ``mm_page_free_batched`` (6.12's ``free_unref_folios`` is the same
     two-pass shape).  The page reaches the pcp list at the second event.
     """
-    n = len(ev)
-    out = np.zeros(n, np.int8)
-    idx = np.nonzero(pfn >= 0)[0]
-    if len(idx) < 2:
+    out = np.zeros(len(ev), np.int8)
+    valid = pfn >= 0
+    if valid.sum() < 2:
         return out
+    lo = int(pfn[valid].min())
+    span = int(pfn[valid].max()) - lo + 1
+    if span <= max(1 << 26, 4 * len(ev)):
+        _mark_deferred(ev, pfn, lo, np.full(span, -1, np.int64), out)
+        return out
+    idx = np.nonzero(valid)[0]
     o = np.lexsort((idx, pfn[idx]))
     sidx = idx[o]
     sp = pfn[sidx]
@@ -168,6 +222,19 @@ def mark_deferred_frees(ev: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     hit = (sp[1:] == sp[:-1]) & (se[1:] == EV_BATCHED) & (se[:-1] == EV_FREE)
     out[sidx[:-1][hit]] = 1
     return out
+
+
+@kernel_entry
+def _mark_deferred(ev: np.ndarray, pfn: np.ndarray, lo: int, last: np.ndarray, out: np.ndarray) -> None:
+    for k in range(ev.shape[0]):
+        p = pfn[k]
+        if p < 0:
+            continue
+        j = p - lo
+        prev = last[j]
+        if ev[k] == EV_BATCHED and prev >= 0 and ev[prev] == EV_FREE:
+            out[prev] = 1
+        last[j] = k
 
 
 # ------------------------------------------------------------------ sections
@@ -227,16 +294,29 @@ def locate(st: ModelState, p: int, o: int) -> tuple[int, int]:
 
 
 @kernel
+def block_untouched_since(st: ModelState, first: np.ndarray, i: int, o: int, k: int) -> bool:
+    """No event before ``k`` touched the free block holding page ``i``: its shape is the inferred one."""
+    h = block_head(st, i)
+    if h < 0 or int(st.pg_state[h]) != PG_BUDDY or h == i or first.shape[0] == 0:
+        return False
+    for j in range(h, h + (1 << int(st.pg_order[h]))):
+        f = first[j]
+        if 0 <= f < k:
+            return False
+    return True
+
+
+@kernel_entry
 def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
                 order: np.ndarray, mt: np.ndarray, refill: np.ndarray, fb_order: np.ndarray, chown: np.ndarray,
-                deferred: np.ndarray, k0: int, k1: int, out_anom: np.ndarray, out_sec: np.ndarray,
+                deferred: np.ndarray, first: np.ndarray, k0: int, k1: int, out_anom: np.ndarray, out_sec: np.ndarray,
                 out_zone: np.ndarray, acount: np.ndarray) -> None:
     """Apply events ``k0..k1-1`` to the model in trace order (exact mode)."""
     for k in range(k0, k1):
-        e = ev[k]
-        c = cpu[k]
-        p = pfn[k]
-        o = order[k]
+        e = int(ev[k])
+        c = int(cpu[k])
+        p = int(pfn[k])
+        o = int(order[k])
         t = ts[k]
         out_sec[k] = -1
         out_zone[k] = -1
@@ -256,8 +336,8 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
         out_zone[k] = z
         a = 0
         if e == EV_ZL:
-            m = mt[k]
-            r = refill[k] == 1
+            m = int(mt[k])
+            r = int(refill[k]) == 1
             sid = S.cur[c]
             ck = S.cur_kind[c]
             if r:
@@ -282,14 +362,17 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
                 sec_add(S, sid, t, 1 << o)
                 sec_close(S, c)
             out_sec[k] = sid
+            untouched = block_untouched_since(st, first, i, o, k)
             a = exact_zone_locked(st, c, i, z, o, m, r)
+            if a == A_ZL_INSIDE_FREE and untouched:
+                a = A_ZL_PRETRACE
         elif e == EV_ALLOC:
             sec_close(S, c)
-            a = exact_alloc(st, c, i, z, o, mt[k])
+            a = exact_alloc(st, c, i, z, o, int(mt[k]))
         elif e == EV_FREE or e == EV_BATCHED:
             sec_close(S, c)
             if e == EV_FREE:
-                a, direct = exact_free(st, c, i, z, o, deferred[k] != 0)
+                a, direct = exact_free(st, c, i, z, o, int(deferred[k]))
             else:
                 a, direct = exact_free_batched(st, c, i, z)
             if direct:
@@ -304,7 +387,7 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
                 sid = sec_open(S, c, SEC_DRAIN, z, t, k, owner, CUR_DRAIN)
             sec_add(S, sid, t, 1 << o)
             out_sec[k] = sid
-            a = exact_drain(st, i, z, o, mt[k])
+            a = exact_drain(st, i, z, o, int(mt[k]))
         elif e == EV_EXTFRAG:
             sid = S.cur[c]
             if S.cur_kind[c] == CUR_REFILL and S.zone[sid] == z:
@@ -315,7 +398,7 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
             S.nev[sid] += 1
             S.end[sid] = t
             out_sec[k] = sid
-            a = exact_extfrag(st, i, z, o, fb_order[k], mt[k], chown[k])
+            a = exact_extfrag(st, i, z, o, int(fb_order[k]), int(mt[k]), int(chown[k]))
         if a != 0:
             out_anom[k] = a
             acount[a] += 1
@@ -345,13 +428,15 @@ class ReplayOutput:
         return int(self.sections.n[0])
 
 
-def run_loop(mode: str, st: ModelState, ea: EventArrays, *, check_every: int = 0,
-             chunk: int = 1 << 20) -> tuple[Sections, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+def run_loop(mode: str, st: ModelState, ea: EventArrays, *, zone_kind: np.ndarray | None = None,
+             wmark_low: np.ndarray | None = None, check_every: int = 0, chunk: int = 1 << 20
+             ) -> tuple[Sections, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Run the compiled loop over all events; check invariants every ``check_every`` events."""
     from replay.invariants import check_invariants
     from replay.simulate import new_sim_map, simulate_chunk
 
     n = len(ea)
+    nz = len(st.z_start)
     S = new_sections(n, st.pcp_count.shape[0])
     out_anom = np.zeros(n, np.int8)
     out_sec = np.full(n, -1, np.int32)
@@ -360,21 +445,53 @@ def run_loop(mode: str, st: ModelState, ea: EventArrays, *, check_every: int = 0
     acount = np.zeros(N_KINDS, np.int64)
     reports: list[dict[str, Any]] = []
     step = check_every if check_every > 0 else chunk
-    simmap = new_sim_map(st) if mode == "simulate" else None
-    zone_pref = None
-    if mode == "simulate":
-        from replay.simulate import zone_preferences
-        zone_pref = zone_preferences(st)
+    simmap = new_sim_map(st) if mode == "simulate" else np.zeros(1, np.int32)
+    zk = zone_kind if zone_kind is not None else np.full(nz, 2, np.int64)
+    wm = wmark_low if wmark_low is not None else np.zeros(nz, np.int64)
     for k0 in range(0, n, step):
         k1 = min(n, k0 + step)
         if mode == "exact":
             exact_chunk(st, S, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                        ea.deferred, k0, k1, out_anom, out_sec, out_zone, acount)
+                        ea.deferred, ea.first, k0, k1, out_anom, out_sec, out_zone, acount)
         else:
-            simulate_chunk(st, S, simmap, zone_pref, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.gfp,
+            simulate_chunk(st, S, simmap, zk, wm, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.gfp,
                            ea.deferred, k0, k1, out_anom, out_sec, out_zone, out_pfn, acount)
         if check_every > 0:
             rep = check_invariants(st)
             rep["after_event"] = int(k1)
             reports.append(rep)
     return S, out_anom, out_sec, out_zone, out_pfn, acount, reports
+
+
+def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snapshot: "MemoryLayout | None" = None,
+           boot: bool | None = None, check_every: int = 0, metadata: dict[str, str] | None = None) -> ReplayOutput:
+    """Replay ``table`` through the model of ``layout`` (``mode``: ``exact`` or ``simulate``).
+
+    ``snapshot`` (a layout read from ``proc_before``) seeds the initial free blocks; ``boot``
+    (default: no snapshot and the first event within 5 s of boot) starts from the boot layout.
+    """
+    from replay.initial_state import infer_initial_state, model_zones
+    from replay.invariants import check_invariants
+    from replay.simulate import zone_kinds
+
+    if mode not in ("exact", "simulate"):
+        raise ValueError(f"unknown mode {mode!r} (exact, simulate)")
+    ea = event_arrays(table)
+    if boot is None:
+        boot = snapshot is None and len(ea) > 0 and int(ea.ts.min()) < 5_000_000_000
+    if boot:
+        ea.deferred |= boot_free_core_mask(ea, layout.pageblock_order)
+    st, initial = infer_initial_state(ea.ev, ea.pfn, ea.order, ea.mt, ea.cpu, ea.fb_mt, layout,
+                                      snapshot=snapshot, boot=bool(boot))
+    ea.first = initial.pop("_first")
+    zones = model_zones(layout)
+    names = [z.name for z in zones]
+    S, out_anom, out_sec, out_zone, out_pfn, acount, reports = run_loop(
+        mode, st, ea, zone_kind=zone_kinds(names), wmark_low=np.array([z.wmark_low for z in zones], np.int64),
+        check_every=check_every)
+    final = check_invariants(st)
+    final["after_event"] = len(ea)
+    reports.append(final)
+    return ReplayOutput(mode=mode, events=ea, state=st, sections=S, out_anom=out_anom, out_sec=out_sec,
+                        out_zone=out_zone, out_pfn=out_pfn, acount=acount, zone_names=names, initial=initial,
+                        invariant_reports=reports, metadata=dict(metadata or {}))

@@ -81,10 +81,10 @@ def carve_block(st: ModelState, h: int, target: int, low: int) -> None:
     The pieces keep the block's state and migratetype, as ``split_page()`` leaves
     every piece of a non-compound allocation independently freeable.
     """
-    s = st.pg_state[h]
-    m = st.pg_mt[h]
-    c = st.pg_cpu[h]
-    o = st.pg_order[h]
+    s = int(st.pg_state[h])
+    m = int(st.pg_mt[h])
+    c = int(st.pg_cpu[h])
+    o = int(st.pg_order[h])
     cur = h
     while o > low:
         o -= 1
@@ -113,12 +113,12 @@ def isolate_range(st: ModelState, i: int, order: int, z: int) -> int:
     """
     found = 0
     h = block_head(st, i)
-    if h >= 0 and (h != i or st.pg_order[h] > order):
-        ho = st.pg_order[h]
+    if h >= 0 and (h != i or int(st.pg_order[h]) > order):
+        ho = int(st.pg_order[h])
         if ho > order or h != i:
-            s = st.pg_state[h]
+            s = int(st.pg_state[h])
             if s == PG_BUDDY:
-                m = st.pg_mt[h]
+                m = int(st.pg_mt[h])
                 del_page_from_free_list(st, h, z)
                 break_down_buddy_pages(st, h, i, z, order, ho, m)
                 st.pg_state[i] = PG_NONE
@@ -133,12 +133,12 @@ def isolate_range(st: ModelState, i: int, order: int, z: int) -> int:
     j = i
     holes = 0
     while j < end:
-        s = st.pg_state[j]
+        s = int(st.pg_state[j])
         if s == PG_NONE:
             holes += 1
             j += 1
             continue
-        o = st.pg_order[j]
+        o = int(st.pg_order[j])
         if s == PG_BUDDY:
             del_page_from_free_list(st, j, z)
             found |= F_BUDDY
@@ -171,8 +171,8 @@ def exact_zone_locked(st: ModelState, c: int, i: int, z: int, o: int, m: int, re
     pred = predict_rmqueue_smallest(st, z, o, m)
     st.ctr[C_RMQUEUE_CHECKED] += 1
     h = block_head(st, i)
-    if h >= 0 and st.pg_state[h] == PG_BUDDY and st.pg_order[h] >= o:
-        ho = st.pg_order[h]
+    if h >= 0 and int(st.pg_state[h]) == PG_BUDDY and int(st.pg_order[h]) >= o:
+        ho = int(st.pg_order[h])
         del_page_from_free_list(st, h, z)
         if h == i:
             if pred == i:
@@ -205,22 +205,22 @@ def exact_alloc(st: ModelState, c: int, i: int, z: int, o: int, m: int) -> int:
     """``mm_page_alloc``: the block leaves a pcp list (or was taken by ``rmqueue_buddy``)."""
     anom = 0
     h = block_head(st, i)
-    s = st.pg_state[h] if h >= 0 else PG_NONE
-    if h == i and s == PG_PCP and st.pg_order[i] == o:
-        owner = st.pg_cpu[i]
+    s = int(st.pg_state[h]) if h >= 0 else PG_NONE
+    if h == i and s == PG_PCP and int(st.pg_order[i]) == o:
+        owner = int(st.pg_cpu[i])
         st.ctr[C_PCP_ALLOC_CHECKED] += 1
-        if st.l_head[pcp_list_of(st, i, z)] == i:
+        if int(st.l_head[pcp_list_of(st, i, z)]) == i:
             st.ctr[C_PCP_ALLOC_HEAD] += 1
         pcp_del(st, i, z)
         if owner != c:
             anom = A_ALLOC_REMOTE_PCP
         st.pcp_free_factor[owner, z] >>= 1  # rmqueue_pcplist(): pcp->free_factor >>= 1
-    elif h == i and s == PG_TAKEN and st.pg_order[i] == o:
+    elif h == i and s == PG_TAKEN and int(st.pg_order[i]) == o:
         st.z_nr_alloc[z] -= 1 << o
-    elif h >= 0 and s == PG_BUDDY and st.pg_order[h] >= o:
+    elif h >= 0 and s == PG_BUDDY and int(st.pg_order[h]) >= o:
         # compaction_capture(): the block never reached the free lists in the kernel
-        ho = st.pg_order[h]
-        hm = st.pg_mt[h]
+        ho = int(st.pg_order[h])
+        hm = int(st.pg_mt[h])
         del_page_from_free_list(st, h, z)
         break_down_buddy_pages(st, h, i, z, o, ho, hm)
         st.pg_state[i] = PG_NONE
@@ -243,12 +243,12 @@ def exact_alloc(st: ModelState, c: int, i: int, z: int, o: int, m: int) -> int:
 def release_block(st: ModelState, c: int, i: int, z: int, o: int) -> int:
     """Take the block being freed out of the allocated state; returns an anomaly code."""
     h = block_head(st, i)
-    s = st.pg_state[h] if h >= 0 else PG_NONE
-    if h == i and (s == PG_ALLOC or s == PG_TAKEN) and st.pg_order[i] == o:
+    s = int(st.pg_state[h]) if h >= 0 else PG_NONE
+    if h == i and (s == PG_ALLOC or s == PG_TAKEN) and int(st.pg_order[i]) == o:
         st.z_nr_alloc[z] -= 1 << o
         st.pg_state[i] = PG_NONE
         return 0
-    if h >= 0 and (s == PG_ALLOC or s == PG_TAKEN) and st.pg_order[h] > o:
+    if h >= 0 and (s == PG_ALLOC or s == PG_TAKEN) and int(st.pg_order[h]) > o:
         carve_block(st, h, i, o)
         st.z_nr_alloc[z] -= 1 << o
         st.pg_state[i] = PG_NONE
@@ -273,20 +273,24 @@ def release_block(st: ModelState, c: int, i: int, z: int, o: int) -> int:
 
 
 @kernel
-def exact_free(st: ModelState, c: int, i: int, z: int, o: int, deferred: bool) -> tuple[int, bool]:
+def exact_free(st: ModelState, c: int, i: int, z: int, o: int, flags: int) -> tuple[int, bool]:
     """``mm_page_free`` (``free_pages_prepare``).  Returns (anomaly, freed straight to the buddy).
 
-    ``deferred``: an ``mm_page_free_batched`` of this page follows (``free_unref_page_list``
-    traces the prepare step first and commits the page to the pcp list later).
+    ``flags`` bit 1: an ``mm_page_free_batched`` of this page follows (``free_unref_page_list``
+    traces the prepare step first and commits the page to the pcp list later); bit 2:
+    ``__free_pages_core()`` (deferred memmap init), straight to the buddy tail.
     Otherwise pcp-allowed orders go to the head of this CPU's list
     (``free_unref_page_commit``), others to ``free_one_page()`` under zone->lock.
     """
     anom = release_block(st, c, i, z, o)
     pbo = st.geo[G_PB_ORDER]
-    pbmt = st.pb_mt[i >> pbo]
-    if deferred:
+    pbmt = int(st.pb_mt[i >> pbo])
+    if flags & 1:
         set_allocated(st, i, z, o, pbmt, PG_FREEING)
         return anom, False
+    if flags & 2:
+        __free_one_page(st, i, z, o, pbmt, True)
+        return anom, True
     if pcp_allowed_order(o, pbo) and pbmt != MIGRATE_ISOLATE:
         m = pbmt if pbmt < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
         pcp_add(st, c, z, i, o, m, False)
@@ -298,10 +302,10 @@ def exact_free(st: ModelState, c: int, i: int, z: int, o: int, deferred: bool) -
 @kernel
 def exact_free_batched(st: ModelState, c: int, i: int, z: int) -> tuple[int, bool]:
     """``mm_page_free_batched``: the ``free_unref_page_commit()`` of a page already traced freed."""
-    if st.pg_state[i] == PG_FREEING and st.pg_order[i] == 0:
+    if int(st.pg_state[i]) == PG_FREEING and int(st.pg_order[i]) == 0:
         st.z_nr_alloc[z] -= 1
         st.pg_state[i] = PG_NONE
-        m = st.pg_mt[i]
+        m = int(st.pg_mt[i])
         if m == MIGRATE_ISOLATE:
             __free_one_page(st, i, z, 0, m, False)
             return 0, True
@@ -309,7 +313,7 @@ def exact_free_batched(st: ModelState, c: int, i: int, z: int) -> tuple[int, boo
             m = MIGRATE_MOVABLE
         pcp_add(st, c, z, i, 0, m, False)
         return 0, False
-    direct = exact_free(st, c, i, z, 0, False)[1]
+    direct = exact_free(st, c, i, z, 0, 0)[1]
     return A_BATCHED_NO_FREE, direct
 
 
@@ -318,9 +322,9 @@ def exact_drain(st: ModelState, i: int, z: int, o: int, m: int) -> int:
     """``mm_page_pcpu_drain``: ``free_pcppages_bulk()`` took the block off a pcp list (the tail)
     and merged it into the buddy with ``__free_one_page()`` at the traced migratetype."""
     anom = 0
-    if st.pg_state[i] == PG_PCP and st.pg_order[i] == o:
+    if int(st.pg_state[i]) == PG_PCP and int(st.pg_order[i]) == o:
         st.ctr[C_DRAIN_CHECKED] += 1
-        if st.l_tail[pcp_list_of(st, i, z)] == i:
+        if int(st.l_tail[pcp_list_of(st, i, z)]) == i:
             st.ctr[C_DRAIN_TAIL] += 1
         pcp_del(st, i, z)
         st.pg_state[i] = PG_NONE
@@ -346,12 +350,12 @@ def exact_extfrag(st: ModelState, i: int, z: int, alloc_order: int, fb_order: in
     ``change_ownership`` (counted as agreement or not).
     """
     pbo = st.geo[G_PB_ORDER]
-    if st.pg_state[i] != PG_BUDDY or st.pg_order[i] != fb_order or alloc_mt >= MIGRATE_PCPTYPES:
+    if int(st.pg_state[i]) != PG_BUDDY or int(st.pg_order[i]) != fb_order or alloc_mt >= MIGRATE_PCPTYPES:
         return A_EXTFRAG_NOT_FREE
-    old = st.pb_mt[i >> pbo]
+    old = int(st.pb_mt[i >> pbo])
     can_steal = can_steal_fallback(fb_order, alloc_mt, pbo)
     steal_suitable_fallback(st, i, z, alloc_mt, can_steal)
-    owned = st.pb_mt[i >> pbo] == alloc_mt
+    owned = int(st.pb_mt[i >> pbo]) == alloc_mt
     if chown >= 0:
         st.ctr[C_OWNERSHIP_CHECKED] += 1
         if owned == (chown == 1):
@@ -365,8 +369,8 @@ def exact_extfrag(st: ModelState, i: int, z: int, alloc_order: int, fb_order: in
 
 @kernel
 def pcp_owner(st: ModelState, i: int, c: int) -> int:
-    if st.pg_state[i] == PG_PCP:
-        return st.pg_cpu[i]
+    if int(st.pg_state[i]) == PG_PCP:
+        return int(st.pg_cpu[i])
     return c
 
 

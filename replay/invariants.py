@@ -32,11 +32,12 @@ from replay.state import (
     PG_TAKEN,
     ModelState,
     kernel,
+    kernel_entry,
     order_to_pindex,
 )
 
 
-@kernel
+@kernel_entry
 def check_lists(st: ModelState) -> int:
     """Walk every list; return the number of inconsistencies found."""
     bad = 0
@@ -45,17 +46,17 @@ def check_lists(st: ModelState) -> int:
     n_orders = st.geo[G_NR_ORDERS]
     seen = 0
     for lid in range(st.l_head.shape[0]):
-        i = st.l_head[lid]
+        i = int(st.l_head[lid])
         prev = -1
         cnt = 0
         while i >= 0:
-            if st.pg_prev[i] != prev:
+            if int(st.pg_prev[i]) != prev:
                 bad += 1
             if lid < n_fa:
                 z = lid // (n_orders * N_MT)
                 o = (lid // N_MT) % n_orders
                 m = lid % N_MT
-                if st.pg_state[i] != PG_BUDDY or st.pg_order[i] != o or st.pg_mt[i] != m:
+                if int(st.pg_state[i]) != PG_BUDDY or int(st.pg_order[i]) != o or int(st.pg_mt[i]) != m:
                     bad += 1
                 if not (st.z_start[z] <= i < st.z_end[z]):
                     bad += 1
@@ -64,24 +65,24 @@ def check_lists(st: ModelState) -> int:
                 p = q % NR_PCP_LISTS
                 z = (q // NR_PCP_LISTS) % nz
                 c = q // (NR_PCP_LISTS * nz)
-                if st.pg_state[i] != PG_PCP or st.pg_cpu[i] != c:
+                if int(st.pg_state[i]) != PG_PCP or int(st.pg_cpu[i]) != c:
                     bad += 1
-                elif order_to_pindex(st.pg_mt[i], st.pg_order[i]) != p:
+                elif order_to_pindex(int(st.pg_mt[i]), int(st.pg_order[i])) != p:
                     bad += 1
                 if not (st.z_start[z] <= i < st.z_end[z]):
                     bad += 1
             prev = i
-            i = st.pg_next[i]
+            i = int(st.pg_next[i])
             cnt += 1
             if cnt > st.pg_state.shape[0]:
                 bad += 1  # a cycle
                 break
-        if prev != st.l_tail[lid] or cnt != st.l_len[lid]:
+        if prev != int(st.l_tail[lid]) or cnt != st.l_len[lid]:
             bad += 1
         seen += cnt
     heads = 0
     for i in range(st.pg_state.shape[0]):
-        s = st.pg_state[i]
+        s = int(st.pg_state[i])
         if s == PG_BUDDY or s == PG_PCP:
             heads += 1
     if heads != seen:
@@ -89,7 +90,7 @@ def check_lists(st: ModelState) -> int:
     return bad
 
 
-@kernel
+@kernel_entry
 def count_states(st: ModelState, out: np.ndarray) -> int:
     """Pages per (zone, state) from the per-page arrays into ``out[z, state]``; returns overlaps."""
     overlaps = 0
@@ -97,12 +98,12 @@ def count_states(st: ModelState, out: np.ndarray) -> int:
     nz = st.z_start.shape[0]
     end_prev = 0
     for i in range(n):
-        s = st.pg_state[i]
+        s = int(st.pg_state[i])
         if s == PG_NONE:
             continue
         if i < end_prev:
             overlaps += 1
-        size = 1 << st.pg_order[i]
+        size = 1 << int(st.pg_order[i])
         end_prev = i + size
         z = -1
         for zz in range(nz):
@@ -115,7 +116,7 @@ def count_states(st: ModelState, out: np.ndarray) -> int:
     return overlaps
 
 
-@kernel
+@kernel_entry
 def count_unmerged(st: ModelState) -> int:
     """Free buddies of the same order that ``__free_one_page`` would have merged."""
     bad = 0
@@ -124,15 +125,15 @@ def count_unmerged(st: ModelState) -> int:
     pbo = st.geo[G_PB_ORDER]
     nz = st.z_start.shape[0]
     for i in range(n):
-        if st.pg_state[i] != PG_BUDDY:
+        if int(st.pg_state[i]) != PG_BUDDY:
             continue
-        o = st.pg_order[i]
+        o = int(st.pg_order[i])
         if o >= max_order:
             continue
         b = i ^ (1 << o)
         if b < i or b >= n:
             continue  # count each pair once
-        if st.pg_state[b] != PG_BUDDY or st.pg_order[b] != o:
+        if int(st.pg_state[b]) != PG_BUDDY or int(st.pg_order[b]) != o:
             continue
         same = False
         for z in range(nz):
@@ -141,8 +142,8 @@ def count_unmerged(st: ModelState) -> int:
         if not same:
             continue
         if o >= pbo:
-            m1 = st.pb_mt[i >> pbo]
-            m2 = st.pb_mt[b >> pbo]
+            m1 = int(st.pb_mt[i >> pbo])
+            m2 = int(st.pb_mt[b >> pbo])
             if m1 != m2 and (m1 >= MIGRATE_PCPTYPES or m2 >= MIGRATE_PCPTYPES):
                 continue
         bad += 1

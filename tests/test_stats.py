@@ -380,11 +380,14 @@ def test_per_process_columns():
 
 def test_parquet_path_and_dataframe_agree(tmp_path):
     t = make_events(PERF_ROWS + [dict(r, ts_ns=r["ts_ns"] + 100) for r in BURST_ROWS])
+    t = t.replace_schema_metadata({"pagereplay.timestamp_unit": "ns"})
     path = tmp_path / "events.parquet"
     pq.write_table(t, path)
     direct = info_summary(t)
+    assert direct["timestamp_unit"] == "ns"
     assert info_summary_from_parquet(path) == direct
-    assert info_summary(pl.from_arrow(t)) == direct
+    assert info_summary(str(path)) == direct
+    assert info_summary(pl.from_arrow(t), metadata={"pagereplay.timestamp_unit": "ns"}) == direct
     assert lock_bursts(path).equals(lock_bursts(t))
 
 
