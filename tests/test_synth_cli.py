@@ -84,9 +84,10 @@ def test_workload_params_config_and_errors(app: typer.Typer, tmp_path: Path) -> 
 
 
 def test_compare_to_real_sample(app: typer.Typer, tmp_path: Path) -> None:
-    out, csv = tmp_path / "s.parquet", tmp_path / "cmp.csv"
+    out, csv, html = tmp_path / "s.parquet", tmp_path / "cmp.csv", tmp_path / "cmp.html"
     text = _run(app, "churn", "-o", str(out), "--events", "5000", "--compare-to",
-                str(SAMPLES / "debian12-6.1-boot-head3k.txt"), "--compare-out", str(csv))  # fmt: skip
+                str(SAMPLES / "debian12-6.1-boot-head3k.txt"), "--compare-out", str(csv), "--compare-chart", str(html))  # fmt: skip
+    assert html.stat().st_size > 10_000 and "log2_ratio" in html.read_text()
     assert "distance" in text and "free-only share" in text
     cmp = pl.read_csv(csv)
     assert {"group", "statistic", "synthetic", "real", "ratio"} <= set(cmp.columns)
@@ -117,3 +118,12 @@ def test_trace_stats_by_hand() -> None:
     cmp = compare(make_events(rows), make_events(rows))
     assert distance(cmp) == 0.0
     assert cmp.filter(pl.col("ratio").is_not_null())["ratio"].to_list() == pytest.approx([1.0] * cmp["ratio"].drop_nulls().len())
+
+
+def test_cli_constants_match_the_modules():
+    """parsers.synthetic.cli keeps light copies of these so `pagereplay` starts fast."""
+    from parsers.synthetic import cli, render, workloads
+
+    assert cli.FORMATS == render.FORMATS
+    assert cli.ERAS == render.ERAS
+    assert set(cli.WORKLOAD_NAMES) == set(workloads.WORKLOADS)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import zstandard
 
 from parsers.api import parse_files, parse_text
@@ -151,3 +153,45 @@ def test_real_traces_render_back_byte_for_byte(fmt: str, path: Path) -> None:
     out = render_text(table, fmt=fmt, era="D").splitlines()
     events = lambda ls: sorted(_norm(x, fmt) for x in ls if not x.startswith(("#", "cpus=")) and ": mm_page" in x or "kmem:" in x)  # noqa: E731
     assert events(out) == events(original)
+
+
+# printable ASCII without spaces; a leading '#' would make the line a comment (tracefs has the same ambiguity)
+_COMMS = st.text(alphabet=st.characters(codec="ascii", min_codepoint=33, max_codepoint=126), min_size=1, max_size=15).filter(
+    lambda c: not c.startswith("#")
+)
+
+
+@st.composite
+def _event_rows(draw) -> list[dict]:
+    rows = []
+    for i in range(draw(st.integers(1, 25))):
+        ev = draw(st.sampled_from(["mm_page_alloc", "mm_page_alloc_zone_locked", "mm_page_free", "mm_page_free_batched",
+                                   "mm_page_pcpu_drain", "mm_page_alloc_extfrag"]))  # fmt: skip
+        order = 0 if ev == "mm_page_free_batched" else draw(st.integers(0, 10))
+        r = dict(ts_ns=draw(st.integers(0, 10**14)) // 1000 * 1000, cpu=draw(st.integers(0, 300)),
+                 pid=draw(st.integers(0, 4194304)), comm=draw(_COMMS), event=ev, order=order,
+                 pfn=draw(st.integers(1, 2**40)), seq=i, line=i + 1)  # fmt: skip
+        if ev in ("mm_page_alloc", "mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag"):
+            r["migratetype"] = draw(st.integers(0, 5))
+        if ev == "mm_page_alloc":
+            r["gfp_flags"] = draw(st.sampled_from(["GFP_KERNEL", "GFP_HIGHUSER_MOVABLE|__GFP_ZERO", "none", "__GFP_IO|0x4000000"]))
+            if draw(st.booleans()):
+                r["pfn"], r["failed"] = None, True
+        if ev == "mm_page_alloc_zone_locked":
+            r["percpu_refill"] = draw(st.booleans())
+        if ev == "mm_page_free_batched":
+            r["cold"] = draw(st.booleans())
+        if ev == "mm_page_alloc_extfrag":
+            r.update(fallback_order=draw(st.integers(0, 10)), pageblock_order=9, fallback_migratetype=draw(st.integers(0, 5)),
+                     change_ownership=draw(st.booleans()))  # fmt: skip
+        rows.append(r)
+    return rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=_event_rows(), fmt=st.sampled_from(FORMATS), era=st.sampled_from(ERAS), tgid=st.booleans(), irq=st.booleans())
+def test_property_round_trip(rows: list[dict], fmt: str, era: str, tgid: bool, irq: bool) -> None:
+    t = make_events(rows)
+    opts = RenderOptions(fmt=fmt, era=era, record_tgid=tgid, irq_info=irq, header=bool(len(rows) % 2))
+    res = parse_text(render_text(t, opts=opts), strict=True)
+    assert _same(res.table, as_rendered(t, opts)) == []

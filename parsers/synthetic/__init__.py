@@ -6,8 +6,13 @@
   allocator and per-CPU page lists (stand-in until the replay engine's simulate mode does it).
 * :mod:`parsers.synthetic.render` -- canonical table -> the text a kernel of a given era prints
   (ftrace ``trace``/``trace_pipe``, ``trace-cmd report``, ``perf script``).
-* :mod:`parsers.synthetic.compare` -- calibration statistics, synthetic vs real, side by side.
-* :mod:`parsers.synthetic.cli` -- ``pagereplay synth``.
+* :mod:`parsers.synthetic.config` -- TOML files and ``--param`` overrides -> ``SynthConfig``.
+* :mod:`parsers.synthetic.pipeline` -- the chain streamed into Parquet (with metadata) and text.
+* :mod:`parsers.synthetic.compare` -- calibration statistics, synthetic vs real, side by side;
+  :mod:`parsers.synthetic.fit` -- the search that fitted the default parameters.
+* :mod:`parsers.synthetic.cli` -- ``pagereplay synth`` (``register(app)``).
+
+See ``docs/synthetic.md``.
 
 Imports run one way: nothing here imports ``replay``.
 """

@@ -4,10 +4,11 @@ This is the plain fallback until the replay engine's simulate mode decides pfns 
 kernel-faithful bursts.  It keeps exactly the per-page consistency a replay needs and the event
 shapes of a 6.1 kernel (era D), but its placement is deliberately simple:
 
-* **pfn allocator** (stands in for ``__rmqueue_smallest()``/``expand()``): free blocks per order
-  on LIFO stacks; an empty order is served by splitting the smallest larger free block (upper
-  halves go back, as ``expand()`` does) or else by a bump pointer over the never-used range,
-  aligned to the order (the skipped pages become free blocks).  No merging of buddies.
+* **pfn allocator** (a small buddy allocator): free blocks per order on LIFO stacks, with
+  ``__free_one_page()`` merging (a byte per page marks free heads; merged-away entries are
+  skipped lazily); ``__rmqueue_smallest()`` takes the smallest order with a free block and
+  ``expand()`` puts the upper halves back; whole MAX_ORDER blocks that were never used are
+  handed out last (in pfn order).  One zone, no migratetypes, no watermarks.
 * **per-CPU lists** (``struct per_cpu_pages`` of 6.1): one list per (order <= 3, migratetype)
   plus one THP list; ``__rmqueue_pcplist()`` refills an empty list with ``rmqueue_bulk()`` of
   ``batch`` pages (``max(batch >> order, 2)`` blocks for order > 0), each block an
@@ -21,13 +22,18 @@ shapes of a 6.1 kernel (era D), but its placement is deliberately simple:
   (``free_pages_prepare()``), followed by ``mm_page_free_batched`` for frees through
   ``free_unref_page_list()``; failed allocations (the range is exhausted) as
   ``mm_page_alloc`` with a null pfn, and their frees dropped.  A free of a page allocated
-  before the trace (``req_id == -1``) takes a block from the allocator silently first.
+  before the trace (``req_id == -1``) takes a never-used block silently first; a
+  ``__free_pages_core()`` free (kind 3: memblock release, deferred init) then goes straight to
+  the buddy lists.
 * **time**: each CPU has a clock; an event happens at ``max(clock, request time)`` and
   advances the clock by its cost (:class:`EmitParams`), so bursts take time and per-CPU
-  timestamps never go backwards.  Timestamps are microsecond-aligned, as ftrace prints them.
+  timestamps never go backwards.  The zone->lock sections (refill, drain, buddy allocation)
+  of all CPUs are serialised in time, as the spinlock serialises them; a block handed from one
+  CPU to another (drained then refilled, allocated then freed) is used only after the event
+  that released it.  Timestamps are microsecond-aligned, as ftrace prints them.
 
-Not modelled here (the engine's job): zones, watermarks, migratetype fallback and
-``mm_page_alloc_extfrag``, buddy merging, high-order ``free_high`` drains.
+Not modelled here (the engine's job): zones, watermarks, migratetype lists, fallback and
+``mm_page_alloc_extfrag``, high-order ``free_high`` drains.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from numba import njit, types
 from numba.typed import Dict
 
 from ..schema import EVENT_NAMES, Event, arrow_schema, decode_gfp
-from .workloads import KIND_ALLOC, KIND_FREE_BATCHED, MAX_ORDER, PAGE_SIZE, Machine, RequestGenerator
+from .workloads import MAX_ORDER, PAGE_SIZE, Machine, RequestGenerator
 
 NR_LOWORDER = 4  # orders 0..PAGE_ALLOC_COSTLY_ORDER on the per-CPU lists
 PCPTYPES = 3
@@ -54,7 +60,8 @@ THP_ORDER = 9
 class EmitParams:
     """Knobs of the stand-in emitter (defaults fitted to the 4-vCPU 4 GiB 6.1 capture).
 
-    base_pfn: first pfn of the managed range (above the 16 MiB DMA zone).
+    base_pfn: lowest pfn handed out (above the 16 MiB DMA zone).
+    layout: ``qemu`` (the guest's e820 RAM ranges, see :func:`ram_ranges`) or ``flat``.
     batch: ``pcp->batch`` (``zone_batchsize()``: 63 for zones over 1 GiB).
     high: ``pcp->high``; 0 = ``zone_highsize()``-like default: 1288 (the capture's
         ``low_wmark / nr_cpus``) scaled by sqrt(memory / 4 GiB) * 4 / cpus, at least 4 * batch.
@@ -64,6 +71,7 @@ class EmitParams:
     """
 
     base_pfn: int = 0x1000
+    layout: str = "qemu"
     batch: int = 63
     high: int = 0
     pcp_thp: bool = True
@@ -79,40 +87,106 @@ class EmitParams:
         return max(int(h), 4 * self.batch)
 
 
+def ram_ranges(memory: int, p: "EmitParams") -> list[tuple[int, int]]:
+    """Usable pfn ranges [lo, hi) of the guest.
+
+    ``layout="qemu"``: the e820 map of a qemu pc guest as ``replay.layout`` infers it (RAM split
+    at 3 GiB when the guest has >= 3.5 GiB, the rest from 4 GiB; the BIOS hole and the top 47
+    low pages reserved), so exact replay of the output stays in range; ``"flat"``: one range.
+    Pages below ``base_pfn`` (the 16 MiB DMA zone by default) are left out: nothing but
+    ``GFP_DMA`` allocates there.
+    """
+    pages = memory // PAGE_SIZE
+    if p.layout == "flat":
+        return [(p.base_pfn, p.base_pfn + pages)]
+    if p.layout != "qemu":
+        raise ValueError(f"EmitParams.layout must be 'qemu' or 'flat', not {p.layout!r}")
+    low = 0xC0000000 if memory >= 0xE0000000 else memory
+    low_pages = min(low, memory, 1 << 32) // PAGE_SIZE
+    rs = [(1, min(0x9F, low_pages)), (0x100, low_pages - 47), (1 << 20, (1 << 20) + pages - low_pages)]
+    out = [(max(lo, p.base_pfn), hi) for lo, hi in rs if hi > max(lo, p.base_pfn)]
+    if not out:
+        raise ValueError(f"guest of {memory} bytes has no memory above base_pfn {p.base_pfn:#x}")
+    return out
+
+
 # ----------------------------------------------------------------------------- compiled core
 @njit(cache=True, nogil=True)
-def _push(stk, top, o, b):
+def _push(stk, stk_t, top, fmap, o, b, t):
+    """Put a free block on the lists, merging with free buddies (``__free_one_page()``)."""
+    top_order = stk.shape[0] - 1
+    while o < top_order:
+        buddy = b ^ (1 << o)
+        if buddy >= fmap.shape[0] or fmap[buddy] != o + 1:  # page_is_buddy()
+            break
+        fmap[buddy] = 0  # off its list (the stale stack entry is skipped when popped)
+        b = min(b, buddy)
+        o += 1
+    fmap[b] = o + 1
     stk[o, top[o]] = b
+    stk_t[o, top[o]] = t
     top[o] += 1
 
 
 @njit(cache=True, nogil=True)
-def _take_block(stk, top, bump, end, o):
-    """A free block of order o: own stack, else split a larger one, else the bump range; -1 if none."""
-    if top[o] > 0:
+def _pop(stk, stk_t, top, fmap, o):
+    """The most recently freed block of order o still free at that order; (-1, 0) if none."""
+    while top[o] > 0:
         top[o] -= 1
-        return stk[o, top[o]]
-    for j in range(o + 1, stk.shape[0]):
-        if top[j] > 0:
-            top[j] -= 1
-            b = stk[j, top[j]]
-            while j > o:  # expand(): upper halves back on the lists
-                j -= 1
-                _push(stk, top, j, b + (1 << j))
-            return b
-    p = bump[0]
-    size = 1 << o
-    a = (p + size - 1) & ~(size - 1)
-    if a + size > end:
+        b = stk[o, top[o]]
+        if fmap[b] == o + 1:
+            fmap[b] = 0
+            return b, stk_t[o, top[o]]
+    return -1, 0
+
+
+@njit(cache=True, nogil=True)
+def _split(stk, stk_t, top, fmap, b, j, o, tb):
+    while j > o:  # expand(): upper halves back on the lists
+        j -= 1
+        _push(stk, stk_t, top, fmap, j, b + (1 << j), tb)
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _take_fresh(stk, stk_t, top, fmap, fresh, fresh_i, o):
+    """A block of order o split from the next never-used MAX_ORDER block (lowest pfn first); -1
+    when they are all used."""
+    if fresh_i[0] >= fresh_i[1]:
         return -1
-    while p < a:  # the alignment gap becomes free blocks
-        k = 0
-        while k < stk.shape[0] - 1 and (p & ((2 << k) - 1)) == 0 and p + (2 << k) <= a:
-            k += 1
-        _push(stk, top, k, p)
-        p += 1 << k
-    bump[0] = a + size
+    f = fresh[fresh_i[0]]
+    fresh_i[0] += 1
+    return _split(stk, stk_t, top, fmap, f, stk.shape[0] - 1, o, 0)
+
+
+@njit(cache=True, nogil=True)
+def _take_pretrace(fresh, fresh_i, o):
+    """A block of order o for a page allocated before the trace: carved from never-used MAX_ORDER
+    blocks taken from the top (normal allocations take them from the bottom), so it was never
+    seen in the trace; the rest of that block stays free.  -1 when none is left."""
+    size = 1 << o
+    a = (fresh_i[2] + size - 1) & ~(size - 1)
+    if fresh_i[3] == 0 or a + size > fresh_i[3]:
+        if fresh_i[1] <= fresh_i[0]:
+            return -1
+        fresh_i[1] -= 1
+        a = fresh[fresh_i[1]]
+        fresh_i[3] = a + (1 << MAX_ORDER)
+    fresh_i[2] = a + size
     return a
+
+
+@njit(cache=True, nogil=True)
+def _take_block(stk, stk_t, top, fmap, fresh, fresh_i, o):
+    """(block, time it became free) of order o, as ``__rmqueue_smallest()``: the smallest order
+    with a free block, split by ``expand()``; never-used memory last.  Block -1 if none.  The
+    time keeps cross-CPU hand-offs causal: a block drained by one CPU is taken by another only
+    after the drain's event."""
+    for j in range(o, stk.shape[0]):
+        b, tb = _pop(stk, stk_t, top, fmap, j)
+        if b >= 0:
+            return _split(stk, stk_t, top, fmap, b, j, o, tb), tb
+    return _take_fresh(stk, stk_t, top, fmap, fresh, fresh_i, o), 0
 
 
 @njit(cache=True, nogil=True)
@@ -126,7 +200,7 @@ def _pindex(o, mt):
 def emit_requests(
     r_ts, r_cpu, r_pid, r_comm, r_kind, r_order, r_mt, r_gfp, r_life, r_id, r_phase, start,
     phase_batch, phase_high, pcp_thp, costs,
-    stk, top, bump, end, pl, ph, pn, pcount, pfactor, pindex, clock, live,
+    stk, stk_t, top, fmap, fresh, fresh_i, pl, ph, pn, pcount, pfactor, pindex, clock, live, live_t, zlock,
     o_ts, o_cpu, o_pid, o_comm, o_ev, o_pfn, o_order, o_mt, o_gfp, o_pcp, o_fail,
 ):  # fmt: skip
     """Emit events for requests [start, len); returns (next request, events written, status).
@@ -161,10 +235,12 @@ def emit_requests(
                 pfactor[c] >>= 1
                 if pn[c, L] == 0:  # rmqueue_bulk(): one zone->lock section
                     want = batch0 if o == 0 else max(batch0 >> o, 2)
+                    t = max(t, zlock[0])  # spin_lock(&zone->lock): sections never overlap
                     for _ in range(want):
-                        b = _take_block(stk, top, bump, end, o)
+                        b, tb = _take_block(stk, stk_t, top, fmap, fresh, fresh_i, o)
                         if b < 0:
                             break
+                        t = max(t, tb + 1000)
                         pl[c, L, (ph[c, L] + pn[c, L]) % lcap] = b  # list_add_tail
                         pn[c, L] += 1
                         pcount[c] += 1 << o
@@ -181,14 +257,16 @@ def emit_requests(
                         o_fail[ne] = 0
                         ne += 1
                         t += zl_ns
+                    zlock[0] = (t // 1000 + 1) * 1000
                 if pn[c, L] > 0:  # take the head
                     pfn = pl[c, L, ph[c, L]]
                     ph[c, L] = (ph[c, L] + 1) % lcap
                     pn[c, L] -= 1
                     pcount[c] -= 1 << o
             else:  # rmqueue_buddy()
-                pfn = _take_block(stk, top, bump, end, o)
+                pfn, tb = _take_block(stk, stk_t, top, fmap, fresh, fresh_i, o)
                 if pfn >= 0:
+                    t = max(t, tb + 1000, zlock[0])
                     o_ts[ne] = (t // 1000) * 1000
                     o_cpu[ne] = c
                     o_pid[ne] = r_pid[i]
@@ -202,6 +280,7 @@ def emit_requests(
                     o_fail[ne] = 0
                     ne += 1
                     t += zl_ns
+                    zlock[0] = (t // 1000 + 1) * 1000
             o_ts[ne] = (t // 1000) * 1000
             o_cpu[ne] = c
             o_pid[ne] = r_pid[i]
@@ -217,12 +296,18 @@ def emit_requests(
             t += alloc_ns
             if r_life[i] >= 0:
                 live[r_id[i]] = pfn
+                live_t[r_id[i]] = t  # a free (on any CPU) must come after the allocation's event
         else:
             rid = r_id[i]
-            if rid < 0:  # allocated before the trace
-                pfn = _take_block(stk, top, bump, end, o)
+            if rid < 0:  # allocated before the trace: never seen in it, so from the untouched range
+                pfn = _take_pretrace(fresh, fresh_i, o)
             else:
-                pfn = live.pop(rid, -1)
+                pfn = -1
+                if rid in live:
+                    pfn = live[rid]
+                    t = max(t, live_t[rid] + 1000)
+                    del live[rid]
+                    del live_t[rid]
             if pfn >= 0:
                 o_ts[ne] = (t // 1000) * 1000
                 o_cpu[ne] = c
@@ -251,13 +336,16 @@ def emit_requests(
                     o_fail[ne] = 0
                     ne += 1
                     t += free_ns
-                if pcp_ok:
+                if kind == 3:  # __free_pages_core(): straight to the buddy lists, never a per-CPU list
+                    _push(stk, stk_t, top, fmap, o, pfn, t)
+                elif pcp_ok:
                     L = _pindex(o, mt)
                     ph[c, L] = (ph[c, L] - 1) % lcap  # list_add at the head
                     pl[c, L, ph[c, L]] = pfn
                     pn[c, L] += 1
                     pcount[c] += 1 << o
-                    if pcount[c] >= high:  # free_pcppages_bulk(nr_pcp_free())
+                    if pcount[c] >= high:  # free_pcppages_bulk(nr_pcp_free()): one zone->lock section
+                        t = max(t, zlock[0])
                         if high < batch0:
                             count = 1
                         else:
@@ -279,7 +367,7 @@ def emit_requests(
                                 b = pl[c, Ld, (ph[c, Ld] + pn[c, Ld]) % lcap]  # list_last_entry
                                 count -= 1 << od
                                 pcount[c] -= 1 << od
-                                _push(stk, top, od, b)
+                                _push(stk, stk_t, top, fmap, od, b, t)
                                 o_ts[ne] = (t // 1000) * 1000
                                 o_cpu[ne] = c
                                 o_pid[ne] = r_pid[i]
@@ -293,8 +381,9 @@ def emit_requests(
                                 o_fail[ne] = 0
                                 ne += 1
                                 t += drain_ns
+                        zlock[0] = (t // 1000 + 1) * 1000
                 else:
-                    _push(stk, top, o, pfn)
+                    _push(stk, stk_t, top, fmap, o, pfn, t)
         clock[c] = t
         i += 1
     return i, ne, 0
@@ -316,6 +405,8 @@ class Emitter:
 
     def __init__(self, machine: Machine, params: EmitParams | None = None, *, phases: list[dict] | None = None,
                  source: str = "<synthetic>") -> None:  # fmt: skip
+        if machine.cpus > 4096:
+            raise ValueError("the emitter packs (time, cpu) sort keys for up to 4096 CPUs")
         self.m = machine
         self.p = p = params or EmitParams()
         high = p.pcp_high(machine)
@@ -327,11 +418,25 @@ class Emitter:
                 self.phase_batch[ph["index"]] = int(ph["pcp_batch"])
                 self.phase_high[ph["index"]] = 0 if int(ph["pcp_batch"]) <= 1 else high  # the boot pageset
         self.high = high
-        pages = machine.memory // PAGE_SIZE
-        self.end = p.base_pfn + pages
+        self.ranges = ram_ranges(machine.memory, p)
         self.stk = np.zeros((MAX_ORDER + 1, 1 << 14), np.int64)
+        self.stk_t = np.zeros((MAX_ORDER + 1, 1 << 14), np.int64)
         self.top = np.zeros(MAX_ORDER + 1, np.int64)
-        self.bump = np.array([p.base_pfn], np.int64)
+        self.fmap = np.zeros(self.ranges[-1][1] + 1, np.int8)  # order+1 at the head of each free block
+        fresh: list[int] = []
+        big = 1 << MAX_ORDER
+        for lo, hi in self.ranges:  # whole MAX_ORDER blocks stay "never used"; the ragged edges are free blocks
+            a = (lo + big - 1) & ~(big - 1)
+            z = hi & ~(big - 1)
+            if a >= z:
+                self._free_range(lo, hi)
+                continue
+            self._free_range(lo, a)
+            fresh.extend(range(a, z, big))
+            self._free_range(z, hi)
+        self.fresh = np.array(fresh, np.int64)
+        # [next from the bottom, end (exclusive) from the top, pre-trace carve pointer, its limit]
+        self.fresh_i = np.array([0, len(fresh), 0, 0], np.int64)
         lcap = high + 2 * p.batch + 16
         self.pl = np.zeros((machine.cpus, NR_PCP_LISTS, lcap), np.int64)
         self.ph = np.zeros((machine.cpus, NR_PCP_LISTS), np.int64)
@@ -340,7 +445,9 @@ class Emitter:
         self.pfactor = np.zeros(machine.cpus, np.int64)
         self.pindex = np.zeros(machine.cpus, np.int64)
         self.clock = np.zeros(machine.cpus, np.int64)
+        self.zlock = np.zeros(1, np.int64)  # when zone->lock is next free (one zone)
         self.live = Dict.empty(key_type=types.int64, value_type=types.int64)
+        self.live_t = Dict.empty(key_type=types.int64, value_type=types.int64)
         self.costs = np.array([p.alloc_ns, p.free_ns, p.zone_locked_ns, p.drain_ns], np.int64)
         self.cap = 1 << 20
         self.held: dict[str, np.ndarray] | None = None
@@ -349,6 +456,39 @@ class Emitter:
         self.schema = arrow_schema()
         self.source = source
         self._gfp_masks: dict[str, int | None] = {}
+
+    def _free_range(self, lo: int, hi: int) -> None:
+        """Put [lo, hi) on the free lists as naturally aligned blocks."""
+        p = lo
+        while p < hi:
+            k = 0
+            while k < MAX_ORDER and p % (2 << k) == 0 and p + (2 << k) <= hi:
+                k += 1
+            _push(self.stk, self.stk_t, self.top, self.fmap, k, p, 0)
+            p += 1 << k
+
+    def _compact(self) -> None:
+        """Drop stale stack entries (blocks merged away or taken); grow if still crowded."""
+        cap = self.stk.shape[1]
+        for o in range(MAX_ORDER + 1):
+            n = int(self.top[o])
+            ent, ts = self.stk[o, :n], self.stk_t[o, :n]
+            ok = self.fmap[ent] == o + 1
+            # keep the newest entry of each block (it is the one a pop would find first)
+            rev = ent[::-1]
+            _, first = np.unique(rev, return_index=True)
+            keep = np.zeros(n, bool)
+            keep[n - 1 - first] = True
+            keep &= ok
+            k = int(keep.sum())
+            self.stk[o, :k], self.stk_t[o, :k] = ent[keep], ts[keep]
+            self.top[o] = k
+        if int(self.top.max()) * 2 > cap - 4 * (self.pl.shape[2] + MAX_ORDER):
+            for name in ("stk", "stk_t"):
+                old = getattr(self, name)
+                grown = np.zeros((old.shape[0], old.shape[1] * 2), np.int64)
+                grown[:, : old.shape[1]] = old
+                setattr(self, name, grown)
 
     def _out(self, n: int) -> dict[str, np.ndarray]:
         return {k: np.empty(n, t) for k, t in _OUT.items()}
@@ -376,39 +516,41 @@ class Emitter:
             out = self._out(self.cap)
             i2, ne, status = emit_requests(
                 *req, i, self.phase_batch, self.phase_high, self.p.pcp_thp, self.costs,
-                self.stk, self.top, self.bump, self.end, self.pl, self.ph, self.pn, self.pcount, self.pfactor,
-                self.pindex, self.clock, self.live, *out.values(),
+                self.stk, self.stk_t, self.top, self.fmap, self.fresh, self.fresh_i, self.pl, self.ph, self.pn, self.pcount, self.pfactor,
+                self.pindex, self.clock, self.live, self.live_t, self.zlock, *out.values(),
             )  # fmt: skip
             parts.append({k: v[:ne] for k, v in out.items()})
             if status == 2:
-                grown = np.zeros((self.stk.shape[0], self.stk.shape[1] * 2), np.int64)
-                grown[:, : self.stk.shape[1]] = self.stk
-                self.stk = grown
+                self._compact()
             elif status == 1 and i2 == i:
                 self.cap *= 2
             i = i2
-        ev = {k: np.concatenate([p[k] for p in parts]) for k in _OUT}
-        ev["idx"] = self.emit_idx + np.arange(len(ev["ts_ns"]), dtype=np.int64)
-        self.emit_idx += len(ev["ts_ns"])
         if self.held is not None:
-            ev = {k: np.concatenate([self.held[k], ev[k]]) for k in ev}
+            parts.insert(0, self.held)
+        ev = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in _OUT}
+        # (ts, cpu) packed in one key; the stable sort keeps emission order (held events first) at ties,
+        # and timsort is linear on the nearly sorted runs the per-CPU clocks produce
+        key = (ev["ts_ns"] // 1000) * 4096 + ev["cpu"]
+        order = np.argsort(key, kind="stable")
         # every later event happens at or after the last request's time
         t_cut = int(req[0][-1])
-        final = ev["ts_ns"] < t_cut
-        self.held = {k: v[~final] for k, v in ev.items()}
-        yield from self._batch({k: v[final] for k, v in ev.items()})
+        ts_sorted = ev["ts_ns"][order]
+        k = int(np.searchsorted(ts_sorted, t_cut, side="left"))
+        self.held = {name: v[order[k:]] for name, v in ev.items()}
+        yield from self._batch({name: v[order[:k]] for name, v in ev.items()})
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         if self.held is not None:
-            yield from self._batch(self.held)
+            ev = self.held
+            order = np.argsort((ev["ts_ns"] // 1000) * 4096 + ev["cpu"], kind="stable")
+            yield from self._batch({name: v[order] for name, v in ev.items()})
             self.held = None
 
     def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
+        """One record batch of events already in (ts_ns, cpu, emission) order."""
         n = len(ev["ts_ns"])
         if n == 0:
             return
-        order = np.lexsort((ev["idx"], ev["cpu"], ev["ts_ns"]))
-        ev = {k: v[order] for k, v in ev.items()}
         seq = self.seq + np.arange(n, dtype=np.int64)
         self.seq += n
         gfp_names = self.gfp_dict.to_pylist()
@@ -457,4 +599,70 @@ def emit(requests: Iterable[pa.RecordBatch], machine: Machine, params: EmitParam
     yield from em.finish()
 
 
-__all__ = ["EmitParams", "Emitter", "emit", "Event"]
+def check_pages(table: pa.Table, examples: dict[str, list[int]] | None = None) -> dict[str, int]:
+    """Per-page consistency of an emitted table: counts of each violation (all zero when consistent).
+
+    Tracks every pfn through the states the emitter (and the kernel) moves it through: taken from
+    the buddy lists (``mm_page_alloc_zone_locked``: onto a per-CPU list, or straight to the
+    caller), allocated (``mm_page_alloc``), freed (``mm_page_free``; a page never seen before was
+    allocated before the trace), back to the buddy lists (``mm_page_pcpu_drain``, or directly for
+    orders without a per-CPU list).  ``examples`` (if given) collects row indices per violation.
+    A plain Python loop: meant for tests and small tables.
+    """
+    ev = table.column("event").combine_chunks()
+    names = ev.dictionary.to_pylist()
+    code = np.array([int(Event[n.upper()]) for n in names], np.int64)[ev.indices.to_numpy(zero_copy_only=False)]
+    pfn = table.column("pfn").to_numpy(zero_copy_only=False)
+    order = table.column("order").to_numpy(zero_copy_only=False)
+    pcp = table.column("percpu_refill").to_pylist()
+    failed = table.column("failed").to_numpy(zero_copy_only=False)
+    state: dict[int, tuple[str, int]] = {}
+    bad = {"double_take": 0, "alloc_not_taken": 0, "alloc_order": 0, "free_not_allocated": 0, "free_order": 0,
+           "batched_without_free": 0, "drain_not_freed": 0, "drain_order": 0}  # fmt: skip
+    last_free: dict[int, int] = {}
+    nbad = 0
+    cpu = table.column("cpu").to_numpy(zero_copy_only=False)
+    for i in range(len(code)):
+        e = int(code[i])
+        if e == 0 and failed[i]:
+            continue
+        if pfn[i] is None or (isinstance(pfn[i], float) and np.isnan(pfn[i])):
+            continue
+        p, o = int(pfn[i]), int(order[i])
+        st = state.get(p)
+        if e == 1:
+            if st is not None and st[0] in ("pcp", "taken", "alloc", "freed_pcp"):
+                bad["double_take"] += 1
+            state[p] = ("pcp" if pcp[i] else "taken", o)
+        elif e == 0:
+            if st is None or st[0] not in ("pcp", "taken", "freed_pcp"):
+                bad["alloc_not_taken"] += 1
+            elif st[1] != o:
+                bad["alloc_order"] += 1
+            state[p] = ("alloc", o)
+        elif e == 2:
+            if st is not None and st[0] != "alloc":
+                bad["free_not_allocated"] += 1
+            elif st is not None and st[1] != o:
+                bad["free_order"] += 1
+            # a first-seen block of pageblock order or more is __free_pages_core() (memblock, deferred
+            # init): straight to the buddy lists, as replay.engine.boot_free_core_mask() reads it
+            core = st is None and o >= THP_ORDER
+            state[p] = ("freed_pcp" if (o < NR_LOWORDER or o == THP_ORDER) and not core else "buddy", o)
+            last_free[int(cpu[i])] = p
+        elif e == 3:
+            if last_free.get(int(cpu[i])) != p:
+                bad["batched_without_free"] += 1
+        elif e == 4:
+            if st is None or st[0] not in ("freed_pcp", "pcp"):
+                bad["drain_not_freed"] += 1
+            elif st[1] != o:
+                bad["drain_order"] += 1
+            state[p] = ("buddy", o)
+        if examples is not None and sum(bad.values()) > nbad:
+            nbad = sum(bad.values())
+            examples.setdefault("rows", []).append(i)
+    return bad
+
+
+__all__ = ["EmitParams", "Emitter", "check_pages", "emit"]

@@ -24,7 +24,8 @@ Fields of the perf/trace-cmd lines are libtraceevent's rendering of the event's 
 ``page=`` is not a ``struct page`` address there (kernel-notes 4.5).  perf prints the pfn in hex;
 the 6.1 trace-cmd capture prints ``vmemmap_base``'s *symbol address* plus the pfn (we reproduce
 that constant); both print ``fragmenting=10`` for the 6.1-era min() expression of
-``pageblock_order`` (observed in the captured traces), which the parser reads as false.
+``pageblock_order`` (observed in the captured traces), which the parser recomputes as
+``fallback_order < pageblock_order``.
 
 Kernel eras (``--kernel-era``, kernel-notes 4.1)
 ------------------------------------------------
@@ -53,6 +54,8 @@ per event.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures as cf
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -104,7 +107,8 @@ class RenderOptions:
     record_tgid: ftrace: print the ``(tgid)`` column (option ``record-tgid``).
     legacy_names: era A: pre-3.3 names ``mm_page_free_direct`` / ``mm_pagevec_free``.
     nr_cpus: ``#P:`` / ``cpus=`` in the header (default: highest cpu + 1).
-    chunk_rows: rows per compiled pass.
+    chunk_rows: rows per batch taken from the table.
+    workers: threads rendering pieces of a batch in parallel (output order is kept).
     """
 
     fmt: str = "ftrace"
@@ -115,6 +119,7 @@ class RenderOptions:
     legacy_names: bool = False
     nr_cpus: int | None = None
     chunk_rows: int = 1 << 20
+    workers: int = 2
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -140,16 +145,22 @@ def _spaces(out, p, n):
     return p + max(n, 0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _ndigits(v):
+    # comparisons, not divisions (this runs for every number of every line)
     n = 1
-    while v >= 10:
-        v //= 10
+    t = 10
+    while v >= t and n < 19:
         n += 1
+        t *= 10
     return n
 
 
-@njit(cache=True, nogil=True)
+_TEN = np.uint64(10)
+_ZERO = np.uint64(0)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _put_uint(out, p, v, width, zero):
     """``%{0}{width}lu`` of a non-negative v (right-aligned)."""
     n = _ndigits(v)
@@ -158,16 +169,18 @@ def _put_uint(out, p, v, width, zero):
         out[p] = fill
         p += 1
     q = p + n - 1
+    u = np.uint64(v)  # unsigned: divisions by 10 without the floor-division sign fix-ups
     while True:
-        out[q] = 48 + v % 10
-        v //= 10
+        d = u % _TEN
+        out[q] = 48 + np.int64(d)
+        u = u // _TEN
         q -= 1
-        if v == 0:
+        if u == _ZERO:
             break
     return p + n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put_int(out, p, v):
     """``%d``."""
     if v < 0:
@@ -177,7 +190,7 @@ def _put_int(out, p, v):
     return _put_uint(out, p, v, 0, False)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put_int_left(out, p, v, width):
     """``%-{width}d``."""
     s = p
@@ -185,7 +198,7 @@ def _put_int_left(out, p, v, width):
     return _spaces(out, p, width - (p - s))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put_int_right(out, p, v, width):
     """``%{width}d``."""
     n = _ndigits(abs(v)) + (1 if v < 0 else 0)
@@ -193,7 +206,7 @@ def _put_int_right(out, p, v, width):
     return _put_int(out, p, v)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put_hex(out, p, v, width):
     """``%0{width}lx`` of a non-negative v < 2^63."""
     n = 1
@@ -219,7 +232,7 @@ def _put_lit(out, p, lit):
     return p + lit.shape[0]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _hash_ptr(pfn):
     # stands in for the kernel's siphash of %p (4.15+): stable, 32 bits, looks like real output
     x = pfn & 0x7FFFFFFF
@@ -258,7 +271,7 @@ def _lit(out, p, k, lb, lo, ll):
     return _put(out, p, lb, lo[k], ll[k])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _page_field(out, p, fmt, era, pfn, failed, lb, lo, ll):
     """``page=`` value (after the literal ``page=``)."""
     if failed:
@@ -286,7 +299,7 @@ def _page_field(out, p, fmt, era, pfn, failed, lb, lo, ll):
     return _put_hex(out, p, pfn, 0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _pfn_field(out, p, era, pfn, failed, lb, lo, ll):
     v = 0 if failed else pfn
     if era >= 2:
@@ -489,15 +502,8 @@ class _Renderer:
         self.flags = _string_table(_flags(opts))
         self.pid_w = 7 if (opts.fmt == "ftrace" and opts.era in ("C", "D")) else 5
         self.name_w = PERF_EVENT_WIDTH
-        self._cache: dict[tuple[int, str], tuple] = {}
-
-    def _strings(self, key: str, strings: list[str]):
-        k = (id(strings), key)
-        hit = self._cache.get(k)
-        if hit is None or hit[0] is not strings:
-            hit = (strings, _string_table(strings))
-            self._cache = {k: hit}  # keep only the latest dictionary per column kind
-        return hit[1]
+        self.workers = max(1, opts.workers)
+        self._free: list[np.ndarray] = []  # render buffers (list.pop/append are atomic)
 
     def batch(self, rb: pa.RecordBatch | pa.Table, sink: BinaryIO) -> int:
         n = rb.num_rows
@@ -537,19 +543,53 @@ class _Renderer:
             _int(rb.column("cold"), 0),
         )
         maxstr = int(cl.max(initial=0)) + int(gl.max(initial=0)) + 512
-        buf = np.empty(max(1 << 22, min(n, 1 << 16) * 256 + maxstr), np.uint8)
-        i = 0
+        statics = (cb, co, cl, gb, go, gl, *self.names, *self.flags, _LIT_BYTES, _LIT_OFF, _LIT_LEN, self.name_w)
+        head = (_FMT_CODE[o.fmt], _ERA_CODE[o.era], o.irq_info, o.record_tgid, self.pid_w)
+
+        step = 1 << 15
+        size = step * 160 + maxstr
+
+        def piece(lo: int, hi: int) -> list[tuple[np.ndarray, int]]:
+            # the compiled writer releases the GIL: pieces render in parallel, in order on output;
+            # buffers come from a free list and go back once written (no copies, no page faults)
+            out = []
+            i = lo
+            while i < hi:
+                try:
+                    buf = self._free.pop()
+                except IndexError:
+                    buf = np.empty(size, np.uint8)
+                if buf.shape[0] < size:
+                    buf = np.empty(size, np.uint8)
+                j, nbytes = write_lines(buf, *head, i, hi, *args, *statics)
+                if j == i:
+                    raise RuntimeError("render buffer too small for one line")
+                out.append((buf, nbytes))
+                i = j
+            return out
+
+        def drain(parts: list[tuple[np.ndarray, int]]) -> int:
+            k = 0
+            for buf, nbytes in parts:
+                sink.write(memoryview(buf)[:nbytes])
+                k += nbytes
+                self._free.append(buf)
+            return k
+
+        ranges = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
         total = 0
-        while i < n:
-            j, nbytes = write_lines(
-                buf, _FMT_CODE[o.fmt], _ERA_CODE[o.era], o.irq_info, o.record_tgid, self.pid_w, i, n, *args,
-                cb, co, cl, gb, go, gl, *self.names, *self.flags, _LIT_BYTES, _LIT_OFF, _LIT_LEN, self.name_w,
-            )  # fmt: skip
-            if j == i:
-                raise RuntimeError("render buffer too small for one line")
-            sink.write(buf[:nbytes].tobytes())
-            total += nbytes
-            i = j
+        if self.workers <= 1 or len(ranges) == 1:
+            for lo, hi in ranges:
+                total += drain(piece(lo, hi))
+            return total
+        pending: collections.deque = collections.deque()
+        with cf.ThreadPoolExecutor(self.workers) as pool:
+            for lo, hi in ranges:
+                pending.append(pool.submit(piece, lo, hi))
+                while len(pending) > 2 * self.workers:
+                    total += drain(pending.popleft().result())
+            while pending:
+                total += drain(pending.popleft().result())
         return total
 
     def header(self, n_events: int, nr_cpus: int) -> str:
@@ -656,9 +696,10 @@ def as_rendered(table: pa.Table, opts: RenderOptions | None = None, **kw) -> pa.
     Applies what the text cannot carry or what the era computes instead of recording:
     timestamps truncated to microseconds, ``tgid`` null unless ftrace ``record_tgid``,
     ``percpu_refill`` = order==0 before era D, ``cold`` only in era A (0 when null),
-    ``change_ownership`` = alloc_mt == fallback_mt in era A, ``fragmenting`` as printed, failed
+    ``change_ownership`` = alloc_mt == fallback_mt in era A, ``fragmenting`` as the kernel defines it, failed
     allocations with a null pfn, ``gfp_mask`` decoded from the text, and fields an event does
-    not print set to null.  ``source_file``/``line`` are left as they are: compare without them.
+    not print set to null, ``seq`` the row position.  ``source_file``/``line`` are left as they
+    are: compare without them.  (A comm starting with ``#`` would read back as a comment line.)
     """
     import polars as pl
 
@@ -668,20 +709,15 @@ def as_rendered(table: pa.Table, opts: RenderOptions | None = None, **kw) -> pa.
     ev = pl.col("event").cast(pl.String)
     is_ = lambda e: ev == e.tracepoint  # noqa: E731
     alloc, zl, free, bat, drain, xf = (is_(e) for e in Event)
-    if opts.legacy_names:
-        ev_out = ev.replace({"mm_page_free": "mm_page_free_direct", "mm_page_free_batched": "mm_pagevec_free"})
-    else:
-        ev_out = ev
+    ev_out = ev  # legacy names (mm_page_free_direct, mm_pagevec_free) parse back to today's
     failed = alloc & (pl.col("failed") | pl.col("pfn").is_null() | (pl.col("pfn") <= 0))
     has_mt = alloc | zl | drain | xf
     era = opts.era
     pcp = (
         pl.when(zl).then(pl.col("order") == 0 if era != "D" else pl.col("percpu_refill").fill_null(False)).otherwise(None)
     )
-    tracecmd_like = opts.fmt != "ftrace"
-    frag = pl.when(xf).then(
-        pl.lit(False) if (tracecmd_like and era == "D") else (pl.col("fallback_order") < pl.col("pageblock_order").fill_null(9))
-    )
+    # the kernel's definition; the parser recomputes it where libtraceevent printed 10 (era D perf/trace-cmd)
+    frag = pl.when(xf).then(pl.col("fallback_order") < pl.col("pageblock_order").fill_null(9))
     chown = pl.when(xf).then(
         (pl.col("migratetype") == pl.col("fallback_migratetype")) if era == "A" else pl.col("change_ownership").fill_null(False)
     )
@@ -701,6 +737,7 @@ def as_rendered(table: pa.Table, opts: RenderOptions | None = None, **kw) -> pa.
         frag.alias("fragmenting"),
         chown.alias("change_ownership"),
         pl.when(bat & pl.lit(era == "A")).then(pl.col("cold").fill_null(False)).otherwise(None).alias("cold"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"),  # the parser numbers lines in output order
     )
     gfps = out.get_column("gfp_flags")
     masks = {s: decode_gfp(s) for s in gfps.unique().drop_nulls().to_list()}

@@ -14,7 +14,8 @@ Requests (:data:`REQUEST_SCHEMA`), one row each, in time order:
 ts_ns          when the task asks (ns since boot; microsecond-aligned, as ftrace prints)
 cpu, pid       where and who; ``comm`` is a dictionary column
 kind           ``0`` alloc, ``1`` free, ``2`` free through ``free_unref_page_list()`` (the page
-               also gets ``mm_page_free_batched``)
+               also gets ``mm_page_free_batched``), ``3`` ``__free_pages_core()`` (memblock release,
+               deferred struct-page init: never-used memory straight to the buddy lists)
 order          block order; migratetype (``enum migratetype``); ``gfp_flags`` text (allocs)
 lifetime_ns    allocs: time until the free, ``-1`` = still allocated when the trace ends
 req_id         allocs: their id; frees: the id of the allocation they free, ``-1`` = a page
@@ -41,8 +42,8 @@ import pyarrow as pa
 
 PAGE_SIZE = 4096
 MAX_ORDER = 10  # MAX_PAGE_ORDER on x86-64: orders 0..10
-KIND_ALLOC, KIND_FREE, KIND_FREE_BATCHED = 0, 1, 2
-KIND_NAMES = ("alloc", "free", "free_batched")
+KIND_ALLOC, KIND_FREE, KIND_FREE_BATCHED, KIND_FREE_CORE = 0, 1, 2, 3
+KIND_NAMES = ("alloc", "free", "free_batched", "free_core")
 
 _DICT32 = pa.dictionary(pa.int32(), pa.string())
 REQUEST_SCHEMA = pa.schema(
@@ -69,7 +70,9 @@ class Lifetime:
 
     median_us: median lifetime in microseconds.
     sigma: log-normal shape; 2-3 gives the heavy tails of slab/page-cache objects.
-    forever: share of allocations never freed during the trace (kernel data, resident memory).
+    forever: share of long-lived allocations (kernel data, resident memory): freed max_s to 2*max_s
+        after allocation, i.e. after any trace shorter than max_s, yet a long run's memory stays
+        bounded; never freed when max_s is ``inf``.
     max_s: lifetimes are clipped to this many seconds.
     """
 
@@ -84,8 +87,8 @@ class Stream:
     """One kind of activity.
 
     name: label (documentation only).
-    kind: ``alloc`` (allocations, then their frees) or ``free`` (frees of pages allocated before
-        the trace: memblock release, deferred struct-page init).
+    kind: ``alloc`` (allocations, then their frees) or ``free`` (never-used memory handed to the
+        buddy by ``__free_pages_core()``: memblock release, deferred struct-page init).
     weight: share of this stream's episodes within its phase.
     orders: ``{order: probability}``.
     migratetype: ``enum migratetype`` of the requests (0 unmovable, 1 movable, 2 reclaimable).
@@ -135,6 +138,8 @@ class Phase:
     split into order-0 pages to hit it exactly).
     watermarks_zero: early boot, before ``init_per_zone_wmark_min()``: watermarks are zero.
     pcp_batch: per-CPU list batch in force (1 = the boot pageset; None = the emitter's default).
+    exit_at_end: the tasks exit when the phase ends: every page still allocated by the phase
+        (and not ``forever``) is freed right then, one per microsecond per CPU.
     """
 
     name: str
@@ -145,6 +150,7 @@ class Phase:
     pages: int | None = None
     watermarks_zero: bool = False
     pcp_batch: int | None = None
+    exit_at_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,7 @@ class Machine:
     events: int | None = 1_000_000
     duration_s: float | None = None
     start_s: float = 10.0
-    chunk: int = 1 << 20
+    chunk: int = 1 << 18
 
     def __post_init__(self) -> None:
         if self.cpus < 1:
@@ -202,24 +208,24 @@ class ChurnParams:
         order 0-1 ``__GFP_ZERO``); the rest are anonymous and page-cache order-0 movable pages.
     cache: share of the movable requests that are page cache (freed a file at a time).
     lifetime_median_us, lifetime_sigma: heavy-tailed (log-normal) lifetimes.
-    forever: share never freed during the trace.  batched: share of order-0 frees batched.
+    forever: share of long-lived allocations (see Lifetime).  batched: share of order-0 frees batched.
     burst: mean requests per episode; gap_us: time between the requests of an episode.
     free_same_cpu: share of frees on the allocating CPU.
     prelive_frees: frees of pre-trace pages per request (perf kmem's free-only).
     thp: share of anonymous requests that are THP order-9 blocks.  tasks: tasks per stream.
     """
 
-    rate_per_cpu: float = 3500.0
-    unmovable: float = 0.36
-    cache: float = 0.5
-    lifetime_median_us: float = 20000.0
-    lifetime_sigma: float = 2.2
-    forever: float = 0.1
-    batched: float = 0.6
-    burst: float = 12.0
-    gap_us: float = 2.0
-    free_same_cpu: float = 0.8
-    prelive_frees: float = 0.06
+    rate_per_cpu: float = 3210.0
+    unmovable: float = 0.414
+    cache: float = 0.123
+    lifetime_median_us: float = 1120000.0
+    lifetime_sigma: float = 0.863
+    forever: float = 0.3
+    batched: float = 0.939
+    burst: float = 245.0
+    gap_us: float = 18.1
+    free_same_cpu: float = 0.647
+    prelive_frees: float = 0.0151
     thp: float = 0.0003
     tasks: int = 16
 
@@ -260,17 +266,17 @@ class PageCacheParams:
     frees on the reading CPU.  prelive_frees: frees of pre-trace pages (cache from before).
     """
 
-    rate_per_cpu: float = 2500.0
+    rate_per_cpu: float = 3420.0
     readers: int = 4
     orders: dict[int, float] = field(default_factory=lambda: {2: 0.6, 3: 0.4})
-    window: float = 16.0
-    gap_us: float = 3.0
-    lifetime_median_us: float = 200000.0
-    lifetime_sigma: float = 1.5
-    batched: float = 0.9
-    metadata: float = 0.25
-    free_same_cpu: float = 0.8
-    prelive_frees: float = 0.0
+    window: float = 22.9
+    gap_us: float = 17.9
+    lifetime_median_us: float = 2470000.0
+    lifetime_sigma: float = 2.07
+    batched: float = 1.0
+    metadata: float = 0.35
+    free_same_cpu: float = 0.698
+    prelive_frees: float = 0.0291
 
     def __hash__(self) -> int:
         return hash(tuple(sorted(self.orders.items())))
@@ -304,11 +310,11 @@ class FaultInParams:
     """
 
     gib: float = 1.0
-    thp: float = 0.5
+    thp: float = 0.178
     threads: int = 0
-    rate_per_cpu: float = 50000.0
-    burst: float = 64.0
-    gap_us: float = 1.0
+    rate_per_cpu: float = 3810.0
+    burst: float = 8.52
+    gap_us: float = 19.7
     exit: bool = False
 
 
@@ -320,12 +326,13 @@ def fault_in(p: FaultInParams, m: Machine) -> Workload:
     thp = min(max(p.thp, 0.0), 1.0)
     p9 = (thp / 512) / (thp / 512 + (1 - thp)) if thp < 1 else 1.0
     orders = {0: 1.0 - p9, 9: p9} if 0 < thp < 1 else ({9: 1.0} if thp >= 1 else {0: 1.0})
-    lt = Lifetime(median_us=1e12, sigma=0.0, forever=0.0 if p.exit else 1.0, max_s=1e6)
+    lt = Lifetime(median_us=1e12, sigma=0.0, forever=0.0 if p.exit else 1.0, max_s=1e7 if p.exit else math.inf)
     threads = p.threads or m.cpus
     s = Stream("touch", orders=orders, migratetype=1, gfp=_GFP_ANON, comm="memtouch", pid_base=7000, tasks=threads,
                pinned=1.0, burst=p.burst, gap_us=p.gap_us, lifetime=lt, free_together=True,
                batched=1.0 if p.exit else 0.0)  # fmt: skip
-    return Workload("fault-in", (Phase("touch", (s,), p.rate_per_cpu, pages=total_pages),), fault_in.__doc__ or "")
+    ph = Phase("touch", (s,), p.rate_per_cpu, pages=total_pages, exit_at_end=p.exit)
+    return Workload("fault-in", (ph,), fault_in.__doc__ or "")
 
 
 fault_in.__doc__ = FaultInParams.__doc__
@@ -358,7 +365,8 @@ def fork_storm(p: ForkStormParams, m: Machine) -> Workload:
                batched=0.9),
     )  # fmt: skip
     count = int(p.forks * per)
-    return Workload("fork-storm", (Phase("storm", streams, p.rate_per_cpu, count=count),), fork_storm.__doc__ or "")
+    ph = Phase("storm", streams, p.rate_per_cpu, count=count, exit_at_end=True)  # every process exits
+    return Workload("fork-storm", (ph,), fork_storm.__doc__ or "")
 
 
 fork_storm.__doc__ = ForkStormParams.__doc__
@@ -386,7 +394,7 @@ class BootParams:
 
 
 def boot(p: BootParams, m: Machine) -> Workload:
-    never = Lifetime(forever=1.0)
+    never = Lifetime(forever=1.0, max_s=math.inf)
     short = Lifetime(median_us=3000.0, sigma=2.0, forever=0.3)
     phases = []
     blocks = m.memory // (PAGE_SIZE << MAX_ORDER)
@@ -440,7 +448,7 @@ def mix(components: list[tuple[str, float, Any]], m: Machine) -> Workload:
     for name, w, params in components:
         if name not in WORKLOADS or name == "boot":
             raise ValueError(f"mix: unknown or non-steady workload {name!r} (use: {', '.join(k for k in WORKLOADS if k != 'boot')})")
-        wl = WORKLOADS[name][1](params, m)
+        wl = WORKLOADS[name][1](params if params is not None else WORKLOADS[name][0](), m)
         ph = wl.phases[-1]
         sw = sum(s.weight for s in ph.streams)
         for s in ph.streams:
@@ -593,13 +601,17 @@ class RequestGenerator:
             cpu[sel] = np.where(roam[sel], other, home)
         ep_life = np.minimum(tb.med[s] * np.exp(tb.sigma[s] * rng.standard_normal(n_ep)), tb.max_life[s])
         ep_forever = rng.random(n_ep) < tb.forever[s]
+        ep_u = rng.random(n_ep)
         # expand episodes into requests
         n = int(k.sum())
         rep = np.repeat(np.arange(n_ep), k)
         idx = np.arange(n) - np.repeat(np.cumsum(k) - k, k)
         sr = s[rep]
         u = rng.random(n)
-        order = (u[:, None] > tb.cdf[sr]).sum(axis=1).astype(np.int64)
+        order = np.empty(n, np.int64)
+        for i in range(len(tb.w)):  # inverse CDF per stream (no n x orders temporary)
+            sel = sr == i
+            order[sel] = np.searchsorted(tb.cdf[i], u[sel], side="left")
         order = np.minimum(order, MAX_ORDER)
         ts = starts[rep] + idx * tb.gap[sr]
         # budget: cut where the phase's remaining count/pages is reached
@@ -634,30 +646,43 @@ class RequestGenerator:
         prim["gfp_flags"][:] = tb.gfp[sr]
         prim["phase"][:] = pi
         prim["tie"][:] = tie0 + np.arange(n)
-        u2 = rng.random((4, n))
+        u2 = rng.random((5, n))
         batched = (order == 0) & (u2[0] < tb.batched[sr])
-        prim["kind"][:] = np.where(is_free, np.where(batched, KIND_FREE_BATCHED, KIND_FREE), KIND_ALLOC)
+        prim["kind"][:] = np.where(is_free, KIND_FREE_CORE, KIND_ALLOC)
         # lifetimes
         life = np.minimum(tb.med[sr] * np.exp(tb.sigma[sr] * rng.standard_normal(n)), tb.max_life[sr])
         tog = tb.together[sr]
         ep_end = starts[rep] + (k[rep] - 1) * tb.gap[sr]
         free_ts = np.where(tog, ep_end + ep_life[rep] + idx * tb.gap[sr], ts + life)
-        forever = np.where(tog, ep_forever[rep], u2[1] < tb.forever[sr]) | is_free
+        # long-lived: freed max_s..2*max_s later (after a typical trace, but a long run stays bounded)
+        forever = np.where(tog, ep_forever[rep], u2[1] < tb.forever[sr])
+        finite = np.isfinite(tb.max_life[sr])
+        long_ts = np.where(tog, ep_end + tb.max_life[sr] * (1.0 + ep_u[rep]) + idx * tb.gap[sr],
+                           ts + tb.max_life[sr] * (1.0 + u2[4]))  # fmt: skip
+        never = is_free | (forever & ~finite)
+        free_ts = np.where(forever & finite, long_ts, free_ts)
+        free_ts = np.where(never, ts + 1000, free_ts)
         free_ts = np.maximum((free_ts // 1000).astype(np.int64) * 1000, ts + 1000)
-        prim["lifetime_ns"][:] = np.where(forever, -1, free_ts - ts)
+        prim["lifetime_ns"][:] = np.where(never, -1, free_ts - ts)
         ids = self._next_id + np.arange(n, dtype=np.int64)
         prim["req_id"][:] = np.where(is_free, -1, ids)
         self._next_id += n
         alloc_stats = ~is_free
         self.stats["pages_allocated"] += int((1 << order[alloc_stats]).sum())
         # frees of these allocations
-        fsel = ~forever
+        fsel = ~never
         fr = _take(prim, fsel)
         nf = len(fr["ts_ns"])
         fr["ts_ns"] = free_ts[fsel]
         fr["kind"] = np.where(batched[fsel], KIND_FREE_BATCHED, KIND_FREE).astype(np.int8)
         same = u2[2][fsel] < tb.same_cpu[sr[fsel]]
-        fr["cpu"] = np.where(same, fr["cpu"], rng.integers(0, m.cpus, nf)).astype(np.int32)
+        u_cpu = rng.random(nf)
+        other_cpu = np.empty(nf, np.int64)
+        fsr = sr[fsel]
+        for i, allowed in enumerate(tb.cpus):  # a free elsewhere stays on the stream's CPUs
+            sel = fsr == i
+            other_cpu[sel] = allowed[(u_cpu[sel] * len(allowed)).astype(np.int64)]
+        fr["cpu"] = np.where(same, fr["cpu"], other_cpu).astype(np.int32)
         fr["gfp_flags"] = np.full(nf, -1, np.int32)
         fr["lifetime_ns"] = np.full(nf, -1, np.int64)
         # frees of pages allocated before the trace (perf kmem's "free-only")
@@ -671,7 +696,8 @@ class RequestGenerator:
         pf["req_id"] = np.full(npf, -1, np.int64)
         later = _cat([fr, pf])
         later["tie"] = tie0 + n + np.arange(len(later["ts_ns"]))
-        return prim, later, float(starts[-1])
+        # the newest episode actually kept (a budget cut drops the tail): the release cut
+        return prim, later, float(starts[rep[-1]]) if n else float(t0)
 
     # -------------------------------------------------------------- the stream
     def __iter__(self) -> Iterator[pa.RecordBatch]:
@@ -704,6 +730,15 @@ class RequestGenerator:
                 ready = pending["ts_ns"] < cut
                 yield from self._release(_take(pending, ready))
                 pending = _take(pending, ~ready)
+            if ph.exit_at_end:
+                sel = np.flatnonzero((pending["phase"] == pi) & (pending["kind"] != KIND_ALLOC))
+                if len(sel):
+                    order = sel[np.lexsort((pending["tie"][sel], pending["cpu"][sel]))]
+                    cpu = pending["cpu"][order].astype(np.int64)
+                    rank = np.arange(len(order)) - np.searchsorted(cpu, cpu, side="left")
+                    pending["ts_ns"][order] = last_prim + 1000 * (1 + rank)
+                    last_prim = int(pending["ts_ns"][order].max())
+                    t = max(t, float(last_prim))
         # the trace ends with the last primary request: later frees never happen in it
         end = min(last_prim, t_stop)
         yield from self._release(_take(pending, pending["ts_ns"] <= end))
@@ -754,7 +789,7 @@ def param_fields(cls: type) -> dict[str, Any]:
 
 
 __all__ = [
-    "KIND_ALLOC", "KIND_FREE", "KIND_FREE_BATCHED", "REQUEST_SCHEMA", "WORKLOADS", "BootParams", "ChurnParams",
+    "KIND_ALLOC", "KIND_FREE", "KIND_FREE_BATCHED", "KIND_FREE_CORE", "REQUEST_SCHEMA", "WORKLOADS", "BootParams", "ChurnParams",
     "FaultInParams", "ForkStormParams", "Lifetime", "Machine", "PageCacheParams", "Phase", "RequestGenerator", "Stream",
     "Workload", "build", "generate", "mix",
 ]  # fmt: skip
