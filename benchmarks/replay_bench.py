@@ -7,7 +7,8 @@
    its own pfn range (so the tiles do not collide) and its own time range;
 3. exact replay and simulate replay of that table (the loop alone and end to end, initial-state
    inference included), in events/s, with the ratio to parsing;
-4. model state bytes per 4 KiB page for a 256 GiB guest layout (``layout_for_guest``).
+4. each acceptance policy's replay of that table beside the ``none`` replay (``--policies``);
+5. model state bytes per 4 KiB page for a 256 GiB guest layout (``layout_for_guest``).
 """
 
 from __future__ import annotations
@@ -48,10 +49,58 @@ def tile(table: pa.Table, tiles: int, pfn_stride: int) -> pa.Table:
     return pa.concat_tables(parts, promote_options="permissive").unify_dictionaries().combine_chunks()
 
 
+def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, which: str, costs: str,
+                   repeat: int = 3) -> None:
+    """Each acceptance policy's replay beside the ``none`` replay of the same table (exact mode).
+
+    ``prepare`` (columns, initial state, calibration) is shared by all policies and timed once;
+    each policy's time is ``run_policy`` alone: acceptance state from the layout, reconciliation
+    with the initial state, the compiled loop with its acceptance round trips, invariants and
+    the boot-cost model.
+    """
+    import gc
+
+    import replay.acceptance  # noqa: F401  (import order: acceptance before acceptance_boot)
+    from replay.costs import get_costs
+    from replay.policies import PRESET_ORDER, all_policies
+    from replay.policy_run import prepare, run_policy
+
+    pols = all_policies()
+    names = list(PRESET_ORDER) if which == "all" else ["none", *[p for p in which.split(",") if p != "none"]]
+    cost = get_costs(costs)
+    t0 = time.perf_counter()
+    prep = prepare(table, layout, mode="exact")
+    t_prep = time.perf_counter() - t0
+    print(f"policies ({cost.name} costs, exact, best of {repeat}): prepare (columns + initial state + calibration) {t_prep:.2f} s")
+    times: dict[str, float] = {}
+    for name in names:
+        best = float("inf")
+        for _ in range(max(1, repeat)):  # best of N: the shared machine's spread is large
+            gc.collect()
+            t1 = time.perf_counter()
+            r = run_policy(prep, pols[name], cost)
+            best = min(best, time.perf_counter() - t1)
+        times[name] = best
+        base = times["none"]
+        print(f"  {name:24s} {times[name]:6.2f} s = {n / times[name] / 1e6:6.2f} M events/s"
+              f"  x{times[name] / base:4.2f} of none  (round trips {r.yields:,}, forced {int(r.forced.sum()):,},"
+              f" accepted {int(r.totals[replay.acceptance.R_BYTES]) >> 20:,} MiB, invariants"
+              f" {'ok' if r.invariants_ok and r.accepted_ok else 'VIOLATED'})")
+        del r
+    total = sum(times.values())
+    t_parse_equiv = n / parse_rate
+    print(f"  all {len(names)} policies: {total:.2f} s sequential (+ prepare {t_prep:.2f} s), "
+          f"~{total / 2 + t_prep:.2f} s on 2 workers; parsing {n:,} events takes {t_parse_equiv:.2f} s "
+          f"-> x{t_parse_equiv / (total + t_prep):.2f} (sequential), worst policy x{max(times.values()) / times['none']:.2f} of none")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "traces"))
     ap.add_argument("--tiles", type=int, default=3)
+    ap.add_argument("--policies", default="all", help="all, skip, or a comma list of policy names")
+    ap.add_argument("--costs", default="tdx-4k")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N runs per policy")
     a = ap.parse_args()
     tr = Path(a.traces)
     large = tr / "debian12-6.1-large" / "trace.txt.zst"
@@ -63,6 +112,18 @@ def main() -> None:
     pfn = small.column("pfn").drop_null().to_numpy()
     replay(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="exact")
     replay(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="simulate")
+    if a.policies != "skip":
+        import importlib
+
+        importlib.import_module("replay.acceptance")  # import order: acceptance before acceptance_boot
+        from replay.costs import get_costs
+        from replay.policies import all_policies
+        from replay.policy_run import prepare, run_policy
+
+        prep = prepare(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="exact")
+        for pol in all_policies().values():
+            run_policy(prep, pol, get_costs(a.costs))
+        del prep
     print(f"warm-up (numba compile or cache load): {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
@@ -98,6 +159,9 @@ def main() -> None:
               f"  | end to end {total:6.2f} s = {n / total / 1e6:6.2f} M events/s"
               f" (columns {t_arrays:.2f} s, initial state {t_init:.2f} s)"
               f"  | loop vs parse x{(n / t_loop) / (n_parse / t_parse):.1f}, end to end x{(n / total) / (n_parse / t_parse):.1f}")
+
+    if a.policies != "skip":
+        bench_policies(table, layout, n, n_parse / t_parse, a.policies, a.costs, a.repeat)
 
     lay = layout_for_guest(256 << 30, 64)
     zs = model_zones(lay)

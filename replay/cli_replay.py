@@ -1,6 +1,7 @@
-"""``pagereplay replay TRACE --mode exact|simulate -o results/``: wiring only.
+"""``pagereplay replay TRACE [--policy P ...|--all-policies] --costs C --mode exact|simulate -o results/``,
+``pagereplay compare results/`` and ``pagereplay demo``: wiring only.
 
-``register(app)`` adds the command to the lead's typer app.  Every failure is a
+``register(app)`` adds the commands to the lead's typer app.  Every failure is a
 one-line message on stderr and exit status 1 (``PAGEREPLAY_DEBUG=1`` re-raises).
 """
 
@@ -29,19 +30,15 @@ def _parse_size(text: str) -> int:
     return int(t)
 
 
-def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = None, end_snapshot: Path | None = None,
-               check: bool = False, check_every: int = 100_000, guest_size: str | None = None,
-               cpus: int | None = None, boot: bool | None = None) -> dict[str, Any]:
-    """Load, replay, write the four Parquet files; return the summary dict."""
+def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_size: str | None,
+          cpus: int | None) -> tuple[Any, dict[str, str], Any, Any, Any]:
+    """Events, their metadata, the layout, the start and end snapshots."""
     import dataclasses
 
     import numpy as np
 
     from parsers.api import load_events
-    from replay.engine import replay
     from replay.layout import infer_layout, load_snapshot
-    from replay.results import build_tables, end_snapshot_report, summary_dict, write_results
-    from replay.sections import calibrate
 
     table, md = load_events(trace)
     if table.num_rows == 0:
@@ -63,9 +60,86 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
                               nr_cpus=cpus or cpu_max)
     if cpus:
         layout = dataclasses.replace(layout, nr_cpus=cpus)
-    out = replay(table, layout, mode=mode, snapshot=snap, boot=boot, check_every=check_every if check else 0,
-                 metadata=md)
-    cal = calibrate(table)
+    return table, md, layout, snap, end
+
+
+def resolve_policies(names: list[str] | None, all_presets: bool, policies_file: Path | None) -> list[Any]:
+    """The policies to run, ``none`` first (added when missing: every delta is against it)."""
+    from replay.policies import PRESET_ORDER, all_policies
+
+    known = all_policies([policies_file] if policies_file else [])
+    if all_presets:
+        wanted = list(PRESET_ORDER) + [n for n in known if n not in PRESET_ORDER]
+    else:
+        wanted = list(dict.fromkeys(names or ["none"]))
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"unknown policy {unknown[0]!r}; known: {', '.join(known)}")
+    if "none" in wanted:
+        wanted.remove("none")
+    return [known["none"], *(known[n] for n in wanted)]
+
+
+_PREP: Any = None  # the prepared replay, inherited by forked workers
+
+
+def _run_one(args: tuple[Any, Any]) -> Any:
+    from replay.policy_run import run_policy
+
+    policy, costs = args
+    return run_policy(_PREP, policy, costs)
+
+
+def run_policies(prep: Any, policies: list[Any], costs: Any, *, workers: int = 2) -> list[Any]:
+    """Run every policy on ``prep`` (``none`` in this process first, the rest in up to ``workers`` forked processes)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from replay.policy_run import run_policy
+
+    global _PREP
+    runs = [run_policy(prep, policies[0], costs)]
+    rest = policies[1:]
+    if not rest:
+        return runs
+    if workers <= 1 or len(rest) == 1 or "fork" not in mp.get_all_start_methods():
+        return runs + [run_policy(prep, p, costs) for p in rest]
+    _PREP = prep
+    try:
+        with ProcessPoolExecutor(max_workers=min(2, workers), mp_context=mp.get_context("fork")) as ex:
+            runs += list(ex.map(_run_one, [(p, costs) for p in rest]))
+    finally:
+        _PREP = None
+    return runs
+
+
+def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = None, end_snapshot: Path | None = None,
+               check: bool = False, check_every: int = 100_000, guest_size: str | None = None,
+               cpus: int | None = None, boot: bool | None = None, policies: list[str] | None = None,
+               all_presets: bool = False, costs: str = "tdx-4k", policies_file: Path | None = None,
+               workers: int = 2) -> dict[str, Any]:
+    """Load, replay under each policy, write the results folder (docs/results.md).
+
+    Returns the replay summary of the ``none`` run (events, anomalies, fidelity, calibration,
+    end snapshot...) with ``policies``: the per-policy summary rows, ``none`` first.
+    """
+    from replay.costs import get_costs
+    from replay.engine import ReplayOutput
+    from replay.policy_results import build_policy_tables, results_metadata, write_policy_results
+    from replay.policy_run import prepare
+    from replay.results import end_snapshot_report, summary_dict
+
+    del check, check_every  # the invariants are checked at the end of every policy's replay
+    pols = resolve_policies(policies, all_presets, policies_file)
+    cost = get_costs(costs)
+    table, md, layout, snap, end = _load(trace, snapshot, end_snapshot, guest_size, cpus)
+    prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md)
+    runs = run_policies(prep, pols, cost, workers=workers)
+    base = runs[0]
+    out = ReplayOutput(mode=mode, events=prep.events, state=base.st, sections=base.S, out_anom=base.out_anom,
+                       out_sec=base.out_sec, out_zone=base.out_zone, out_pfn=base.out_pfn, acount=base.acount,
+                       zone_names=prep.zone_names, initial=prep.base.initial,
+                       invariant_reports=[base.invariant_report], metadata=md)
     endrep = end_snapshot_report(out, layout, end) if end is not None else None
     if endrep is not None and snapshot is not None:
         from replay.results import vmstat_delta
@@ -79,18 +153,30 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
             diff = sum(r["diff_pages"] for r in tot.values())
             endrep["total_diff_pages"] = diff
             endrep["total_diff_minus_migrations"] = diff - vm.get("pgmigrate_success", 0)
-    summary = summary_dict(out, cal, endrep)
+    summary = summary_dict(out, prep.cal, endrep)
     summary["input"] = str(trace)
-    tables = build_tables(out, cal, summary)
-    try:
-        inputs = json.loads(md.get("pagereplay.inputs", "[]"))
-        sha = ",".join(str(i.get("sha256", "")) for i in inputs)
-    except (ValueError, TypeError, AttributeError):
-        sha = ""
-    meta = {"mode": mode, "input_sha256": sha,
-            "snapshot": str(snapshot or ""), "end_snapshot": str(end_snapshot or "")}
-    write_results(output, tables, meta)
+    tables, rows = build_policy_tables(prep, runs, table)
+    meta = results_metadata(prep, runs, cost, extra={"snapshot": str(snapshot or ""),
+                                                     "end_snapshot": str(end_snapshot or "")})
+    write_policy_results(output, tables, meta)
+    summary["policies"] = rows
+    summary["replay_seconds"] = {r.name: r.seconds for r in runs}
     return summary
+
+
+def demo_replay(trace: Path, results_dir: Path) -> dict[str, Any]:
+    """``pagereplay demo``'s replay step: the trace (with ``proc_before``/``proc_after`` beside it)
+    under every policy preset, ``tdx-4k`` costs, exact mode."""
+    d = Path(trace).parent
+    before = d / "proc_before"
+    after = d / "proc_after"
+    return run_replay(Path(trace), "exact", Path(results_dir), snapshot=before if before.is_dir() else None,
+                      end_snapshot=after if after.is_dir() else None, all_presets=True, costs="tdx-4k")
+
+
+SUMMARY_JSON_KEYS = ("policy", "firmware_calls", "firmware_ns", "zone_lock_hold_ns", "zone_lock_wait_ns",
+                     "accept_lock_wait_ns", "irqs_off_max_ns", "accepted_bytes", "boot_accept_ns",
+                     "alloc_added_p99_ns", "alloc_added_max_ns")
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -117,13 +203,23 @@ def _print_summary(s: dict[str, Any]) -> None:
             f"drain {cal['drain_base_ns']:.0f} + {cal['drain_per_block_ns']:.0f}/block ns")
     if "end_snapshot" in s:
         t = Table(title="free pages at the end vs end snapshot")
-        for col in ("zone", "model", "snapshot", "diff", "rel"):
+        for col in ("zone", "model", "snapshot", "diff", "rel", "explained", "residual", "residual rel"):
             t.add_column(col, justify="right")
         for z, r in s["end_snapshot"]["per_zone"].items():
             rel = r["rel_diff"]
+            rr = r.get("residual_rel")
             t.add_row(z, f"{r['model_pages']:,}", f"{r['snapshot_pages']:,}", f"{r['diff_pages']:+,}",
-                      "-" if rel is None else f"{100 * rel:+.2f} %")
+                      "-" if rel is None else f"{100 * rel:+.2f} %",
+                      "-" if r.get("explained_pages") is None else f"{r['explained_pages']:+,}",
+                      "-" if r.get("residual_pages") is None else f"{r['residual_pages']:+,}",
+                      "-" if rr is None else f"{100 * rr:+.2f} %")
         c.print(t)
+        for z, r in s["end_snapshot"]["per_zone"].items():  # replay.endcheck: measured terms per zone
+            ex = r.get("explained") or {}
+            if any(v for v in ex.values()):
+                c.print(f"{z}: explained by compaction: {ex.get('compaction')} pages; "
+                        + ", ".join(f"{k} {v:+,}" for k, v in ex.items() if k != "compaction" and v is not None)
+                        + f"; residual {r.get('residual_pages')}")
 
 
 def register(app: typer.Typer) -> None:
@@ -132,7 +228,7 @@ def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay_cmd(
         trace: Annotated[Path, typer.Argument(help="Text trace (ftrace/trace-cmd/perf) or the Parquet from `pagereplay parse`.")],
-        output: Annotated[Path, typer.Option("-o", "--output", help="Folder for events/lock_sections/anomalies/summary Parquet.")],
+        output: Annotated[Path, typer.Option("-o", "--output", help="Results folder (docs/results.md: one Parquet table per file).")],
         mode: Annotated[Mode, typer.Option("--mode", help="exact: apply the trace's pfns; simulate: the model chooses them.")] = Mode.exact,
         snapshot: Annotated[Optional[Path], typer.Option("--snapshot", help="/proc snapshot folder taken before the trace (proc_before/).")] = None,
         end_snapshot: Annotated[Optional[Path], typer.Option("--end-snapshot", help="/proc snapshot after the trace: compare free pages per zone/order.")] = None,
@@ -142,13 +238,22 @@ def register(app: typer.Typer) -> None:
         guest_size: Annotated[Optional[str], typer.Option("--guest-size", help="Guest RAM (e.g. 4G) when no snapshot gives the layout.")] = None,
         cpus: Annotated[Optional[int], typer.Option("--cpus", help="vCPU count override.")] = None,
         boot: Annotated[Optional[bool], typer.Option("--boot/--no-boot", help="Start from the boot layout (default: guessed).")] = None,
+        policy: Annotated[Optional[list[str]], typer.Option("--policy", help="Acceptance policy (repeatable); default: none only.")] = None,
+        all_policies: Annotated[bool, typer.Option("--all-policies", help="Every preset (and every policy of --policies-file).")] = False,
+        costs: Annotated[str, typer.Option("--costs", help="Cost preset name (tdx-2m, tdx-4k, snp-2m, snp-4k) or a TOML file.")] = "tdx-4k",
+        policies_file: Annotated[Optional[Path], typer.Option("--policies-file", help="TOML file with [policy.NAME] tables.")] = None,
+        workers: Annotated[int, typer.Option("--workers", help="Processes for the policies after none (at most 2).")] = 2,
     ) -> None:
-        """Replay a page-allocator trace through the buddy + per-CPU list model."""
+        """Replay a page-allocator trace through the buddy + per-CPU list model, under acceptance policies."""
         try:
             if not trace.exists():
                 raise FileNotFoundError(f"{trace}: no such file")
+            if policy and all_policies:
+                raise ValueError("give --policy or --all-policies, not both")
             s = run_replay(trace, mode.value, output, snapshot=snapshot, end_snapshot=end_snapshot, check=check,
-                           check_every=check_every, guest_size=guest_size, cpus=cpus, boot=boot)
+                           check_every=check_every, guest_size=guest_size, cpus=cpus, boot=boot, policies=policy,
+                           all_presets=all_policies, costs=costs, policies_file=policies_file,
+                           workers=max(1, min(2, workers)))
         except typer.Exit:
             raise
         except Exception as e:  # noqa: BLE001 - one line, never a traceback
@@ -157,10 +262,125 @@ def register(app: typer.Typer) -> None:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"error: {msg}", file=sys.stderr)
             raise typer.Exit(1) from None
+        rows = s["policies"]
         if as_json:
-            keep = ("mode", "events_replayed", "anomalies", "anomalies_total", "anomaly_rate", "unexplained_anomalies",
-                    "unexplained_anomaly_rate", "invariants_ok", "fidelity", "lock_sections", "calibration",
-                    "free_pages", "zones", "initial_state", "end_snapshot", "invariants")
-            print(json.dumps({k: s[k] for k in keep if k in s}, indent=2, sort_keys=True, default=str))
+            if len(rows) == 1:
+                keep = ("mode", "events_replayed", "anomalies", "anomalies_total", "anomaly_rate",
+                        "unexplained_anomalies", "unexplained_anomaly_rate", "invariants_ok", "fidelity",
+                        "lock_sections", "calibration", "free_pages", "zones", "initial_state", "end_snapshot",
+                        "invariants")
+                obj = {k: v for k, v in rows[0].items() if k != "anomalies"}
+                obj.update({k: s[k] for k in keep if k in s})
+                print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            else:
+                print(json.dumps(rows, indent=2, default=str))
         else:
             _print_summary(s)
+            _print_policies(rows, output)
+
+    @app.command("compare")
+    def compare_cmd(
+        results: Annotated[Path, typer.Argument(help="Results folder of `pagereplay replay --policy ...`.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Rows and deltas against none as JSON.")] = False,
+    ) -> None:
+        """Policies side by side, with deltas against none (summary.parquet of a results folder)."""
+        try:
+            rows = read_summary(results)
+        except Exception as e:  # noqa: BLE001 - one line, never a traceback
+            if os.environ.get("PAGEREPLAY_DEBUG"):
+                raise
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"error: {msg}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        cmp = compare_rows(rows)
+        if as_json:
+            print(json.dumps(cmp, indent=2, default=str))
+        else:
+            _print_compare(cmp)
+
+    from replay.cli_report import register_demo
+
+    register_demo(app, demo_replay)
+
+
+# ------------------------------------------------------------------ compare
+COMPARE_KEYS = ("forced_allocations", "firmware_calls", "firmware_ns", "accepted_bytes", "boot_accept_ns",
+                "zone_lock_hold_ns", "zone_lock_hold_max_ns", "zone_lock_wait_ns", "zone_lock_wait_max_ns",
+                "accept_lock_hold_ns", "accept_lock_wait_ns", "accept_lock_wait_max_ns", "irqs_off_max_ns",
+                "irqs_off_over_1ms", "irqs_off_over_20s", "alloc_added_p50_ns", "alloc_added_p90_ns",
+                "alloc_added_p99_ns", "alloc_added_p999_ns", "alloc_added_max_ns")
+
+
+def read_summary(results: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    p = Path(results) / "summary.parquet"
+    if not p.is_file():
+        raise FileNotFoundError(f"{results}: no summary.parquet (not a results folder)")
+    rows = pq.read_table(p).to_pylist()
+    if not rows or "policy" not in rows[0]:
+        raise ValueError(f"{p}: no per-policy summary (written by an older pagereplay?)")
+    return rows
+
+
+def compare_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"reference": "none", "policies": [...rows...], "deltas": {policy: {key: row - none}}}``."""
+    ref = next((r for r in rows if r["policy"] == "none"), rows[0])
+    deltas = {r["policy"]: {k: (r[k] - ref[k]) for k in COMPARE_KEYS if k in r and k in ref} for r in rows}
+    return {"reference": ref["policy"], "policies": rows, "deltas": deltas}
+
+
+def _fmt_ns(v: float) -> str:
+    a = abs(v)
+    for unit, f in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if a >= f:
+            return f"{v / f:.3g} {unit}"
+    return f"{v:.0f} ns"
+
+
+def _fmt(k: str, v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if k.endswith("_ns"):
+        return _fmt_ns(float(v))
+    if k.endswith("_bytes"):
+        return f"{float(v) / (1 << 20):,.1f} MiB"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}"
+
+
+def _print_compare(cmp: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = cmp["policies"]
+    t = Table(title=f"policies side by side (deltas against {cmp['reference']})")
+    t.add_column("metric")
+    for r in rows:
+        t.add_column(str(r["policy"]), justify="right")
+    for k in COMPARE_KEYS:
+        cells = []
+        for r in rows:
+            d = cmp["deltas"][r["policy"]].get(k, 0)
+            cell = _fmt(k, r.get(k))
+            if r["policy"] != cmp["reference"] and d:
+                cell += f" ({'+' if d > 0 else '-'}{_fmt(k, abs(d))})"
+            cells.append(cell)
+        t.add_row(k, *cells)
+    Console(highlight=False, soft_wrap=True, width=max(120, 24 + 22 * len(rows))).print(t)
+
+
+def _print_policies(rows: list[dict[str, Any]], output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(highlight=False, soft_wrap=True, width=170)
+    t = Table(title=f"acceptance policies ({rows[0]['cost_preset']} costs) -> {output}")
+    for col in ("policy", "forced", "fw calls", "fw time", "accepted", "zone wait", "accept wait", "IRQs-off max",
+                "alloc +p99", "alloc +max", "boot accept"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(str(r["policy"]), f"{r['forced_allocations']:,}", f"{r['firmware_calls']:,}",
+                  _fmt_ns(r["firmware_ns"]), _fmt("accepted_bytes", r["accepted_bytes"]),
+                  _fmt_ns(r["zone_lock_wait_ns"]), _fmt_ns(r["accept_lock_wait_ns"]), _fmt_ns(r["irqs_off_max_ns"]),
+                  _fmt_ns(r["alloc_added_p99_ns"]), _fmt_ns(r["alloc_added_max_ns"]), _fmt_ns(r["boot_accept_ns"]))
+    c.print(t)

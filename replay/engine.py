@@ -107,52 +107,48 @@ class EventArrays:
         return len(self.ev)
 
 
-def _col(table: pa.Table, name: str, dtype: Any, null: int) -> np.ndarray:
-    c = table.column(name)
-    if c.num_chunks != 1:
-        c = c.combine_chunks()
-    else:
-        c = c.chunk(0)
-    if pa.types.is_boolean(c.type):
-        c = c.cast(pa.int8())
-    elif pa.types.is_unsigned_integer(c.type):
-        c = c.cast(pa.int64())  # gfp masks fit in 63 bits
-    return np.array(c.fill_null(null).to_numpy(zero_copy_only=False), dtype=dtype)  # a writable copy
+def _col(table: pa.Table, name: str, dtype: Any, null: int, writable: bool = True) -> np.ndarray:
+    """A ``dtype`` column, nulls as ``null`` (one pass: ``replay.columns``; gfp masks fit in 63 bits).
+
+    ``writable=False``: a read-only zero-copy view when the column has no nulls and the type.
+    """
+    from replay.columns import column_values
+
+    return column_values(table, name, dtype, null, writable=writable)
 
 
 def event_codes(table: pa.Table) -> np.ndarray:
     """``Event`` codes of the ``event`` column, whatever its dictionary order."""
-    col = table.column("event").combine_chunks()
-    if pa.types.is_dictionary(col.type):
-        names = col.dictionary.to_pylist()
-        lut = np.array([int(EVENT_BY_NAME[n]) if n in EVENT_BY_NAME else -1 for n in names] or [-1], np.int8)
-        idx = np.asarray(col.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-        return lut[idx]
-    names = col.to_pylist()
-    return np.array([int(EVENT_BY_NAME[n]) if n in EVENT_BY_NAME else -1 for n in names], np.int8)
+    from replay.columns import dictionary_map
+
+    return dictionary_map(table, "event", lambda n: int(EVENT_BY_NAME[n]) if n in EVENT_BY_NAME else -1, np.int8, -1)
 
 
 def event_arrays(table: pa.Table) -> EventArrays:
     """The canonical table as flat columns, plus the deferred-free marks."""
     ea = EventArrays(
         ev=event_codes(table),
-        ts=_col(table, "ts_ns", np.int64, 0),
-        cpu=_col(table, "cpu", np.int32, 0),
-        pfn=_col(table, "pfn", np.int64, -1),
-        order=_col(table, "order", np.int8, 0),
+        ts=_col(table, "ts_ns", np.int64, 0, writable=False),  # the loop never writes an event column
+        cpu=_col(table, "cpu", np.int32, 0, writable=False),
+        pfn=_col(table, "pfn", np.int64, -1),  # written below (failed allocations)
+        order=_col(table, "order", np.int8, 0, writable=False),
         mt=_col(table, "migratetype", np.int8, -1),
         refill=_col(table, "percpu_refill", np.int8, -1),
         fb_order=_col(table, "fallback_order", np.int8, -1),
         fb_mt=_col(table, "fallback_migratetype", np.int8, -1),
         chown=_col(table, "change_ownership", np.int8, -1),
         gfp=_col(table, "gfp_mask", np.int64, -1) if "gfp_mask" in table.column_names else np.full(table.num_rows, -1, np.int64),
-        seq=_col(table, "seq", np.int64, 0),
+        seq=_col(table, "seq", np.int64, 0, writable=False),
     )
+    from replay.columns import clear_pfns
+
     failed = _col(table, "failed", np.int8, 0)
-    ea.pfn[failed != 0] = -1
-    ea.pfn[ea.ev < 0] = -1
-    ea.deferred = mark_deferred_frees(ea.ev, ea.pfn)
-    ea.deferred |= np.where(free_pages_core_mask(table) & (ea.ev == EV_FREE), FL_FREE_CORE, 0).astype(np.int8)
+    rng = np.zeros(3, np.int64)  # valid pfns: count, min, max
+    clear_pfns(ea.pfn, failed, ea.ev, rng)
+    ea.deferred = mark_deferred_frees(ea.ev, ea.pfn, rng=(int(rng[0]), int(rng[1]), int(rng[2])))
+    core = free_pages_core_mask(table)
+    if core.any():
+        ea.deferred[core & (ea.ev == EV_FREE)] |= FL_FREE_CORE
     return ea
 
 
@@ -168,11 +164,12 @@ def free_pages_core_mask(table: pa.Table) -> np.ndarray:
     ``__free_pages_ok(..., FPI_TO_TAIL)``: traced by ``mm_page_free`` but never through
     the per-CPU lists, whatever the order.
     """
-    col = table.column("comm").combine_chunks()
-    if pa.types.is_dictionary(col.type):
-        names = col.dictionary.to_pylist()
-        lut = np.array([bool(n) and str(n).startswith("pgdatinit") for n in names] or [False], bool)
-        return lut[np.asarray(col.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)]
+    from replay.columns import dictionary_map
+
+    col = table.column("comm")
+    if all(pa.types.is_dictionary(c.type) for c in col.chunks):
+        return dictionary_map(table, "comm", lambda n: bool(n) and str(n).startswith("pgdatinit"), bool, False)
+    col = col.combine_chunks()
     return np.array([bool(n) and str(n).startswith("pgdatinit") for n in col.to_pylist()], bool)
 
 
@@ -197,7 +194,7 @@ def boot_free_core_mask(ea: EventArrays, pageblock_order: int) -> np.ndarray:
     return out
 
 
-def mark_deferred_frees(ev: np.ndarray, pfn: np.ndarray) -> np.ndarray:
+def mark_deferred_frees(ev: np.ndarray, pfn: np.ndarray, rng: tuple[int, int, int] | None = None) -> np.ndarray:
     """1 for each ``mm_page_free`` whose next event on the same pfn is ``mm_page_free_batched``.
 
     6.1 ``free_unref_page_list()`` runs ``free_unref_page_prepare()`` (which fires
@@ -206,14 +203,19 @@ def mark_deferred_frees(ev: np.ndarray, pfn: np.ndarray) -> np.ndarray:
     two-pass shape).  The page reaches the pcp list at the second event.
     """
     out = np.zeros(len(ev), np.int8)
-    valid = pfn >= 0
-    if valid.sum() < 2:
+    if rng is None:  # (count, min, max) of the valid pfns, when the caller has not computed it
+        valid = pfn >= 0
+        cnt = int(valid.sum())
+        rng = (cnt, int(pfn[valid].min()), int(pfn[valid].max())) if cnt else (0, 0, 0)
+    if rng[0] < 2:
         return out
-    lo = int(pfn[valid].min())
-    span = int(pfn[valid].max()) - lo + 1
+    lo = rng[1]
+    span = rng[2] - lo + 1
     if span <= max(1 << 26, 4 * len(ev)):
-        _mark_deferred(ev, pfn, lo, np.full(span, -1, np.int64), out)
+        # last event index per pfn: int32 halves the pages touched (first-touch faults dominate here)
+        _mark_deferred(ev, pfn, lo, np.full(span, -1, np.int32 if len(ev) < 2**31 else np.int64), out)
         return out
+    valid = pfn >= 0
     idx = np.nonzero(valid)[0]
     o = np.lexsort((idx, pfn[idx]))
     sidx = idx[o]
@@ -464,7 +466,8 @@ def run_loop(mode: str, st: ModelState, ea: EventArrays, *, zone_kind: np.ndarra
 
 
 def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snapshot: "MemoryLayout | None" = None,
-           boot: bool | None = None, check_every: int = 0, metadata: dict[str, str] | None = None) -> ReplayOutput:
+           boot: bool | None = None, check_every: int = 0, metadata: dict[str, str] | None = None,
+           prepare_only: bool = False) -> ReplayOutput:
     """Replay ``table`` through the model of ``layout`` (``mode``: ``exact`` or ``simulate``).
 
     ``snapshot`` (a layout read from ``proc_before``) seeds the initial free blocks; ``boot``
@@ -486,6 +489,12 @@ def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snap
     ea.first = initial.pop("_first")
     zones = model_zones(layout)
     names = [z.name for z in zones]
+    if prepare_only:
+        # columns + initial state only: replay.policy_run runs its own loop on copies of the state
+        empty = np.zeros(0, np.int8)
+        return ReplayOutput(mode=mode, events=ea, state=st, sections=new_sections(1, 1), out_anom=empty,
+                            out_sec=empty, out_zone=empty, out_pfn=empty, acount=np.zeros(N_KINDS, np.int64),
+                            zone_names=names, initial=initial, invariant_reports=[], metadata=dict(metadata or {}))
     S, out_anom, out_sec, out_zone, out_pfn, acount, reports = run_loop(
         mode, st, ea, zone_kind=zone_kinds(names), wmark_low=np.array([z.wmark_low for z in zones], np.int64),
         check_every=check_every)

@@ -54,18 +54,17 @@ def model_free_counts(out: ReplayOutput, layout: Any) -> dict[tuple[int, str], l
     return res
 
 
-def end_snapshot_report(out: ReplayOutput, layout: Any, end_layout: Any) -> dict[str, Any]:
-    """Model free pages per zone/order at the end against an end snapshot's buddyinfo."""
-    from replay.layout import compare_free_counts
+def end_snapshot_report(out: ReplayOutput, layout: Any, end_layout: Any, *, before: Any = None,
+                        after: Any = None) -> dict[str, Any]:
+    """Model free pages per zone/order at the end against an end snapshot's buddyinfo.
 
-    rows = compare_free_counts(model_free_counts(out, layout), end_layout)
-    zones = [r for r in rows if r["order"] == -1 and r["node"] >= 0]
-    per_zone = {r["zone"]: {"model_pages": r["model_pages"], "snapshot_pages": r["snapshot_pages"],
-                            "diff_pages": r["diff_pages"], "rel_diff": r["rel_diff"]} for r in zones}
-    worst = max((abs(r["rel_diff"]) for r in zones if r["rel_diff"] is not None and r["snapshot_pages"] > 0),
-                default=0.0)
-    return {"per_zone": per_zone, "max_abs_rel_diff": worst,
-            "per_order": [r for r in rows if r["order"] >= 0]}
+    Each zone's difference is split into measured terms (initial state, pcp lists, compaction,
+    untraced allocations and frees, from the snapshots' vmstat) and a residual:
+    ``replay.endcheck.end_check``.
+    """
+    from replay.endcheck import end_check
+
+    return end_check(out, layout, end_layout, model_free_counts(out, layout), before=before, after=after)
 
 
 VMSTAT_HINTS = ("pgmigrate_success", "compact_isolated", "compact_free_scanned", "thp_split_page", "pgalloc_dma",

@@ -1,0 +1,436 @@
+"""The results folder of a multi-policy replay (docs/results.md): tables, summary, metadata.
+
+``build_policy_tables(prep, runs, table, ...)`` turns the ``PolicyRun`` of each policy (``none``
+first) into the nine documented tables; ``write_policy_results`` writes them with the
+``pagereplay.*`` metadata.  Same inputs give byte-identical files (no wall-clock values, fixed
+row order, fixed writer options).
+
+Definitions (what a reader of the tables can recompute):
+
+* ``events.added_ns``: delay the policy added to the event's CPU at that event (acceptance work
+  on the CPU, added zone->lock waits, zone->lock sections the policy added or lengthened);
+  ``lock_wait_ns``: the waits among it (zone->lock waits beyond those at trace time, global
+  accept lock, accepting_list spin); ``lock_hold_ns``: zone->lock hold of the sections the event
+  opened or lengthened (the trace's own sections included); ``vts_ns`` = ``ts_ns`` + the CPU's
+  delay before the event.
+* ``summary.alloc_added_*``: percentiles (nearest rank) of the delay added to each
+  ``mm_page_alloc`` request, its ``mm_page_alloc_zone_locked`` / extfrag events included.
+* ``summary.firmware_calls`` / ``firmware_ns`` / ``accepted_bytes``: acceptance during the trace
+  (the background acceptor's included); acceptance before the trace (firmware, EFI stub,
+  memblock, kernel-eager boot) is in ``boot_accept_ns`` and in ``firmware_calls`` rows with
+  ``seq = -1``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import replay.acceptance as A
+from parsers.schema import EVENT_NAMES
+from replay.anomalies import KIND_BY_CODE
+from replay.costs import CALL_KIND_NAMES, NR_FIRMWARE_CALL_KINDS
+from replay.engine import EV_ALLOC, SECTION_KIND_NAMES
+from replay.policies import HELD_GLOBAL_LOCK, HELD_IRQS_OFF, HELD_ZONE_LOCK
+from replay.policy_run import PolicyRun, Prepared
+from replay.sections import hold_times
+
+SCHEMA_VERSION = "1"
+POLICY_RESULT_FILES = ("events", "lock_sections", "firmware_calls", "irqs_off", "attribution_cpu",
+                       "attribution_process", "timeseries", "anomalies", "summary")
+#: replay.engine section kinds -> docs/results.md lock_sections.kind
+SECTION_KINDS = {"refill": "pcp_refill", "drain": "pcp_drain", "alloc": "buddy_alloc", "free": "buddy_free",
+                 "fallback": "fallback"}
+#: replay.costs call kinds -> docs/results.md firmware_calls.kind
+CALL_KINDS = {"tdx_accept_4k": "tdx_accept_4k", "tdx_accept_2m": "tdx_accept_2m",
+              "tdx_accept_fail": "tdx_accept_2m_failed", "tdx_mapgpa": "tdx_mapgpa", "snp_psc_vmgexit": "snp_psc",
+              "snp_pvalidate_4k": "snp_pvalidate_4k", "snp_pvalidate_2m": "snp_pvalidate_2m",
+              "snp_pvalidate_fail": "snp_pvalidate_2m_failed"}
+N_ORDER_COLS = 11
+NS_1MS = 1_000_000
+NS_20S = 20_000_000_000
+
+
+def _dict(values: list[str] | np.ndarray, categories: list[str]) -> pa.DictionaryArray:
+    pos = {c: i for i, c in enumerate(categories)}
+    idx = pa.array([None if v is None else pos[v] for v in values], pa.int32())
+    return pa.DictionaryArray.from_arrays(idx, pa.array(categories, pa.string()))
+
+
+def _dict_codes(codes: np.ndarray, categories: list[str], mask: np.ndarray | None = None) -> pa.DictionaryArray:
+    idx = pa.array(np.asarray(codes, np.int32), pa.int32(), mask=mask)
+    return pa.DictionaryArray.from_arrays(idx, pa.array(categories, pa.string()))
+
+
+def _const_dict(n: int, i: int, categories: list[str]) -> pa.DictionaryArray:
+    return _dict_codes(np.full(n, i, np.int32), categories)
+
+
+def _held_name(held: int) -> str:
+    if held & HELD_ZONE_LOCK:
+        return "zone_lock"
+    if held & HELD_GLOBAL_LOCK:
+        return "accept_global"
+    if held & HELD_IRQS_OFF:
+        return "irqs_off"
+    return "none"
+
+
+def _comm_pid(table: pa.Table) -> tuple[pa.Array, np.ndarray]:
+    comm = table.column("comm").combine_chunks()
+    if not pa.types.is_dictionary(comm.type):
+        comm = comm.dictionary_encode()
+    comm = comm.cast(pa.dictionary(pa.int32(), pa.string()))
+    pid = np.asarray(table.column("pid").fill_null(-1).to_numpy(zero_copy_only=False), np.int32)
+    return comm, pid
+
+
+def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.Array, pid: np.ndarray) -> pa.Table:
+    ea = prep.events
+    n = len(ea)
+    kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
+                         for c in range(1, max(KIND_BY_CODE) + 1)]
+    ev_codes = np.where(ea.ev < 0, 0, ea.ev).astype(np.int32)
+    znames = list(prep.zone_names) or ["?"]
+    return pa.table({
+        "policy": _const_dict(n, pi, pols),
+        "seq": pa.array(ea.seq, pa.int64()),
+        "ts_ns": pa.array(ea.ts, pa.int64()),
+        "vts_ns": pa.array(run.vts, pa.int64()),
+        "cpu": pa.array(ea.cpu, pa.int32()),
+        "comm": comm,
+        "pid": pa.array(pid, pa.int32()),
+        "event": _dict_codes(ev_codes, list(EVENT_NAMES)),
+        "pfn": pa.array(ea.pfn, pa.int64(), mask=ea.pfn < 0),
+        "model_pfn": pa.array(run.out_pfn, pa.int64(), mask=run.out_pfn < 0),
+        "order": pa.array(ea.order, pa.int8()),
+        "zone": _dict_codes(np.maximum(run.out_zone, 0), znames, mask=run.out_zone < 0),
+        "anomaly": _dict_codes(run.out_anom.astype(np.int32), kind_names, mask=run.out_anom == 0),
+        "section": pa.array(run.out_sec.astype(np.int64), pa.int64()),
+        "added_ns": pa.array(run.added, pa.int64()),
+        "lock_wait_ns": pa.array(run.wait, pa.int64()),
+        "lock_hold_ns": pa.array(run.hold, pa.int64()),
+        "firmware_ns": pa.array(run.firmware, pa.int64()),
+        "accepted_bytes": pa.array(run.accepted, pa.int64()),
+        "forced": pa.array(run.forced.astype(bool), pa.bool_()),
+    })
+
+
+def _sections(prep: Prepared, run: PolicyRun) -> dict[str, np.ndarray | list[str]]:
+    """Every lock section of one run as columns (zone->lock of the trace, then acceptance's)."""
+    S = run.S
+    m = int(S.n[0])
+    ea = prep.events
+    zl = [f"zone:{prep.zone_nodes[z]}:{prep.zone_names[z]}" for z in range(len(prep.zone_names))]
+    kinds = S.kind[:m].astype(np.int64)
+    hold = hold_times(kinds, S.nev[:m], S.fallbacks[:m], prep.cal) + run.sec_ext[:m]
+    lock = [zl[int(z)] for z in S.zone[:m]]
+    kind = [SECTION_KINDS[SECTION_KIND_NAMES[int(k)]] for k in kinds]
+    cpu = [S.cpu[:m].astype(np.int64)]
+    zone = [prep.zone_names[int(z)] for z in S.zone[:m]]
+    start = [run.sec_vstart[:m]]
+    wait = [run.sec_wait[:m]]
+    holds = [hold.astype(np.int64)]
+    pages = [S.pages[:m].astype(np.int64)]
+    fw = [run.sec_ext[:m]]
+    irq = [np.ones(m, bool)]
+    # acceptance's zone->lock sections (list_del + __free_pages_ok of the accepted blocks)
+    ks = np.nonzero(run.acc_zlhold > 0)[0]
+    blocks_at = {}
+    for a in run.actions:
+        blocks_at[a["k"]] = blocks_at.get(a["k"], 0) + a["blocks"]
+    bpages = 1 << int(run.acc.geo[A.G_BLOCK_ORDER])
+    if len(ks):
+        zz = run.acc_zone[ks]
+        lock += [zl[int(z)] for z in zz]
+        kind += ["accept"] * len(ks)
+        zone += [prep.zone_names[int(z)] for z in zz]
+        cpu.append(np.where(run.acc_bg[ks] != 0, -1, ea.cpu[ks]).astype(np.int64))
+        start.append(run.vts[ks])
+        wait.append(run.acc_zlwait[ks])
+        holds.append(run.acc_zlhold[ks])
+        pages.append(np.array([blocks_at.get(int(k), 0) * bpages for k in ks], np.int64))
+        fw.append(np.zeros(len(ks), np.int64))
+        irq.append(np.ones(len(ks), bool))
+    # the global accept lock and accepting_list, one row per acceptance action
+    for a in run.actions:
+        r = a["receipt"]
+        c = a["cpu"]
+        zname = prep.zone_names[a["zone"]] if a["zone"] >= 0 else prep.zone_names[-1]
+        if r[A.R_GLOBAL_LOCK_SECTIONS] > 0:
+            lock.append("accept_global")
+            kind.append("accept")
+            zone.append(zname)
+            cpu.append(np.array([c], np.int64))
+            start.append(np.array([a["vts"]], np.int64))
+            wait.append(np.array([round(r[A.R_GLOBAL_LOCK_WAIT_NS])], np.int64))
+            holds.append(np.array([round(r[A.R_GLOBAL_LOCK_HOLD_NS])], np.int64))
+            pages.append(np.array([int(r[A.R_BYTES]) // A.PAGE_SIZE], np.int64))
+            fw.append(np.array([round(r[A.R_FW_NS]) if a["held"] & HELD_GLOBAL_LOCK else 0], np.int64))
+            irq.append(np.array([bool(a["held"] & HELD_IRQS_OFF)]))
+        if r[A.R_ACCEPTING_COLLISIONS] > 0:
+            lock.append("accepting_list")
+            kind.append("accept")
+            zone.append(zname)
+            cpu.append(np.array([c], np.int64))
+            start.append(np.array([a["vts"]], np.int64))
+            wait.append(np.array([round(r[A.R_ACCEPTING_SPIN_NS])], np.int64))
+            holds.append(np.zeros(1, np.int64))
+            pages.append(np.zeros(1, np.int64))
+            fw.append(np.zeros(1, np.int64))
+            irq.append(np.zeros(1, bool))
+    return {"lock": lock, "kind": kind, "cpu": np.concatenate(cpu), "zone": zone, "start_ns": np.concatenate(start),
+            "wait_ns": np.concatenate(wait), "hold_ns": np.concatenate(holds), "pages": np.concatenate(pages),
+            "firmware_ns": np.concatenate(fw), "irqs_off": np.concatenate(irq)}
+
+
+def _firmware_rows(prep: Prepared, run: PolicyRun) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    ea = prep.events
+    if run.policy.trigger != "none":
+        b = run.boot
+        calls = {k: int(v) for k, v in b.get("calls", {}).items() if k in CALL_KINDS and v}
+        total = sum(calls.values())
+        first = True
+        for k in CALL_KIND_NAMES:
+            if k in calls:
+                rows.append({"seq": -1, "cpu": -1, "vts_ns": 0, "kind": CALL_KINDS[k], "calls": calls[k],
+                             "ns": int(round(b["cpu_ns"] * calls[k] / total)),
+                             "bytes": int(b["accepted_bytes"]) if first else 0,
+                             "held": "irqs_off" if "irqs_off" in run.policy.held_during_call else "none"})
+                first = False
+    for a in run.actions:
+        r = a["receipt"]
+        n = r[A.R_CALLS:A.R_CALLS + NR_FIRMWARE_CALL_KINDS]
+        tot = float(n.sum())
+        if tot <= 0:
+            continue
+        first = True
+        for i in range(NR_FIRMWARE_CALL_KINDS):
+            if n[i] <= 0:
+                continue
+            rows.append({"seq": int(ea.seq[a["k"]]), "cpu": a["cpu"], "vts_ns": int(a["vts"]),
+                         "kind": CALL_KINDS[CALL_KIND_NAMES[i]], "calls": int(n[i]),
+                         "ns": int(round(r[A.R_FW_NS] * n[i] / tot)), "bytes": int(r[A.R_BYTES]) if first else 0,
+                         "held": _held_name(a["held"])})
+            first = False
+    return rows
+
+
+def _irqs_off(run: PolicyRun, sec: dict[str, Any]) -> dict[str, Any]:
+    zone_rows = np.array([lk.startswith("zone:") for lk in sec["lock"]], bool)
+    cpu = [sec["cpu"][zone_rows]]
+    start = [sec["start_ns"][zone_rows]]
+    dur = [(sec["wait_ns"] + sec["hold_ns"])[zone_rows]]
+    cause = ["zone_lock"] * int(zone_rows.sum())
+    for a in run.actions:
+        m = a["receipt"][A.R_IRQS_OFF_MAX_NS]
+        if m > 0:
+            cpu.append(np.array([a["cpu"]], np.int64))
+            start.append(np.array([a["vts"]], np.int64))
+            dur.append(np.array([round(m)], np.int64))
+            cause.append("background_accept" if a["cpu"] < 0 else "accept_memory")
+    return {"cpu": np.concatenate(cpu), "start_ns": np.concatenate(start), "duration_ns": np.concatenate(dur),
+            "cause": cause}
+
+
+def _nearest(x: np.ndarray, q: float) -> int:
+    if len(x) == 0:
+        return 0
+    s = np.sort(x)
+    return int(s[int(round(q * (len(s) - 1)))])
+
+
+def _group(keys: np.ndarray, n_groups: int, ea: Any, run: PolicyRun) -> dict[str, np.ndarray]:
+    def s(w: np.ndarray) -> np.ndarray:
+        return np.bincount(keys, weights=w.astype(np.float64), minlength=n_groups).astype(np.int64)
+    return {"events": np.bincount(keys, minlength=n_groups).astype(np.int64),
+            "allocations": np.bincount(keys, weights=(ea.ev == EV_ALLOC).astype(np.float64),
+                                       minlength=n_groups).astype(np.int64),
+            "added_ns": s(run.added), "lock_wait_ns": s(run.wait), "lock_hold_ns": s(run.hold),
+            "firmware_ns": s(run.firmware), "accepted_bytes": s(run.accepted)}
+
+
+def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[str, Any],
+                fw_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ea = prep.events
+    n = len(ea)
+    total = int(run.acount.sum())
+    unexplained = int(sum(int(v) for c, v in enumerate(run.acount) if v and c in KIND_BY_CODE
+                          and not KIND_BY_CODE[c].explained))
+    zone = np.array([lk.startswith("zone:") for lk in sec["lock"]], bool)
+    accl = ~zone
+    lat = run.alloc_lat[ea.ev == EV_ALLOC]
+    tot = run.totals
+    d = irq["duration_ns"]
+    return {
+        "policy": run.name, "mode": run.mode, "cost_preset": run.costs_name, "events_replayed": n,
+        "anomalies": total, "anomaly_rate": total / n if n else 0.0,
+        "unexplained_anomaly_rate": unexplained / n if n else 0.0,
+        "invariants_ok": bool(run.invariants_ok and run.accepted_ok and run.conservation_ok),
+        "forced_allocations": int(run.forced.sum()),
+        "firmware_calls": int(A.firmware_calls(tot)), "firmware_ns": int(round(tot[A.R_FW_NS])),
+        "accepted_bytes": int(tot[A.R_BYTES]), "boot_accept_ns": int(round(run.boot.get("boot_accept_ns", 0.0))),
+        "zone_lock_hold_ns": int(sec["hold_ns"][zone].sum()),
+        "zone_lock_hold_max_ns": int(sec["hold_ns"][zone].max()) if zone.any() else 0,
+        "zone_lock_wait_ns": int(sec["wait_ns"][zone].sum()),
+        "zone_lock_wait_max_ns": int(sec["wait_ns"][zone].max()) if zone.any() else 0,
+        "accept_lock_hold_ns": int(sec["hold_ns"][accl].sum()),
+        "accept_lock_wait_ns": int(sec["wait_ns"][accl].sum()),
+        "accept_lock_wait_max_ns": int(sec["wait_ns"][accl].max()) if accl.any() else 0,
+        "irqs_off_max_ns": int(d.max()) if len(d) else 0,
+        "irqs_off_over_1ms": int((d > NS_1MS).sum()), "irqs_off_over_20s": int((d > NS_20S).sum()),
+        "alloc_added_p50_ns": _nearest(lat, 0.5), "alloc_added_p90_ns": _nearest(lat, 0.9),
+        "alloc_added_p99_ns": _nearest(lat, 0.99), "alloc_added_p999_ns": _nearest(lat, 0.999),
+        "alloc_added_max_ns": int(lat.max()) if len(lat) else 0,
+    }
+
+
+def build_policy_tables(prep: Prepared, runs: list[PolicyRun], table: pa.Table) -> tuple[dict[str, pa.Table], list[dict[str, Any]]]:
+    """The nine tables of docs/results.md and the summary rows (one per run, in order)."""
+    pols = [r.name for r in runs]
+    ea = prep.events
+    comm, pid = _comm_pid(table)
+    comm_names = comm.dictionary.to_pylist()
+    comm_idx = np.asarray(comm.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+    ev_t, sec_t, fw_t, irq_t, cpu_t, proc_t, ts_t, summary = [], [], [], [], [], [], [], []
+    # (comm, pid) groups, in sorted order, shared by every policy
+    keys = np.stack([comm_idx, pid.astype(np.int64)], axis=1)
+    uniq, proc_key = np.unique(keys, axis=0, return_inverse=True)
+    proc_key = proc_key.reshape(-1)
+    names_sorted = sorted(range(len(uniq)), key=lambda g: (str(comm_names[uniq[g, 0]]), int(uniq[g, 1])))
+    ncpu = int(ea.cpu.max()) + 1 if len(ea) else 1
+    for pi, run in enumerate(runs):
+        ev_t.append(_events(prep, run, pi, pols, comm, pid))
+        sec = _sections(prep, run)
+        m = len(sec["lock"])
+        lock_names = sorted(set(sec["lock"]))
+        kind_names = ["pcp_refill", "pcp_drain", "buddy_alloc", "buddy_free", "fallback", "accept"]
+        sec_t.append(pa.table({
+            "policy": _const_dict(m, pi, pols), "id": pa.array(np.arange(m, dtype=np.int64)),
+            "lock": _dict(sec["lock"], lock_names), "kind": _dict(sec["kind"], kind_names),
+            "cpu": pa.array(sec["cpu"], pa.int32()), "zone": _dict(sec["zone"], list(prep.zone_names)),
+            "start_ns": pa.array(sec["start_ns"], pa.int64()), "wait_ns": pa.array(sec["wait_ns"], pa.int64()),
+            "hold_ns": pa.array(sec["hold_ns"], pa.int64()), "pages": pa.array(sec["pages"], pa.int64()),
+            "firmware_ns": pa.array(sec["firmware_ns"], pa.int64()), "irqs_off": pa.array(sec["irqs_off"], pa.bool_()),
+        }))
+        rows = _firmware_rows(prep, run)
+        fkinds = sorted(set(CALL_KINDS.values()))
+        fw_t.append(pa.table({
+            "policy": _const_dict(len(rows), pi, pols),
+            "seq": pa.array([r["seq"] for r in rows], pa.int64()), "cpu": pa.array([r["cpu"] for r in rows], pa.int32()),
+            "vts_ns": pa.array([r["vts_ns"] for r in rows], pa.int64()),
+            "kind": _dict([r["kind"] for r in rows], fkinds), "calls": pa.array([r["calls"] for r in rows], pa.int64()),
+            "ns": pa.array([r["ns"] for r in rows], pa.int64()), "bytes": pa.array([r["bytes"] for r in rows], pa.int64()),
+            "held": _dict([r["held"] for r in rows], ["accept_global", "irqs_off", "none", "zone_lock"]),
+        }))
+        irq = _irqs_off(run, sec)
+        irq_t.append(pa.table({
+            "policy": _const_dict(len(irq["cause"]), pi, pols), "cpu": pa.array(irq["cpu"], pa.int32()),
+            "start_ns": pa.array(irq["start_ns"], pa.int64()), "duration_ns": pa.array(irq["duration_ns"], pa.int64()),
+            "cause": _dict(irq["cause"], ["accept_memory", "background_accept", "zone_lock"]),
+        }))
+        g = _group(ea.cpu.astype(np.int64), ncpu, ea, run)
+        present = np.nonzero(g["events"])[0]
+        cpu_t.append(pa.table({"policy": _const_dict(len(present), pi, pols),
+                               "cpu": pa.array(present.astype(np.int32), pa.int32()),
+                               **{k: pa.array(v[present], pa.int64()) for k, v in g.items()}}))
+        g = _group(proc_key, len(uniq), ea, run)
+        order = np.array(names_sorted, np.int64)
+        proc_t.append(pa.table({
+            "policy": _const_dict(len(order), pi, pols),
+            "comm": _dict([comm_names[int(uniq[i, 0])] for i in order], sorted({str(c) for c in comm_names})),
+            "pid": pa.array(uniq[order, 1].astype(np.int32), pa.int32()),
+            **{k: pa.array(v[order], pa.int64()) for k, v in g.items()}}))
+        nb = len(prep.edges)
+        orders = np.zeros((nb, N_ORDER_COLS), np.int64)
+        w = min(N_ORDER_COLS, run.ts_order.shape[1])
+        orders[:, :w] = run.ts_order[:, :w]
+        ts_t.append(pa.table({
+            "policy": _const_dict(nb, pi, pols), "t_ns": pa.array(prep.edges, pa.int64()),
+            "accepted_bytes": pa.array(np.maximum(run.present_bytes - run.ts_unaccepted, 0), pa.int64()),
+            "unaccepted_bytes": pa.array(run.ts_unaccepted, pa.int64()),
+            "free_pages": pa.array(run.ts_free, pa.int64()),
+            **{f"free_order_{o}": pa.array(orders[:, o], pa.int64()) for o in range(N_ORDER_COLS)},
+        }))
+        summary.append(summary_row(prep, run, sec, irq, rows))
+    anomalies = _anomalies(prep, runs[0])
+    sum_t = pa.table({k: ([r[k] for r in summary]) for k in summary[0]})
+    sum_t = sum_t.set_column(0, "policy", _dict(pols, pols))
+    sum_t = sum_t.set_column(1, "mode", _dict([r["mode"] for r in summary], sorted({r["mode"] for r in summary})))
+    sum_t = sum_t.set_column(2, "cost_preset", _dict([r["cost_preset"] for r in summary],
+                                                     sorted({r["cost_preset"] for r in summary})))
+    for c in sum_t.column_names:
+        if pa.types.is_integer(sum_t.schema.field(c).type):
+            sum_t = sum_t.set_column(sum_t.column_names.index(c), c, sum_t.column(c).cast(pa.int64()))
+    tables = {"events": pa.concat_tables(ev_t), "lock_sections": pa.concat_tables(sec_t),
+              "firmware_calls": pa.concat_tables(fw_t), "irqs_off": pa.concat_tables(irq_t),
+              "attribution_cpu": pa.concat_tables(cpu_t), "attribution_process": pa.concat_tables(proc_t),
+              "timeseries": pa.concat_tables(ts_t), "anomalies": anomalies, "summary": sum_t}
+    return tables, summary
+
+
+def _anomalies(prep: Prepared, run: PolicyRun) -> pa.Table:
+    ea = prep.events
+    kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
+                         for c in range(1, max(KIND_BY_CODE) + 1)]
+    ev_codes = np.where(ea.ev < 0, 0, ea.ev).astype(np.int32)
+    ai = np.nonzero(run.out_anom)[0]
+    codes = run.out_anom[ai].astype(np.int32)
+    return pa.table({
+        "seq": pa.array(ea.seq[ai], pa.int64()), "ts_ns": pa.array(ea.ts[ai], pa.int64()),
+        "cpu": pa.array(ea.cpu[ai], pa.int32()), "event": _dict_codes(ev_codes[ai], list(EVENT_NAMES)),
+        "pfn": pa.array(ea.pfn[ai], pa.int64()), "order": pa.array(ea.order[ai], pa.int8()),
+        "kind": _dict_codes(codes, kind_names),
+        "explained": pa.array([KIND_BY_CODE[int(c)].explained for c in codes], pa.bool_()),
+        "kernel_path": pa.array([KIND_BY_CODE[int(c)].kernel_path for c in codes], pa.string()),
+    })
+
+
+def results_metadata(prep: Prepared, runs: list[PolicyRun], costs: Any, *, seed: int = 0,
+                     extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``pagereplay.*`` key-value metadata (prefix added by :func:`write_policy_results`)."""
+    md = prep.metadata
+    try:
+        inputs = json.loads(md.get("pagereplay.inputs", "[]"))
+    except ValueError:
+        inputs = []
+    try:
+        from importlib.metadata import version
+        tool = version("pagereplay")
+    except Exception:  # noqa: BLE001 - not installed: the parser's own record
+        tool = md.get("pagereplay.tool_version", "0")
+    layout = prep.layout
+    out = {
+        "tool_version": tool, "schema_version": SCHEMA_VERSION,
+        "input_name": ",".join(str(i.get("name", "")) for i in inputs if isinstance(i, dict)),
+        "input_sha256": ",".join(str(i.get("sha256", "")) for i in inputs if isinstance(i, dict)),
+        "inputs": md.get("pagereplay.inputs", "[]"), "format": md.get("pagereplay.format", ""),
+        "kernel_version": md.get("pagereplay.kernel_version", ""), "mode": prep.mode, "seed": str(seed),
+        "cost_preset": costs.name, "cost_preset_json": json.dumps(costs.as_dict(), sort_keys=True, default=str),
+        "policies_json": json.dumps({r.name: r.policy.as_dict() for r in runs}, sort_keys=True, default=str),
+        "layout_json": layout.to_json() if hasattr(layout, "to_json") else json.dumps(layout.as_dict(), sort_keys=True),
+    }
+    out.update(extra or {})
+    return out
+
+
+def write_policy_results(folder: str | Path, tables: dict[str, pa.Table], metadata: dict[str, str],
+                         extra_tables: dict[str, pa.Table] | None = None) -> list[Path]:
+    """Write each table to ``folder/<name>.parquet`` (fixed writer options: deterministic bytes)."""
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    md = {f"pagereplay.{k}": str(v) for k, v in sorted(metadata.items())}
+    paths = []
+    for name, t in [*((n, tables[n]) for n in POLICY_RESULT_FILES), *sorted((extra_tables or {}).items())]:
+        t = t.replace_schema_metadata({**md, "pagereplay.table": name})
+        p = d / f"{name}.parquet"
+        pq.write_table(t, p, compression="zstd", use_dictionary=True, write_statistics=True,
+                       row_group_size=1 << 20, store_schema=True)
+        paths.append(p)
+    return paths

@@ -1,0 +1,438 @@
+"""Replay one trace under acceptance policies: the driver of ``replay.policy_loop``.
+
+``prepare(table, layout, ...)`` does the policy-independent work once (event columns, initial
+buddy state, zone->lock calibration, time buckets); ``run_policy(prep, policy, costs)`` then
+
+1. builds the acceptance state from the layout (``state_from_layout``: firmware-accepted low
+   memory, EFI stub, memblock, boot-time listing or eager acceptance), and reconciles it with
+   the trace's initial state: a block listed on ``zone->unaccepted_pages`` leaves the buddy
+   (``__free_unaccepted`` never puts it there) if it is wholly free at the start; a block or unit
+   the trace finds in use before it starts was accepted before it (silently, no cost charged);
+2. runs the compiled loop, which stops at each kernel call site where the policy acts; the
+   driver calls ``replay.acceptance`` (``acceptance_hook`` at ``SITE_ZONE_VISIT`` /
+   ``SITE_WMARK_FAIL`` / ``SITE_BUDDY_DEL`` / ``SITE_POST_ALLOC``, ``accept_page`` for a forced
+   placement, ``background_accept`` for the acceptor thread), frees the accepted blocks into the
+   buddy (``__free_pages_ok(MAX_PAGE_ORDER, FPI_TO_TAIL)``: a zone->lock section), records the
+   receipt against the event and the CPU, and resumes;
+3. returns a ``PolicyRun`` with per-event and per-section arrays, the acceptance actions and
+   the time series, which ``replay.policy_results`` turns into the results tables.
+
+In exact mode the trace decides placement: an allocation inside a block the policy has not
+accepted yet is *forced* (the block is accepted there, charged to that CPU, and counted).  In
+simulate mode listed blocks are not in the buddy, so the model only ever hands out accepted
+memory, and the policy decides when more is accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import replay.acceptance as A
+from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
+from replay.policies import AcceptancePolicy
+from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_POST, ACT_VISIT, PP_LEN, PP_LISTS, PP_NOACT,
+                                PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, STAGE_APPLIED, STAGE_FRESH,
+                                STAGE_VISITED, free_blocks_to_tail, policy_chunk, take_free_block, zone_needs_accept)
+from replay.sections import Calibration, calibrate
+from replay.state import ModelState
+
+MAX_BUCKETS = 2000
+#: the background acceptor is looked at every 10 ms of trace time (it accepts at its rate in between)
+BG_TICK_NS = 10_000_000
+INT64_MAX = np.iinfo(np.int64).max
+LIST_TRIGGERS = ("watermark_fail", "every_zone_visit", "background")
+
+
+@dataclass
+class Prepared:
+    """Policy-independent inputs of a multi-policy replay."""
+
+    mode: str
+    layout: Any
+    base: ReplayOutput  # events + initial state (prepare_only)
+    zone_names: list[str]
+    zone_nodes: list[int]
+    zmap: np.ndarray  # model zone -> index in layout.zones (acceptance zone)
+    zkind: np.ndarray
+    wmark_low: np.ndarray
+    cal: Calibration
+    calib: np.ndarray
+    edges: np.ndarray
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def events(self) -> EventArrays:
+        return self.base.events
+
+
+def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any = None, boot: bool | None = None,
+            metadata: dict[str, str] | None = None, cal: Calibration | None = None) -> Prepared:
+    from replay.initial_state import model_zones
+    from replay.simulate import zone_kinds
+
+    base = replay(table, layout, mode=mode, snapshot=snapshot, boot=boot, metadata=metadata, prepare_only=True)
+    zones = model_zones(layout)
+    zmap = np.array([next(i for i, lz in enumerate(layout.zones) if lz is z) for z in zones], np.int64)
+    cal = cal if cal is not None else calibrate(table)
+    calib = np.array([cal.refill_base_ns, cal.refill_per_block_ns, cal.drain_base_ns, cal.drain_per_block_ns,
+                      cal.steal_ns], np.float64)
+    ts = base.events.ts
+    if len(ts):
+        t0, t1 = int(ts.min()), int(ts.max()) + 1
+        nb = int(min(MAX_BUCKETS, max(1, len(ts))))
+        edges = np.unique(t0 + (np.arange(nb, dtype=np.int64) * (t1 - t0)) // nb)
+    else:
+        edges = np.zeros(1, np.int64)
+    return Prepared(mode=mode, layout=layout, base=base, zone_names=[z.name for z in zones],
+                    zone_nodes=[int(getattr(z, "node", 0)) for z in zones], zmap=zmap,
+                    zkind=zone_kinds([z.name for z in zones]),
+                    wmark_low=np.array([z.wmark_low for z in zones], np.int64), cal=cal, calib=calib, edges=edges,
+                    metadata=dict(metadata or {}))
+
+
+def copy_state(st: ModelState) -> ModelState:
+    return ModelState._make(a.copy() for a in st)
+
+
+@dataclass
+class PolicyRun:
+    """What one policy's replay produced (arrays indexed by event / section / bucket)."""
+
+    policy: AcceptancePolicy
+    costs_name: str
+    mode: str
+    st: ModelState
+    acc: A.AcceptState
+    S: Sections
+    out_anom: np.ndarray
+    out_sec: np.ndarray
+    out_zone: np.ndarray
+    out_pfn: np.ndarray
+    acount: np.ndarray
+    vts: np.ndarray
+    added: np.ndarray
+    wait: np.ndarray
+    hold: np.ndarray
+    firmware: np.ndarray
+    accepted: np.ndarray
+    forced: np.ndarray
+    alloc_lat: np.ndarray
+    sec_vstart: np.ndarray
+    sec_wait: np.ndarray
+    sec_ext: np.ndarray
+    acc_zlhold: np.ndarray
+    acc_zlwait: np.ndarray
+    acc_zone: np.ndarray
+    acc_bg: np.ndarray
+    actions: list[dict[str, Any]]
+    ts_free: np.ndarray
+    ts_order: np.ndarray
+    ts_unaccepted: np.ndarray
+    totals: np.ndarray
+    boot: dict[str, Any]
+    present_bytes: int
+    invariants_ok: bool
+    invariant_report: dict[str, Any]
+    accepted_ok: bool
+    conservation_ok: bool
+    seconds: float
+    yields: int
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+
+def _policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.ndarray:
+    from replay.policies import PV_ONE_BLOCK_ZERO, PV_TARGET, PV_TRIGGER, PV_UNUSABLE
+
+    pp = np.zeros(PP_LEN, np.int64)
+    pp[PP_TRIGGER] = pv[PV_TRIGGER]
+    pp[PP_ONE_BLOCK] = pv[PV_ONE_BLOCK_ZERO]
+    pp[PP_UNUSABLE] = pv[PV_UNUSABLE]
+    pp[PP_TARGET] = pv[PV_TARGET]
+    pp[PP_LISTS] = int(policy.trigger in LIST_TRIGGERS)
+    pp[PP_SIM] = int(mode == "simulate")
+    pp[PP_NOACT] = int(policy.trigger in ("none", "firmware_boot", "kernel_boot"))
+    return pp
+
+
+def _reconcile(st: ModelState, acc: A.AcceptState) -> None:
+    """Make the acceptance state agree with the trace's initial buddy state (see module doc)."""
+    bo = int(acc.geo[A.G_BLOCK_ORDER])
+    bpages = 1 << bo
+    unit = int(acc.geo[A.G_UNIT_PAGES])
+    phys = int(acc.geo[A.G_PHYS_BASE])
+    nu = int(acc.geo[A.G_NR_UNITS])
+    for az in range(int(acc.geo[A.G_NR_ZONES])):
+        for pfn in A.unaccepted_pages_of(acc, az).tolist():
+            if take_free_block(st, int(pfn), bo):
+                continue
+            b = (int(pfn) - int(acc.geo[A.G_PFN_BASE])) >> bo
+            A._list_del(acc, az, b)
+            acc.blk_state[b] = A.B_RELEASED
+            acc.z_nr_unaccepted[az] -= bpages
+            acc.z_released_pages[az] += bpages
+            u0 = max(0, (int(pfn) - phys) // unit)
+            u1 = min(nu, -(-(int(pfn) + bpages - phys) // unit))
+            if u1 > u0:
+                acc.bitmap[u0:u1] = 0
+    if nu == 0 or not acc.bitmap.any():
+        return
+    # units still unaccepted must be wholly free (buddy) or inside a listed block
+    npages = len(st.pg_state)
+    pbase = int(st.geo[0])
+    from replay.policy_loop import mark_free_pages
+
+    ok = np.zeros(npages, np.uint8)
+    mark_free_pages(st, ok)
+    ok = ok.view(bool)
+    listed = np.nonzero(acc.blk_state == A.B_LISTED)[0]
+    for b in listed.tolist():
+        s = int(acc.geo[A.G_PFN_BASE]) + (b << bo) - pbase
+        ok[max(0, s):max(0, min(npages, s + bpages))] = True
+    for u in np.nonzero(acc.bitmap)[0].tolist():
+        s = phys + u * unit - pbase
+        e = s + unit
+        s2, e2 = max(0, s), min(npages, e)
+        if e2 > s2 and not ok[s2:e2].all():
+            acc.bitmap[u] = 0
+
+
+def _add_receipt(tot: np.ndarray, r: np.ndarray) -> None:
+    m = tot[A.R_IRQS_OFF_MAX_NS]
+    tot += r
+    tot[A.R_IRQS_OFF_MAX_NS] = max(m, r[A.R_IRQS_OFF_MAX_NS])
+
+
+def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
+               firmware_accepted_bytes: int = 4 << 30) -> PolicyRun:
+    """Replay the prepared trace under ``policy`` priced with ``costs`` (a ``CostPreset``)."""
+    from replay.acceptance_boot import boot_accept_cost, state_from_layout
+    from replay.invariants import check_invariants
+    from replay.simulate import new_sim_map
+
+    t_start = time.perf_counter()
+    layout = prep.layout
+    ea = prep.events
+    n = len(ea)
+    mode = prep.mode
+    st = copy_state(prep.base.state)
+    model = state_from_layout(layout, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes)
+    acc, cv, pv = model.st, model.cv, model.pv
+    _reconcile(st, acc)
+    pp = _policy_params(policy, pv, mode)
+    out_pfns = model.out_pfns
+    bo = int(acc.geo[A.G_BLOCK_ORDER])
+    unit_bytes = int(acc.geo[A.G_UNIT_PAGES]) * A.PAGE_SIZE
+    unacc = int(acc.bitmap.sum()) * unit_bytes if acc.geo[A.G_HAS_TABLE] else 0
+    present_bytes = int(sum(z.present for z in layout.zones)) * int(layout.page_size)
+    ncpu = int(st.pcp_count.shape[0])
+    nz = len(prep.zone_names)
+
+    S = new_sections(n, ncpu)
+    out_anom = np.zeros(n, np.int8)
+    out_sec = np.full(n, -1, np.int32)
+    out_zone = np.full(n, -1, np.int8)
+    out_pfn = ea.pfn.copy()
+    acount = np.zeros(prep.base.acount.shape[0], np.int64)
+    simmap = new_sim_map(st) if mode == "simulate" else np.zeros(1, np.int32)
+    i64 = lambda: np.zeros(n, np.int64)  # noqa: E731
+    delay = np.zeros(ncpu, np.int64)
+    pend = np.zeros(2 * ncpu, np.int64)
+    zfree_v = np.zeros(2 * nz, np.int64)  # [lock free at (virtual) | last section start] per zone
+    zfree_b = np.zeros(2 * nz, np.int64)  # the same at trace time
+    cap = max(n, 1)
+    sec_vstart, sec_wait, sec_ext = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+    acc_added, acc_fwzl, acc_zlhold, acc_zlwait = i64(), i64(), i64(), i64()
+    acc_zone = np.zeros(n, np.int64)
+    acc_bg = np.zeros(n, np.int8)
+    vts, added, wait, hold, alloc_lat = i64(), i64(), i64(), i64(), i64()
+    firmware, accepted = i64(), i64()
+    forced = np.zeros(n, np.int8)
+    edges = prep.edges
+    nb = len(edges)
+    bstate = np.zeros(1, np.int64)
+    ts_free = np.zeros(nb, np.int64)
+    n_orders = int(st.geo[1])
+    ts_order = np.zeros((nb, n_orders), np.int64)
+    next_bg = np.array([INT64_MAX], np.int64)
+    if policy.trigger == "background" and acc.ul_len.sum() > 0:
+        next_bg[0] = max(int(ea.ts[0]) if n else 0, int(policy.background_start_ns))
+    unacc_log_t: list[int] = []
+    unacc_log_v: list[int] = []
+    actions: list[dict[str, Any]] = []
+    tot = A.new_receipt()
+    free_hold = int(round(prep.cal.drain_base_ns + prep.cal.drain_per_block_ns))
+    trig = policy.trigger
+    site_visit = A.SITE_WMARK_FAIL if trig == "watermark_fail" else A.SITE_ZONE_VISIT
+
+    def free_blocks(cnt: int) -> int:
+        if cnt <= 0:
+            return -1
+        free_blocks_to_tail(st, out_pfns, cnt, bo)
+        i = int(out_pfns[0]) - int(st.geo[0])
+        for z in range(nz):
+            if st.z_start[z] <= i < st.z_end[z]:
+                return z
+        return -1
+
+    def handle(k: int, act: int, z: int) -> None:
+        nonlocal unacc
+        c = int(ea.cpu[k])
+        now = int(ea.ts[k]) + int(delay[c])
+        o = int(ea.order[k])
+        r = A.new_receipt()
+        nblocks = 0
+        zone_of_blocks = z
+        kind = ""
+        if act == ACT_BG:
+            kind = "background"
+            cnt = A.background_accept(acc, cv, pv, int(ea.ts[k]), out_pfns, r)
+            zb = free_blocks(cnt)
+            nblocks = cnt
+            zone_of_blocks = zb
+            next_bg[0] = int(ea.ts[k]) + BG_TICK_NS if acc.ul_len.sum() > 0 else INT64_MAX
+        elif act == ACT_VISIT:
+            kind = "zone_visit" if site_visit == A.SITE_ZONE_VISIT else "watermark_fail"
+            p = int(ea.pfn[k])
+            zones = [z]
+            if mode == "simulate":  # the rest of get_page_from_freelist()'s walk after zone z
+                from replay.simulate import gfp_zone_limit
+                limit = gfp_zone_limit(int(ea.gfp[k]))
+                walk = [zz for kd in range(3, -1, -1) if kd <= limit
+                        for zz in range(nz - 1, -1, -1) if prep.zkind[zz] == kd]
+                zones = walk[walk.index(z):] if z in walk else [z]
+            t = now
+            for zz in zones:
+                if zone_needs_accept(st, acc, pp, prep.zmap, zz, o):
+                    r0 = float(r[A.R_ADDED_NS])
+                    cnt = A.acceptance_hook(acc, cv, pv, site_visit, int(prep.zmap[zz]), p, o, int(st.z_nr_free[zz]),
+                                            (1 << o) - 1, t, out_pfns, r)
+                    t += int(r[A.R_ADDED_NS] - r0)
+                    if cnt > 0:
+                        free_blocks(cnt)
+                        nblocks += cnt
+                        zone_of_blocks = zz
+                if mode != "simulate" or st.z_nr_free[zz] - (1 << o) >= prep.wmark_low[zz]:
+                    break
+        elif act == ACT_FORCED:
+            kind = "forced"
+            pfn_b, add = A.accept_page(acc, cv, pv, int(ea.pfn[k]), now, r)
+            r[A.R_ADDED_NS] += add
+            if pfn_b >= 0:
+                out_pfns[0] = pfn_b
+                zone_of_blocks = free_blocks(1)
+                nblocks = 1
+                forced[k] = 1
+        elif act == ACT_POST:
+            q = int(out_pfn[k]) if mode == "simulate" else int(ea.pfn[k])
+            site = A.SITE_BUDDY_DEL if trig == "on_buddy_alloc" else A.SITE_POST_ALLOC
+            kind = "buddy_del" if site == A.SITE_BUDDY_DEL else "post_alloc"
+            A.acceptance_hook(acc, cv, pv, site, int(prep.zmap[z]) if z >= 0 else 0, q, o, 0, 0, now, out_pfns, r)
+        _add_receipt(tot, r)
+        bg = act == ACT_BG
+        fwzl = int(round(r[A.R_FW_UNDER_ZONE_LOCK_NS]))
+        zl = int(round(r[A.R_ZONE_LOCK_HOLD_NS])) - fwzl + nblocks * free_hold
+        if not bg:
+            acc_added[k] += int(round(r[A.R_ADDED_NS]))
+            acc_fwzl[k] += fwzl
+            wait[k] += int(round(r[A.R_GLOBAL_LOCK_WAIT_NS] + r[A.R_ACCEPTING_SPIN_NS]))
+            firmware[k] += int(round(r[A.R_FW_NS]))
+            accepted[k] += int(r[A.R_BYTES])
+        if zl > 0 and zone_of_blocks >= 0:
+            acc_zlhold[k] += zl
+            acc_zone[k] = zone_of_blocks
+            acc_bg[k] = int(bg)
+        unacc -= int(r[A.R_BYTES])
+        unacc_log_t.append(int(ea.ts[k]))
+        unacc_log_v.append(unacc)
+        if r[A.R_BYTES] > 0 or r[A.R_GLOBAL_LOCK_SECTIONS] > 0 or nblocks > 0:
+            actions.append({"k": k, "cpu": -1 if bg else c, "vts": now, "kind": kind, "receipt": r,
+                            "blocks": nblocks, "zone": zone_of_blocks, "held": int(pv[_pv_held()])})
+
+    k = 0
+    stage = STAGE_FRESH
+    yields = 0
+    scratch = np.zeros(nz, np.int64)
+    while True:
+        k, act, z = policy_chunk(st, S, acc, pp, prep.zmap, simmap, prep.zkind, prep.wmark_low, prep.calib,
+                                 ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
+                                 ea.deferred, ea.first, ea.gfp, k, n, stage, out_anom, out_sec, out_zone, out_pfn,
+                                 acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
+                                 acc_added, acc_fwzl, acc_zlhold, acc_zlwait, acc_zone, acc_bg,
+                                 vts, added, wait, hold, alloc_lat, edges, bstate, ts_free, ts_order, next_bg,
+                                 scratch)
+        if act == ACT_DONE:
+            break
+        yields += 1
+        handle(k, act, z)
+        stage = STAGE_APPLIED if act == ACT_POST else (STAGE_FRESH if act == ACT_BG else STAGE_VISITED)
+    # buckets never reached (no event at or after their start): the final state
+    from replay.policy_loop import sample_bucket
+    for b in range(int(bstate[0]), nb):
+        sample_bucket(st, b, ts_free, ts_order)
+    if unacc_log_t:
+        idx = np.searchsorted(np.asarray(unacc_log_t, np.int64), edges, side="left") - 1
+        vals = np.asarray(unacc_log_v, np.int64)
+        init = unacc + int(sum(a["receipt"][A.R_BYTES] for a in actions))  # before the first action
+        ts_unacc = np.where(idx >= 0, vals[np.maximum(idx, 0)], init)
+    else:
+        ts_unacc = np.full(nb, unacc, np.int64)
+    # sections were allocated for one per event: keep only the used part (memory of parallel runs)
+    m = int(S.n[0])
+    per_section = ("kind", "cpu", "zone", "start", "end", "pages", "nev", "first", "fallbacks", "owner")
+    S = S._replace(**{f: getattr(S, f)[:max(m, 1)].copy() for f in per_section})
+    sec_vstart, sec_wait, sec_ext = sec_vstart[:m].copy(), sec_wait[:m].copy(), sec_ext[:m].copy()
+    rep = check_invariants(st)
+    # pages on zone->unaccepted_pages are present but outside the buddy: free + pcp + allocated +
+    # unaccepted = present
+    listed = acc.z_nr_unaccepted[prep.zmap] if acc.z_nr_unaccepted.shape[0] else np.zeros(nz, np.int64)
+    cons = bool(np.array_equal(np.asarray(rep["free_pages"]) + np.asarray(rep["pcp_pages"])
+                               + np.asarray(rep["allocated_pages"]) + listed, st.z_present))
+    rep["unaccepted_pages"] = listed.tolist()
+    rep["pages_conserved"] = cons
+    rep["ok"] = bool(cons and rep["counters_match_pages"] and rep["pcp_counts_match"] and rep["unmerged_buddies"] == 0
+                     and rep["list_errors"] == 0 and rep["overlapping_blocks"] == 0)
+    accepted_ok = _all_handed_out_accepted(st, acc)
+    boot = boot_accept_cost(policy, costs, present_bytes, int(getattr(layout, "nr_cpus", ncpu) or ncpu),
+                            layout=layout, firmware_accepted_bytes=firmware_accepted_bytes).as_dict()
+    return PolicyRun(
+        policy=policy, costs_name=costs.name, mode=mode, st=st, acc=acc, S=S, out_anom=out_anom, out_sec=out_sec,
+        out_zone=out_zone, out_pfn=out_pfn, acount=acount, vts=vts, added=added, wait=wait, hold=hold,
+        firmware=firmware, accepted=accepted, forced=forced, alloc_lat=alloc_lat, sec_vstart=sec_vstart,
+        sec_wait=sec_wait, sec_ext=sec_ext, acc_zlhold=acc_zlhold, acc_zlwait=acc_zlwait, acc_zone=acc_zone,
+        acc_bg=acc_bg, actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
+        totals=tot, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
+        invariant_report=rep, accepted_ok=accepted_ok, conservation_ok=bool(A.check_conservation(acc)),
+        seconds=time.perf_counter() - t_start, yields=yields)
+
+
+def _pv_held() -> int:
+    from replay.policies import PV_HELD
+
+    return PV_HELD
+
+
+def _all_handed_out_accepted(st: ModelState, acc: A.AcceptState) -> bool:
+    """No page the model holds allocated lies in an unaccepted unit (``check_accepted`` on every
+    allocated block; pcp pages and blocks taken for a pending mm_page_alloc are not handed out
+    yet: v2-v7 accept in post_alloc_hook)."""
+    from replay.policy_loop import handed_out_unaccepted
+
+    if not acc.geo[A.G_HAS_TABLE] or not acc.bitmap.any():
+        return True
+    return int(handed_out_unaccepted(st, acc)) == 0
+
+
+def conserved_pages(run_or_st: Any, acc: A.AcceptState | None = None) -> int:
+    """free + pcp + allocated + unaccepted (listed) pages: constant through a replay."""
+    st = run_or_st.st if isinstance(run_or_st, PolicyRun) else run_or_st
+    a = run_or_st.acc if isinstance(run_or_st, PolicyRun) else acc
+    listed = int(a.z_nr_unaccepted.sum()) if a is not None else 0
+    return int(st.z_nr_free.sum() + st.z_nr_pcp.sum() + st.z_nr_alloc.sum()) + listed
