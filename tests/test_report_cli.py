@@ -150,3 +150,10 @@ def test_demo_command(tmp_path: Path) -> None:
     register_demo(app, broken)
     r = runner.invoke(app, ["demo", "-o", str(tmp_path / "e")])
     assert r.exit_code == 1 and "replay failed: bad trace" in r.output and "Traceback" not in r.output
+
+
+def test_chart_kind_names_for_help_match_the_registry():
+    from replay.charts import CHART_KINDS
+    from replay.cli_report import CHART_KIND_NAMES
+
+    assert tuple(CHART_KINDS) == CHART_KIND_NAMES
