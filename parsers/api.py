@@ -634,7 +634,7 @@ def parse_to_parquet(
     block_size: int = DEFAULT_BLOCK,
     workers: int = 2,
     on_raw_bytes: ProgressFn | None = None,
-    compression: str = "zstd",
+    compression: str = "lz4",  # 25% less encoding CPU than zstd for a 30% larger file
 ) -> dict[str, Any]:
     """Stream text traces into a Parquet file of the canonical table; return the accounting.
 
