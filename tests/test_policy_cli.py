@@ -125,3 +125,26 @@ def test_demo_on_the_sample(tmp_path: Path) -> None:
     summ = pq.read_table(tmp_path / "demo" / "results" / "summary.parquet").to_pylist()
     assert len(summ) == 10 and {s["cost_preset"] for s in summ} == {"tdx-4k"}
     assert "report" in r.stdout
+
+
+def test_real_demo_report_draws_every_chart_in_chromium(all_results: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """The report of a real replay (not the fake results) opens offline in headless Chromium with every chart drawn."""
+    from replay.charts import CHART_KINDS
+    from replay.report import write_report
+    from tests.test_report_html import PROBE, READY
+    from tests.util_chromium import find_chromium, render_page
+
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    out, _ = all_results
+    page = write_report(out, tmp_path / "rep", images=False)
+    page = page if Path(page).name == "index.html" else tmp_path / "rep" / "index.html"
+    rep = render_page(page, PROBE, READY, chromium=exe, segment=1400)
+    assert not rep.errors, rep.errors
+    assert not [c for c in rep.console if c["type"] in ("error", "warning", "warn")], rep.console
+    assert rep.requests == [Path(page).resolve().as_uri()]
+    charts = {c["kind"]: c for c in rep.probe}
+    assert list(charts) == list(CHART_KINDS)
+    for c in charts.values():
+        assert c["rendered"] == "true" and c["svgs"] >= 1, c
