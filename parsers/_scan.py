@@ -323,37 +323,14 @@ def _is_flag_char(c):
 
 
 @njit(cache=True, nogil=True)
-def _count_lines(buf, nbytes):
-    """Number of lines in buf[:nbytes] (a last line without a newline counts)."""
-    n = 0
-    nw = nbytes // 8 if buf.itemsize == 1 else 0
-    words = buf[: nw * 8].view(np.uint64) if nw > 0 else np.zeros(1, np.uint64)
-    ones = np.uint64(0x0101010101010101)
-    highs = np.uint64(0x8080808080808080)
-    nls = np.uint64(0x0A0A0A0A0A0A0A0A)
-    for w in range(nw):
-        v = words[w] ^ nls
-        if ((v - ones) & ~v & highs) != np.uint64(0):
-            base = w * 8
-            for j in range(8):
-                if buf[base + j] == 10:
-                    n += 1
-    for i in range(nw * 8, nbytes):
-        if buf[i] == 10:
-            n += 1
-    if nbytes > 0 and buf[nbytes - 1] != 10:
-        n += 1
-    return n + 1
-
-
-@njit(cache=True, nogil=True)
-def _line_ends(buf, nbytes, cap):
-    """Offsets of every newline in buf[:nbytes] (plus nbytes for a last line without one).
+def _newlines(buf, nbytes, ends):
+    """Count the newlines in buf[:nbytes], writing their offsets to ``ends`` unless it is empty.
 
     Words of eight bytes are tested for a 0x0a byte with the classic
-    has-zero-byte trick; only words that have one are scanned bytewise.
+    has-zero-byte trick; only words that have one are scanned bytewise
+    (the byte-by-byte search was ~15% of the scan).
     """
-    ends = np.empty(cap + 1, np.int64)
+    store = ends.shape[0] > 0
     k = 0
     nw = nbytes // 8 if buf.itemsize == 1 else 0  # (the plain-Python path scans int64 "bytes")
     words = buf[: nw * 8].view(np.uint64) if nw > 0 else np.zeros(1, np.uint64)
@@ -366,12 +343,31 @@ def _line_ends(buf, nbytes, cap):
             base = w * 8
             for j in range(8):
                 if buf[base + j] == 10:
-                    ends[k] = base + j
+                    if store:
+                        ends[k] = base + j
                     k += 1
     for i in range(nw * 8, nbytes):
         if buf[i] == 10:
-            ends[k] = i
+            if store:
+                ends[k] = i
             k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _count_lines(buf, nbytes):
+    """Number of lines in buf[:nbytes] (a last line without a newline counts), plus one spare."""
+    n = _newlines(buf, nbytes, np.empty(0, np.int64))
+    if nbytes > 0 and buf[nbytes - 1] != 10:
+        n += 1
+    return n + 1
+
+
+@njit(cache=True, nogil=True)
+def _line_ends(buf, nbytes, cap):
+    """Offsets of every newline in buf[:nbytes] (plus nbytes for a last line without one)."""
+    ends = np.empty(cap + 1, np.int64)
+    k = _newlines(buf, nbytes, ends)
     if k == 0 or ends[k - 1] != nbytes - 1:
         ends[k] = nbytes
         k += 1
