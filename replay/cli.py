@@ -7,19 +7,17 @@ nothing user-caused ends in a traceback (``PAGEREPLAY_DEBUG=1`` shows it).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from parsers.errors import PagereplayError
+from replay.cli_errors import fail, friendly_errors
 
 app = typer.Typer(
     name="pagereplay",
@@ -33,38 +31,6 @@ out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:  # piped or captured: don't squeeze wide tables into 80 columns
     out = Console(highlight=False, soft_wrap=True, width=160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
-    return typer.Exit(code)
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn expected failures into one-line messages and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except PagereplayError as e:
-            raise fail(str(e)) from None
-        except (OSError, ValueError) as e:
-            if os.environ.get("PAGEREPLAY_DEBUG"):
-                raise
-            raise fail(f"{type(e).__name__}: {e}") from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
-        except Exception as e:  # a bug, not bad input: still one line, with the way to see more
-            if os.environ.get("PAGEREPLAY_DEBUG"):
-                raise
-            raise fail(f"internal error: {type(e).__name__}: {e} (PAGEREPLAY_DEBUG=1 shows the traceback)") from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 FormatOpt = Annotated[

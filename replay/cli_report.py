@@ -7,50 +7,21 @@ output types exit 2 with the valid choices.
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
 
-F = TypeVar("F", bound=Callable[..., Any])
+from replay.cli_errors import fail, friendly_errors
+
 
 CHART_SUFFIXES = (".html", ".png", ".svg", ".json")
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True,
-                                                                highlight=False)
-    return typer.Exit(code)
-
-
-def _one_line_errors(fn: F) -> F:
-    """Expected failures (missing folder/table, bad input) become one line and exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from parsers.errors import PagereplayError
-
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (PagereplayError, OSError, ValueError) as e:
-            if os.environ.get("PAGEREPLAY_DEBUG"):
-                raise
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise _fail(msg if isinstance(e, PagereplayError) else f"{type(e).__name__}: {msg}") from None
-        except Exception as e:  # a bug: still one line, with the way to see more
-            if os.environ.get("PAGEREPLAY_DEBUG"):
-                raise
-            raise _fail(f"internal error: {type(e).__name__}: {e} (PAGEREPLAY_DEBUG=1 shows the traceback)") from None
-
-    return wrapper  # type: ignore[return-value]
+_fail = fail  # shared with the other commands (replay/cli_errors.py)
+_one_line_errors = friendly_errors
 
 
 # a light copy for the help text, so building the CLI does not import altair (tested equal to charts.CHART_KINDS)

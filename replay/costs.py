@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from parsers.errors import PagereplayError
+from replay.tomlconf import read_named_tables
 
 try:  # numba.njit(cache=True) unless PAGEREPLAY_JIT=0 (replay/state.py)
     from replay.state import kernel
@@ -559,22 +559,7 @@ def _from_table(name: str, table: Mapping[str, Any], source: str,
 
 def load_costs(path: str | Path, known: Mapping[str, CostPreset] | None = None) -> dict[str, CostPreset]:
     """Cost presets from a TOML file of ``[costs.NAME]`` tables (see module doc)."""
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CostConfigError(f"{p}: cost file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CostConfigError(f"{p}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CostConfigError(f"{p}: cannot read: {e}") from None
-    extra = set(raw) - {"costs"}
-    if extra:
-        raise CostConfigError(f"{p}: unknown top-level key(s) {sorted(extra)}; allowed: costs "
-                              "(write each preset as [costs.NAME])")
-    tables = raw.get("costs")
-    if not isinstance(tables, dict) or not tables:
-        raise CostConfigError(f"{p}: no [costs.NAME] tables found")
+    p, tables = read_named_tables(path, "costs", CostConfigError, file_kind="cost", item="preset")
     known = dict(known if known is not None else COST_PRESETS)
     out: dict[str, CostPreset] = {}
     for name, table in tables.items():

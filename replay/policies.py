@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from replay.tomlconf import read_named_tables
 
 from parsers.errors import PagereplayError
 
@@ -409,22 +410,7 @@ def _from_table(name: str, table: Mapping[str, Any], source: str) -> AcceptanceP
 
 def load_policies(path: str | Path) -> dict[str, AcceptancePolicy]:
     """User policies from a TOML file: one ``[policy.NAME]`` table each (see module doc)."""
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolicyConfigError(f"{p}: policy file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyConfigError(f"{p}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyConfigError(f"{p}: cannot read: {e}") from None
-    extra = set(raw) - {"policy"}
-    if extra:
-        raise PolicyConfigError(f"{p}: unknown top-level key(s) {sorted(extra)}; allowed: policy "
-                                "(write each policy as [policy.NAME])")
-    tables = raw.get("policy")
-    if not isinstance(tables, dict) or not tables:
-        raise PolicyConfigError(f"{p}: no [policy.NAME] tables found")
+    p, tables = read_named_tables(path, "policy", PolicyConfigError, file_kind="policy", item="policy")
     out: dict[str, AcceptancePolicy] = {}
     for name, table in tables.items():
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
