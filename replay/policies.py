@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from replay.tomlconf import read_named_tables
-
 from parsers.errors import PagereplayError
+from replay.tomlconf import read_named_tables
 
 __all__ = [
     "AcceptancePolicy", "PolicyConfigError", "PRESETS", "PRESET_ORDER", "TRIGGERS",
