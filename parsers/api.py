@@ -329,7 +329,7 @@ class TraceParser:
             while True:
                 while len(pending) <= self.workers:
                     try:
-                        block, _ = next(blocks)
+                        block = next(blocks)
                     except StopIteration:
                         break
                     if first:

@@ -1,14 +1,13 @@
 """Opening trace inputs: files or standard input, plain, gzip or zstd (by magic bytes).
 
-``LineBlocks`` yields blocks of whole lines (bytes ending in a newline, except
-possibly the very last one) with the 1-based number of their first line, so the
-scanner never sees a line split across two reads.  The sha256 of the raw bytes
+``LineBlocks`` yields blocks of whole lines (ending in a newline, except possibly
+the very last one), so the scanner never sees a line split across two reads;
+line numbers come from the scanner's own counts.  The sha256 of the raw bytes
 (as stored on disk, compressed or not) is computed on the way.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -58,15 +57,6 @@ class _HashingReader(io.RawIOBase):
             if self._on_bytes:
                 self._on_bytes(n)
         return n or 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        if data:
-            self.sha256.update(data)
-            self.nbytes += len(data)
-            if self._on_bytes:
-                self._on_bytes(len(data))
-        return data
 
 
 @dataclass
@@ -131,7 +121,7 @@ class _Members:
 
 
 class LineBlocks:
-    """Iterate ``(block, first_line)`` over a trace input.
+    """Iterate blocks of whole lines over a trace input.
 
     ``source`` is a path, ``"-"`` for standard input, or ``bytes`` (tests).
     """
@@ -192,15 +182,6 @@ class LineBlocks:
                 raise TraceInputError(f"{self.info.name}: {what}: not a supported input (plain, gzip or zstd text)")
         return buffered  # type: ignore[return-value]
 
-    def _read(self, n: int) -> bytes:
-        try:
-            return self._stream.read(n)
-        except EOFError:
-            self.info.truncated = f"{self.info.compression} stream ends early (file cut short?)"
-            return b""
-        except (gzip.BadGzipFile, zlib.error, OSError) as e:
-            raise TraceInputError(f"{self.info.name}: unreadable {self.info.compression} data: {e}") from None
-
     def _hash_side(self, block) -> None:
         if self._side_hash is not None:
             self._hash_futs = [f for f in self._hash_futs if not f.done()]
@@ -220,8 +201,11 @@ class LineBlocks:
                 space = len(buf) - pos
                 if self._pending:
                     data, self._pending = self._pending, b""
-                else:
-                    data = self._read(space)
+                else:  # _Members: decoding errors and cut-short streams are handled there
+                    try:
+                        data = self._stream.read(space)
+                    except OSError as e:
+                        raise TraceInputError(f"{self.info.name}: read error: {e}") from None
                 if len(data) > space:  # decompressors may hand back more than asked for
                     data, self._pending = data[:space], data[space:]
                 n = len(data)
@@ -233,7 +217,7 @@ class LineBlocks:
                 break  # decompressors return what they have; don't block for more
         return pos
 
-    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+    def __iter__(self) -> Iterator[bytes]:
         carry = b""
         size = self.block_size
         try:
@@ -256,11 +240,11 @@ class LineBlocks:
                 del buf[cut + 1 :]
                 block = buf  # a bytearray: the scanner reads it through numpy without a copy
                 self._hash_side(block)
-                yield block, 0  # type: ignore[misc]  # line numbers are assigned by the scanner's counts
+                yield block  # type: ignore[misc]
             if carry:
                 self.info.no_final_newline = True
                 self._hash_side(carry)
-                yield carry, 0
+                yield carry
         finally:
             if self._side_hash is not None:
                 for f in self._hash_futs:
