@@ -241,7 +241,10 @@ def chart_added_latency(results_dir: str | Path) -> ChartLike:
     per_decade = 10
     ev = (scan_table(results_dir, "events", ["policy", "event", "added_ns"])
           .filter(pl.col("event") == ALLOC_EVENT))
-    totals = ev.group_by("policy").agg(allocations=pl.len())
+    # events.parquet may hold only the events a policy charged (docs/results.md): the number of
+    # allocations per policy comes from the per-CPU attribution, which counts every event
+    totals = (scan_table(results_dir, "attribution_cpu", ["policy", "allocations"])
+              .group_by("policy").agg(allocations=pl.col("allocations").sum()))
     bins = (ev.filter(pl.col("added_ns") > 0).with_columns(b=_log_bin("added_ns", per_decade))
             .group_by("policy", "b").agg(n=pl.len()))
     df = (bins.join(totals, on="policy").sort("policy", "b", descending=[False, True])
@@ -520,7 +523,7 @@ CHART_KINDS: dict[str, ChartKind] = {k.name: k for k in (
               ("summary",), chart_policy_comparison),
     ChartKind("added-latency", "Added allocation latency",
               "Share of allocations (mm_page_alloc) delayed by at least x, per policy, log-log.",
-              ("events",), chart_added_latency),
+              ("events", "attribution_cpu"), chart_added_latency),
     ChartKind("lock-hold", "Lock hold times",
               "Log-binned histogram of hold_ns per lock section, zone->lock and the acceptance locks.",
               ("lock_sections",), chart_lock_hold),

@@ -30,6 +30,28 @@ def _parse_size(text: str) -> int:
     return int(t)
 
 
+#: the event columns a replay reads (the rest of the canonical table: tgid, the gfp text,
+#: extfrag's pageblock_order/fragmenting, cold, source_file, line, stay on disk)
+REPLAY_COLUMNS = ("ts_ns", "cpu", "pid", "comm", "event", "pfn", "order", "migratetype", "gfp_mask", "percpu_refill",
+                  "failed", "fallback_order", "fallback_migratetype", "change_ownership", "seq")
+
+
+def _load_events(trace: Path) -> tuple[Any, dict[str, str]]:
+    """The canonical table (the replay's columns only, when it comes from Parquet)."""
+    import pyarrow.parquet as pq
+
+    from parsers.api import is_parquet, load_events, read_metadata
+    from parsers.errors import SchemaMismatchError
+    from parsers.schema import check_schema
+
+    if not is_parquet(trace):
+        return load_events(trace)
+    problems = check_schema(pq.read_schema(trace))
+    if problems:
+        raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
+    return pq.read_table(trace, columns=list(REPLAY_COLUMNS)), read_metadata(trace)
+
+
 def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_size: str | None,
           cpus: int | None) -> tuple[Any, dict[str, str], Any, Any, Any]:
     """Events, their metadata, the layout, the start and end snapshots."""
@@ -40,7 +62,7 @@ def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_s
     from parsers.api import load_events
     from replay.layout import infer_layout, load_snapshot
 
-    table, md = load_events(trace)
+    table, md = _load_events(trace)
     if table.num_rows == 0:
         raise ValueError(f"{trace}: no page-allocator events")
     snap = load_snapshot(snapshot) if snapshot else None
@@ -80,44 +102,77 @@ def resolve_policies(names: list[str] | None, all_presets: bool, policies_file: 
     return [known["none"], *(known[n] for n in wanted)]
 
 
-_PREP: Any = None  # the prepared replay, inherited by forked workers
+_PREP: Any = None  # (prepared replay, result context), inherited by forked workers
+_ARENA: Any = None  # a worker's per-event buffers, reused from one policy to the next
 
 
-def _run_one(args: tuple[Any, Any]) -> Any:
-    from replay.policy_run import run_policy
+def _run_one(args: tuple[Any, Any, bool]) -> Any:
+    """A forked worker: replay one policy and build its tables; only the (small) tables travel back."""
+    from replay.policy_results import policy_tables
+    from replay.policy_run import Arena, run_policy
 
-    policy, costs = args
-    return run_policy(_PREP, policy, costs)
+    global _ARENA
+    policy, costs, all_events = args
+    prep, ctx = _PREP
+    if _ARENA is None:
+        _ARENA = Arena()
+    run = run_policy(prep, policy, costs, arena=_ARENA)
+    # the tables are pickled back before this worker runs its next policy (which reuses the arena)
+    tables, row = policy_tables(prep, run, ctx, all_events=all_events)
+    return tables, row, run.seconds
 
 
-def run_policies(prep: Any, policies: list[Any], costs: Any, *, workers: int = 2) -> list[Any]:
-    """Run every policy on ``prep`` (``none`` in this process first, the rest in up to ``workers`` forked processes)."""
+def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, workers: int = 2,
+                 all_events: bool = False) -> tuple[Any, list[Any], dict[str, float]]:
+    """Run every policy on ``prep``: ``none`` (policies[0]) in this process, the rest in up to
+    ``workers`` forked processes at the same time.
+
+    Returns the ``none`` run (its model state feeds the end-snapshot check), each policy's
+    ``policy_tables`` result in order, and the replay seconds per policy.
+    """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    from replay.policy_results import policy_tables
     from replay.policy_run import run_policy
 
-    global _PREP
-    runs = [run_policy(prep, policies[0], costs)]
+    global _PREP, _ARENA
     rest = policies[1:]
-    if not rest:
-        return runs
-    if workers <= 1 or len(rest) == 1 or "fork" not in mp.get_all_start_methods():
-        return runs + [run_policy(prep, p, costs) for p in rest]
-    _PREP = prep
+    parallel = workers > 1 and len(rest) > 1 and "fork" in mp.get_all_start_methods()
+    futures: list[Any] = []
+    ex = None
+    _PREP = (prep, ctx)
     try:
-        with ProcessPoolExecutor(max_workers=min(2, workers), mp_context=mp.get_context("fork")) as ex:
-            runs += list(ex.map(_run_one, [(p, costs) for p in rest]))
+        if parallel:
+            ex = ProcessPoolExecutor(max_workers=min(2, workers), mp_context=mp.get_context("fork"))
+            futures = [ex.submit(_run_one, (p, costs, all_events)) for p in rest]
+        base = run_policy(prep, policies[0], costs)
+        parts = [policy_tables(prep, base, ctx, all_events=all_events)]
+        seconds = {base.name: base.seconds}
+        if parallel:
+            done = [f.result() for f in futures]
+        else:  # in this process, fresh buffers per policy (the tables may share them)
+            done = []
+            for p in rest:
+                run = run_policy(prep, p, costs)
+                done.append((*policy_tables(prep, run, ctx, all_events=all_events), run.seconds))
+                del run
+        for p, (tables, row, sec) in zip(rest, done):
+            parts.append((tables, row))
+            seconds[p.name] = sec
     finally:
+        if ex is not None:
+            ex.shutdown(cancel_futures=True)
         _PREP = None
-    return runs
+        _ARENA = None
+    return base, parts, seconds
 
 
 def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = None, end_snapshot: Path | None = None,
                check: bool = False, check_every: int = 100_000, guest_size: str | None = None,
                cpus: int | None = None, boot: bool | None = None, policies: list[str] | None = None,
                all_presets: bool = False, costs: str = "tdx-4k", policies_file: Path | None = None,
-               workers: int = 2) -> dict[str, Any]:
+               workers: int = 2, all_events: bool = False) -> dict[str, Any]:
     """Load, replay under each policy, write the results folder (docs/results.md).
 
     Returns the replay summary of the ``none`` run (events, anomalies, fidelity, calibration,
@@ -125,17 +180,25 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     """
     from replay.costs import get_costs
     from replay.engine import ReplayOutput
-    from replay.policy_results import build_policy_tables, results_metadata, write_policy_results
+    from replay.policy_results import (anomalies_table, combine_policy_tables, result_context, results_metadata,
+                                       write_policy_results)
     from replay.policy_run import prepare
     from replay.results import end_snapshot_report, summary_dict
 
     del check, check_every  # the invariants are checked at the end of every policy's replay
+    clock = PhaseClock()
     pols = resolve_policies(policies, all_presets, policies_file)
     cost = get_costs(costs)
     table, md, layout, snap, end = _load(trace, snapshot, end_snapshot, guest_size, cpus)
+    clock.lap("load")
     prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md)
-    runs = run_policies(prep, pols, cost, workers=workers)
-    base = runs[0]
+    clock.lap("prepare")
+    ctx = result_context(prep, table, [p.name for p in pols])
+    clock.lap("context")
+    # a plain replay (the baseline alone) keeps every input event's row: its per-event model result
+    all_events = all_events or len(pols) == 1
+    base, parts, seconds = run_policies(prep, ctx, pols, cost, workers=workers, all_events=all_events)
+    clock.lap("policies")
     out = ReplayOutput(mode=mode, events=prep.events, state=base.st, sections=base.S, out_anom=base.out_anom,
                        out_sec=base.out_sec, out_zone=base.out_zone, out_pfn=base.out_pfn, acount=base.acount,
                        zone_names=prep.zone_names, initial=prep.base.initial,
@@ -155,13 +218,41 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
             endrep["total_diff_minus_migrations"] = diff - vm.get("pgmigrate_success", 0)
     summary = summary_dict(out, prep.cal, endrep)
     summary["input"] = str(trace)
-    tables, rows = build_policy_tables(prep, runs, table)
-    meta = results_metadata(prep, runs, cost, extra={"snapshot": str(snapshot or ""),
+    tables, rows = combine_policy_tables(parts, anomalies_table(prep, base))
+    meta = results_metadata(prep, pols, cost, extra={"snapshot": str(snapshot or ""),
                                                      "end_snapshot": str(end_snapshot or "")})
+    clock.lap("tables")
     write_policy_results(output, tables, meta)
+    clock.lap("write")
     summary["policies"] = rows
-    summary["replay_seconds"] = {r.name: r.seconds for r in runs}
+    summary["replay_seconds"] = seconds
+    summary["phase_seconds"] = clock.phases
     return summary
+
+
+class PhaseClock:
+    """Wall, user and system seconds per phase of a replay (this process and its finished
+    workers); printed to stderr with PAGEREPLAY_TIMING=1, and kept in the JSON summary."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, dict[str, float]] = {}
+        self._last = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        import resource
+        import time
+
+        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.perf_counter(), s.ru_utime + c.ru_utime, s.ru_stime + c.ru_stime
+
+    def lap(self, name: str) -> None:
+        now = self._now()
+        wall, user, sys_ = (round(a - b, 3) for a, b in zip(now, self._last))
+        self._last = now
+        self.phases[name] = {"wall": wall, "user": user, "sys": sys_}
+        if os.environ.get("PAGEREPLAY_TIMING"):
+            print(f"[timing] {name:10s} wall {wall:7.2f} s  user {user:7.2f} s  sys {sys_:7.2f} s", file=sys.stderr)
 
 
 def _tiny_trace(path: Path, pfn: int) -> None:
@@ -301,6 +392,7 @@ def register(app: typer.Typer) -> None:
         costs: Annotated[str, typer.Option("--costs", help="Cost preset name (tdx-2m, tdx-4k, snp-2m, snp-4k) or a TOML file.")] = "tdx-4k",
         policies_file: Annotated[Optional[Path], typer.Option("--policies-file", help="TOML file with [policy.NAME] tables.")] = None,
         workers: Annotated[int, typer.Option("--workers", help="Processes for the policies after none (at most 2).")] = 2,
+        all_events: Annotated[bool, typer.Option("--all-events", help="events.parquet: one row per input event for every policy (default: only the events a policy charged something to, unless the plain-VM baseline runs alone).")] = False,
     ) -> None:
         """Replay a page-allocator trace through the buddy + per-CPU list model, under acceptance policies."""
         try:
@@ -311,7 +403,7 @@ def register(app: typer.Typer) -> None:
             s = run_replay(trace, mode.value, output, snapshot=snapshot, end_snapshot=end_snapshot, check=check,
                            check_every=check_every, guest_size=guest_size, cpus=cpus, boot=boot, policies=policy,
                            all_presets=all_policies, costs=costs, policies_file=policies_file,
-                           workers=max(1, min(2, workers)))
+                           workers=max(1, min(2, workers)), all_events=all_events)
         except typer.Exit:
             raise
         except Exception as e:  # noqa: BLE001 - one line, never a traceback

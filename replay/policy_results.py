@@ -24,6 +24,7 @@ Definitions (what a reader of the tables can recompute):
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,34 +91,42 @@ def _comm_pid(table: pa.Table) -> tuple[pa.Array, np.ndarray]:
     return comm, pid
 
 
-def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.Array, pid: np.ndarray) -> pa.Table:
+def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.Array, pid: np.ndarray,
+            rows: np.ndarray | None = None) -> pa.Table:
+    """The per-event rows of one run: every event, or the events at indices ``rows``."""
+    def sel(a: np.ndarray) -> np.ndarray:
+        return a if rows is None else a[rows]
+
     ea = prep.events
-    n = len(ea)
+    if rows is not None:
+        comm = comm.take(pa.array(rows))
+    n = len(ea) if rows is None else len(rows)
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
-    ev_codes = np.where(ea.ev < 0, 0, ea.ev).astype(np.int32)
+    ev_codes = np.where(sel(ea.ev) < 0, 0, sel(ea.ev)).astype(np.int32)
     znames = list(prep.zone_names) or ["?"]
+    pfn, model_pfn, zone, anom = sel(ea.pfn), sel(run.out_pfn), sel(run.out_zone), sel(run.out_anom)
     return pa.table({
         "policy": _const_dict(n, pi, pols),
-        "seq": pa.array(ea.seq, pa.int64()),
-        "ts_ns": pa.array(ea.ts, pa.int64()),
-        "vts_ns": pa.array(run.vts, pa.int64()),
-        "cpu": pa.array(ea.cpu, pa.int32()),
+        "seq": pa.array(sel(ea.seq), pa.int64()),
+        "ts_ns": pa.array(sel(ea.ts), pa.int64()),
+        "vts_ns": pa.array(sel(run.vts), pa.int64()),
+        "cpu": pa.array(sel(ea.cpu), pa.int32()),
         "comm": comm,
-        "pid": pa.array(pid, pa.int32()),
+        "pid": pa.array(sel(pid), pa.int32()),
         "event": _dict_codes(ev_codes, list(EVENT_NAMES)),
-        "pfn": pa.array(ea.pfn, pa.int64(), mask=ea.pfn < 0),
-        "model_pfn": pa.array(run.out_pfn, pa.int64(), mask=run.out_pfn < 0),
-        "order": pa.array(ea.order, pa.int8()),
-        "zone": _dict_codes(np.maximum(run.out_zone, 0), znames, mask=run.out_zone < 0),
-        "anomaly": _dict_codes(run.out_anom.astype(np.int32), kind_names, mask=run.out_anom == 0),
-        "section": pa.array(run.out_sec.astype(np.int64), pa.int64()),
-        "added_ns": pa.array(run.added, pa.int64()),
-        "lock_wait_ns": pa.array(run.wait, pa.int64()),
-        "lock_hold_ns": pa.array(run.hold, pa.int64()),
-        "firmware_ns": pa.array(run.firmware, pa.int64()),
-        "accepted_bytes": pa.array(run.accepted, pa.int64()),
-        "forced": pa.array(run.forced.astype(bool), pa.bool_()),
+        "pfn": pa.array(pfn, pa.int64(), mask=pfn < 0),
+        "model_pfn": pa.array(model_pfn, pa.int64(), mask=model_pfn < 0),
+        "order": pa.array(sel(ea.order), pa.int8()),
+        "zone": _dict_codes(np.maximum(zone, 0), znames, mask=zone < 0),
+        "anomaly": _dict_codes(anom.astype(np.int32), kind_names, mask=anom == 0),
+        "section": pa.array(sel(run.out_sec).astype(np.int64), pa.int64()),
+        "added_ns": pa.array(sel(run.added), pa.int64()),
+        "lock_wait_ns": pa.array(sel(run.wait), pa.int64()),
+        "lock_hold_ns": pa.array(sel(run.hold), pa.int64()),
+        "firmware_ns": pa.array(sel(run.firmware), pa.int64()),
+        "accepted_bytes": pa.array(sel(run.accepted), pa.int64()),
+        "forced": pa.array(sel(run.forced).astype(bool), pa.bool_()),
     })
 
 
@@ -246,12 +255,16 @@ def _nearest(x: np.ndarray, q: float) -> int:
     return int(s[int(round(q * (len(s) - 1)))])
 
 
-def _group(keys: np.ndarray, n_groups: int, ea: Any, run: PolicyRun) -> dict[str, np.ndarray]:
+def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyRun,
+           charged: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-group events, allocations and the sums of what ``run`` charged (only the charged
+    events carry anything, so only they are summed)."""
+    k = keys[charged]
+    n_groups = len(counts[0])
+
     def s(w: np.ndarray) -> np.ndarray:
-        return np.bincount(keys, weights=w.astype(np.float64), minlength=n_groups).astype(np.int64)
-    return {"events": np.bincount(keys, minlength=n_groups).astype(np.int64),
-            "allocations": np.bincount(keys, weights=(ea.ev == EV_ALLOC).astype(np.float64),
-                                       minlength=n_groups).astype(np.int64),
+        return np.bincount(k, weights=w[charged].astype(np.float64), minlength=n_groups).astype(np.int64)
+    return {"events": counts[0], "allocations": counts[1],
             "added_ns": s(run.added), "lock_wait_ns": s(run.wait), "lock_hold_ns": s(run.hold),
             "firmware_ns": s(run.firmware), "accepted_bytes": s(run.accepted)}
 
@@ -291,75 +304,131 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
     }
 
 
-def build_policy_tables(prep: Prepared, runs: list[PolicyRun], table: pa.Table) -> tuple[dict[str, pa.Table], list[dict[str, Any]]]:
-    """The nine tables of docs/results.md and the summary rows (one per run, in order)."""
-    pols = [r.name for r in runs]
-    ea = prep.events
+@dataclass(frozen=True)
+class ResultContext:
+    """What every policy's tables share: policy names, (comm, pid) per event and their groups.
+
+    Built once before the policies run (forked workers inherit it)."""
+
+    pols: list[str]
+    comm: pa.Array
+    pid: np.ndarray
+    comm_names: list[Any]
+    uniq: np.ndarray
+    proc_key: np.ndarray
+    names_sorted: list[int]
+    ncpu: int
+    #: per grouping ("cpu", "process"): (events, allocations) per group, policy independent
+    counts: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def result_context(prep: Prepared, table: pa.Table, pols: list[str]) -> ResultContext:
     comm, pid = _comm_pid(table)
     comm_names = comm.dictionary.to_pylist()
     comm_idx = np.asarray(comm.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-    ev_t, sec_t, fw_t, irq_t, cpu_t, proc_t, ts_t, summary = [], [], [], [], [], [], [], []
-    # (comm, pid) groups, in sorted order, shared by every policy
-    keys = np.stack([comm_idx, pid.astype(np.int64)], axis=1)
-    uniq, proc_key = np.unique(keys, axis=0, return_inverse=True)
-    proc_key = proc_key.reshape(-1)
+    # (comm, pid) groups, in sorted order, shared by every policy: a few hundred distinct keys
+    # among millions of events, so hash the distinct ones (polars) and binary-search the rest
+    import polars as pl
+
+    span = int(pid.max()) + 2 if len(pid) else 1
+    key = comm_idx * span + (pid.astype(np.int64) + 1)
+    distinct = np.sort(pl.Series(key).unique().to_numpy())
+    proc_key = np.searchsorted(distinct, key)
+    uniq = np.stack([distinct // span, distinct % span - 1], axis=1)
     names_sorted = sorted(range(len(uniq)), key=lambda g: (str(comm_names[uniq[g, 0]]), int(uniq[g, 1])))
+    ea = prep.events
     ncpu = int(ea.cpu.max()) + 1 if len(ea) else 1
-    for pi, run in enumerate(runs):
-        ev_t.append(_events(prep, run, pi, pols, comm, pid))
-        sec = _sections(prep, run)
-        m = len(sec["lock"])
-        lock_names = sorted(set(sec["lock"]))
-        kind_names = ["pcp_refill", "pcp_drain", "buddy_alloc", "buddy_free", "fallback", "accept"]
-        sec_t.append(pa.table({
-            "policy": _const_dict(m, pi, pols), "id": pa.array(np.arange(m, dtype=np.int64)),
-            "lock": _dict(sec["lock"], lock_names), "kind": _dict(sec["kind"], kind_names),
-            "cpu": pa.array(sec["cpu"], pa.int32()), "zone": _dict(sec["zone"], list(prep.zone_names)),
-            "start_ns": pa.array(sec["start_ns"], pa.int64()), "wait_ns": pa.array(sec["wait_ns"], pa.int64()),
-            "hold_ns": pa.array(sec["hold_ns"], pa.int64()), "pages": pa.array(sec["pages"], pa.int64()),
-            "firmware_ns": pa.array(sec["firmware_ns"], pa.int64()), "irqs_off": pa.array(sec["irqs_off"], pa.bool_()),
-        }))
-        rows = _firmware_rows(prep, run)
-        fkinds = sorted(set(CALL_KINDS.values()))
-        fw_t.append(pa.table({
-            "policy": _const_dict(len(rows), pi, pols),
-            "seq": pa.array([r["seq"] for r in rows], pa.int64()), "cpu": pa.array([r["cpu"] for r in rows], pa.int32()),
-            "vts_ns": pa.array([r["vts_ns"] for r in rows], pa.int64()),
-            "kind": _dict([r["kind"] for r in rows], fkinds), "calls": pa.array([r["calls"] for r in rows], pa.int64()),
-            "ns": pa.array([r["ns"] for r in rows], pa.int64()), "bytes": pa.array([r["bytes"] for r in rows], pa.int64()),
-            "held": _dict([r["held"] for r in rows], ["accept_global", "irqs_off", "none", "zone_lock"]),
-        }))
-        irq = _irqs_off(run, sec)
-        irq_t.append(pa.table({
-            "policy": _const_dict(len(irq["cause"]), pi, pols), "cpu": pa.array(irq["cpu"], pa.int32()),
-            "start_ns": pa.array(irq["start_ns"], pa.int64()), "duration_ns": pa.array(irq["duration_ns"], pa.int64()),
-            "cause": _dict(irq["cause"], ["accept_memory", "background_accept", "zone_lock"]),
-        }))
-        g = _group(ea.cpu.astype(np.int64), ncpu, ea, run)
-        present = np.nonzero(g["events"])[0]
-        cpu_t.append(pa.table({"policy": _const_dict(len(present), pi, pols),
-                               "cpu": pa.array(present.astype(np.int32), pa.int32()),
-                               **{k: pa.array(v[present], pa.int64()) for k, v in g.items()}}))
-        g = _group(proc_key, len(uniq), ea, run)
-        order = np.array(names_sorted, np.int64)
-        proc_t.append(pa.table({
-            "policy": _const_dict(len(order), pi, pols),
-            "comm": _dict([comm_names[int(uniq[i, 0])] for i in order], sorted({str(c) for c in comm_names})),
-            "pid": pa.array(uniq[order, 1].astype(np.int32), pa.int32()),
-            **{k: pa.array(v[order], pa.int64()) for k, v in g.items()}}))
-        nb = len(prep.edges)
-        orders = np.zeros((nb, N_ORDER_COLS), np.int64)
-        w = min(N_ORDER_COLS, run.ts_order.shape[1])
-        orders[:, :w] = run.ts_order[:, :w]
-        ts_t.append(pa.table({
-            "policy": _const_dict(nb, pi, pols), "t_ns": pa.array(prep.edges, pa.int64()),
-            "accepted_bytes": pa.array(np.maximum(run.present_bytes - run.ts_unaccepted, 0), pa.int64()),
-            "unaccepted_bytes": pa.array(run.ts_unaccepted, pa.int64()),
-            "free_pages": pa.array(run.ts_free, pa.int64()),
-            **{f"free_order_{o}": pa.array(orders[:, o], pa.int64()) for o in range(N_ORDER_COLS)},
-        }))
-        summary.append(summary_row(prep, run, sec, irq, rows))
-    anomalies = _anomalies(prep, runs[0])
+    is_alloc = (ea.ev == EV_ALLOC).astype(np.float64)
+    counts = {"cpu": (np.bincount(ea.cpu, minlength=ncpu).astype(np.int64),
+                      np.bincount(ea.cpu, weights=is_alloc, minlength=ncpu).astype(np.int64)),
+              "process": (np.bincount(proc_key, minlength=len(uniq)).astype(np.int64),
+                          np.bincount(proc_key, weights=is_alloc, minlength=len(uniq)).astype(np.int64))}
+    return ResultContext(pols=list(pols), comm=comm, pid=pid, comm_names=comm_names, uniq=uniq,
+                         proc_key=proc_key, names_sorted=names_sorted, ncpu=ncpu, counts=counts)
+
+
+def charged_events(run: PolicyRun) -> np.ndarray:
+    """Indices of the events ``run`` charged anything to (the rows of the sparse events table)."""
+    m = (run.added != 0) | (run.wait != 0) | (run.hold != 0) | (run.firmware != 0) | (run.accepted != 0)
+    m |= run.forced != 0
+    return np.nonzero(m)[0]
+
+
+def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
+                  all_events: bool = False) -> tuple[dict[str, pa.Table], dict[str, Any]]:
+    """One policy's rows of every per-policy table (docs/results.md) and its summary row.
+
+    ``events``: the events the run charged something to (added latency, lock wait or hold,
+    firmware time, accepted bytes, forced placement), every other event being charged nothing:
+    ten policies on a 15M-event trace write about 10 x 50k rows, not 150M.  ``all_events=True``
+    (a plain replay of ``none`` alone, or ``--all-events``): one row per input event, the model's
+    own per-event result (zone, section, anomaly, model pfn) included.
+    """
+    pols = ctx.pols
+    pi = pols.index(run.name)
+    ea = prep.events
+    charged = charged_events(run)
+    rows_idx = None if all_events else charged
+    out: dict[str, pa.Table] = {"events": _events(prep, run, pi, pols, ctx.comm, ctx.pid, rows_idx)}
+    sec = _sections(prep, run)
+    m = len(sec["lock"])
+    lock_names = sorted(set(sec["lock"]))
+    kind_names = ["pcp_refill", "pcp_drain", "buddy_alloc", "buddy_free", "fallback", "accept"]
+    out["lock_sections"] = pa.table({
+        "policy": _const_dict(m, pi, pols), "id": pa.array(np.arange(m, dtype=np.int64)),
+        "lock": _dict(sec["lock"], lock_names), "kind": _dict(sec["kind"], kind_names),
+        "cpu": pa.array(sec["cpu"], pa.int32()), "zone": _dict(sec["zone"], list(prep.zone_names)),
+        "start_ns": pa.array(sec["start_ns"], pa.int64()), "wait_ns": pa.array(sec["wait_ns"], pa.int64()),
+        "hold_ns": pa.array(sec["hold_ns"], pa.int64()), "pages": pa.array(sec["pages"], pa.int64()),
+        "firmware_ns": pa.array(sec["firmware_ns"], pa.int64()), "irqs_off": pa.array(sec["irqs_off"], pa.bool_()),
+    })
+    rows = _firmware_rows(prep, run)
+    fkinds = sorted(set(CALL_KINDS.values()))
+    out["firmware_calls"] = pa.table({
+        "policy": _const_dict(len(rows), pi, pols),
+        "seq": pa.array([r["seq"] for r in rows], pa.int64()), "cpu": pa.array([r["cpu"] for r in rows], pa.int32()),
+        "vts_ns": pa.array([r["vts_ns"] for r in rows], pa.int64()),
+        "kind": _dict([r["kind"] for r in rows], fkinds), "calls": pa.array([r["calls"] for r in rows], pa.int64()),
+        "ns": pa.array([r["ns"] for r in rows], pa.int64()), "bytes": pa.array([r["bytes"] for r in rows], pa.int64()),
+        "held": _dict([r["held"] for r in rows], ["accept_global", "irqs_off", "none", "zone_lock"]),
+    })
+    irq = _irqs_off(run, sec)
+    out["irqs_off"] = pa.table({
+        "policy": _const_dict(len(irq["cause"]), pi, pols), "cpu": pa.array(irq["cpu"], pa.int32()),
+        "start_ns": pa.array(irq["start_ns"], pa.int64()), "duration_ns": pa.array(irq["duration_ns"], pa.int64()),
+        "cause": _dict(irq["cause"], ["accept_memory", "background_accept", "zone_lock"]),
+    })
+    g = _group(ea.cpu, ctx.counts["cpu"], run, charged)
+    present = np.nonzero(g["events"])[0]
+    out["attribution_cpu"] = pa.table({"policy": _const_dict(len(present), pi, pols),
+                                       "cpu": pa.array(present.astype(np.int32), pa.int32()),
+                                       **{k: pa.array(v[present], pa.int64()) for k, v in g.items()}})
+    g = _group(ctx.proc_key, ctx.counts["process"], run, charged)
+    order = np.array(ctx.names_sorted, np.int64)
+    out["attribution_process"] = pa.table({
+        "policy": _const_dict(len(order), pi, pols),
+        "comm": _dict([ctx.comm_names[int(ctx.uniq[i, 0])] for i in order], sorted({str(c) for c in ctx.comm_names})),
+        "pid": pa.array(ctx.uniq[order, 1].astype(np.int32), pa.int32()),
+        **{k: pa.array(v[order], pa.int64()) for k, v in g.items()}})
+    nb = len(prep.edges)
+    orders = np.zeros((nb, N_ORDER_COLS), np.int64)
+    w = min(N_ORDER_COLS, run.ts_order.shape[1])
+    orders[:, :w] = run.ts_order[:, :w]
+    out["timeseries"] = pa.table({
+        "policy": _const_dict(nb, pi, pols), "t_ns": pa.array(prep.edges, pa.int64()),
+        "accepted_bytes": pa.array(np.maximum(run.present_bytes - run.ts_unaccepted, 0), pa.int64()),
+        "unaccepted_bytes": pa.array(run.ts_unaccepted, pa.int64()),
+        "free_pages": pa.array(run.ts_free, pa.int64()),
+        **{f"free_order_{o}": pa.array(orders[:, o], pa.int64()) for o in range(N_ORDER_COLS)},
+    })
+    return out, summary_row(prep, run, sec, irq, rows)
+
+
+def combine_policy_tables(parts: list[tuple[dict[str, pa.Table], dict[str, Any]]],
+                          anomalies: pa.Table) -> tuple[dict[str, pa.Table], list[dict[str, Any]]]:
+    """Every policy's tables (``policy_tables`` results, ``none`` first) as the nine tables."""
+    summary = [row for _, row in parts]
+    pols = [r["policy"] for r in summary]
     sum_t = pa.table({k: ([r[k] for r in summary]) for k in summary[0]})
     sum_t = sum_t.set_column(0, "policy", _dict(pols, pols))
     sum_t = sum_t.set_column(1, "mode", _dict([r["mode"] for r in summary], sorted({r["mode"] for r in summary})))
@@ -368,14 +437,27 @@ def build_policy_tables(prep: Prepared, runs: list[PolicyRun], table: pa.Table) 
     for c in sum_t.column_names:
         if pa.types.is_integer(sum_t.schema.field(c).type):
             sum_t = sum_t.set_column(sum_t.column_names.index(c), c, sum_t.column(c).cast(pa.int64()))
-    tables = {"events": pa.concat_tables(ev_t), "lock_sections": pa.concat_tables(sec_t),
-              "firmware_calls": pa.concat_tables(fw_t), "irqs_off": pa.concat_tables(irq_t),
-              "attribution_cpu": pa.concat_tables(cpu_t), "attribution_process": pa.concat_tables(proc_t),
-              "timeseries": pa.concat_tables(ts_t), "anomalies": anomalies, "summary": sum_t}
+    names = ("events", "lock_sections", "firmware_calls", "irqs_off", "attribution_cpu", "attribution_process",
+             "timeseries")
+    tables = {n: pa.concat_tables([t[n] for t, _ in parts]) for n in names}
+    tables["anomalies"] = anomalies
+    tables["summary"] = sum_t
     return tables, summary
 
 
-def _anomalies(prep: Prepared, run: PolicyRun) -> pa.Table:
+def build_policy_tables(prep: Prepared, runs: list[PolicyRun], table: pa.Table, *,
+                        all_events: bool | None = None) -> tuple[dict[str, pa.Table], list[dict[str, Any]]]:
+    """The nine tables of docs/results.md and the summary rows (one per run, in order).
+
+    ``all_events`` (default: only when a single run is given): one events row per input event."""
+    all_events = len(runs) == 1 if all_events is None else all_events
+    ctx = result_context(prep, table, [r.name for r in runs])
+    parts = [policy_tables(prep, run, ctx, all_events=all_events) for run in runs]
+    return combine_policy_tables(parts, anomalies_table(prep, runs[0]))
+
+
+def anomalies_table(prep: Prepared, run: PolicyRun) -> pa.Table:
+    """The anomalous input events of the baseline run (policy independent)."""
     ea = prep.events
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
@@ -392,7 +474,7 @@ def _anomalies(prep: Prepared, run: PolicyRun) -> pa.Table:
     })
 
 
-def results_metadata(prep: Prepared, runs: list[PolicyRun], costs: Any, *, seed: int = 0,
+def results_metadata(prep: Prepared, runs: list[Any], costs: Any, *, seed: int = 0,
                      extra: dict[str, str] | None = None) -> dict[str, str]:
     """The ``pagereplay.*`` key-value metadata (prefix added by :func:`write_policy_results`)."""
     md = prep.metadata
@@ -413,7 +495,9 @@ def results_metadata(prep: Prepared, runs: list[PolicyRun], costs: Any, *, seed:
         "inputs": md.get("pagereplay.inputs", "[]"), "format": md.get("pagereplay.format", ""),
         "kernel_version": md.get("pagereplay.kernel_version", ""), "mode": prep.mode, "seed": str(seed),
         "cost_preset": costs.name, "cost_preset_json": json.dumps(costs.as_dict(), sort_keys=True, default=str),
-        "policies_json": json.dumps({r.name: r.policy.as_dict() for r in runs}, sort_keys=True, default=str),
+        # runs: PolicyRun objects or the AcceptancePolicy presets themselves
+        "policies_json": json.dumps({r.name: getattr(r, "policy", r).as_dict() for r in runs}, sort_keys=True,
+                                    default=str),
         "layout_json": layout.to_json() if hasattr(layout, "to_json") else json.dumps(layout.as_dict(), sort_keys=True),
     }
     out.update(extra or {})

@@ -75,27 +75,27 @@ DEFAULT_CALIBRATION = Calibration(
 )
 
 
-def _bursts(ts: np.ndarray, cpu: np.ndarray, sel: np.ndarray, ev: np.ndarray, max_gap_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """(events, span_ns) of maximal runs of selected events, consecutive on their CPU."""
-    order = np.lexsort((np.arange(len(ts)), cpu))
-    c = cpu[order]
-    s = sel[order]
-    t = ts[order]
-    e = ev[order]
+def _bursts(t: np.ndarray, c: np.ndarray, s: np.ndarray, e: np.ndarray, max_gap_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(events, span_ns) of maximal runs of selected events, consecutive on their CPU.
+
+    The arrays are already in per-CPU order (``_per_cpu_order``): a run is a stretch of
+    consecutive positions.
+    """
     # a run continues while the next event on the same CPU is selected, of the same type, and close in time
     cont = (c[1:] == c[:-1]) & s[1:] & s[:-1] & (e[1:] == e[:-1]) & ((t[1:] - t[:-1]) <= max_gap_ns)
     starts = np.nonzero(s & np.r_[True, ~cont])[0]
     if len(starts) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    run_id = np.cumsum(np.r_[True, ~cont])[s] - 1
-    idx = np.nonzero(s)[0]
-    counts = np.bincount(run_id, minlength=run_id.max() + 1)
-    first_t = np.full(counts.shape, np.iinfo(np.int64).max, np.int64)
-    last_t = np.full(counts.shape, np.iinfo(np.int64).min, np.int64)
-    np.minimum.at(first_t, run_id, t[idx])
-    np.maximum.at(last_t, run_id, t[idx])
-    keep = counts > 0
-    return counts[keep].astype(np.int64), (last_t - first_t)[keep]
+    ends = np.nonzero(s & np.r_[~cont, True])[0]
+    # the canonical table is sorted by time, and the per-CPU order keeps it: first and last event
+    # of a run are its earliest and latest
+    return (ends - starts + 1).astype(np.int64), (t[ends] - t[starts]).astype(np.int64)
+
+
+def _per_cpu_order(cpu: np.ndarray) -> np.ndarray:
+    """Event indices grouped by CPU, trace order kept within a CPU (a stable radix sort)."""
+    key = cpu.astype(np.int16) if len(cpu) and int(cpu.max()) < (1 << 15) and int(cpu.min()) >= 0 else cpu
+    return np.argsort(key, kind="stable")
 
 
 def _fit(n: np.ndarray, span: np.ndarray) -> tuple[float, float, int]:
@@ -118,8 +118,10 @@ def calibrate(table: pa.Table, *, max_gap_ns: int = 100_000, verbose: bool = Fal
     refill_col = table.column("percpu_refill").combine_chunks().cast(pa.int8()).fill_null(-1).to_numpy(zero_copy_only=False)
     is_refill = (ev == int(Event.MM_PAGE_ALLOC_ZONE_LOCKED)) & (np.asarray(refill_col) == 1)
     is_drain = ev == int(Event.MM_PAGE_PCPU_DRAIN)
-    n_r, s_r = _bursts(ts, cpu, is_refill, ev, max_gap_ns)
-    n_d, s_d = _bursts(ts, cpu, is_drain, ev, max_gap_ns)
+    order = _per_cpu_order(cpu)
+    e_o, t_o, c_o = ev[order], ts[order], cpu[order]
+    n_r, s_r = _bursts(t_o, c_o, is_refill[order], e_o, max_gap_ns)
+    n_d, s_d = _bursts(t_o, c_o, is_drain[order], e_o, max_gap_ns)
     a_r, b_r, k_r = _fit(n_r, s_r)
     a_d, b_d, k_d = _fit(n_d, s_d)
     d = DEFAULT_CALIBRATION
@@ -128,8 +130,6 @@ def calibrate(table: pa.Table, *, max_gap_ns: int = 100_000, verbose: bool = Fal
     if b_d <= 0:
         a_d, b_d = d.drain_base_ns - d.drain_per_block_ns, d.drain_per_block_ns
     # steal: gap between an extfrag and the next event on its CPU
-    order = np.lexsort((np.arange(len(ts)), cpu))
-    e_o, t_o, c_o = ev[order], ts[order], cpu[order]
     ex = np.nonzero((e_o[:-1] == int(Event.MM_PAGE_ALLOC_EXTFRAG)) & (c_o[1:] == c_o[:-1]))[0]
     gaps = (t_o[ex + 1] - t_o[ex]) if len(ex) else np.zeros(0, np.int64)
     gaps = gaps[gaps <= max_gap_ns]

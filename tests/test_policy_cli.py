@@ -64,13 +64,18 @@ def test_results_folder_follows_the_contract(all_results: tuple[Path, list[dict]
         for key in ("input_name", "input_sha256", "inputs", "mode", "cost_preset", "cost_preset_json",
                     "policies_json", "layout_json", "tool_version", "schema_version", "seed"):
             assert f"pagereplay.{key}" in md, (name, key)
-    ev = pq.read_table(out / "events.parquet", columns=["policy"])
-    assert ev.num_rows == 24957 * len(rows)
+    import polars as pl
+
+    ev = pl.read_parquet(out / "events.parquet").with_columns(pl.col("policy").cast(pl.String))
+    per = dict(ev.group_by("policy").len().iter_rows())
+    charged = ((pl.col("added_ns") != 0) | (pl.col("lock_wait_ns") != 0) | (pl.col("lock_hold_ns") != 0)
+               | (pl.col("firmware_ns") != 0) | (pl.col("accepted_bytes") != 0) | pl.col("forced"))
+    assert ev.filter(~charged).height == 0  # only the events a policy charged something to
+    assert set(ev["policy"]) == {r["policy"] for r in rows}
+    assert 0 < per["none"] < per["list-promo"] < 24957
     summ = pq.read_table(out / "summary.parquet").to_pylist()
     assert summ[0]["policy"] == "none" and len(summ) == len(rows)
     # attribution is the events table summed per CPU / per process
-    import polars as pl
-
     ev = pl.read_parquet(out / "events.parquet").group_by("policy").agg(pl.col("added_ns").sum(),
                                                                          pl.col("firmware_ns").sum())
     for name in ("attribution_cpu", "attribution_process"):
@@ -81,6 +86,27 @@ def test_results_folder_follows_the_contract(all_results: tuple[Path, list[dict]
     assert ts.group_by("policy").len()["len"].max() <= 2000
     lazy = ts.filter(pl.col("policy") == "list-promo")["unaccepted_bytes"].to_list()
     assert lazy[0] >= lazy[-1] > 0  # accepted on demand, never un-accepted
+
+
+def test_all_events_is_the_dense_form_of_the_charged_rows(all_results: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """--all-events: every input event for every policy; the default rows are exactly its charged rows."""
+    import polars as pl
+
+    out, _ = all_results
+    dense = tmp_path / "dense"
+    r = _cli("replay", SMALL / "trace.txt.zst", "--snapshot", SMALL / "proc_before", "--policy", "list-promo",
+             "--policy", "v1-buddy-global-lock", "--costs", "tdx-4k", "--all-events", "--json", "-o", dense)
+    assert r.exit_code == 0, r.output
+    d = pl.read_parquet(dense / "events.parquet").with_columns(pl.col("policy").cast(pl.String))
+    assert dict(d.group_by("policy").len().iter_rows()) == {p: 24957 for p in ("none", "list-promo",
+                                                                             "v1-buddy-global-lock")}
+    charged = ((pl.col("added_ns") != 0) | (pl.col("lock_wait_ns") != 0) | (pl.col("lock_hold_ns") != 0)
+               | (pl.col("firmware_ns") != 0) | (pl.col("accepted_bytes") != 0) | pl.col("forced"))
+    sparse = pl.read_parquet(out / "events.parquet").with_columns(pl.col("policy").cast(pl.String))
+    for pol in ("none", "list-promo", "v1-buddy-global-lock"):
+        want = d.filter((pl.col("policy") == pol) & charged).drop("policy")
+        got = sparse.filter(pl.col("policy") == pol).drop("policy")
+        assert got.height > 0 and got.equals(want), pol
 
 
 def test_compare_json(all_results: tuple[Path, list[dict]]) -> None:
