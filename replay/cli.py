@@ -11,13 +11,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Annotated, Any, Optional
 
 # Large NumPy arrays are madvised MADV_HUGEPAGE by default; with THP "defrag=madvise" (Debian's
 # default) every such first touch may enter direct compaction, which cost more system time than
 # the replay itself on a fragmented guest (3.1 s sys of 3.9 s to prepare 14.7M events; 0.7 s
 # without).  Plain 4 KiB faults are cheaper here; NUMPY_MADVISE_HUGEPAGE=1 restores it.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
-from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console

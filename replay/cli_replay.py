@@ -125,7 +125,9 @@ def _run_one(args: tuple[Any, Any, bool]) -> Any:
 def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, workers: int = 2,
                  all_events: bool = False) -> tuple[Any, list[Any], dict[str, float]]:
     """Run every policy on ``prep``: ``none`` (policies[0]) in this process, the rest in up to
-    ``workers`` forked processes at the same time.
+    ``workers`` forked processes at the same time.  A policy that leaves nothing unaccepted when
+    the trace starts (``accepts_nothing``: firmware-eager, kernel-eager) takes the baseline's
+    replay with its own boot cost (``baseline_run_as``) instead of replaying it again.
 
     Returns the ``none`` run (its model state feeds the end-snapshot check), each policy's
     ``policy_tables`` result in order, and the replay seconds per policy.
@@ -134,10 +136,12 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     from concurrent.futures import ProcessPoolExecutor
 
     from replay.policy_results import policy_tables
-    from replay.policy_run import run_policy
+    from replay.policy_run import accepts_nothing, baseline_run_as, run_policy
 
     global _PREP, _ARENA
-    rest = policies[1:]
+    # policies that leave nothing unaccepted at the trace's start replay exactly as the baseline
+    same = [p for p in policies[1:] if accepts_nothing(prep, p, costs)]
+    rest = [p for p in policies[1:] if p not in same]
     parallel = workers > 1 and len(rest) > 1 and "fork" in mp.get_all_start_methods()
     futures: list[Any] = []
     ex = None
@@ -147,17 +151,21 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
             ex = ProcessPoolExecutor(max_workers=min(2, workers), mp_context=mp.get_context("fork"))
             futures = [ex.submit(_run_one, (p, costs, all_events)) for p in rest]
         base = run_policy(prep, policies[0], costs)
-        parts = [policy_tables(prep, base, ctx, all_events=all_events)]
-        seconds = {base.name: base.seconds}
+        done: dict[str, tuple[Any, Any, float]] = {}
+        for p in same:
+            run = baseline_run_as(prep, base, p, costs)
+            done[p.name] = (*policy_tables(prep, run, ctx, all_events=all_events), run.seconds)
         if parallel:
-            done = [f.result() for f in futures]
+            done.update((p.name, f.result()) for p, f in zip(rest, futures))
         else:  # in this process, fresh buffers per policy (the tables may share them)
-            done = []
             for p in rest:
                 run = run_policy(prep, p, costs)
-                done.append((*policy_tables(prep, run, ctx, all_events=all_events), run.seconds))
+                done[p.name] = (*policy_tables(prep, run, ctx, all_events=all_events), run.seconds)
                 del run
-        for p, (tables, row, sec) in zip(rest, done):
+        parts = [policy_tables(prep, base, ctx, all_events=all_events)]
+        seconds = {base.name: base.seconds}
+        for p in policies[1:]:
+            tables, row, sec = done[p.name]
             parts.append((tables, row))
             seconds[p.name] = sec
     finally:

@@ -26,7 +26,7 @@ memory, and the policy decides when more is accepted.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -462,6 +462,38 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
         totals=tot, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=accepted_ok, conservation_ok=bool(A.check_conservation(acc)),
         seconds=time.perf_counter() - t_start, yields=yields)
+
+
+def accepts_nothing(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
+                    firmware_accepted_bytes: int = 4 << 30) -> bool:
+    """True when ``policy`` leaves no memory unaccepted by the time the trace starts.
+
+    ``none`` and ``firmware-eager`` have no unaccepted table; ``kernel-eager`` accepted every
+    block while memblock handed it to the buddy.  No acceptance hook can then do anything during
+    the trace (no unaccepted unit, no zone->unaccepted_pages entry, no background work): the
+    replay is the baseline's, event for event (tests/test_policy_cli.py checks it).
+    """
+    from replay.acceptance_boot import state_from_layout
+
+    acc = state_from_layout(prep.layout, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes).st
+    return not acc.geo[A.G_HAS_TABLE] or (not acc.bitmap.any() and int(acc.ul_len.sum()) == 0)
+
+
+def baseline_run_as(prep: Prepared, base: PolicyRun, policy: AcceptancePolicy, costs: Any, *,
+                    firmware_accepted_bytes: int = 4 << 30) -> PolicyRun:
+    """The baseline run ``base`` as the run of ``policy`` (which must ``accepts_nothing``): the
+    same events, sections and state, the policy's own acceptance state and boot-time cost."""
+    from replay.acceptance_boot import boot_accept_cost, state_from_layout
+
+    t0 = time.perf_counter()
+    layout = prep.layout
+    acc = state_from_layout(layout, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes).st
+    ncpu = int(base.st.pcp_count.shape[0])
+    boot = boot_accept_cost(policy, costs, base.present_bytes, int(getattr(layout, "nr_cpus", ncpu) or ncpu),
+                            layout=layout, firmware_accepted_bytes=firmware_accepted_bytes).as_dict()
+    return replace(base, policy=policy, costs_name=costs.name, acc=acc, boot=boot,
+                   accepted_ok=_all_handed_out_accepted(base.st, acc),
+                   conservation_ok=bool(A.check_conservation(acc)), seconds=time.perf_counter() - t0, yields=0)
 
 
 def _pv_held() -> int:

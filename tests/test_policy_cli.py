@@ -109,6 +109,33 @@ def test_all_events_is_the_dense_form_of_the_charged_rows(all_results: tuple[Pat
         assert got.height > 0 and got.equals(want), pol
 
 
+def test_policies_that_accept_nothing_share_the_baseline_replay() -> None:
+    """firmware-eager / kernel-eager leave nothing unaccepted: a full replay of them gives the
+    baseline's tables (bar the policy name and boot-time rows), which is why run_policies reuses it."""
+    from parsers.api import load_events
+    from replay.costs import get_costs
+    from replay.layout import load_snapshot
+    from replay.policies import all_policies
+    from replay.policy_results import policy_tables, result_context
+    from replay.policy_run import accepts_nothing, baseline_run_as, prepare, run_policy
+
+    table, md = load_events(SMALL / "trace.txt.zst")
+    prep = prepare(table, load_snapshot(SMALL / "proc_before"), mode="exact", metadata=md)
+    pols, cost = all_policies(), get_costs("snp-4k")
+    names = ["none", "firmware-eager", "kernel-eager", "list-promo"]
+    ctx = result_context(prep, table, names)
+    assert [accepts_nothing(prep, pols[n], cost) for n in names] == [True, True, True, False]
+    base = run_policy(prep, pols["none"], cost)
+    for name in ("firmware-eager", "kernel-eager"):
+        full, full_row = policy_tables(prep, run_policy(prep, pols[name], cost), ctx, all_events=True)
+        short, short_row = policy_tables(prep, baseline_run_as(prep, base, pols[name], cost), ctx, all_events=True)
+        assert full.keys() == short.keys()
+        for k in full:
+            assert full[k].equals(short[k]), (name, k)
+        assert full_row == short_row
+        assert full_row["boot_accept_ns"] > 0
+
+
 def test_compare_json(all_results: tuple[Path, list[dict]]) -> None:
     out, rows = all_results
     r = _cli("compare", out, "--json")
