@@ -75,10 +75,16 @@ def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any 
     from replay.initial_state import model_zones
     from replay.simulate import zone_kinds
 
-    base = replay(table, layout, mode=mode, snapshot=snapshot, boot=boot, metadata=metadata, prepare_only=True)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        # the calibration (NumPy sorts and scans, GIL mostly released) overlaps the columns and the
+        # initial state (compiled kernels without the GIL)
+        cal_f = pool.submit(calibrate, table) if cal is None else None
+        base = replay(table, layout, mode=mode, snapshot=snapshot, boot=boot, metadata=metadata, prepare_only=True)
+        cal = cal_f.result() if cal_f is not None else cal
     zones = model_zones(layout)
     zmap = np.array([next(i for i, lz in enumerate(layout.zones) if lz is z) for z in zones], np.int64)
-    cal = cal if cal is not None else calibrate(table)
     calib = np.array([cal.refill_base_ns, cal.refill_per_block_ns, cal.drain_base_ns, cal.drain_per_block_ns,
                       cal.steal_ns], np.float64)
     ts = base.events.ts
