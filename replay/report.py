@@ -37,7 +37,8 @@ METADATA_PREFIX = "pagereplay."
 
 # docs/results.md, kept here so an installed tool can describe the folder without the repository
 RESULT_TABLES: dict[str, tuple[str, str]] = {
-    "events": ("(policy, input event)",
+    "events": ("(policy, input event the policy charged something to; every input event with --all-events "
+               "or in a plain replay)",
                "policy, seq, ts_ns, vts_ns, cpu, comm, pid, event, pfn, order, zone, anomaly (nullable), "
                "section (id or -1), added_ns, lock_wait_ns, lock_hold_ns, firmware_ns, accepted_bytes, "
                "forced (bool: exact mode charged the trace's placement)"),

@@ -92,7 +92,7 @@ def test_results_describe(results: Path, tmp_path: Path) -> None:
     (part / "summary.parquet").write_bytes((results / "summary.parquet").read_bytes())
     text = results_readme(part)
     assert "events.parquet   MISSING" in text
-    assert "one row per (policy, input event)" in results_readme(None)
+    assert "one row per (policy, input event the policy charged something to" in results_readme(None)
 
 
 def test_results_csv(results: Path, tmp_path: Path) -> None:
