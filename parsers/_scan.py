@@ -138,6 +138,102 @@ KEY_BYTES, KEY_OFF, KEY_LEN = _pack(KEY_NAMES)
 EV_BYTES, EV_OFF, EV_LEN = _pack(_EVENT_TEXT)
 EV_CODE = np.array(_EVENT_CODE, np.int64)
 
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+_SPACES = np.uint64(0x2020202020202020)
+_COLONS = np.uint64(0x3A3A3A3A3A3A3A3A)
+_EQUALS = np.uint64(0x3D3D3D3D3D3D3D3D)
+
+if JIT:
+    from llvmlite import ir as _ir
+    from numba.core import types as _nbt
+    from numba.cpython.unsafe.numbers import trailing_zeros as _ctz
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _load8(typingctx, arr, idx):
+        """The eight bytes arr[idx:idx + 8] as one little-endian word (an unaligned load)."""
+
+        def codegen(context, builder, sig, args):
+            ary = context.make_array(sig.args[0])(context, builder, args[0])
+            ptr = builder.gep(ary.data, [args[1]])
+            return builder.load(builder.bitcast(ptr, _ir.IntType(64).as_pointer()), align=1)
+
+        return _nbt.uint64(arr, _nbt.intp), codegen
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _find(buf, q, le, nb, pat, c):
+        """min(first index >= q of byte ``c`` (``pat`` = c in every byte), le); eight bytes a step."""
+        while q + 8 <= nb:
+            if q >= le:
+                return le
+            x = _load8(buf, q) ^ pat
+            m = (x - _ONES) & ~x & _HIGHS  # exact for the lowest matching byte
+            if m != np.uint64(0):
+                r = q + np.int64(_ctz(m) >> np.uint64(3))
+                return r if r < le else le
+            q += 8
+        if q >= le:
+            return le
+        while q < le and buf[q] != c:
+            q += 1
+        return q
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _find2(buf, q, le, nb, pat1, c1, pat2, c2):
+        """min(first index >= q of byte ``c1`` or ``c2``, le); eight bytes a step."""
+        while q + 8 <= nb:
+            if q >= le:
+                return le
+            w = _load8(buf, q)
+            x = w ^ pat1
+            y = w ^ pat2
+            m = ((x - _ONES) & ~x | (y - _ONES) & ~y) & _HIGHS  # lowest bit: the first of either
+            if m != np.uint64(0):
+                r = q + np.int64(_ctz(m) >> np.uint64(3))
+                return r if r < le else le
+            q += 8
+        if q >= le:
+            return le
+        while q < le and buf[q] != c1 and buf[q] != c2:
+            q += 1
+        return q
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _same(buf, a, b, n, nb):
+        """buf[a:a + n] == buf[b:b + n], eight bytes a step (both ranges lie in buf[:nb])."""
+        j = 0
+        while j + 8 <= n:
+            if _load8(buf, a + j) != _load8(buf, b + j):
+                return False
+            j += 8
+        if j < n and n >= 8:  # the last (overlapping) word
+            return _load8(buf, a + n - 8) == _load8(buf, b + n - 8)
+        while j < n:
+            if buf[a + j] != buf[b + j]:
+                return False
+            j += 1
+        return True
+
+else:  # pragma: no cover - plain Python: the same results byte by byte
+
+    def _find(buf, q, le, nb, pat, c):
+        while q < le and buf[q] != c:
+            q += 1
+        return q
+
+    def _find2(buf, q, le, nb, pat1, c1, pat2, c2):
+        while q < le and buf[q] != c1 and buf[q] != c2:
+            q += 1
+        return q
+
+    def _same(buf, a, b, n, nb):
+        for j in range(n):
+            if buf[a + j] != buf[b + j]:
+                return False
+        return True
+
+
 _FNV_OFF = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
@@ -198,6 +294,13 @@ def _match(buf, s, e, words, off, ln):
     return -1
 
 
+_HEXVAL = np.full(256, -1, np.int64)
+for _c in b"0123456789abcdef":
+    _HEXVAL[_c] = int(chr(_c), 16)
+for _c in b"ABCDEF":
+    _HEXVAL[_c] = int(chr(_c), 16)
+
+
 @njit(cache=True, nogil=True)
 def _is_digit(c):
     return 48 <= c <= 57
@@ -239,14 +342,8 @@ def _parse_pfn(buf, s, e):
         allf = n == 16
         v = np.uint64(0)
         for i in range(s, e):
-            c = buf[i]
-            if 48 <= c <= 57:
-                d = c - 48
-            elif 97 <= c <= 102:
-                d = c - 87
-            elif 65 <= c <= 70:
-                d = c - 55
-            else:
+            d = _HEXVAL[buf[i]]
+            if d < 0:
                 return False, 0, True
             if d != 15:
                 allf = False
@@ -431,6 +528,9 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
     x_n = np.zeros(1, np.int64)
     x_count = np.zeros(cap + 1, np.int64)
 
+    kc_n = np.full(8, -1, np.int64)  # key cache: length, start and id of the key last seen at token i
+    kc_s = np.zeros(8, np.int64)
+    kc_id = np.zeros(8, np.int64)
     prev_comm_s = 0
     prev_comm_len = -1
     prev_comm_id = 0
@@ -444,6 +544,20 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
     lineno = 0
     # all line ends first, eight bytes at a time (the byte-by-byte search was ~15% of the scan)
     ends = _line_ends(buf, nbytes, cap)
+    # header template: the previous line's text up to its timestamp, with what was parsed from it.
+    # Consecutive lines mostly share comm, pid, cpu and flags; when a line starts with exactly
+    # those bytes, everything the header grammar would derive from them is the same (the
+    # template is only taken from lines whose first "[cpu]" candidate was the one that parsed).
+    t_len = 0
+    t_s = 0
+    t_cpu = 0
+    t_flags = False
+    t_comm_s = 0
+    t_comm_e = 0
+    t_pid = 0
+    t_tgid = -1
+    t_tgid_seen = False
+    t_sep = 0
     while pos < nbytes:
         # --- the line
         ls = pos
@@ -453,187 +567,241 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
         lineno += 1
         if le > ls and buf[le - 1] == 13:  # CRLF
             le -= 1
-        # --- blank / comment
-        i = ls
-        while i < le and (buf[i] == 32 or buf[i] == 9):
-            i += 1
-        if i == le:
-            counts[C_BLANK] += 1
-            continue
-        if buf[i] == 35:  # '#'
-            counts[C_COMMENT] += 1
-            continue
-        # --- find "[<cpu>]" preceded by a blank and followed by a blank; first that parses wins
-        ok = False
-        p = i
-        cpu = 0
-        ts = 0
-        nd = 0
-        flags = False
-        name_s = 0
-        name_e = 0
-        pay_s = 0
-        bracket = 0
-        while p < le:
-            if buf[p] != 91 or p == ls or buf[p - 1] != 32:  # '[' after ' '
-                p += 1
+        fast = False
+        if t_len > 0 and le - ls > t_len:
+            if _same(buf, ls, t_s, t_len, nbytes):
+                # the same candidate "[cpu]" and flags: parse the timestamp and the event name here
+                q = _find(buf, ls + t_len, le, nbytes, _SPACES, 32)
+                t0 = ls + t_len
+                if q - t0 >= 2 and buf[q - 1] == 58:
+                    tok_ok, ts, nd = _parse_ts(buf, t0, q - 1)
+                    if tok_ok:
+                        while q < le and buf[q] == 32:
+                            q += 1
+                        name_s = q
+                        while True:
+                            q = _find(buf, q, le, nbytes, _COLONS, 58)
+                            if q >= le or q + 1 == le or buf[q + 1] == 32:
+                                break
+                            q += 1
+                        name_e = q
+                        if name_e != name_s:
+                            pay_s = q + 1 if q < le else le
+                            fast = True
+        if fast:
+            cpu = t_cpu
+            flags = t_flags
+            pid = t_pid
+            tgid = t_tgid
+            comm_s = ls + t_comm_s
+            comm_e = ls + t_comm_e
+            if t_tgid_seen:
+                counts[C_TGID] += 1
+            counts[t_sep] += 1
+        else:
+            # --- blank / comment
+            i = ls
+            while i < le and (buf[i] == 32 or buf[i] == 9):
+                i += 1
+            if i == le:
+                counts[C_BLANK] += 1
                 continue
-            q = p + 1
+            if buf[i] == 35:  # '#'
+                counts[C_COMMENT] += 1
+                continue
+            # --- find "[<cpu>]" preceded by a blank and followed by a blank; first that parses wins
+            ok = False
+            p = i
             cpu = 0
-            while q < le and _is_digit(buf[q]):
-                cpu = cpu * 10 + (buf[q] - 48)
-                q += 1
-            if q == p + 1 or q >= le or buf[q] != 93 or q - p > 8:  # ']'
-                p += 1
-                continue
-            q += 1
-            if q >= le or (buf[q] != 32 and buf[q] != 9):
-                p += 1
-                continue
-            # optional flags column, then the timestamp token "<ts>:"
-            while q < le and buf[q] == 32:
-                q += 1
-            t0 = q
-            while q < le and buf[q] != 32:
-                q += 1
+            ts = 0
+            nd = 0
             flags = False
-            if q - t0 >= 2 and buf[q - 1] == 58:
-                tok_s, tok_e = t0, q - 1
-            else:
-                # flags token: 1..6 flag characters
-                good = q - t0 >= 1 and q - t0 <= 6
-                if good:
-                    for j in range(t0, q):
-                        if not _is_flag_char(buf[j]):
-                            good = False
-                            break
-                if not good:
+            name_s = 0
+            name_e = 0
+            pay_s = 0
+            bracket = 0
+            nfail = 0  # candidates tried and rejected before the one that parsed
+            sepc = C_SEP_DASH
+            while p < le:
+                if buf[p] != 91 or p == ls or buf[p - 1] != 32:  # '[' after ' '
                     p += 1
                     continue
-                flags = True
+                q = p + 1
+                cpu = 0
+                while q < le and _is_digit(buf[q]):
+                    cpu = cpu * 10 + (buf[q] - 48)
+                    q += 1
+                if q == p + 1 or q >= le or buf[q] != 93 or q - p > 8:  # ']'
+                    p += 1
+                    nfail += 1
+                    continue
+                q += 1
+                if q >= le or (buf[q] != 32 and buf[q] != 9):
+                    p += 1
+                    nfail += 1
+                    continue
+                # optional flags column, then the timestamp token "<ts>:"
                 while q < le and buf[q] == 32:
                     q += 1
                 t0 = q
                 while q < le and buf[q] != 32:
                     q += 1
-                if not (q - t0 >= 2 and buf[q - 1] == 58):
+                flags = False
+                if q - t0 >= 2 and buf[q - 1] == 58:
+                    tok_s, tok_e = t0, q - 1
+                else:
+                    # flags token: 1..6 flag characters
+                    good = q - t0 >= 1 and q - t0 <= 6
+                    if good:
+                        for j in range(t0, q):
+                            if not _is_flag_char(buf[j]):
+                                good = False
+                                break
+                    if not good:
+                        p += 1
+                        nfail += 1
+                        continue
+                    flags = True
+                    while q < le and buf[q] == 32:
+                        q += 1
+                    t0 = q
+                    while q < le and buf[q] != 32:
+                        q += 1
+                    if not (q - t0 >= 2 and buf[q - 1] == 58):
+                        p += 1
+                        nfail += 1
+                        continue
+                    tok_s, tok_e = t0, q - 1
+                tok_ok, ts, nd = _parse_ts(buf, tok_s, tok_e)
+                if not tok_ok:
                     p += 1
+                    nfail += 1
                     continue
-                tok_s, tok_e = t0, q - 1
-            tok_ok, ts, nd = _parse_ts(buf, tok_s, tok_e)
-            if not tok_ok:
-                p += 1
-                continue
-            # event name: up to the first ": " (or ':' at end of line)
-            while q < le and buf[q] == 32:
-                q += 1
-            name_s = q
-            while q < le:
-                if buf[q] == 58 and (q + 1 == le or buf[q + 1] == 32):
-                    break
-                q += 1
-            # no ": " after the name: the rest of the line is the name ("<stack trace>")
-            name_e = q
-            if name_e == name_s:
-                p += 1
-                continue
-            pay_s = q + 1 if q < le else le
-            bracket = p
-            ok = True
-            break
-        if not ok:
-            u_line[nu] = ln
-            u_start[nu] = ls
-            u_end[nu] = le
-            nu += 1
-            counts[C_UNRECOGNISED] += 1
-            continue
-        # --- comm, pid, tgid from the text before '['
-        r = bracket
-        while r > ls and buf[r - 1] == 32:
-            r -= 1
-        tgid = -1
-        if r > ls and buf[r - 1] == 41:  # ')'
-            o = r - 1
-            while o > ls and buf[o] != 40:  # '('
-                o -= 1
-            if buf[o] != 40:
+                # event name: up to the first ": " (or ':' at end of line)
+                while q < le and buf[q] == 32:
+                    q += 1
+                name_s = q
+                while q < le:
+                    if buf[q] == 58 and (q + 1 == le or buf[q + 1] == 32):
+                        break
+                    q += 1
+                # no ": " after the name: the rest of the line is the name ("<stack trace>")
+                name_e = q
+                if name_e == name_s:
+                    p += 1
+                    nfail += 1
+                    continue
+                pay_s = q + 1 if q < le else le
+                bracket = p
+                ok = True
+                break
+            if not ok:
                 u_line[nu] = ln
                 u_start[nu] = ls
                 u_end[nu] = le
                 nu += 1
                 counts[C_UNRECOGNISED] += 1
                 continue
-            tv = 0
-            digits = 0
-            for j in range(o + 1, r - 1):
-                c = buf[j]
-                if _is_digit(c):
-                    tv = tv * 10 + (c - 48)
-                    digits += 1
-            tgid = tv if digits > 0 else -1
-            counts[C_TGID] += 1
-            r = o
+            # --- comm, pid, tgid from the text before '['
+            r = bracket
             while r > ls and buf[r - 1] == 32:
                 r -= 1
-        d = r
-        while d > ls and _is_digit(buf[d - 1]):
-            d -= 1
-        if d == r or d == ls:
-            u_line[nu] = ln
-            u_start[nu] = ls
-            u_end[nu] = le
-            nu += 1
-            counts[C_UNRECOGNISED] += 1
-            continue
-        pid = 0
-        for j in range(d, r):
-            pid = pid * 10 + (buf[j] - 48)
-        sep = buf[d - 1]
-        if sep == 47:  # perf "pid/tid": the tid is what ftrace calls pid
-            d2 = d - 1
-            while d2 > ls and _is_digit(buf[d2 - 1]):
-                d2 -= 1
-            if d2 == d - 1 or d2 == ls:
+            tgid = -1
+            tgid_seen = False
+            if r > ls and buf[r - 1] == 41:  # ')'
+                o = r - 1
+                while o > ls and buf[o] != 40:  # '('
+                    o -= 1
+                if buf[o] != 40:
+                    u_line[nu] = ln
+                    u_start[nu] = ls
+                    u_end[nu] = le
+                    nu += 1
+                    counts[C_UNRECOGNISED] += 1
+                    continue
+                tv = 0
+                digits = 0
+                for j in range(o + 1, r - 1):
+                    c = buf[j]
+                    if _is_digit(c):
+                        tv = tv * 10 + (c - 48)
+                        digits += 1
+                tgid = tv if digits > 0 else -1
+                tgid_seen = True
+                counts[C_TGID] += 1
+                r = o
+                while r > ls and buf[r - 1] == 32:
+                    r -= 1
+            d = r
+            while d > ls and _is_digit(buf[d - 1]):
+                d -= 1
+            if d == r or d == ls:
                 u_line[nu] = ln
                 u_start[nu] = ls
                 u_end[nu] = le
                 nu += 1
                 counts[C_UNRECOGNISED] += 1
                 continue
-            d = d2
+            pid = 0
+            for j in range(d, r):
+                pid = pid * 10 + (buf[j] - 48)
             sep = buf[d - 1]
-        comm_e = d - 1
-        if sep == 45:  # '-'
-            if fmt == FMT_PERF:
+            if sep == 47:  # perf "pid/tid": the tid is what ftrace calls pid
+                d2 = d - 1
+                while d2 > ls and _is_digit(buf[d2 - 1]):
+                    d2 -= 1
+                if d2 == d - 1 or d2 == ls:
+                    u_line[nu] = ln
+                    u_start[nu] = ls
+                    u_end[nu] = le
+                    nu += 1
+                    counts[C_UNRECOGNISED] += 1
+                    continue
+                d = d2
+                sep = buf[d - 1]
+            comm_e = d - 1
+            if sep == 45:  # '-'
+                if fmt == FMT_PERF:
+                    u_line[nu] = ln
+                    u_start[nu] = ls
+                    u_end[nu] = le
+                    nu += 1
+                    counts[C_UNRECOGNISED] += 1
+                    continue
+                sepc = C_SEP_DASH
+            elif sep == 32 or sep == 9:
+                if fmt == FMT_FTRACE:
+                    u_line[nu] = ln
+                    u_start[nu] = ls
+                    u_end[nu] = le
+                    nu += 1
+                    counts[C_UNRECOGNISED] += 1
+                    continue
+                sepc = C_SEP_SPACE
+                while comm_e > ls and (buf[comm_e - 1] == 32 or buf[comm_e - 1] == 9):
+                    comm_e -= 1
+            else:
                 u_line[nu] = ln
                 u_start[nu] = ls
                 u_end[nu] = le
                 nu += 1
                 counts[C_UNRECOGNISED] += 1
                 continue
-            counts[C_SEP_DASH] += 1
-        elif sep == 32 or sep == 9:
-            if fmt == FMT_FTRACE:
-                u_line[nu] = ln
-                u_start[nu] = ls
-                u_end[nu] = le
-                nu += 1
-                counts[C_UNRECOGNISED] += 1
-                continue
-            counts[C_SEP_SPACE] += 1
-            while comm_e > ls and (buf[comm_e - 1] == 32 or buf[comm_e - 1] == 9):
-                comm_e -= 1
-        else:
-            u_line[nu] = ln
-            u_start[nu] = ls
-            u_end[nu] = le
-            nu += 1
-            counts[C_UNRECOGNISED] += 1
-            continue
-        comm_s = ls
-        while comm_s < comm_e and (buf[comm_s] == 32 or buf[comm_s] == 9):
-            comm_s += 1
+            counts[sepc] += 1
+            comm_s = ls
+            while comm_s < comm_e and (buf[comm_s] == 32 or buf[comm_s] == 9):
+                comm_s += 1
+            if nfail == 0:  # this line's header becomes the template (t0: start of its timestamp)
+                t_len = t0 - ls
+                t_s = ls
+                t_cpu = cpu
+                t_flags = flags
+                t_comm_s = comm_s - ls
+                t_comm_e = comm_e - ls
+                t_pid = pid
+                t_tgid = tgid
+                t_tgid_seen = tgid_seen
+                t_sep = sepc
         # --- event name, minus a "<system>:" prefix (perf)
         ns = name_s
         for j in range(name_s, name_e):
@@ -672,6 +840,7 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
         cold = -1
         have = 0
         bad = 0
+        ntok = 0
         q = pay_s
         while q < le:
             while q < le and buf[q] == 32:
@@ -679,18 +848,27 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
             if q >= le:
                 break
             ks = q
-            while q < le and buf[q] != 61 and buf[q] != 32:  # '='
-                q += 1
+            q = _find2(buf, q, le, nbytes, _EQUALS, 61, _SPACES, 32)  # '=' or ' '
             if q >= le or buf[q] != 61:
                 bad = R_BAD_VALUE
                 break
             ke = q
             q += 1
             vs = q
-            while q < le and buf[q] != 32:
-                q += 1
+            q = _find(buf, q, le, nbytes, _SPACES, 32)
             ve = q
-            key = _match(buf, ks, ke, key_bytes, key_off, key_len)
+            # the keys of consecutive lines mostly come in the same order: compare with the key
+            # found at this position last time before searching the key list
+            kn = ke - ks
+            if ntok < 8 and kn == kc_n[ntok] and _same(buf, ks, kc_s[ntok], kn, nbytes):
+                key = kc_id[ntok]
+            else:
+                key = _match(buf, ks, ke, key_bytes, key_off, key_len)
+                if ntok < 8:
+                    kc_n[ntok] = kn
+                    kc_s[ntok] = ks
+                    kc_id[ntok] = key
+            ntok += 1
             if key < 0 or key == K_PAGE or key == K_CPU:
                 continue
             if key == K_GFP:
@@ -698,13 +876,7 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
                     bad = R_BAD_VALUE
                     break
                 gl = ve - vs
-                same = gl == prev_gfp_len
-                if same:
-                    for j in range(gl):
-                        if buf[vs + j] != buf[prev_gfp_s + j]:
-                            same = False
-                            break
-                if not same:
+                if not (gl == prev_gfp_len and _same(buf, vs, prev_gfp_s, gl, nbytes)):
                     prev_gfp_id = _intern(buf, vs, ve, g_slot, g_hash, g_start, g_len, g_n)
                     prev_gfp_s = vs
                     prev_gfp_len = gl
@@ -766,13 +938,7 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
         o_tgid[ne] = tgid
         # consecutive lines mostly share the comm: compare with the previous one first
         cl = comm_e - comm_s
-        same = cl == prev_comm_len
-        if same:
-            for j in range(cl):
-                if buf[comm_s + j] != buf[prev_comm_s + j]:
-                    same = False
-                    break
-        if not same:
+        if not (cl == prev_comm_len and _same(buf, comm_s, prev_comm_s, cl, nbytes)):
             prev_comm_id = _intern(buf, comm_s, comm_e, c_slot, c_hash, c_start, c_len, c_n)
             prev_comm_s = comm_s
             prev_comm_len = cl

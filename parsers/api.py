@@ -29,7 +29,7 @@ from . import _scan
 from .accounting import Accounting, FileAccounting
 from .errors import SchemaMismatchError, StrictModeError, TraceFormatError, TraceInputError
 from .formats import FORMAT_CODE, FORMATS, classify_unrecognised, detect_format
-from .inputs import DEFAULT_BLOCK, LineBlocks
+from .inputs import DEFAULT_BLOCK, LineBlocks, RawHasher, start_hashers
 from .schema import (
     COLUMNS,
     EVENT_NAMES,
@@ -103,7 +103,8 @@ class _GfpInterner(_Interner):
 
 def _warm_up() -> None:
     """Compile the scanner once in the calling thread (numba caches it on disk)."""
-    b = b"x-1 [000] 1.000000: mm_page_free: page=0 pfn=0x1 order=0\n"
+    # a bytearray, like the blocks LineBlocks yields: one compiled signature to load, not two
+    b = bytearray(b"x-1 [000] 1.000000: mm_page_free: page=0 pfn=0x1 order=0\n")
     _scan_block(np.frombuffer(b, np.uint8), len(b), 2, _scan.FMT_AUTO)
 
 
@@ -147,71 +148,85 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
         perm = np.lexsort((np.arange(ne), cpu, ts))
 
     def P(a: np.ndarray) -> np.ndarray:
-        return a[:ne] if state == 0 else a[:ne][perm]
+        return a if state == 0 else a[perm]
 
-    ev = P(o_ev)
-    pfn = P(o_pfn)
-    failed = (ev == 0) & (pfn <= 0)
-    nfailed = int(failed.sum())
+    # element-wise work is done before reordering, and columns that are all null are not reordered
+    ev0 = o_ev[:ne]
+    pfn0 = o_pfn[:ne]
+    failed0 = (ev0 == 0) & (pfn0 <= 0)
+    nfailed = int(failed0.sum())
     if nfailed:
-        pfn = np.where(failed, -1, pfn)
-    ts_s, cpu_s = P(o_ts), P(o_cpu)
+        pfn0 = np.where(failed0, -1, pfn0)
     # the kernel defines fragmenting as fallback_order < pageblock_order; libtraceevent (trace-cmd
     # report, perf script) cannot evaluate pageblock_order and prints the fallback order instead
-    forder, pborder, frag = P(o_forder), P(o_pborder), P(o_frag)
-    known = (forder >= 0) & (pborder >= 0)
+    forder0, pborder0, frag0 = o_forder[:ne], o_pborder[:ne], o_frag[:ne]
+    known = (forder0 >= 0) & (pborder0 >= 0)
     nfrag_fixed = 0
     if known.any():
-        want = np.where(known, (forder < pborder).astype(np.int8), frag)
-        nfrag_fixed = int(((want != frag) & known).sum())
-        frag = want
+        want = np.where(known, (forder0 < pborder0).astype(np.int8), frag0)
+        nfrag_fixed = int(((want != frag0) & known).sum())
+        frag0 = want
+
+    def nint(a0: np.ndarray, typ: pa.DataType) -> pa.Array:
+        mask = a0 == -1
+        if mask.all():
+            return pa.nulls(ne, typ)
+        a = P(a0)
+        return pa.array(a, typ) if not mask.any() else pa.array(a, typ, mask=a == -1)
+
+    def nbool(a0: np.ndarray) -> pa.Array:
+        mask = a0 == -1
+        if mask.all():
+            return pa.nulls(ne, pa.bool_())
+        a = P(a0)
+        return pa.array(a == 1, pa.bool_(), mask=a == -1 if mask.any() else None)
+
+    ev = P(ev0)
+    ts_s, cpu_s = P(ts), P(cpu)
     arrays = {
         "ts_ns": pa.array(ts_s, pa.int64()),
         "cpu": pa.array(cpu_s, pa.int32()),
-        "pid": pa.array(P(o_pid), pa.int32()),
-        "tgid": _nullable_int(P(o_tgid), pa.int32()),
+        "pid": pa.array(P(o_pid[:ne]), pa.int32()),
+        "tgid": nint(o_tgid[:ne], pa.int32()),
         "event": pa.DictionaryArray.from_arrays(pa.array(ev, pa.int8()), _EVENT_DICT),
-        "pfn": _nullable_int(pfn, pa.int64()),
-        "order": pa.array(P(o_order), pa.int8()),
-        "migratetype": _nullable_int(P(o_mt), pa.int8()),
-        "percpu_refill": _nullable_bool(P(o_pcp)),
-        "failed": pa.array(failed, pa.bool_()),
-        "fallback_order": _nullable_int(P(o_forder), pa.int8()),
-        "pageblock_order": _nullable_int(P(o_pborder), pa.int8()),
-        "fallback_migratetype": _nullable_int(P(o_fmt), pa.int8()),
-        "fragmenting": _nullable_bool(frag),
-        "change_ownership": _nullable_bool(P(o_chown)),
-        "cold": _nullable_bool(P(o_cold)),
+        "pfn": nint(pfn0, pa.int64()),
+        "order": pa.array(P(o_order[:ne]), pa.int8()),
+        "migratetype": nint(o_mt[:ne], pa.int8()),
+        "percpu_refill": nbool(o_pcp[:ne]),
+        "failed": pa.array(P(failed0), pa.bool_()),
+        "fallback_order": nint(forder0, pa.int8()),
+        "pageblock_order": nint(pborder0, pa.int8()),
+        "fallback_migratetype": nint(o_fmt[:ne], pa.int8()),
+        "fragmenting": nbool(frag0),
+        "change_ownership": nbool(o_chown[:ne]),
+        "cold": nbool(o_cold[:ne]),
     }
     prep = {
         "perm": None if state == 0 else perm,
         "arrays": arrays,
-        "comm_local": P(o_comm),
-        "gfp_local": P(o_gfp),
-        "line_rel": P(o_line),
-        "ev_counts": np.bincount(ev, minlength=len(EVENT_NAMES)),
+        "comm_local": P(o_comm[:ne]),
+        "gfp_local": P(o_gfp[:ne]),
+        "line_rel": P(o_line[:ne]),
+        "ev_counts": np.bincount(ev0, minlength=len(EVENT_NAMES)),
         "failed": nfailed,
         "frag_fixed": nfrag_fixed,
-        "ts_sorted": ts_s,
-        "cpu_sorted": cpu_s,
     }
     return res, prep
 
 
-def _nullable_int(a: np.ndarray, typ: pa.DataType) -> pa.Array:
-    mask = a == -1
-    if not mask.any():
-        return pa.array(a, typ)
-    if mask.all():
-        return pa.nulls(len(a), typ)
-    return pa.array(a, typ, mask=mask)
+def _take_runs(t: pa.Table, order: np.ndarray) -> list[pa.Table]:
+    """``t`` reordered by ``order``, as slices of runs of consecutive rows.
 
-
-def _nullable_bool(a: np.ndarray) -> pa.Array:
-    mask = a == -1
-    if mask.all():
-        return pa.nulls(len(a), pa.bool_())
-    return pa.array(a == 1, pa.bool_(), mask=mask if mask.any() else None)
+    For the tie merge: two sorted runs interleave by CPU, so a handful of
+    slices do; this avoids ``Table.take``/``sort_by``, whose first use imports
+    ``pyarrow.compute`` (~0.1 s of start-up).
+    """
+    if len(order) == 0:
+        return [t.slice(0, 0)]
+    cuts = np.flatnonzero(np.diff(order) != 1) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [len(order)]))
+    return [t.slice(int(order[a]), int(b - a)) for a, b in zip(starts, ends)]
 
 
 class TraceParser:
@@ -237,6 +252,7 @@ class TraceParser:
         workers: int = 2,
         on_raw_bytes: ProgressFn | None = None,
         max_examples: int = 5,
+        hashers: dict[str, RawHasher] | None = None,
     ) -> None:
         if fmt is not None and fmt not in FORMATS:
             raise TraceFormatError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
@@ -254,6 +270,8 @@ class TraceParser:
         self.run_starts: list[int] = [0]
         self._npieces = 0
         self.schema = arrow_schema()
+        # sha256 of each regular input file, computed on side threads (see ``inputs.RawHasher``)
+        self.hashers: dict[str, RawHasher] = dict(hashers or {})
 
     # ------------------------------------------------------------------ batches
     def batches(self, sources: Iterable[Source], names: Iterable[str | None] | None = None) -> Iterator[pa.Table]:
@@ -266,18 +284,29 @@ class TraceParser:
         run (a piece starting below the previous one's last key); when it
         holds more than the first piece the pieces must be merged.
         """
-        _warm_up()
         srcs = list(sources)
         nms = list(names) if names is not None else [None] * len(srcs)
-        held: pa.Table | None = None
-        with cf.ThreadPoolExecutor(self.workers) as pool:
-            for src, nm in zip(srcs, nms, strict=True):
-                for batch in self._file_batches(src, nm, pool):
-                    pieces, held = self._hold_back_ties(held, pa.Table.from_batches([batch]))
-                    for piece in pieces:
-                        yield self._track(piece)
-        if held is not None and len(held):
-            yield self._track(held)
+        # start hashing the files before loading the scanner (another core can hash meanwhile)
+        self.hashers.update(start_hashers(s for s in srcs if not self._hasher_for(s)))
+        try:
+            _warm_up()
+            held: pa.Table | None = None
+            with cf.ThreadPoolExecutor(self.workers) as pool:
+                for src, nm in zip(srcs, nms, strict=True):
+                    for batch in self._file_batches(src, nm, pool):
+                        pieces, held = self._hold_back_ties(held, pa.Table.from_batches([batch]))
+                        for piece in pieces:
+                            yield self._track(piece)
+            if held is not None and len(held):
+                yield self._track(held)
+        finally:
+            for h in self.hashers.values():  # no-op for those already finished
+                h.cancel()
+
+    def _hasher_for(self, src: Source) -> RawHasher | None:
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            return None
+        return self.hashers.get(os.fspath(src))
 
     def _hold_back_ties(self, held: pa.Table | None, t: pa.Table) -> tuple[list[pa.Table], pa.Table]:
         """Pieces ready to emit, and the rows to hold back (those tied with the last timestamp)."""
@@ -289,8 +318,9 @@ class TraceParser:
                 # merge the held rows with this piece's rows of the same timestamp (a small sort)
                 n = int(np.searchsorted(ts, tie, side="right"))
                 head = pa.concat_tables([held, t.slice(0, n)]).unify_dictionaries()
-                head = head.sort_by([("cpu", "ascending"), ("seq", "ascending")])
-                t = pa.concat_tables([head, t.slice(n)]).unify_dictionaries()
+                cpu = head.column("cpu").to_numpy()
+                seq = head.column("seq").to_numpy()
+                t = pa.concat_tables([*_take_runs(head, np.lexsort((seq, cpu))), t.slice(n)]).unify_dictionaries()
             elif ts[0] > tie:
                 t = pa.concat_tables([held, t]).unify_dictionaries()
             else:  # real disorder: the held rows end their run
@@ -314,40 +344,43 @@ class TraceParser:
         return piece
 
     def _file_batches(self, src: Source, name: str | None, pool: cf.ThreadPoolExecutor) -> Iterator[pa.RecordBatch]:
-        reader = LineBlocks(src, name=name, block_size=self.block_size, on_raw_bytes=self.on_raw_bytes)
+        reader = LineBlocks(
+            src, name=name, block_size=self.block_size, on_raw_bytes=self.on_raw_bytes, hasher=self._hasher_for(src)
+        )
         fa = FileAccounting(name=reader.info.name, max_examples=self.accounting.max_examples)
         self.accounting.files.append(fa)
         file_id = self.files.remap(reader.info.name.encode(), 1, np.array([0]), np.array([len(reader.info.name.encode())]))[0]
         fmt_code = FORMAT_CODE[self.fmt]
         fa.format = self.fmt
         last_ts = np.full(64, np.iinfo(np.int64).min, np.int64)
-        pending: collections.deque[tuple[cf.Future, bytes, int, bool]] = collections.deque()
-        blocks = iter(reader)
+        pending: collections.deque[tuple[cf.Future, bytearray, int, bool]] = collections.deque()
+        blocks = reader.blocks()
         first = True
         next_line = 1
         try:
             while True:
                 while len(pending) <= self.workers:
                     try:
-                        block = next(blocks)
+                        block, nb = next(blocks)  # block[:nb] holds the lines (the buffer is reused)
                     except StopIteration:
                         break
                     if first:
-                        self._reject_binary(block, reader.info.name)
+                        self._reject_binary(block[: min(nb, 4096)], reader.info.name)
                         first = False
                     cap = -1  # the worker counts the lines
                     arr = np.frombuffer(block, np.uint8)
-                    fut = pool.submit(_scan_and_prepare, arr, len(block), cap, fmt_code)
-                    pending.append((fut, block, block.endswith(b"\n")))
+                    fut = pool.submit(_scan_and_prepare, arr, nb, cap, fmt_code)
+                    pending.append((fut, block, nb, block[nb - 1] == 10))
                 if not pending:
                     break
-                fut, block, ends_nl = pending.popleft()
+                fut, block, nb, ends_nl = pending.popleft()
                 line0 = next_line
                 res = fut.result()
                 if fa.format is None:
-                    fa.format = detect_format(res[0][2], block[:65536]) or None
+                    fa.format = detect_format(res[0][2], bytes(block[: min(nb, 65536)])) or None
                 next_line += int(res[0][3])  # lines in this block
-                batch, last_ts = self._to_batch(res, block, line0, ends_nl, fa, file_id, last_ts)
+                batch, last_ts = self._to_batch(res, block, nb, line0, ends_nl, fa, file_id, last_ts)
+                reader.release(block)  # nothing refers to its bytes any more
                 if batch is not None:
                     yield batch
         finally:
@@ -377,7 +410,7 @@ class TraceParser:
                 "for trace.dat run `trace-cmd report`, for perf.data run `perf script`"
             )
 
-    def _to_batch(self, res_and_prep, block: bytes, line0: int, ends_nl: bool, fa: FileAccounting, file_id: int, last_ts: np.ndarray):
+    def _to_batch(self, res_and_prep, block: bytearray, nb: int, line0: int, ends_nl: bool, fa: FileAccounting, file_id: int, last_ts: np.ndarray):
         res, res_prep = res_and_prep
         ne, cols, counts, nlines, unrec, mal, comm_t, gfp_t, other_t = res
         (o_ts, o_cpu, o_pid, o_tgid, o_comm, o_ev, o_pfn, o_order, o_mt, o_gfp, o_pcp, o_forder, o_pborder, o_fmt, o_frag, o_chown, o_cold, o_line) = cols
@@ -412,7 +445,7 @@ class TraceParser:
             reason = _scan.MALFORMED_REASONS[int(m_reason[i])]
             if not ends_nl and m_line[i] == nlines - 1:
                 reason = "truncated line"
-            s = _line_span(block, int(m_line[i]))
+            s = _line_span(block, int(m_line[i]), nb)
             fa.malformed(reason, lineno, block[s[0] : s[1]])
         if ne == 0 and not lost_lines:
             return None, last_ts
@@ -483,8 +516,6 @@ class TraceParser:
             pa.array(lines, pa.int64()),
             pa.array(seq, pa.int64()),
         ]
-        ts = prep["ts_sorted"]
-        cpu = prep["cpu_sorted"]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         return batch, last_ts
 
@@ -554,13 +585,13 @@ class TraceParser:
         return {METADATA_PREFIX + k: v for k, v in md.items()}
 
 
-def _line_span(block: bytes, idx: int) -> tuple[int, int]:
-    """Byte span of the idx-th (0-based) line of a block (slow path, malformed lines only)."""
+def _line_span(block: bytes | bytearray, idx: int, nb: int) -> tuple[int, int]:
+    """Byte span of the idx-th (0-based) line of ``block[:nb]`` (slow path, malformed lines only)."""
     s = 0
     for _ in range(idx):
-        s = block.index(b"\n", s) + 1
-    e = block.find(b"\n", s)
-    return s, len(block) if e < 0 else e
+        s = block.index(b"\n", s, nb) + 1
+    e = block.find(b"\n", s, nb)
+    return s, nb if e < 0 else e
 
 
 # ---------------------------------------------------------------------- entry points
@@ -635,12 +666,14 @@ def parse_to_parquet(
     workers: int = 2,
     on_raw_bytes: ProgressFn | None = None,
     compression: str = "lz4",  # 25% less encoding CPU than zstd for a 30% larger file
+    hashers: dict[str, RawHasher] | None = None,
 ) -> dict[str, Any]:
     """Stream text traces into a Parquet file of the canonical table; return the accounting.
 
     Memory stays bounded: blocks are written as they are parsed; only when
     they turn out not to be in global time order is the file rewritten by a
-    k-way merge of its (individually sorted) row groups.
+    k-way merge of its (individually sorted) row groups.  ``hashers`` (from
+    ``inputs.start_hashers``) lets a caller start hashing the inputs earlier.
     """
     out = Path(out)
     sources = _as_list(paths)
@@ -648,7 +681,7 @@ def parse_to_parquet(
     if out.is_dir():
         raise TraceInputError(f"{out}: is a directory; give a file name for the Parquet output")
     out.parent.mkdir(parents=True, exist_ok=True)
-    parser = TraceParser(fmt, block_size=block_size, workers=workers, on_raw_bytes=on_raw_bytes)
+    parser = TraceParser(fmt, block_size=block_size, workers=workers, on_raw_bytes=on_raw_bytes, hashers=hashers)
     fd, tmp_name = tempfile.mkstemp(prefix=".pagereplay-", suffix=".parquet", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)

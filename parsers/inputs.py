@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +36,85 @@ _OTHER_MAGIC = {
 
 DEFAULT_BLOCK = 8 << 20
 MAX_LINE = 64 << 20
+HASH_CHUNK = 16 << 20  # large reads (the hashing thread seldom needs the GIL), small enough to stay in cache
+
+
+class RawHasher:
+    """The sha256 of a regular file's raw bytes, computed on a thread of its own.
+
+    Started as early as possible (before the compiled scanner is even imported,
+    see ``pagereplay parse``), it reads the file independently of the parser:
+    ``hashlib`` and the reads release the GIL, so on a second core the digest is
+    mostly ready before the first block is scanned.  ``hexdigest(n)`` returns the
+    digest if the thread hashed exactly the ``n`` bytes the parser read, else
+    hashes the file's first ``n`` bytes again (the file changed meanwhile).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.nbytes = 0
+        self._sha = hashlib.sha256()
+        self._stop = False
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="pagereplay-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                buf = bytearray(HASH_CHUNK)
+                mv = memoryview(buf)
+                while not self._stop:
+                    n = f.readinto(buf)
+                    if not n:
+                        break
+                    self._sha.update(mv[:n])
+                    self.nbytes += n
+        except Exception:  # the parser reports unreadable files; the digest is then hashed again
+            self._failed = True
+
+    def cancel(self) -> None:
+        self._stop = True
+
+    def hexdigest(self, nbytes: int) -> str:
+        self._thread.join()
+        if not self._failed and not self._stop and self.nbytes == nbytes:
+            return self._sha.hexdigest()
+        try:
+            return _hash_prefix(self.path, nbytes)
+        except OSError as e:
+            raise TraceInputError(f"{self.path}: read error: {e}") from None
+
+
+def _hash_prefix(path: str, nbytes: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        left = nbytes
+        while left > 0:
+            chunk = f.read(min(left, HASH_CHUNK))
+            if not chunk:
+                break
+            sha.update(chunk)
+            left -= len(chunk)
+    return sha.hexdigest()
+
+
+def start_hashers(sources) -> dict[str, RawHasher]:
+    """Start hashing, on one thread per file, every source that is a regular file (by path)."""
+    out: dict[str, RawHasher] = {}
+    for src in sources:
+        if isinstance(src, (bytes, bytearray, memoryview)) or str(src) == "-":
+            continue
+        key = os.fspath(src)
+        if key in out:
+            continue
+        try:
+            if not stat.S_ISREG(os.stat(key).st_mode):
+                continue
+        except OSError:
+            continue
+        out[key] = RawHasher(key)
+    return out
 
 
 class _HashingReader(io.RawIOBase):
@@ -133,8 +214,10 @@ class LineBlocks:
         name: str | None = None,
         block_size: int = DEFAULT_BLOCK,
         on_raw_bytes: Callable[[int], None] | None = None,
+        hasher: RawHasher | None = None,
     ) -> None:
         self.block_size = block_size
+        self._hasher = hasher
         self._on_raw = on_raw_bytes
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._raw: BinaryIO = io.BytesIO(bytes(source))
@@ -157,7 +240,9 @@ class LineBlocks:
         self._stream = self._open_stream()
         # plain input: the text blocks are the raw bytes; hash them on a side thread instead
         self._side_hash = None
-        if self.info.compression == "none":
+        if hasher is not None:  # already being hashed from the file itself
+            self._hr.sha256 = None  # type: ignore[assignment]
+        elif self.info.compression == "none":
             self._hr.sha256 = None  # type: ignore[assignment]
             self._side_hash = hashlib.sha256()
             self._hash_pool = ThreadPoolExecutor(1)
@@ -165,6 +250,7 @@ class LineBlocks:
         # plain input: read straight into the block buffer (no intermediate copies)
         self._readinto = self._stream.readinto if self.info.compression == "none" else None
         self._pending = b""
+        self._free: list[bytearray] = []  # block buffers handed back (``release``)
 
     def _open_stream(self) -> BinaryIO:
         head = self._raw.peek(16)[:16] if hasattr(self._raw, "peek") else b""
@@ -218,14 +304,36 @@ class LineBlocks:
         return pos
 
     def __iter__(self) -> Iterator[bytes]:
+        for buf, n in self.blocks():
+            yield buf if n == len(buf) else bytes(buf[:n])  # type: ignore[misc]
+
+    def release(self, buf: bytearray) -> None:
+        """Hand back a buffer yielded by ``blocks()`` once nothing reads it any more (it is reused)."""
+        if self._side_hash is None and len(buf) == self.block_size and len(self._free) < 8:
+            self._free.append(buf)
+
+    def _buffer(self, size: int) -> bytearray:
+        if size == self.block_size and self._free:
+            return self._free.pop()
+        return bytearray(size)
+
+    def blocks(self) -> Iterator[tuple[bytearray, int]]:
+        """``(buf, n)``: ``buf[:n]`` is the next block of whole lines (``buf`` may be longer).
+
+        Buffers handed back with ``release`` are filled again, which spares
+        allocating and zeroing 8 MiB per block.  The scanner reads a
+        bytearray through numpy without a copy.
+        """
         carry = b""
         size = self.block_size
+        done = False
         try:
             while True:
-                buf = bytearray(max(size, 2 * len(carry)))
+                buf = self._buffer(max(size, 2 * len(carry)))
                 buf[: len(carry)] = carry
                 end = self._fill(buf, len(carry))
                 if end == len(carry):
+                    self.release(buf)
                     break
                 self.info.text_bytes += end - len(carry)
                 cut = buf.rfind(b"\n", len(carry), end)
@@ -235,25 +343,31 @@ class LineBlocks:
                             f"{self.info.name}: a line longer than {MAX_LINE >> 20} MiB: not a text trace"
                         )
                     carry = bytes(buf[:end])
+                    self.release(buf)
                     continue
                 carry = bytes(buf[cut + 1 : end])
-                del buf[cut + 1 :]
-                block = buf  # a bytearray: the scanner reads it through numpy without a copy
-                self._hash_side(block)
-                yield block  # type: ignore[misc]
+                if self._side_hash is not None:  # (no recycling then: the hash reads the block later)
+                    self._hash_side(memoryview(buf)[: cut + 1])
+                yield buf, cut + 1
             if carry:
                 self.info.no_final_newline = True
                 self._hash_side(carry)
-                yield carry
+                yield bytearray(carry), len(carry)  # a bytearray like every other block (one scanner signature)
+            done = True
         finally:
-            if self._side_hash is not None:
+            self.info.raw_bytes = self._hr.nbytes
+            if self._hasher is not None:
+                if done:
+                    self.info.sha256 = self._hasher.hexdigest(self._hr.nbytes)
+                else:  # abandoned (an error): don't wait for the rest of the file to be hashed
+                    self._hasher.cancel()
+            elif self._side_hash is not None:
                 for f in self._hash_futs:
                     f.result()
                 self._hash_pool.shutdown()
                 self.info.sha256 = self._side_hash.hexdigest()
             else:
                 self.info.sha256 = self._hr.sha256.hexdigest()
-            self.info.raw_bytes = self._hr.nbytes
 
     def close(self) -> None:
         try:
