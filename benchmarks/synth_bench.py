@@ -2,12 +2,15 @@
 """Benchmark synthetic generation and text rendering against parsing the same lines, in one run.
 
     python benchmarks/synth_bench.py [--events N] [--workload churn] [--format ftrace] [--era D]
-                                     [--cpus 4] [--memory 4G] [--keep DIR] [--json-out FILE]
+                                     [--cpus 4] [--memory 4G] [--emitter engine|standin|both]
+                                     [--keep DIR] [--json-out FILE]
 
 Stages, each timed on its own (wall clock, best of ``--runs``):
 
 1. ``generate``: workload requests (``parsers.synthetic.workloads``), streamed and discarded;
-2. ``synth``: requests -> canonical events -> Parquet (``pagereplay synth -o``), streamed;
+2. ``synth``: requests -> canonical events -> Parquet (``pagereplay synth -o``), streamed, with
+   the engine emitter (``replay.synth_emit``, the default of ``pagereplay synth``) and/or the
+   stand-in (``--emitter both``: ``synth_standin`` too; render and parse use the first);
 3. ``render``: that Parquet -> kernel text (``--text``), batch by batch;
 4. ``parse``: the text -> Parquet with ``parsers.api.parse_to_parquet`` (the baseline the
    issue asks generation to match: "at least as fast as parsing the same number of lines").
@@ -38,6 +41,9 @@ from parsers.synthetic.config import load_config, parse_size  # noqa: E402
 from parsers.synthetic.pipeline import render_parquet, write_parquet  # noqa: E402
 from parsers.synthetic.render import RenderOptions  # noqa: E402
 from parsers.synthetic.workloads import RequestGenerator  # noqa: E402
+from replay.synth_emit import EngineEmitter  # noqa: E402
+
+EMITTERS = {"engine": EngineEmitter, "standin": None}
 
 
 def _best(fn, runs: int) -> tuple[float, object]:
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cpus", type=int, default=4)
     ap.add_argument("--memory", default="4G")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--emitter", default="engine", choices=["engine", "standin", "both"])
     ap.add_argument("--stages", default="generate,synth,render,parse")
     ap.add_argument("--keep", type=Path, default=None, help="write the files here and keep them")
     ap.add_argument("--json-out", type=Path, default=None)
@@ -68,10 +75,13 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(None, workload=a.workload,
                       machine={"events": a.events, "cpus": a.cpus, "memory": parse_size(a.memory), "seed": 1})  # fmt: skip
     pq_path, txt_path, back = work / "synth.parquet", work / "synth.txt", work / "parsed.parquet"
-    res: dict = {"workload": a.workload, "events_requested": a.events, "format": a.format, "era": a.era, "cpus": a.cpus}
+    res: dict = {"workload": a.workload, "events_requested": a.events, "format": a.format, "era": a.era, "cpus": a.cpus,
+                 "emitter": a.emitter}
+    emitters = ["engine", "standin"] if a.emitter == "both" else [a.emitter]
     # warm the compiled kernels on a tiny run so compile time is not measured
     small = load_config(None, workload=a.workload, machine={"events": 2000, "cpus": a.cpus, "seed": 1})
-    write_parquet(small, work / "warm.parquet")
+    for e in emitters:
+        write_parquet(small, work / "warm.parquet", emitter=EMITTERS[e])
     render_parquet(work / "warm.parquet", work / "warm.txt", RenderOptions(fmt=a.format, era=a.era))
     parse_to_parquet([work / "warm.txt"], work / "warm2.parquet")
     try:
@@ -82,10 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
             dt, n = _best(gen, a.runs)
             res["generate"] = {"seconds": dt, "requests": n, "per_s": n / dt}
         if stages & {"synth", "render", "parse"}:
-            dt, md = _best(lambda: write_parquet(cfg, pq_path), a.runs)
-            n = int(md["pagereplay.synthetic.events"])  # type: ignore[index]
-            res["events"] = n
-            res["synth"] = {"seconds": dt, "per_s": n / dt, "parquet_bytes": pq_path.stat().st_size}
+            for e in reversed(emitters):  # the first one's file is rendered and parsed
+                dt, md = _best(lambda e=e: write_parquet(cfg, pq_path, emitter=EMITTERS[e]), a.runs)
+                n = int(md["pagereplay.synthetic.events"])  # type: ignore[index]
+                key = "synth" if e == emitters[0] else f"synth_{e}"
+                res[key] = {"seconds": dt, "events": n, "per_s": n / dt, "parquet_bytes": pq_path.stat().st_size}
+            res["events"] = res["synth"]["events"]
         if stages & {"render", "parse"}:
             opts = RenderOptions(fmt=a.format, era=a.era)
             dt, nbytes = _best(lambda: render_parquet(pq_path, txt_path, opts, nr_cpus=a.cpus), a.runs)
@@ -94,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
             dt, _ = _best(lambda: parse_to_parquet([txt_path], back), a.runs)
             res["parse"] = {"seconds": dt, "per_s": res["events"] / dt}
             res["synth_over_parse"] = res["synth"]["per_s"] / res["parse"]["per_s"]
+            if "synth_standin" in res:
+                res["synth_standin_over_parse"] = res["synth_standin"]["per_s"] / res["parse"]["per_s"]
             res["render_over_parse"] = res["render"]["per_s"] / res["parse"]["per_s"]
     finally:
         res["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -30,12 +30,16 @@ from replay.state import (
     PG_ALLOC,
     PG_BUDDY,
     PG_NONE,
+    PAGE_ALLOC_COSTLY_ORDER,
+    TP_EXTFRAG,
+    TP_ZONE_LOCKED,
     ModelState,
     fa_list,
     kernel,
     list_add,
     list_add_tail,
     list_del,
+    tp_emit,
 )
 
 #: alloc_flags bits the model understands (6.1 mm/internal.h values).
@@ -171,13 +175,20 @@ def break_down_buddy_pages(st: ModelState, i: int, target: int, z: int, low: int
 
 @kernel
 def __rmqueue_smallest(st: ModelState, z: int, order: int, mt: int) -> int:
-    """``__rmqueue_smallest()``: first block of the smallest order >= ``order`` on ``free_list[mt]``."""
+    """``__rmqueue_smallest()``: first block of the smallest order >= ``order`` on ``free_list[mt]``.
+
+    Fires ``mm_page_alloc_zone_locked(page, order, mt, pcp_allowed_order(order) && mt <
+    MIGRATE_PCPTYPES)`` into the tracepoint log, as 6.1 does here (since 5.19).
+    """
     for co in range(order, st.geo[G_NR_ORDERS]):
         i = int(st.l_head[fa_list(st, z, co, mt)])
         if i < 0:
             continue
         del_page_from_free_list(st, i, z)
         expand(st, i, z, order, co, mt)
+        if st.tp.shape[0] != 0:
+            refill = (order <= PAGE_ALLOC_COSTLY_ORDER or order == st.geo[G_PB_ORDER]) and mt < MIGRATE_PCPTYPES
+            tp_emit(st, TP_ZONE_LOCKED, i, order, mt, 1 if refill else 0, 0, 0, z)
         return i
     return -1
 
@@ -316,6 +327,8 @@ def steal_suitable_fallback(st: ModelState, i: int, z: int, start_type: int, who
 def __rmqueue_fallback(st: ModelState, z: int, order: int, start_mt: int, alloc_flags: int) -> int:
     """6.1 ``__rmqueue_fallback()``: steal the largest suitable block; returns its index or -1.
 
+    Fires ``mm_page_alloc_extfrag`` into the tracepoint log after ``steal_suitable_fallback()``.
+
     (The kernel returns bool and lets ``__rmqueue`` retry ``__rmqueue_smallest``.)
     """
     min_order = order
@@ -344,6 +357,11 @@ def __rmqueue_fallback(st: ModelState, z: int, order: int, start_mt: int, alloc_
             co += 1
     i = int(st.l_head[fa_list(st, z, co, found)])
     steal_suitable_fallback(st, i, z, start_mt, can_steal)
+    if st.tp.shape[0] != 0:
+        # trace_mm_page_alloc_extfrag(page, order, current_order, start_migratetype, fallback_mt);
+        # change_ownership = get_pageblock_migratetype(page) == alloc_migratetype (5.14+)
+        chown = 1 if int(st.pb_mt[i >> st.geo[G_PB_ORDER]]) == start_mt else 0
+        tp_emit(st, TP_EXTFRAG, i, order, start_mt, co, found, chown, z)
     return i
 
 

@@ -210,7 +210,7 @@ def _register_optional() -> None:
     """Commands that live in their own modules register themselves here."""
     import importlib
 
-    for mod in ("replay.cli_replay", "replay.cli_report", "replay.cli_policies", "parsers.synthetic.cli"):
+    for mod in ("replay.cli_replay", "replay.cli_report", "replay.cli_policies", "replay.cli_synth"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -29,6 +29,7 @@ from replay.state import (
     PG_ALLOC,
     PG_NONE,
     PG_PCP,
+    TP_DRAIN,
     ModelState,
     kernel,
     list_add,
@@ -37,6 +38,7 @@ from replay.state import (
     order_to_pindex,
     pcp_list,
     pindex_to_order,
+    tp_emit,
 )
 
 
@@ -110,7 +112,8 @@ def nr_pcp_free(st: ModelState, cpu: int, z: int, high: int, batch: int, free_hi
 def free_pcppages_bulk(st: ModelState, cpu: int, z: int, count: int, pindex: int) -> int:
     """6.1 ``free_pcppages_bulk()``: return ``count`` pages to the buddy, round-robin from ``pindex``.
 
-    Returns the number of blocks freed (each one ``mm_page_pcpu_drain`` in the kernel).
+    Returns the number of blocks freed (each one ``mm_page_pcpu_drain`` in the kernel, fired
+    into the tracepoint log after ``__free_one_page()`` as 6.1 does).
     """
     pbo = st.geo[G_PB_ORDER]
     if count > st.pcp_count[cpu, z]:
@@ -139,6 +142,8 @@ def free_pcppages_bulk(st: ModelState, cpu: int, z: int, count: int, pindex: int
             pcp_del(st, i, z)
             count -= 1 << order
             __free_one_page(st, i, z, order, mt, False)
+            if st.tp.shape[0] != 0:
+                tp_emit(st, TP_DRAIN, i, order, mt, 0, 0, 0, z)  # trace_mm_page_pcpu_drain(page, order, mt)
             nblocks += 1
             if count <= 0 or int(st.l_head[lid]) < 0:
                 break

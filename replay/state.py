@@ -20,6 +20,14 @@ pg_cpu    int16  PG_PCP: cpu whose per-cpu list holds the block
 
 Per pageblock: ``pb_mt`` (int8, ``get_pageblock_migratetype``).
 
+Tracepoint log (``tp``, optional): the buddy and per-CPU list kernels append one row per
+tracepoint Linux 6.1 fires where they run (``mm_page_alloc_zone_locked`` in
+``__rmqueue_smallest``, ``mm_page_alloc_extfrag`` in ``__rmqueue_fallback``,
+``mm_page_pcpu_drain`` in ``free_pcppages_bulk``), so that a caller (``replay.synth_emit``)
+can write the trace the kernel would.  Off (a ``(0, TP_COLS)`` array, the default) it costs
+one length test per site.  Row 0 is the header (``tp[0, 0]`` = rows written since the last
+reset); rows ``1..`` are ``TP_*`` columns.
+
 Lists (free_area[order][mt] per zone, and pcp->lists[pindex] per cpu and zone)
 are intrusive doubly linked lists over ``pg_next``/``pg_prev`` with a head,
 a tail and a length per list id, exactly as ``struct list_head`` threads
@@ -107,7 +115,8 @@ JIT_ENABLED = os.environ.get("PAGEREPLAY_JIT", "1").lower() not in ("0", "pure",
 _cache_dir_set = False
 #: Modules whose compiled functions never allocate: compiled without the NRT (see ``kernel``).
 _NO_NRT_MODULES = frozenset(f"replay.{m}" for m in (
-    "state", "buddy", "pcp", "exact", "engine", "simulate", "invariants", "initial_state", "policy_loop"))
+    "state", "buddy", "pcp", "exact", "engine", "simulate", "invariants", "initial_state", "policy_loop",
+    "synth_emit"))
 
 
 def _set_cache_dir(numba: Any) -> None:
@@ -186,6 +195,8 @@ ModelState = namedtuple(
         "geo",
         # counters
         "ctr",
+        # tracepoint log (shape (0, TP_COLS) when off), see the module docstring
+        "tp",
     ],
 )
 
@@ -195,6 +206,20 @@ G_NR_ZONES = 2
 G_NR_CPUS = 3
 G_FA_LISTS = 4
 G_PB_ORDER = 5
+
+# tracepoint log columns (ModelState.tp); event codes are parsers.schema.Event
+TP_EV = 0  # Event code
+TP_PAGE = 1  # page index (pfn - pfn_base)
+TP_ORDER = 2  # order (extfrag: alloc_order)
+TP_MT = 3  # migratetype (extfrag: alloc_migratetype)
+TP_A = 4  # zone_locked: percpu_refill; extfrag: fallback_order
+TP_B = 5  # extfrag: fallback_migratetype
+TP_C = 6  # extfrag: change_ownership
+TP_ZONE = 7  # zone index (whose zone->lock is held)
+TP_COLS = 8
+TP_ZONE_LOCKED = 1
+TP_DRAIN = 4
+TP_EXTFRAG = 5
 
 
 def new_state(
@@ -244,13 +269,41 @@ def new_state(
         pcp_free_factor=np.zeros((n_cpus, nz), np.int64),
         geo=np.array([base, n_orders, nz, n_cpus, n_fa, pageblock_order], np.int64),
         ctr=np.zeros(N_CTR, np.int64),
+        tp=np.zeros((0, TP_COLS), np.int64),
     )
+
+
+def with_trace_log(st: ModelState, cap: int) -> ModelState:
+    """``st`` with a tracepoint log of ``cap`` rows (0: off); the other arrays are shared."""
+    return st._replace(tp=np.zeros((cap + 1 if cap > 0 else 0, TP_COLS), np.int64))
 
 
 def state_bytes_per_page(st: ModelState) -> float:
     """Model state bytes per 4 KiB page of the modelled pfn range (lists and zones included)."""
     total = sum(np.asarray(a).nbytes for a in st)
     return total / len(st.pg_state)
+
+
+# ---------------------------------------------------------------- tracepoint log
+@kernel
+def tp_emit(st: ModelState, ev: int, i: int, order: int, mt: int, a: int, b: int, c: int, z: int) -> None:
+    """Append a tracepoint row to ``st.tp`` (nothing when the log is off).
+
+    A full log keeps counting without writing, so the caller sees the overflow.
+    """
+    if st.tp.shape[0] == 0:
+        return
+    n = st.tp[0, 0] + 1
+    st.tp[0, 0] = n
+    if n < st.tp.shape[0]:
+        st.tp[n, TP_EV] = ev
+        st.tp[n, TP_PAGE] = i
+        st.tp[n, TP_ORDER] = order
+        st.tp[n, TP_MT] = mt
+        st.tp[n, TP_A] = a
+        st.tp[n, TP_B] = b
+        st.tp[n, TP_C] = c
+        st.tp[n, TP_ZONE] = z
 
 
 # ---------------------------------------------------------------- list primitives

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import time
@@ -42,11 +44,18 @@ def synth(
     compare_to: Annotated[Optional[Path], typer.Option("--compare-to", help="real trace (text or Parquet): print statistics side by side")] = None,
     compare_out: Annotated[Optional[Path], typer.Option("--compare-out", help="write the comparison as CSV (or .parquet/.json)")] = None,
     compare_chart: Annotated[Optional[Path], typer.Option("--compare-chart", help="chart the comparison: standalone HTML (or .png/.svg)")] = None,
+    emitter: Annotated[Optional[str], typer.Option("--emitter", help="who decides pfns and bursts: engine (the replay model of 6.1, default) or standin (plain pfn allocator)")] = None,
 ) -> None:
     """Generate a synthetic page-allocator trace from a workload model."""
+    _synth(dict(STANDIN_ONLY), "standin", workload, output, param, config, seed, events, duration, cpus, memory, text,
+           fmt, era, trace_pipe, compare_to, compare_out, compare_chart, emitter)  # fmt: skip
+
+
+def _synth(emitters, default, workload, output, param, config, seed, events, duration, cpus, memory, text, fmt, era,
+           trace_pipe, compare_to, compare_out, compare_chart, emitter) -> None:  # fmt: skip
     try:
         _run(workload, output, param or [], config, seed, events, duration, cpus, memory, text, fmt, era, trace_pipe,
-             compare_to, compare_out, compare_chart)  # fmt: skip
+             compare_to, compare_out, compare_chart, emitter or default, emitters)  # fmt: skip
     except (PagereplayError, ValueError, OSError) as e:
         if os.environ.get("PAGEREPLAY_DEBUG"):
             raise
@@ -54,12 +63,20 @@ def synth(
         raise typer.Exit(1) from None
 
 
+#: emitter name -> factory (``pipeline.EmitterFactory``); None = the stand-in.  The replay side adds
+#: ``engine`` through :func:`register` (parsers/ never imports replay/).
+STANDIN_ONLY: dict[str, object] = {"standin": None}
+
+
 def _run(workload, output, params, config, seed, events, duration, cpus, memory, text, fmt, era, trace_pipe,
-         compare_to, compare_out, compare_chart=None) -> None:  # fmt: skip
+         compare_to, compare_out, compare_chart=None, emitter="standin", emitters=None) -> None:  # fmt: skip
     from .config import SynthConfigError, load_config, parse_param_overrides, parse_size
     from .pipeline import render_parquet, write_parquet
     from .render import RenderOptions
 
+    emitters = emitters or dict(STANDIN_ONLY)
+    if emitter not in emitters:
+        raise SynthConfigError(f"--emitter {emitter!r}: use one of {', '.join(emitters)}")
     if fmt not in FORMATS:
         raise SynthConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if era not in ERAS:
@@ -73,13 +90,13 @@ def _run(workload, output, params, config, seed, events, duration, cpus, memory,
         machine["events"] = None
     cfg = load_config(config, workload=workload, overrides=parse_param_overrides(params), machine=machine)
     t0 = time.perf_counter()
-    md = write_parquet(cfg, output)
+    md = write_parquet(cfg, output, emitter=emitters[emitter])  # type: ignore[arg-type]
     dt = time.perf_counter() - t0
     n = int(md["pagereplay.synthetic.events"])
     req = json.loads(md["pagereplay.synthetic.requests"])
     _out.print(
         f"{cfg.workload}: {req['alloc'] + req['free']:,} requests -> {n:,} events in {dt:.2f}s "
-        f"({n / max(dt, 1e-9) / 1e6:.2f}M events/s) -> {output}"
+        f"({n / max(dt, 1e-9) / 1e6:.2f}M events/s, {emitter} emitter) -> {output}"
     )
     if text is not None:
         t0 = time.perf_counter()
@@ -144,9 +161,27 @@ def _compare(synth_path: Path, real: Path, out: Path | None, chart: Path | None 
             c.save(str(chart))
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``pagereplay synth`` to the application."""
-    app.command("synth")(synth)
+def register(app: typer.Typer, emitters: dict[str, object] | None = None, default: str | None = None) -> None:
+    """Add ``pagereplay synth`` to the application.
+
+    ``emitters`` adds emitter factories by name (``--emitter``; ``standin`` is always there),
+    ``default`` picks the one used without ``--emitter`` (default: ``standin``).
+    """
+    table = {**STANDIN_ONLY, **(emitters or {})}
+    dflt = default or "standin"
+    if dflt not in table:
+        raise ValueError(f"default emitter {dflt!r} is not registered")
+    if table == STANDIN_ONLY:
+        app.command("synth")(synth)
+        return
+
+    @functools.wraps(synth)
+    def synth_cmd(*args, **kw):  # type: ignore[no-untyped-def]
+        bound = inspect.signature(synth).bind(*args, **kw)
+        bound.apply_defaults()
+        _synth(table, dflt, **bound.arguments)
+
+    app.command("synth")(synth_cmd)
 
 
-__all__ = ["register", "synth"]
+__all__ = ["STANDIN_ONLY", "register", "synth"]

@@ -635,7 +635,7 @@ def check_pages(table: pa.Table, examples: dict[str, list[int]] | None = None) -
                 bad["double_take"] += 1
             state[p] = ("pcp" if pcp[i] else "taken", o)
         elif e == 0:
-            if st is None or st[0] not in ("pcp", "taken", "freed_pcp"):
+            if st is None or st[0] not in ("pcp", "taken", "freed_pcp", "freed_any"):
                 bad["alloc_not_taken"] += 1
             elif st[1] != o:
                 bad["alloc_order"] += 1
@@ -647,14 +647,18 @@ def check_pages(table: pa.Table, examples: dict[str, list[int]] | None = None) -
                 bad["free_order"] += 1
             # a first-seen block of pageblock order or more is __free_pages_core() (memblock, deferred
             # init): straight to the buddy lists, as replay.engine.boot_free_core_mask() reads it
+            # (a first-seen THP-order free is ambiguous: core, or a pre-trace THP page to a per-CPU list)
             core = st is None and o >= THP_ORDER
-            state[p] = ("freed_pcp" if (o < NR_LOWORDER or o == THP_ORDER) and not core else "buddy", o)
+            if core and o == THP_ORDER:
+                state[p] = ("freed_any", o)
+            else:
+                state[p] = ("freed_pcp" if (o < NR_LOWORDER or o == THP_ORDER) and not core else "buddy", o)
             last_free[int(cpu[i])] = p
         elif e == 3:
             if last_free.get(int(cpu[i])) != p:
                 bad["batched_without_free"] += 1
         elif e == 4:
-            if st is None or st[0] not in ("freed_pcp", "pcp"):
+            if st is None or st[0] not in ("freed_pcp", "pcp", "freed_any"):
                 bad["drain_not_freed"] += 1
             elif st[1] != o:
                 bad["drain_order"] += 1

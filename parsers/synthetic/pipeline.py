@@ -12,8 +12,11 @@ import collections
 import concurrent.futures as cf
 import json
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,23 +28,37 @@ from .emit import Emitter
 from .render import ERA_KERNELS, RenderOptions, render
 from .workloads import RequestGenerator
 
-#: the emitter that decided the pfns (the replay engine's simulate mode will replace it)
-EMITTER = "fallback: parsers.synthetic.emit (plain pfn allocator + 6.1 per-CPU lists)"
+#: the stand-in emitter's description (``synthetic.emitter`` in the metadata)
+EMITTER = "stand-in: parsers.synthetic.emit (plain pfn allocator + 6.1 per-CPU lists)"
+
+#: ``EmitterFactory(machine, emit_params, phases=..., source=...)`` returns an object with
+#: ``feed(request_batch) -> Iterator[RecordBatch]`` and ``finish() -> Iterator[RecordBatch]``
+#: (optional: ``DESCRIPTION``, ``pcp_info()``).  parsers/ never imports replay/: the replay
+#: engine's emitter (``replay.synth_emit.EngineEmitter``) is injected by its caller
+#: (``replay.cli_synth`` for ``pagereplay synth``); the default is the stand-in.
+EmitterFactory = Callable[..., Any]
 
 
 class Synthesis:
-    """One run: ``batches()`` streams canonical record batches; ``metadata()`` describes them."""
+    """One run: ``batches()`` streams canonical record batches; ``metadata()`` describes them.
 
-    def __init__(self, cfg: SynthConfig) -> None:
+    ``emitter``: the emitter factory (default: the stand-in :class:`~.emit.Emitter`).
+    """
+
+    def __init__(self, cfg: SynthConfig, emitter: EmitterFactory | None = None) -> None:
         self.cfg = cfg
         self.workload = cfg.build()
         self.gen = RequestGenerator(self.workload, cfg.machine)
         self.events = 0
+        self.emitter = emitter or Emitter
+        self.emitter_description = getattr(self.emitter, "DESCRIPTION", EMITTER)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        em = Emitter(self.cfg.machine, self.cfg.emit, phases=self.gen.phase_info(), source=f"<synthetic:{self.cfg.workload}>")
-        self.pcp = {"batch": self.cfg.emit.batch, "high": em.high}
-        for b in self.gen:
+        em = self.emitter(self.cfg.machine, self.cfg.emit, phases=self.gen.phase_info(),
+                          source=f"<synthetic:{self.cfg.workload}>")
+        self.emitter_description = getattr(em, "DESCRIPTION", EMITTER)
+        self.pcp = em.pcp_info() if hasattr(em, "pcp_info") else {"batch": self.cfg.emit.batch, "high": em.high}
+        for b in _prefetch(self.gen):
             for out in em.feed(b):
                 self.events += out.num_rows
                 yield out
@@ -65,7 +82,7 @@ class Synthesis:
             "synthetic.workload": c.workload,
             "synthetic.parameters": json.dumps(c.parameters(), sort_keys=True),
             "synthetic.seed": str(c.machine.seed),
-            "synthetic.emitter": EMITTER,
+            "synthetic.emitter": self.emitter_description,
             "synthetic.phases": json.dumps(self.gen.phase_info(), sort_keys=True),
             "synthetic.requests": json.dumps(self.gen.stats, sort_keys=True),
             "synthetic.pcp": json.dumps(getattr(self, "pcp", {}), sort_keys=True),
@@ -74,17 +91,43 @@ class Synthesis:
         return {METADATA_PREFIX + k: v for k, v in md.items()}
 
 
-def synthesize(cfg: SynthConfig) -> Iterator[pa.RecordBatch]:
+def _prefetch(it: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """``it`` produced in a background thread, ``depth`` items ahead, in order: request generation
+    (numpy, mostly outside the GIL) overlaps with emission (the compiled emitters release it)."""
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+
+    def run() -> None:
+        try:
+            for x in it:
+                q.put((True, x))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            q.put((False, e))
+        q.put((True, done))
+
+    threading.Thread(target=run, daemon=True, name="synth-requests").start()
+    while True:
+        ok, x = q.get()
+        if not ok:
+            raise x
+        if x is done:
+            return
+        yield x
+
+
+def synthesize(cfg: SynthConfig, emitter: EmitterFactory | None = None) -> Iterator[pa.RecordBatch]:
     """Canonical record batches of a configured synthetic run."""
-    return Synthesis(cfg).batches()
+    return Synthesis(cfg, emitter).batches()
 
 
-def write_parquet(cfg: SynthConfig, out: str | os.PathLike[str], *, compression: str = "zstd") -> dict[str, str]:
-    """Write the run to ``out`` (atomically); returns the metadata written."""
+def write_parquet(cfg: SynthConfig, out: str | os.PathLike[str], *, compression: str = "zstd",
+                  emitter: EmitterFactory | None = None) -> dict[str, str]:
+    """Write the run to ``out`` (atomically); returns the metadata written.  ``emitter``: see
+    :class:`Synthesis`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    syn = Synthesis(cfg)
+    syn = Synthesis(cfg, emitter)
     try:
         with pq.ParquetWriter(tmp, arrow_schema(), **_writer_options(compression)) as w:
             # Parquet encoding (GIL released) overlaps with generating the next batches
@@ -120,5 +163,5 @@ def describe_era(era: str) -> str:
     return f"era {era} (kernels {ERA_KERNELS[era]})"
 
 
-__all__ = ["EMITTER", "Synthesis", "render_parquet", "synthesize", "write_parquet"]
+__all__ = ["EMITTER", "EmitterFactory", "Synthesis", "render_parquet", "synthesize", "write_parquet"]
 
