@@ -109,7 +109,8 @@ def test_all_events_is_the_dense_form_of_the_charged_rows(all_results: tuple[Pat
         assert got.height > 0 and got.equals(want), pol
 
 
-def test_policies_that_accept_nothing_share_the_baseline_replay() -> None:
+@pytest.mark.parametrize("mode", ["exact", "simulate"])
+def test_policies_that_accept_nothing_share_the_baseline_replay(mode: str) -> None:
     """firmware-eager / kernel-eager leave nothing unaccepted: a full replay of them gives the
     baseline's tables (bar the policy name and boot-time rows), which is why run_policies reuses it."""
     from parsers.api import load_events
@@ -120,7 +121,7 @@ def test_policies_that_accept_nothing_share_the_baseline_replay() -> None:
     from replay.policy_run import accepts_nothing, baseline_run_as, prepare, run_policy
 
     table, md = load_events(SMALL / "trace.txt.zst")
-    prep = prepare(table, load_snapshot(SMALL / "proc_before"), mode="exact", metadata=md)
+    prep = prepare(table, load_snapshot(SMALL / "proc_before"), mode=mode, metadata=md)
     pols, cost = all_policies(), get_costs("snp-4k")
     names = ["none", "firmware-eager", "kernel-eager", "list-promo"]
     ctx = result_context(prep, table, names)
