@@ -62,6 +62,7 @@ import numpy as np
 import pyarrow as pa
 
 from parsers.schema import EVENT_NAMES, arrow_schema, decode_gfp
+from parsers.synthetic.emit import release_sorted
 from replay.buddy import __free_one_page, __rmqueue, add_to_free_list, del_page_from_free_list
 from replay.layout import MemoryLayout, layout_for_guest
 from replay.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_allowed_order
@@ -657,21 +658,14 @@ class EngineEmitter:
                 self.buf = buf = grown
             i = i2
         ev = {k: v[:ne_all] for k, v in buf.items()}
-        # (us, cpu) packed in one key; the stable sort keeps emission order (held events first)
-        key = (ev["ts_ns"] // 1000) * 4096 + ev["cpu"]
-        order = np.argsort(key, kind="stable")
         # every later event happens at or after the last request's time (microsecond-aligned)
-        t_cut = (int(req[0][-1]) // 1000) * 1000
-        ts_sorted = ev["ts_ns"][order]
-        k = int(np.searchsorted(ts_sorted, t_cut, side="left"))
-        self.held = {name: v[order[k:]] for name, v in ev.items()}
-        yield from self._batch({name: v[order[:k]] for name, v in ev.items()})
+        ready, self.held = release_sorted(ev, (int(req[0][-1]) // 1000) * 1000)
+        yield from self._batch(ready)
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         if self.held is not None:
-            ev = self.held
-            order = np.argsort((ev["ts_ns"] // 1000) * 4096 + ev["cpu"], kind="stable")
-            yield from self._batch({name: v[order] for name, v in ev.items()})
+            ready, _ = release_sorted(self.held, None)
+            yield from self._batch(ready)
             self.held = None
 
     def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:

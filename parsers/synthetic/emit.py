@@ -528,22 +528,14 @@ class Emitter:
         if self.held is not None:
             parts.insert(0, self.held)
         ev = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in _OUT}
-        # (ts, cpu) packed in one key; the stable sort keeps emission order (held events first) at ties,
-        # and timsort is linear on the nearly sorted runs the per-CPU clocks produce
-        key = (ev["ts_ns"] // 1000) * 4096 + ev["cpu"]
-        order = np.argsort(key, kind="stable")
         # every later event happens at or after the last request's time
-        t_cut = int(req[0][-1])
-        ts_sorted = ev["ts_ns"][order]
-        k = int(np.searchsorted(ts_sorted, t_cut, side="left"))
-        self.held = {name: v[order[k:]] for name, v in ev.items()}
-        yield from self._batch({name: v[order[:k]] for name, v in ev.items()})
+        ready, self.held = release_sorted(ev, int(req[0][-1]))
+        yield from self._batch(ready)
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         if self.held is not None:
-            ev = self.held
-            order = np.argsort((ev["ts_ns"] // 1000) * 4096 + ev["cpu"], kind="stable")
-            yield from self._batch({name: v[order] for name, v in ev.items()})
+            ready, _ = release_sorted(self.held, None)
+            yield from self._batch(ready)
             self.held = None
 
     def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
@@ -586,6 +578,19 @@ class Emitter:
             pa.array(seq),
         ]  # fmt: skip
         yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def release_sorted(ev: dict[str, np.ndarray], t_cut: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Split emitted event columns into (ready, held): ready = the events before ``t_cut`` in
+    (microsecond, cpu, emission) order; held = the rest, which later events may still precede
+    (``t_cut`` None: everything is ready).  Shared by both emitters.
+
+    (us, cpu) packed in one key; the stable sort keeps emission order (held events first) at
+    ties, and timsort is linear on the nearly sorted runs the per-CPU clocks produce.
+    """
+    order = np.argsort((ev["ts_ns"] // 1000) * 4096 + ev["cpu"], kind="stable")
+    k = len(order) if t_cut is None else int(np.searchsorted(ev["ts_ns"][order], t_cut, side="left"))
+    return {name: v[order[:k]] for name, v in ev.items()}, {name: v[order[k:]] for name, v in ev.items()}
 
 
 def emit(requests: Iterable[pa.RecordBatch], machine: Machine, params: EmitParams | None = None, *,
