@@ -216,15 +216,15 @@ class ChurnParams:
     """
 
     rate_per_cpu: float = 3210.0
-    unmovable: float = 0.414
-    cache: float = 0.123
-    lifetime_median_us: float = 1120000.0
-    lifetime_sigma: float = 0.863
-    forever: float = 0.3
-    batched: float = 0.939
-    burst: float = 245.0
+    unmovable: float = 0.358
+    cache: float = 0.336
+    lifetime_median_us: float = 1790000.0
+    lifetime_sigma: float = 1.49
+    forever: float = 0.435
+    batched: float = 0.976
+    burst: float = 300.0
     gap_us: float = 18.1
-    free_same_cpu: float = 0.647
+    free_same_cpu: float = 0.797
     prelive_frees: float = 0.0151
     thp: float = 0.0003
     tasks: int = 16
@@ -266,16 +266,16 @@ class PageCacheParams:
     frees on the reading CPU.  prelive_frees: frees of pre-trace pages (cache from before).
     """
 
-    rate_per_cpu: float = 3420.0
+    rate_per_cpu: float = 6510.0
     readers: int = 4
     orders: dict[int, float] = field(default_factory=lambda: {2: 0.6, 3: 0.4})
-    window: float = 22.9
+    window: float = 4.93
     gap_us: float = 17.9
-    lifetime_median_us: float = 2470000.0
-    lifetime_sigma: float = 2.07
+    lifetime_median_us: float = 1480000.0
+    lifetime_sigma: float = 1.23
     batched: float = 1.0
     metadata: float = 0.35
-    free_same_cpu: float = 0.698
+    free_same_cpu: float = 0.248
     prelive_frees: float = 0.0291
 
     def __hash__(self) -> int:
@@ -310,11 +310,11 @@ class FaultInParams:
     """
 
     gib: float = 1.0
-    thp: float = 0.178
+    thp: float = 0.103
     threads: int = 0
-    rate_per_cpu: float = 3810.0
+    rate_per_cpu: float = 3320.0
     burst: float = 8.52
-    gap_us: float = 19.7
+    gap_us: float = 17.2
     exit: bool = False
 
 
