@@ -21,6 +21,7 @@ Runs under numba (``nogil`` so two blocks parse in parallel); with
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -1025,3 +1026,30 @@ def sort_order(ts, cpu, idx):
         if inversions > 32 * n:
             return 2
     return 1
+
+
+_warm_lock = threading.Lock()
+_warm_done = False
+
+
+def warm_up() -> None:
+    """Load the parser's compiled kernels (compile them once if the on-disk cache is cold).
+
+    Idempotent and thread-safe; called before the worker threads scan.  A bytearray, like the
+    blocks ``LineBlocks`` yields, so one compiled signature is loaded, not two; the per-CPU order
+    check is loaded here too rather than in the middle of the first block.
+    """
+    global _warm_done
+    with _warm_lock:
+        if _warm_done:
+            return
+        b = bytearray(b"x-1 [000] 1.000000: mm_page_free: page=0 pfn=0x1 order=0\n")
+        arr = np.frombuffer(b, np.uint8)
+        if not JIT:  # plain Python: numpy uint8 scalars would wrap in the arithmetic
+            arr = arr.astype(np.int64)
+        res = scan_block(arr, len(b), 2, FMT_AUTO, KEY_BYTES, KEY_OFF, KEY_LEN, EV_BYTES, EV_OFF, EV_LEN, EV_CODE,
+                         REQUIRED)
+        ne, cols = res[0], res[1]
+        last = np.full(1, np.iinfo(np.int64).min, np.int64)
+        per_cpu_order_check(cols[1][:ne], cols[0][:ne], last, np.empty(1, np.int64))
+        _warm_done = True

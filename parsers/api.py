@@ -102,10 +102,8 @@ class _GfpInterner(_Interner):
 
 
 def _warm_up() -> None:
-    """Compile the scanner once in the calling thread (numba caches it on disk)."""
-    # a bytearray, like the blocks LineBlocks yields: one compiled signature to load, not two
-    b = bytearray(b"x-1 [000] 1.000000: mm_page_free: page=0 pfn=0x1 order=0\n")
-    _scan_block(np.frombuffer(b, np.uint8), len(b), 2, _scan.FMT_AUTO)
+    """Load (or compile once) the scanner kernels before the worker threads use them."""
+    _scan.warm_up()
 
 
 def _scan_block(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
