@@ -62,7 +62,7 @@ import numpy as np
 import pyarrow as pa
 
 from parsers.schema import EVENT_NAMES, arrow_schema, decode_gfp
-from parsers.synthetic.emit import release_sorted
+from parsers.synthetic.emit import gfp_lookup, release_sorted
 from replay.buddy import __free_one_page, __rmqueue, add_to_free_list, del_page_from_free_list
 from replay.layout import MemoryLayout, layout_for_guest
 from replay.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_allowed_order
@@ -675,12 +675,7 @@ class EngineEmitter:
             return
         seq = self.seq + np.arange(n, dtype=np.int64)
         self.seq += n
-        gfp_names = self.gfp_dict.to_pylist()
-        for g in gfp_names:
-            if g not in self._gfp_masks:
-                self._gfp_masks[g] = decode_gfp(g)
-        masks = np.array([self._gfp_masks[g] or 0 for g in gfp_names] + [0], np.uint64)
-        known = np.array([self._gfp_masks[g] is not None for g in gfp_names] + [False])
+        masks, known = gfp_lookup(self.gfp_dict.to_pylist(), self._gfp_masks)
         g = ev["gfp"]
         has_g = g >= 0
         e = ev["ev"]

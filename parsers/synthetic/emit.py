@@ -545,12 +545,7 @@ class Emitter:
             return
         seq = self.seq + np.arange(n, dtype=np.int64)
         self.seq += n
-        gfp_names = self.gfp_dict.to_pylist()
-        for g in gfp_names:
-            if g not in self._gfp_masks:
-                self._gfp_masks[g] = decode_gfp(g)
-        masks = np.array([self._gfp_masks[g] or 0 for g in gfp_names] + [0], np.uint64)
-        known = np.array([self._gfp_masks[g] is not None for g in gfp_names] + [False])
+        masks, known = gfp_lookup(self.gfp_dict.to_pylist(), self._gfp_masks)
         g = ev["gfp"]
         has_g = g >= 0
         fail = ev["fail"] == 1
@@ -578,6 +573,17 @@ class Emitter:
             pa.array(seq),
         ]  # fmt: skip
         yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def gfp_lookup(names: list[str], cache: dict[str, int | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, known) per gfp text of ``names``, plus a trailing (0, False) slot for "no gfp";
+    ``cache`` keeps the decoded masks across batches.  Shared by both emitters."""
+    for g in names:
+        if g not in cache:
+            cache[g] = decode_gfp(g)
+    masks = np.array([cache[g] or 0 for g in names] + [0], np.uint64)
+    known = np.array([cache[g] is not None for g in names] + [False])
+    return masks, known
 
 
 def release_sorted(ev: dict[str, np.ndarray], t_cut: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
