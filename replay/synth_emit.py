@@ -698,7 +698,7 @@ class EngineEmitter:
             pa.array(ev["order"]),
             pa.array(mt, mask=mt < 0),
             pa.DictionaryArray.from_arrays(pa.array(g, mask=~has_g), self.gfp_dict),
-            pa.array(masks[np.where(has_g, g, len(gfp_names))], mask=~(has_g & known[np.where(has_g, g, -1)])),
+            pa.array(masks[np.where(has_g, g, len(masks) - 1)], mask=~(has_g & known[np.where(has_g, g, -1)])),
             pa.array(pcp == 1, mask=e != EV_ZL),
             pa.array((e == EV_ALLOC) & (pfn < 0)),
             pa.array(fbo.astype(np.int8), mask=~xf),
