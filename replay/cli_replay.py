@@ -148,7 +148,7 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     _PREP = (prep, ctx)
     try:
         if parallel:
-            ex = ProcessPoolExecutor(max_workers=min(2, workers), mp_context=mp.get_context("fork"))
+            ex = ProcessPoolExecutor(max_workers=min(workers, len(rest)), mp_context=mp.get_context("fork"))
             futures = [ex.submit(_run_one, (p, costs, all_events)) for p in rest]
         base = run_policy(prep, policies[0], costs)
         done: dict[str, tuple[Any, Any, float]] = {}
@@ -399,7 +399,7 @@ def register(app: typer.Typer) -> None:
         all_policies: Annotated[bool, typer.Option("--all-policies", help="Every preset (and every policy of --policies-file).")] = False,
         costs: Annotated[str, typer.Option("--costs", help="Cost preset name (tdx-2m, tdx-4k, snp-2m, snp-4k) or a TOML file.")] = "tdx-4k",
         policies_file: Annotated[Optional[Path], typer.Option("--policies-file", help="TOML file with [policy.NAME] tables.")] = None,
-        workers: Annotated[int, typer.Option("--workers", help="Processes for the policies after none (at most 2).")] = 2,
+        workers: Annotated[int, typer.Option("--workers", help="Processes for the policies after none (at most the CPU count; each holds ~120 bytes per event).")] = 2,
         all_events: Annotated[bool, typer.Option("--all-events", help="events.parquet: one row per input event for every policy (default: only the events a policy charged something to, unless the plain-VM baseline runs alone).")] = False,
     ) -> None:
         """Replay a page-allocator trace through the buddy + per-CPU list model, under acceptance policies."""
@@ -411,7 +411,7 @@ def register(app: typer.Typer) -> None:
             s = run_replay(trace, mode.value, output, snapshot=snapshot, end_snapshot=end_snapshot, check=check,
                            check_every=check_every, guest_size=guest_size, cpus=cpus, boot=boot, policies=policy,
                            all_presets=all_policies, costs=costs, policies_file=policies_file,
-                           workers=max(1, min(2, workers)), all_events=all_events)
+                           workers=max(1, min(os.cpu_count() or 1, workers)), all_events=all_events)
         except typer.Exit:
             raise
         except Exception as e:  # noqa: BLE001 - one line, never a traceback

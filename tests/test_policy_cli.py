@@ -172,6 +172,19 @@ def test_default_is_none_only_and_deterministic(tmp_path: Path) -> None:
     assert r.exit_code == 1
 
 
+def test_workers_give_the_same_bytes(tmp_path: Path) -> None:
+    """Forked workers (each reusing its buffer arena across policies) write exactly what the
+    sequential in-process run writes."""
+    pols = ["--policy", "firmware-eager", "--policy", "v1-buddy-global-lock", "--policy", "list-promo",
+            "--policy", "background", "--policy", "post-alloc"]
+    args = [SMALL / "trace.txt.zst", "--snapshot", SMALL / "proc_before", *pols, "--costs", "snp-4k"]
+    for d, w in (("seq", "1"), ("par", "2")):
+        r = _cli("replay", *args, "--workers", w, "-o", tmp_path / d)
+        assert r.exit_code == 0, r.output
+    for name in RESULT_TABLES:
+        assert (tmp_path / "seq" / f"{name}.parquet").read_bytes() == (tmp_path / "par" / f"{name}.parquet").read_bytes(), name
+
+
 def test_demo_on_the_sample(tmp_path: Path) -> None:
     r = _cli("demo", "-o", tmp_path / "demo", "--no-images")
     assert r.exit_code == 0, r.output
