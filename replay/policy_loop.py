@@ -151,6 +151,10 @@ def sample_bucket(st: ModelState, b: int, ts_free: np.ndarray, ts_order: np.ndar
         ts_order[b, o] = pages << o
 
 
+#: ``acur`` slots: the event the driver's acceptance work was charged to, and what it charged
+AC_K, AC_ADDED, AC_FWZL, AC_ZLHOLD, AC_ZONE, AC_BG, AC_ZLWAIT, AC_LEN = 0, 1, 2, 3, 4, 5, 6, 8
+
+
 #: longest run of events applied with one exact_chunk call
 QUIET_MAX = 1 << 16
 
@@ -254,11 +258,15 @@ def quiet_time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarr
 @kernel
 def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, k: int,
               out_sec: np.ndarray, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray, zfree_b: np.ndarray,
-              sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray, acc_added: np.ndarray,
-              acc_fwzl: np.ndarray, acc_zlhold: np.ndarray, acc_zlwait: np.ndarray, acc_zone: np.ndarray,
-              acc_bg: np.ndarray, out_vts: np.ndarray, out_added: np.ndarray, out_wait: np.ndarray,
+              sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray, acur: np.ndarray,
+              out_vts: np.ndarray, out_added: np.ndarray, out_wait: np.ndarray,
               out_hold: np.ndarray, out_alloc_lat: np.ndarray) -> None:
-    """Event ``k`` in virtual time: the CPU's delay, zone->lock FIFO waits, hold, latency."""
+    """Event ``k`` in virtual time: the CPU's delay, zone->lock FIFO waits, hold, latency.
+
+    ``acur``: what the driver's acceptance work charged to one event (``AC_*`` slots), read when
+    ``acur[AC_K] == k``; the zone->lock wait of that work is written back to ``acur[AC_ZLWAIT]``.
+    One small array instead of six per-event ones: only a few thousand events ever get acceptance
+    work, and n-long arrays cost a page fault per 4 KiB on first touch."""
     nz = zfree_v.shape[0] // 2
     zlast_v = zfree_v[nz:]
     zlast_b = zfree_b[nz:]
@@ -269,15 +277,16 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
     # ---- time: locks in virtual time
     d = delay[c]
     vts = t + d
-    fz = acc_fwzl[k]
-    added = acc_added[k] - fz
+    mine = acur[AC_K] == k
+    fz = acur[AC_FWZL] if mine else 0
+    added = (acur[AC_ADDED] if mine else 0) - fz
     wait = 0
     hold = 0
     d += added
-    zh = acc_zlhold[k]
+    zh = acur[AC_ZLHOLD] if mine else 0
     if zh > 0:
-        az = acc_zone[k]
-        if acc_bg[k] != 0:
+        az = acur[AC_ZONE]
+        if acur[AC_BG] != 0:
             # the background acceptor's __free_pages_ok sections: lock busy, no traced CPU delayed
             zfree_v[az] = (zfree_v[az] if zfree_v[az] > t else t) + zh
         else:
@@ -285,7 +294,7 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
             w = zfree_v[az] - vs if zfree_v[az] > vs and vs >= zlast_v[az] else 0
             zfree_v[az] = vs + w + zh
             zlast_v[az] = vs
-            acc_zlwait[k] = w
+            acur[AC_ZLWAIT] = w
             d += w + zh
             added += w + zh
             wait += w
@@ -355,9 +364,7 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                  out_anom: np.ndarray, out_sec: np.ndarray, out_zone: np.ndarray, out_pfn: np.ndarray,
                  acount: np.ndarray, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray, zfree_b: np.ndarray,
                  sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray,
-                 acc_added: np.ndarray, acc_fwzl: np.ndarray, acc_zlhold: np.ndarray, acc_zlwait: np.ndarray,
-                 acc_zone: np.ndarray, acc_bg: np.ndarray,
-                 out_vts: np.ndarray, out_added: np.ndarray, out_wait: np.ndarray, out_hold: np.ndarray,
+                 acur: np.ndarray, out_vts: np.ndarray, out_added: np.ndarray, out_wait: np.ndarray, out_hold: np.ndarray,
                  out_alloc_lat: np.ndarray, edges: np.ndarray, bstate: np.ndarray, ts_free: np.ndarray,
                  ts_order: np.ndarray, next_bg: np.ndarray, scratch: np.ndarray) -> tuple[int, int, int]:
     """Replay events ``k0..k1-1`` under one policy; stop at the first event where the policy acts.
@@ -397,8 +404,7 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                             quiet_time_step(S, calib, ev, ts, j, out_sec, sec_vstart, out_vts, out_hold)
                             continue
                         time_step(S, calib, ev, ts, cpu, j, out_sec, delay, pend, zfree_v, zfree_b, sec_vstart,
-                                  sec_wait, sec_ext, acc_added, acc_fwzl, acc_zlhold, acc_zlwait, acc_zone, acc_bg,
-                                  out_vts, out_added, out_wait, out_hold, out_alloc_lat)
+                                  sec_wait, sec_ext, acur, out_vts, out_added, out_wait, out_hold, out_alloc_lat)
                     k = kend
                     continue
             if lists and p >= 0:
@@ -434,8 +440,7 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                     if has_unaccepted(acc, q, o):
                         return k, ACT_POST, int(out_zone[k])
         time_step(S, calib, ev, ts, cpu, k, out_sec, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
-                  acc_added, acc_fwzl, acc_zlhold, acc_zlwait, acc_zone, acc_bg, out_vts, out_added, out_wait,
-                  out_hold, out_alloc_lat)
+                  acur, out_vts, out_added, out_wait, out_hold, out_alloc_lat)
         k += 1
         stage = STAGE_FRESH
     return k1, ACT_DONE, -1

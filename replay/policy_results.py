@@ -149,20 +149,22 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, np.ndarray | list[str
     fw = [run.sec_ext[:m]]
     irq = [np.ones(m, bool)]
     # acceptance's zone->lock sections (list_del + __free_pages_ok of the accepted blocks)
-    ks = np.nonzero(run.acc_zlhold > 0)[0]
+    # (event, hold, zone, background, wait) per event whose acceptance work held zone->lock
+    az = run.acc_zl
+    ks = az[:, 0]
     blocks_at = {}
     for a in run.actions:
         blocks_at[a["k"]] = blocks_at.get(a["k"], 0) + a["blocks"]
     bpages = 1 << int(run.acc.geo[A.G_BLOCK_ORDER])
     if len(ks):
-        zz = run.acc_zone[ks]
+        zz = az[:, 2]
         lock += [zl[int(z)] for z in zz]
         kind += ["accept"] * len(ks)
         zone += [prep.zone_names[int(z)] for z in zz]
-        cpu.append(np.where(run.acc_bg[ks] != 0, -1, ea.cpu[ks]).astype(np.int64))
+        cpu.append(np.where(az[:, 3] != 0, -1, ea.cpu[ks]).astype(np.int64))
         start.append(run.vts[ks])
-        wait.append(run.acc_zlwait[ks])
-        holds.append(run.acc_zlhold[ks])
+        wait.append(az[:, 4].copy())
+        holds.append(az[:, 1].copy())
         pages.append(np.array([blocks_at.get(int(k), 0) * bpages for k in ks], np.int64))
         fw.append(np.zeros(len(ks), np.int64))
         irq.append(np.ones(len(ks), bool))
@@ -286,7 +288,7 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
         "anomalies": total, "anomaly_rate": total / n if n else 0.0,
         "unexplained_anomaly_rate": unexplained / n if n else 0.0,
         "invariants_ok": bool(run.invariants_ok and run.accepted_ok and run.conservation_ok),
-        "forced_allocations": int(run.forced.sum()),
+        "forced_allocations": int(run.forced[run.handled].sum()),
         "firmware_calls": int(A.firmware_calls(tot)), "firmware_ns": int(round(tot[A.R_FW_NS])),
         "accepted_bytes": int(tot[A.R_BYTES]), "boot_accept_ns": int(round(run.boot.get("boot_accept_ns", 0.0))),
         "zone_lock_hold_ns": int(sec["hold_ns"][zone].sum()),
@@ -349,8 +351,13 @@ def result_context(prep: Prepared, table: pa.Table, pols: list[str]) -> ResultCo
 
 def charged_events(run: PolicyRun) -> np.ndarray:
     """Indices of the events ``run`` charged anything to (the rows of the sparse events table)."""
-    m = (run.added != 0) | (run.wait != 0) | (run.hold != 0) | (run.firmware != 0) | (run.accepted != 0)
-    m |= run.forced != 0
+    m = (run.added != 0) | (run.wait != 0) | (run.hold != 0)
+    # firmware time, accepted bytes and forced placements are only written at the events the
+    # driver handled: look there rather than read three n-long arrays
+    touched = run.handled
+    if len(touched):
+        t = touched[(run.firmware[touched] != 0) | (run.accepted[touched] != 0) | (run.forced[touched] != 0)]
+        m[t] = True
     return np.nonzero(m)[0]
 
 

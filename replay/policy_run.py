@@ -35,7 +35,7 @@ import pyarrow as pa
 import replay.acceptance as A
 from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
 from replay.policies import AcceptancePolicy
-from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_POST, ACT_VISIT, PP_LEN, PP_LISTS, PP_NOACT,
+from replay.policy_loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, ACT_BG, ACT_DONE, ACT_FORCED, ACT_POST, ACT_VISIT, PP_LEN, PP_LISTS, PP_NOACT,
                                 PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, STAGE_APPLIED, STAGE_FRESH,
                                 STAGE_VISITED, free_blocks_to_tail, policy_chunk, take_free_block, zone_needs_accept)
 from replay.sections import Calibration, calibrate
@@ -176,10 +176,10 @@ class PolicyRun:
     sec_vstart: np.ndarray
     sec_wait: np.ndarray
     sec_ext: np.ndarray
-    acc_zlhold: np.ndarray
-    acc_zlwait: np.ndarray
-    acc_zone: np.ndarray
-    acc_bg: np.ndarray
+    #: one row per event whose acceptance work held zone->lock: (event, hold ns, zone, background, wait ns)
+    acc_zl: np.ndarray
+    #: events the driver handled (sorted): the only ones firmware / accepted / forced can be non-zero at
+    handled: np.ndarray
     actions: list[dict[str, Any]]
     ts_free: np.ndarray
     ts_order: np.ndarray
@@ -306,12 +306,15 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     zfree_b = np.zeros(2 * nz, np.int64)  # the same at trace time
     cap = max(n, 1)
     sec_vstart, sec_wait, sec_ext = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64)
-    acc_added, acc_fwzl, acc_zlhold, acc_zlwait = i64("acc_added"), i64("acc_fwzl"), i64("acc_zlhold"), i64("acc_zlwait")
-    acc_zone = i64("acc_zone")
-    acc_bg = mem.full("acc_bg", n, np.int8)
-    vts, added, wait, hold = i64("vts"), i64("added"), i64("wait"), i64("hold")
-    alloc_lat, firmware, accepted = i64("alloc_lat"), i64("firmware"), i64("accepted")
-    forced = mem.full("forced", n, np.int8)
+    # what acceptance charged to the event being handled (see policy_loop.time_step), and the
+    # events whose acceptance held zone->lock: (k, hold, zone, background, wait)
+    acur = np.zeros(AC_LEN, np.int64)
+    acur[AC_K] = -1
+    zl_rows: list[tuple[int, int, int, int, int]] = []
+    handled: set[int] = set()  # events handle() ran for: the only ones with firmware/accepted/forced
+    vts, added, wait, hold, alloc_lat = i64("vts"), i64("added"), i64("wait"), i64("hold"), i64("alloc_lat")
+    # written at the few events acceptance touches: fresh zero pages, never filled
+    firmware, accepted, forced = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int8)
     edges = prep.edges
     nb = len(edges)
     bstate = np.zeros(1, np.int64)
@@ -339,8 +342,18 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                 return z
         return -1
 
+    def harvest() -> None:
+        if acur[AC_K] >= 0 and acur[AC_ZLHOLD] > 0:
+            zl_rows.append((int(acur[AC_K]), int(acur[AC_ZLHOLD]), int(acur[AC_ZONE]), int(acur[AC_BG]),
+                            int(acur[AC_ZLWAIT])))
+
     def handle(k: int, act: int, z: int) -> None:
         nonlocal unacc
+        handled.add(k)
+        if acur[AC_K] != k:  # the previous event's time step has run: keep what it recorded
+            harvest()
+            acur[:] = 0
+            acur[AC_K] = k
         c = int(ea.cpu[k])
         now = int(ea.ts[k]) + int(delay[c])
         o = int(ea.order[k])
@@ -397,15 +410,15 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
         fwzl = int(round(r[A.R_FW_UNDER_ZONE_LOCK_NS]))
         zl = int(round(r[A.R_ZONE_LOCK_HOLD_NS])) - fwzl + nblocks * free_hold
         if not bg:
-            acc_added[k] += int(round(r[A.R_ADDED_NS]))
-            acc_fwzl[k] += fwzl
+            acur[AC_ADDED] += int(round(r[A.R_ADDED_NS]))
+            acur[AC_FWZL] += fwzl
             wait[k] += int(round(r[A.R_GLOBAL_LOCK_WAIT_NS] + r[A.R_ACCEPTING_SPIN_NS]))
             firmware[k] += int(round(r[A.R_FW_NS]))
             accepted[k] += int(r[A.R_BYTES])
         if zl > 0 and zone_of_blocks >= 0:
-            acc_zlhold[k] += zl
-            acc_zone[k] = zone_of_blocks
-            acc_bg[k] = int(bg)
+            acur[AC_ZLHOLD] += zl
+            acur[AC_ZONE] = zone_of_blocks
+            acur[AC_BG] = int(bg)
         unacc -= int(r[A.R_BYTES])
         unacc_log_t.append(int(ea.ts[k]))
         unacc_log_v.append(unacc)
@@ -422,14 +435,15 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                                  ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
                                  ea.deferred, ea.first, ea.gfp, k, n, stage, out_anom, out_sec, out_zone, out_pfn,
                                  acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
-                                 acc_added, acc_fwzl, acc_zlhold, acc_zlwait, acc_zone, acc_bg,
-                                 vts, added, wait, hold, alloc_lat, edges, bstate, ts_free, ts_order, next_bg,
+                                 acur, vts, added, wait, hold, alloc_lat, edges, bstate, ts_free, ts_order, next_bg,
                                  scratch)
         if act == ACT_DONE:
             break
         yields += 1
         handle(k, act, z)
         stage = STAGE_APPLIED if act == ACT_POST else (STAGE_FRESH if act == ACT_BG else STAGE_VISITED)
+    harvest()
+    acc_zl = np.array(zl_rows, np.int64).reshape(-1, 5)
     # buckets never reached (no event at or after their start): the final state
     from replay.policy_loop import sample_bucket
     for b in range(int(bstate[0]), nb):
@@ -463,8 +477,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
         policy=policy, costs_name=costs.name, mode=mode, st=st, acc=acc, S=S, out_anom=out_anom, out_sec=out_sec,
         out_zone=out_zone, out_pfn=out_pfn, acount=acount, vts=vts, added=added, wait=wait, hold=hold,
         firmware=firmware, accepted=accepted, forced=forced, alloc_lat=alloc_lat, sec_vstart=sec_vstart,
-        sec_wait=sec_wait, sec_ext=sec_ext, acc_zlhold=acc_zlhold, acc_zlwait=acc_zlwait, acc_zone=acc_zone,
-        acc_bg=acc_bg, actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
+        sec_wait=sec_wait, sec_ext=sec_ext, acc_zl=acc_zl, handled=np.array(sorted(handled), np.int64), actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
         totals=tot, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=accepted_ok, conservation_ok=bool(A.check_conservation(acc)),
         seconds=time.perf_counter() - t_start, yields=yields)
