@@ -18,6 +18,10 @@ from typing import Annotated, Any, Optional
 # the replay itself on a fragmented guest (3.1 s sys of 3.9 s to prepare 14.7M events; 0.7 s
 # without).  Plain 4 KiB faults are cheaper here; NUMPY_MADVISE_HUGEPAGE=1 restores it.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+# For the same reason Arrow buffers come from the system allocator, not the bundled mimalloc
+# (whose fresh huge-page-backed segments made reading a 15M-event table cost 1.0-2.3 s of system
+# time instead of 0.5 s); ARROW_DEFAULT_MEMORY_POOL=mimalloc restores it.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 import typer
 from rich.console import Console
