@@ -199,9 +199,14 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     cost = get_costs(costs)
     table, md, layout, snap, end = _load(trace, snapshot, end_snapshot, guest_size, cpus)
     clock.lap("load")
-    prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md)
-    clock.lap("prepare")
-    ctx = result_context(prep, table, [p.name for p in pols])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        # the (comm, pid) groups (polars, NumPy and Arrow kernels without the GIL) alongside prepare
+        ctx_f = pool.submit(result_context, table, [p.name for p in pols])
+        prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md)
+        clock.lap("prepare")
+        ctx = ctx_f.result()
     clock.lap("context")
     # a plain replay (the baseline alone) keeps every input event's row: its per-event model result
     all_events = all_events or len(pols) == 1

@@ -324,7 +324,11 @@ class ResultContext:
     counts: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def result_context(prep: Prepared, table: pa.Table, pols: list[str]) -> ResultContext:
+def result_context(table: pa.Table, pols: list[str]) -> ResultContext:
+    """From the event table alone, so it can be built while ``prepare`` runs."""
+    from replay.columns import column_values
+    from replay.engine import event_codes
+
     comm, pid = _comm_pid(table)
     comm_names = comm.dictionary.to_pylist()
     comm_idx = np.asarray(comm.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
@@ -338,11 +342,11 @@ def result_context(prep: Prepared, table: pa.Table, pols: list[str]) -> ResultCo
     proc_key = np.searchsorted(distinct, key)
     uniq = np.stack([distinct // span, distinct % span - 1], axis=1)
     names_sorted = sorted(range(len(uniq)), key=lambda g: (str(comm_names[uniq[g, 0]]), int(uniq[g, 1])))
-    ea = prep.events
-    ncpu = int(ea.cpu.max()) + 1 if len(ea) else 1
-    is_alloc = (ea.ev == EV_ALLOC).astype(np.float64)
-    counts = {"cpu": (np.bincount(ea.cpu, minlength=ncpu).astype(np.int64),
-                      np.bincount(ea.cpu, weights=is_alloc, minlength=ncpu).astype(np.int64)),
+    cpu = column_values(table, "cpu", np.int32, 0, writable=False)  # as replay.engine.event_arrays reads it
+    ncpu = int(cpu.max()) + 1 if len(cpu) else 1
+    is_alloc = (event_codes(table) == EV_ALLOC).astype(np.float64)
+    counts = {"cpu": (np.bincount(cpu, minlength=ncpu).astype(np.int64),
+                      np.bincount(cpu, weights=is_alloc, minlength=ncpu).astype(np.int64)),
               "process": (np.bincount(proc_key, minlength=len(uniq)).astype(np.int64),
                           np.bincount(proc_key, weights=is_alloc, minlength=len(uniq)).astype(np.int64))}
     return ResultContext(pols=list(pols), comm=comm, pid=pid, comm_names=comm_names, uniq=uniq,
@@ -458,7 +462,7 @@ def build_policy_tables(prep: Prepared, runs: list[PolicyRun], table: pa.Table, 
 
     ``all_events`` (default: only when a single run is given): one events row per input event."""
     all_events = len(runs) == 1 if all_events is None else all_events
-    ctx = result_context(prep, table, [r.name for r in runs])
+    ctx = result_context(table, [r.name for r in runs])
     parts = [policy_tables(prep, run, ctx, all_events=all_events) for run in runs]
     return combine_policy_tables(parts, anomalies_table(prep, runs[0]))
 

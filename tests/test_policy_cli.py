@@ -124,7 +124,7 @@ def test_policies_that_accept_nothing_share_the_baseline_replay(mode: str) -> No
     prep = prepare(table, load_snapshot(SMALL / "proc_before"), mode=mode, metadata=md)
     pols, cost = all_policies(), get_costs("snp-4k")
     names = ["none", "firmware-eager", "kernel-eager", "list-promo"]
-    ctx = result_context(prep, table, names)
+    ctx = result_context(table, names)
     assert [accepts_nothing(prep, pols[n], cost) for n in names] == [True, True, True, False]
     base = run_policy(prep, pols["none"], cost)
     for name in ("firmware-eager", "kernel-eager"):
