@@ -38,6 +38,7 @@ ACT_VISIT = 1  # list policies: zone visit / watermark failure (the driver walks
 ACT_FORCED = 2  # exact mode: the trace takes a page of a block still on unaccepted_pages
 ACT_POST = 3  # v1 del_page_from_free_list / post_alloc_hook: the allocated block has unaccepted units
 ACT_BG = 4  # background acceptor tick
+ACT_GROW = 5  # the event log is nearly full: the driver grows it and resumes at the same event
 
 # resume stages
 STAGE_FRESH = 0
@@ -152,7 +153,10 @@ def sample_bucket(st: ModelState, b: int, ts_free: np.ndarray, ts_order: np.ndar
 
 
 #: ``acur`` slots: the event the driver's acceptance work was charged to, and what it charged
-AC_K, AC_ADDED, AC_FWZL, AC_ZLHOLD, AC_ZONE, AC_BG, AC_ZLWAIT, AC_LEN = 0, 1, 2, 3, 4, 5, 6, 8
+AC_K, AC_ADDED, AC_FWZL, AC_ZLHOLD, AC_ZONE, AC_BG, AC_ZLWAIT, AC_WAIT, AC_LEN = 0, 1, 2, 3, 4, 5, 6, 7, 8
+
+#: ``elog`` columns: one row per event the policy charged time to (events in order)
+EL_K, EL_VTS, EL_ADDED, EL_WAIT, EL_HOLD, EL_LAT, EL_LEN = 0, 1, 2, 3, 4, 5, 6
 
 
 #: longest run of events applied with one exact_chunk call
@@ -235,12 +239,25 @@ def quiet_run_end(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.n
 
 
 @kernel
+def log_event(elog: np.ndarray, elog_n: np.ndarray, k: int, vts: int, added: int, wait: int, hold: int,
+              lat: int) -> None:
+    """Append event ``k``'s virtual time and charges to the event log (the driver keeps room)."""
+    i = elog_n[0]
+    elog[i, EL_K] = k
+    elog[i, EL_VTS] = vts
+    elog[i, EL_ADDED] = added
+    elog[i, EL_WAIT] = wait
+    elog[i, EL_HOLD] = hold
+    elog[i, EL_LAT] = lat
+    elog_n[0] = i + 1
+
+
+@kernel
 def quiet_time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, k: int, out_sec: np.ndarray,
-                    sec_vstart: np.ndarray, out_vts: np.ndarray, out_hold: np.ndarray) -> None:
+                    sec_vstart: np.ndarray, elog: np.ndarray, elog_n: np.ndarray) -> None:
     """:func:`time_step` when no CPU is ever delayed: virtual time is trace time, nothing waits
     longer than at trace time, only the holds of the sections opened here are recorded."""
     t = ts[k]
-    out_vts[k] = t
     sid = out_sec[k]
     if sid >= 0 and S.first[sid] == k:
         kind = S.kind[sid]
@@ -252,15 +269,14 @@ def quiet_time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarr
             per = calib[CA_REFILL_PER]
         inc = calib[CA_STEAL] if int(ev[k]) == EV_EXTFRAG else per
         sec_vstart[sid] = t
-        out_hold[k] = int(base + inc + 0.5)
+        log_event(elog, elog_n, k, t, 0, 0, int(base + inc + 0.5), 0)
 
 
 @kernel
 def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, k: int,
               out_sec: np.ndarray, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray, zfree_b: np.ndarray,
               sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray, acur: np.ndarray,
-              out_vts: np.ndarray, out_added: np.ndarray, out_wait: np.ndarray,
-              out_hold: np.ndarray, out_alloc_lat: np.ndarray) -> None:
+              elog: np.ndarray, elog_n: np.ndarray) -> None:
     """Event ``k`` in virtual time: the CPU's delay, zone->lock FIFO waits, hold, latency.
 
     ``acur``: what the driver's acceptance work charged to one event (``AC_*`` slots), read when
@@ -338,13 +354,12 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
     added += fz
     hold += fz
     delay[c] = d
-    out_vts[k] = vts
-    out_added[k] = added
-    out_wait[k] += wait
-    out_hold[k] = hold
+    if mine:
+        wait += acur[AC_WAIT]  # the driver's lock waits (global accept lock, accepting_list spin)
+    lat = 0
     # allocation latency: the zone_locked / extfrag events of a request belong to its mm_page_alloc
     if e == EV_ALLOC:
-        out_alloc_lat[k] = pend[c] + added
+        lat = pend[c] + added
         pend[c] = 0
         pend[ncpu + c] = 0
     elif e == EV_ZL or e == EV_EXTFRAG:
@@ -353,6 +368,8 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
     else:
         pend[c] = 0
         pend[ncpu + c] = 0
+    if added != 0 or wait != 0 or hold != 0 or lat != 0:
+        log_event(elog, elog_n, k, vts, added, wait, hold, lat)
 
 
 @kernel_entry
@@ -364,8 +381,7 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                  out_anom: np.ndarray, out_sec: np.ndarray, out_zone: np.ndarray, out_pfn: np.ndarray,
                  acount: np.ndarray, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray, zfree_b: np.ndarray,
                  sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray,
-                 acur: np.ndarray, out_vts: np.ndarray, out_added: np.ndarray, out_wait: np.ndarray, out_hold: np.ndarray,
-                 out_alloc_lat: np.ndarray, edges: np.ndarray, bstate: np.ndarray, ts_free: np.ndarray,
+                 acur: np.ndarray, elog: np.ndarray, elog_n: np.ndarray, edges: np.ndarray, bstate: np.ndarray, ts_free: np.ndarray,
                  ts_order: np.ndarray, next_bg: np.ndarray, scratch: np.ndarray) -> tuple[int, int, int]:
     """Replay events ``k0..k1-1`` under one policy; stop at the first event where the policy acts.
 
@@ -388,6 +404,8 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
         o = int(order[k])
         t = ts[k]
         if stage == STAGE_FRESH:
+            if elog_n[0] + QUIET_MAX + 8 > elog.shape[0]:  # room for the longest quiet run
+                return k, ACT_GROW, -1
             while bstate[0] < nb and t >= edges[bstate[0]]:
                 sample_bucket(st, bstate[0], ts_free, ts_order)
                 bstate[0] += 1
@@ -401,10 +419,10 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                                 out_anom, out_sec, out_zone, acount)
                     for j in range(k, kend):
                         if noact:
-                            quiet_time_step(S, calib, ev, ts, j, out_sec, sec_vstart, out_vts, out_hold)
+                            quiet_time_step(S, calib, ev, ts, j, out_sec, sec_vstart, elog, elog_n)
                             continue
                         time_step(S, calib, ev, ts, cpu, j, out_sec, delay, pend, zfree_v, zfree_b, sec_vstart,
-                                  sec_wait, sec_ext, acur, out_vts, out_added, out_wait, out_hold, out_alloc_lat)
+                                  sec_wait, sec_ext, acur, elog, elog_n)
                     k = kend
                     continue
             if lists and p >= 0:
@@ -440,7 +458,7 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                     if has_unaccepted(acc, q, o):
                         return k, ACT_POST, int(out_zone[k])
         time_step(S, calib, ev, ts, cpu, k, out_sec, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
-                  acur, out_vts, out_added, out_wait, out_hold, out_alloc_lat)
+                  acur, elog, elog_n)
         k += 1
         stage = STAGE_FRESH
     return k1, ACT_DONE, -1

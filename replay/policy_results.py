@@ -38,6 +38,7 @@ from replay.anomalies import KIND_BY_CODE
 from replay.costs import CALL_KIND_NAMES, NR_FIRMWARE_CALL_KINDS
 from replay.engine import EV_ALLOC, SECTION_KIND_NAMES
 from replay.policies import HELD_GLOBAL_LOCK, HELD_IRQS_OFF, HELD_ZONE_LOCK
+from replay.policy_loop import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT
 from replay.policy_run import PolicyRun, Prepared
 from replay.sections import hold_times
 
@@ -101,6 +102,7 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     if rows is not None:
         comm = comm.take(pa.array(rows))
     n = len(ea) if rows is None else len(rows)
+    rix = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
     ev_codes = np.where(sel(ea.ev) < 0, 0, sel(ea.ev)).astype(np.int32)
@@ -110,7 +112,7 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
         "policy": _const_dict(n, pi, pols),
         "seq": pa.array(sel(ea.seq), pa.int64()),
         "ts_ns": pa.array(sel(ea.ts), pa.int64()),
-        "vts_ns": pa.array(sel(run.vts), pa.int64()),
+        "vts_ns": pa.array(run.vts_at(rix), pa.int64()),
         "cpu": pa.array(sel(ea.cpu), pa.int32()),
         "comm": comm,
         "pid": pa.array(sel(pid), pa.int32()),
@@ -121,9 +123,9 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
         "zone": _dict_codes(np.maximum(zone, 0), znames, mask=zone < 0),
         "anomaly": _dict_codes(anom.astype(np.int32), kind_names, mask=anom == 0),
         "section": pa.array(sel(run.out_sec).astype(np.int64), pa.int64()),
-        "added_ns": pa.array(sel(run.added), pa.int64()),
-        "lock_wait_ns": pa.array(sel(run.wait), pa.int64()),
-        "lock_hold_ns": pa.array(sel(run.hold), pa.int64()),
+        "added_ns": pa.array(run.charges_at(EL_ADDED, rix), pa.int64()),
+        "lock_wait_ns": pa.array(run.charges_at(EL_WAIT, rix), pa.int64()),
+        "lock_hold_ns": pa.array(run.charges_at(EL_HOLD, rix), pa.int64()),
         "firmware_ns": pa.array(sel(run.firmware), pa.int64()),
         "accepted_bytes": pa.array(sel(run.accepted), pa.int64()),
         "forced": pa.array(sel(run.forced).astype(bool), pa.bool_()),
@@ -162,7 +164,7 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, np.ndarray | list[str
         kind += ["accept"] * len(ks)
         zone += [prep.zone_names[int(z)] for z in zz]
         cpu.append(np.where(az[:, 3] != 0, -1, ea.cpu[ks]).astype(np.int64))
-        start.append(run.vts[ks])
+        start.append(run.vts_at(ks))
         wait.append(az[:, 4].copy())
         holds.append(az[:, 1].copy())
         pages.append(np.array([blocks_at.get(int(k), 0) * bpages for k in ks], np.int64))
@@ -266,8 +268,12 @@ def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyR
 
     def s(w: np.ndarray) -> np.ndarray:
         return np.bincount(k, weights=w[charged].astype(np.float64), minlength=n_groups).astype(np.int64)
+
+    def c(col: int) -> np.ndarray:
+        return np.bincount(k, weights=run.charges_at(col, charged).astype(np.float64),
+                           minlength=n_groups).astype(np.int64)
     return {"events": counts[0], "allocations": counts[1],
-            "added_ns": s(run.added), "lock_wait_ns": s(run.wait), "lock_hold_ns": s(run.hold),
+            "added_ns": c(EL_ADDED), "lock_wait_ns": c(EL_WAIT), "lock_hold_ns": c(EL_HOLD),
             "firmware_ns": s(run.firmware), "accepted_bytes": s(run.accepted)}
 
 
@@ -280,7 +286,11 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
                           and not KIND_BY_CODE[c].explained))
     zone = np.array([lk.startswith("zone:") for lk in sec["lock"]], bool)
     accl = ~zone
-    lat = run.alloc_lat[ea.ev == EV_ALLOC]
+    # nearest-rank percentiles over every mm_page_alloc: the log holds the non-zero latencies
+    n_alloc = int(np.count_nonzero(ea.ev == EV_ALLOC))
+    el = run.elog
+    nz = el[(ea.ev[el[:, EL_K]] == EV_ALLOC) & (el[:, EL_LAT] != 0), EL_LAT] if len(el) else np.zeros(0, np.int64)
+    lat = np.concatenate([np.zeros(n_alloc - len(nz), np.int64), np.sort(nz)])
     tot = run.totals
     d = irq["duration_ns"]
     return {
@@ -355,7 +365,9 @@ def result_context(table: pa.Table, pols: list[str]) -> ResultContext:
 
 def charged_events(run: PolicyRun) -> np.ndarray:
     """Indices of the events ``run`` charged anything to (the rows of the sparse events table)."""
-    m = (run.added != 0) | (run.wait != 0) | (run.hold != 0)
+    el = run.elog
+    m = np.zeros(len(run.ts), bool)
+    m[el[(el[:, EL_ADDED] != 0) | (el[:, EL_WAIT] != 0) | (el[:, EL_HOLD] != 0), EL_K]] = True
     # firmware time, accepted bytes and forced placements are only written at the events the
     # driver handled: look there rather than read three n-long arrays
     touched = run.handled

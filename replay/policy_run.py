@@ -35,7 +35,9 @@ import pyarrow as pa
 import replay.acceptance as A
 from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
 from replay.policies import AcceptancePolicy
-from replay.policy_loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, ACT_BG, ACT_DONE, ACT_FORCED, ACT_POST, ACT_VISIT, PP_LEN, PP_LISTS, PP_NOACT,
+from replay.policy_loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE,
+                                ACT_BG, ACT_DONE, ACT_GROW, EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_LEN, EL_VTS, EL_WAIT,
+                                QUIET_MAX, ACT_FORCED, ACT_POST, ACT_VISIT, PP_LEN, PP_LISTS, PP_NOACT,
                                 PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, STAGE_APPLIED, STAGE_FRESH,
                                 STAGE_VISITED, free_blocks_to_tail, policy_chunk, take_free_block, zone_needs_accept)
 from replay.sections import Calibration, calibrate
@@ -165,14 +167,13 @@ class PolicyRun:
     out_zone: np.ndarray
     out_pfn: np.ndarray
     acount: np.ndarray
-    vts: np.ndarray
-    added: np.ndarray
-    wait: np.ndarray
-    hold: np.ndarray
+    #: one row per event the policy charged time to, in event order (policy_loop.EL_* columns)
+    elog: np.ndarray
+    ts: np.ndarray  # the events' trace times and CPUs (shared, read-only): virtual time of any event
+    cpu: np.ndarray
     firmware: np.ndarray
     accepted: np.ndarray
     forced: np.ndarray
-    alloc_lat: np.ndarray
     sec_vstart: np.ndarray
     sec_wait: np.ndarray
     sec_ext: np.ndarray
@@ -197,6 +198,60 @@ class PolicyRun:
     @property
     def name(self) -> str:
         return self.policy.name
+
+    # ---- per-event charges: the log holds the non-zero ones; dense arrays on request only
+    def charges_at(self, col: int, idx: np.ndarray) -> np.ndarray:
+        """Column ``col`` (``EL_ADDED``, ``EL_WAIT``, ``EL_HOLD``, ``EL_LAT``) at events ``idx`` (0 where not logged)."""
+        idx = np.asarray(idx, np.int64)
+        ks = self.elog[:, EL_K]
+        pos = np.searchsorted(ks, idx)
+        hit = pos < len(ks)
+        hit[hit] = ks[pos[hit]] == idx[hit]
+        out = np.zeros(len(idx), np.int64)
+        out[hit] = self.elog[pos[hit], col]
+        return out
+
+    def vts_at(self, idx: np.ndarray) -> np.ndarray:
+        """Virtual time of events ``idx``: trace time plus the delay added to the event's CPU by the
+        events before it (a CPU's delay grows by exactly each event's ``added``)."""
+        idx = np.asarray(idx, np.int64)
+        ks = self.elog[:, EL_K]
+        cpu_l = self.cpu[ks].astype(np.int64)
+        added = self.elog[:, EL_ADDED]
+        out = self.ts[idx].astype(np.int64)
+        cpus = self.cpu[idx]
+        for c in np.unique(cpus):
+            sel = cpus == c
+            mine = cpu_l == c
+            cum = np.concatenate([[0], np.cumsum(added[mine])])
+            before = np.searchsorted(ks[mine], idx[sel], side="left")  # logged events strictly before
+            out[sel] += cum[before]
+        return out
+
+    def _dense(self, col: int) -> np.ndarray:
+        out = np.zeros(len(self.ts), np.int64)
+        out[self.elog[:, EL_K]] = self.elog[:, col]
+        return out
+
+    @property
+    def added(self) -> np.ndarray:
+        return self._dense(EL_ADDED)
+
+    @property
+    def wait(self) -> np.ndarray:
+        return self._dense(EL_WAIT)
+
+    @property
+    def hold(self) -> np.ndarray:
+        return self._dense(EL_HOLD)
+
+    @property
+    def alloc_lat(self) -> np.ndarray:
+        return self._dense(EL_LAT)
+
+    @property
+    def vts(self) -> np.ndarray:
+        return self.vts_at(np.arange(len(self.ts), dtype=np.int64))
 
 
 def _policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.ndarray:
@@ -298,8 +353,6 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     np.copyto(out_pfn, ea.pfn)
     acount = np.zeros(prep.base.acount.shape[0], np.int64)
     simmap = new_sim_map(st) if mode == "simulate" else np.zeros(1, np.int32)
-    def i64(key: str) -> np.ndarray:
-        return mem.full(key, n, np.int64)
     delay = np.zeros(ncpu, np.int64)
     pend = np.zeros(2 * ncpu, np.int64)
     zfree_v = np.zeros(2 * nz, np.int64)  # [lock free at (virtual) | last section start] per zone
@@ -312,7 +365,9 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     acur[AC_K] = -1
     zl_rows: list[tuple[int, int, int, int, int]] = []
     handled: set[int] = set()  # events handle() ran for: the only ones with firmware/accepted/forced
-    vts, added, wait, hold, alloc_lat = i64("vts"), i64("added"), i64("wait"), i64("hold"), i64("alloc_lat")
+    # one row per event the policy charged time to (policy_loop.EL_*), grown on ACT_GROW
+    elog = np.zeros((max(QUIET_MAX * 4, 1 << 18), EL_LEN), np.int64)
+    elog_n = np.zeros(1, np.int64)
     # written at the few events acceptance touches: fresh zero pages, never filled
     firmware, accepted, forced = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int8)
     edges = prep.edges
@@ -412,7 +467,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
         if not bg:
             acur[AC_ADDED] += int(round(r[A.R_ADDED_NS]))
             acur[AC_FWZL] += fwzl
-            wait[k] += int(round(r[A.R_GLOBAL_LOCK_WAIT_NS] + r[A.R_ACCEPTING_SPIN_NS]))
+            acur[AC_WAIT] += int(round(r[A.R_GLOBAL_LOCK_WAIT_NS] + r[A.R_ACCEPTING_SPIN_NS]))
             firmware[k] += int(round(r[A.R_FW_NS]))
             accepted[k] += int(r[A.R_BYTES])
         if zl > 0 and zone_of_blocks >= 0:
@@ -435,10 +490,16 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                                  ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
                                  ea.deferred, ea.first, ea.gfp, k, n, stage, out_anom, out_sec, out_zone, out_pfn,
                                  acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
-                                 acur, vts, added, wait, hold, alloc_lat, edges, bstate, ts_free, ts_order, next_bg,
+                                 acur, elog, elog_n, edges, bstate, ts_free, ts_order, next_bg,
                                  scratch)
         if act == ACT_DONE:
             break
+        if act == ACT_GROW:
+            grown = np.zeros((2 * elog.shape[0], EL_LEN), np.int64)
+            grown[: int(elog_n[0])] = elog[: int(elog_n[0])]
+            elog = grown
+            stage = STAGE_FRESH
+            continue
         yields += 1
         handle(k, act, z)
         stage = STAGE_APPLIED if act == ACT_POST else (STAGE_FRESH if act == ACT_BG else STAGE_VISITED)
@@ -475,8 +536,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                             layout=layout, firmware_accepted_bytes=firmware_accepted_bytes).as_dict()
     return PolicyRun(
         policy=policy, costs_name=costs.name, mode=mode, st=st, acc=acc, S=S, out_anom=out_anom, out_sec=out_sec,
-        out_zone=out_zone, out_pfn=out_pfn, acount=acount, vts=vts, added=added, wait=wait, hold=hold,
-        firmware=firmware, accepted=accepted, forced=forced, alloc_lat=alloc_lat, sec_vstart=sec_vstart,
+        out_zone=out_zone, out_pfn=out_pfn, acount=acount, elog=elog[: int(elog_n[0])].copy(), ts=ea.ts, cpu=ea.cpu,
+        firmware=firmware, accepted=accepted, forced=forced, sec_vstart=sec_vstart,
         sec_wait=sec_wait, sec_ext=sec_ext, acc_zl=acc_zl, handled=np.array(sorted(handled), np.int64), actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
         totals=tot, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=accepted_ok, conservation_ok=bool(A.check_conservation(acc)),
