@@ -117,9 +117,9 @@ def copy_state(st: ModelState, arena: "Arena | None" = None) -> ModelState:
 class Arena:
     """Per-event buffers kept from one policy's replay to the next in a worker process.
 
-    A policy replay of n events fills about a dozen n-long arrays; fresh ones cost a page fault
-    per 4 KiB on first touch (0.5-1 s of system time per policy at 15M events on a VM), reused
-    ones a memset.  Whatever a run returns lives in these buffers until the next run: callers
+    A policy replay of n events fills four n-long arrays of model results (anomaly, section, zone,
+    pfn: 14 bytes per event); fresh ones cost a page fault per 4 KiB on first touch (several
+    hundred ms of system time per policy at 15M events on a VM), reused ones a memset.  Whatever a run returns lives in these buffers until the next run: callers
     copy out (``policy_tables`` does, except its dense ``none`` form) before the next
     ``run_policy`` with the same arena.
     """
