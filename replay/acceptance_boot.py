@@ -16,7 +16,7 @@ import numpy as np
 
 from replay import costs as C
 from replay import policies as P
-from replay.acceptance import (BOOT_ACCEPT, BOOT_LIST, BOOT_TAG, G_NR_BLOCKS, G_NR_ZONES, R_ADDED_NS,
+from replay.acceptance import (BOOT_ACCEPT, BOOT_LIST, BOOT_TAG, G_NR_BLOCKS, G_NR_ZONES, R_ADDED_NS, AcceptState,
                                R_BYTES, R_CALLS, R_FW_NS, W_HIGH, accept_memory, acceptance_hook,
                                boot_free_memory, cond_accept_memory, new_accept_state, new_receipt,
                                reset_clocks, set_watermarks_ready, try_to_accept_memory)

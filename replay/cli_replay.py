@@ -59,7 +59,6 @@ def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_s
 
     import numpy as np
 
-    from parsers.api import load_events
     from replay.layout import infer_layout, load_snapshot
 
     table, md = _load_events(trace)
@@ -245,7 +244,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
 
 class PhaseClock:
     """Wall, user and system seconds per phase of a replay (this process and its finished
-    workers); printed to stderr with PAGEREPLAY_TIMING=1, and kept in the JSON summary."""
+    workers); printed to stderr with PAGEREPLAY_TIMING=1, returned as ``phase_seconds``."""
 
     def __init__(self) -> None:
         self.phases: dict[str, dict[str, float]] = {}

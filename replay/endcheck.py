@@ -142,7 +142,6 @@ def end_check(out: Any, layout: Any, end_layout: Any, model_counts: dict[tuple[i
     snap_pcp = init.get("snapshot_pcp_pages") or [None] * len(zones)
     end_zone = {(z.node, z.name): z for z in end_layout.zones}
 
-    terms: dict[str, dict[str, int | None]] = {}
     have_vm = bool(dv) and seeded
     untraced_alloc = {}
     for zi, z in enumerate(zones):

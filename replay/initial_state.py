@@ -45,7 +45,6 @@ from replay.state import (
     PG_BUDDY,
     PG_NONE,
     ModelState,
-    kernel,
     kernel_entry,
     new_state,
 )
@@ -415,7 +414,6 @@ def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: 
         mk_prefix = np.zeros(npages + 1, np.int32)
         np.cumsum(must_free & cand, out=mk_prefix[1:])
 
-    targets: dict[str, list[int]] | None = None
     snap_counts = None
     if snapshot is not None and not boot:
         try:

@@ -31,7 +31,6 @@ from replay.state import (
     PG_PCP,
     PG_TAKEN,
     ModelState,
-    kernel,
     kernel_entry,
     order_to_pindex,
 )

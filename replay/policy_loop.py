@@ -62,30 +62,7 @@ CA_REFILL_BASE, CA_REFILL_PER, CA_DRAIN_BASE, CA_DRAIN_PER, CA_STEAL = 0, 1, 2, 
 @kernel
 def zone_needs_accept(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray, z: int, o: int) -> bool:
     """Would the policy accept memory at a visit of model zone ``z`` for an order-``o`` request?"""
-    az = zmap[z]
-    if az < 0 or acc.ul_len[az] == 0:
-        return False
-    trig = pp[PP_TRIGGER]
-    free = st.z_nr_free[z]
-    unusable = (1 << o) - 1
-    if trig == A.T_WMARK_FAIL:
-        # zone_watermark_fast(): NR_FREE_PAGES counts listed blocks; 6.5-6.10 count them unusable
-        extra = acc.z_nr_unaccepted[az] if pp[PP_UNUSABLE] != 0 else 0
-        return free + acc.z_nr_unaccepted[az] - extra - unusable <= acc.z_wmark[az, A.W_LOW]
-    if trig == A.T_ZONE_VISIT or trig == A.T_BACKGROUND:
-        # cond_accept_memory(): to_accept = wmark - (free - unusable) > 0; one block while wmarks are 0
-        if acc.z_wmark_ready[az] == 0:
-            return pp[PP_ONE_BLOCK] != 0
-        if pp[PP_TARGET] == A.TARGET_PROMO:
-            wm = acc.z_wmark[az, A.W_PROMO]
-        elif pp[PP_TARGET] == A.TARGET_HIGH:
-            wm = acc.z_wmark[az, A.W_HIGH]
-        else:
-            return False
-        if wm == 0:
-            return pp[PP_ONE_BLOCK] != 0
-        return wm - (free - unusable) > 0
-    return False
+    return zone_needs_accept_at(st, acc, pp, zmap, z, o, st.z_nr_free[z])
 
 
 @kernel
@@ -166,16 +143,19 @@ QUIET_MAX = 1 << 16
 @kernel
 def zone_needs_accept_at(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray, z: int, o: int,
                          free: int) -> bool:
-    """:func:`zone_needs_accept` with ``free`` accepted free pages in the zone."""
+    """:func:`zone_needs_accept` with ``free`` accepted free pages in the zone (the quiet-run
+    look-ahead passes a lower bound instead of the zone's current count)."""
     az = zmap[z]
     if az < 0 or acc.ul_len[az] == 0:
         return False
     trig = pp[PP_TRIGGER]
     unusable = (1 << o) - 1
     if trig == A.T_WMARK_FAIL:
+        # zone_watermark_fast(): NR_FREE_PAGES counts listed blocks; 6.5-6.10 count them unusable
         extra = acc.z_nr_unaccepted[az] if pp[PP_UNUSABLE] != 0 else 0
         return free + acc.z_nr_unaccepted[az] - extra - unusable <= acc.z_wmark[az, A.W_LOW]
     if trig == A.T_ZONE_VISIT or trig == A.T_BACKGROUND:
+        # cond_accept_memory(): to_accept = wmark - (free - unusable) > 0; one block while wmarks are 0
         if acc.z_wmark_ready[az] == 0:
             return pp[PP_ONE_BLOCK] != 0
         if pp[PP_TARGET] == A.TARGET_PROMO:
@@ -253,6 +233,21 @@ def log_event(elog: np.ndarray, elog_n: np.ndarray, k: int, vts: int, added: int
 
 
 @kernel
+def section_cost(S: Sections, calib: np.ndarray, sid: int, e: int) -> tuple[float, float]:
+    """(base, increment) of zone->lock hold for section ``sid`` at an event of type ``e``: the
+    calibrated cost of a drain/free or refill/allocation section, and per block (per stolen
+    pageblock for an extfrag event); ``replay.sections.hold_times`` is the same model, vectorised."""
+    kind = S.kind[sid]
+    if kind == SEC_DRAIN or kind == SEC_FREE:
+        base = calib[CA_DRAIN_BASE]
+        per = calib[CA_DRAIN_PER]
+    else:
+        base = calib[CA_REFILL_BASE]
+        per = calib[CA_REFILL_PER]
+    return base, (calib[CA_STEAL] if e == EV_EXTFRAG else per)
+
+
+@kernel
 def quiet_time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, k: int, out_sec: np.ndarray,
                     sec_vstart: np.ndarray, elog: np.ndarray, elog_n: np.ndarray) -> None:
     """:func:`time_step` when no CPU is ever delayed: virtual time is trace time, nothing waits
@@ -260,14 +255,7 @@ def quiet_time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarr
     t = ts[k]
     sid = out_sec[k]
     if sid >= 0 and S.first[sid] == k:
-        kind = S.kind[sid]
-        if kind == SEC_DRAIN or kind == SEC_FREE:
-            base = calib[CA_DRAIN_BASE]
-            per = calib[CA_DRAIN_PER]
-        else:
-            base = calib[CA_REFILL_BASE]
-            per = calib[CA_REFILL_PER]
-        inc = calib[CA_STEAL] if int(ev[k]) == EV_EXTFRAG else per
+        base, inc = section_cost(S, calib, sid, int(ev[k]))
         sec_vstart[sid] = t
         log_event(elog, elog_n, k, t, 0, 0, int(base + inc + 0.5), 0)
 
@@ -318,14 +306,7 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
     sid = out_sec[k]
     if sid >= 0:
         z = S.zone[sid]
-        kind = S.kind[sid]
-        if kind == SEC_DRAIN or kind == SEC_FREE:
-            base = calib[CA_DRAIN_BASE]
-            per = calib[CA_DRAIN_PER]
-        else:
-            base = calib[CA_REFILL_BASE]
-            per = calib[CA_REFILL_PER]
-        inc = calib[CA_STEAL] if e == EV_EXTFRAG else per
+        base, inc = section_cost(S, calib, sid, e)
         if S.first[sid] == k:
             h = int(base + inc + 0.5)
             vs = t + d
@@ -381,8 +362,9 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                  out_anom: np.ndarray, out_sec: np.ndarray, out_zone: np.ndarray, out_pfn: np.ndarray,
                  acount: np.ndarray, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray, zfree_b: np.ndarray,
                  sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray,
-                 acur: np.ndarray, elog: np.ndarray, elog_n: np.ndarray, edges: np.ndarray, bstate: np.ndarray, ts_free: np.ndarray,
-                 ts_order: np.ndarray, next_bg: np.ndarray, scratch: np.ndarray) -> tuple[int, int, int]:
+                 acur: np.ndarray, elog: np.ndarray, elog_n: np.ndarray, edges: np.ndarray, bstate: np.ndarray,
+                 ts_free: np.ndarray, ts_order: np.ndarray, next_bg: np.ndarray,
+                 scratch: np.ndarray) -> tuple[int, int, int]:
     """Replay events ``k0..k1-1`` under one policy; stop at the first event where the policy acts.
 
     Returns ``(k, action, zone)``; ``action == ACT_DONE`` when the chunk is finished.  The driver

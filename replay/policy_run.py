@@ -36,7 +36,7 @@ import replay.acceptance as A
 from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
 from replay.policies import AcceptancePolicy
 from replay.policy_loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE,
-                                ACT_BG, ACT_DONE, ACT_GROW, EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_LEN, EL_VTS, EL_WAIT,
+                                ACT_BG, ACT_DONE, ACT_GROW, EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_LEN, EL_WAIT,
                                 QUIET_MAX, ACT_FORCED, ACT_POST, ACT_VISIT, PP_LEN, PP_LISTS, PP_NOACT,
                                 PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, STAGE_APPLIED, STAGE_FRESH,
                                 STAGE_VISITED, free_blocks_to_tail, policy_chunk, take_free_block, zone_needs_accept)
@@ -119,16 +119,16 @@ class Arena:
 
     A policy replay of n events fills four n-long arrays of model results (anomaly, section, zone,
     pfn: 14 bytes per event); fresh ones cost a page fault per 4 KiB on first touch (several
-    hundred ms of system time per policy at 15M events on a VM), reused ones a memset.  Whatever a run returns lives in these buffers until the next run: callers
-    copy out (``policy_tables`` does, except its dense ``none`` form) before the next
-    ``run_policy`` with the same arena.
+    hundred ms of system time per policy at 15M events on a VM), reused ones a memset.  Whatever
+    a run returns lives in these buffers until the next run with the same arena: the worker
+    pickles its tables (which may view them, with ``--all-events``) before that.
     """
 
     def __init__(self) -> None:
         self._bufs: dict[str, np.ndarray] = {}
 
     def empty(self, key: str, shape: Any, dtype: Any) -> np.ndarray:
-        shape = tuple(np.atleast_1d(shape).tolist()) if not isinstance(shape, tuple) else shape
+        shape = tuple(shape) if isinstance(shape, tuple) else (int(shape),)
         b = self._bufs.get(key)
         if b is None or b.shape != shape or b.dtype != np.dtype(dtype):
             b = self._bufs[key] = np.empty(shape, dtype)
@@ -201,7 +201,8 @@ class PolicyRun:
 
     # ---- per-event charges: the log holds the non-zero ones; dense arrays on request only
     def charges_at(self, col: int, idx: np.ndarray) -> np.ndarray:
-        """Column ``col`` (``EL_ADDED``, ``EL_WAIT``, ``EL_HOLD``, ``EL_LAT``) at events ``idx`` (0 where not logged)."""
+        """Column ``col`` (``EL_ADDED``, ``EL_WAIT``, ``EL_HOLD``, ``EL_LAT``) at events ``idx``
+        (0 where not logged)."""
         idx = np.asarray(idx, np.int64)
         ks = self.elog[:, EL_K]
         pos = np.searchsorted(ks, idx)
@@ -536,9 +537,10 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                             layout=layout, firmware_accepted_bytes=firmware_accepted_bytes).as_dict()
     return PolicyRun(
         policy=policy, costs_name=costs.name, mode=mode, st=st, acc=acc, S=S, out_anom=out_anom, out_sec=out_sec,
-        out_zone=out_zone, out_pfn=out_pfn, acount=acount, elog=elog[: int(elog_n[0])].copy(), ts=ea.ts, cpu=ea.cpu,
-        firmware=firmware, accepted=accepted, forced=forced, sec_vstart=sec_vstart,
-        sec_wait=sec_wait, sec_ext=sec_ext, acc_zl=acc_zl, handled=np.array(sorted(handled), np.int64), actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
+        out_zone=out_zone, out_pfn=out_pfn, acount=acount, elog=elog[: int(elog_n[0])].copy(), ts=ea.ts,
+        cpu=ea.cpu, firmware=firmware, accepted=accepted, forced=forced, sec_vstart=sec_vstart, sec_wait=sec_wait,
+        sec_ext=sec_ext, acc_zl=acc_zl, handled=np.array(sorted(handled), np.int64),
+        actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
         totals=tot, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=accepted_ok, conservation_ok=bool(A.check_conservation(acc)),
         seconds=time.perf_counter() - t_start, yields=yields)

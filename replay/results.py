@@ -144,7 +144,6 @@ def _kind(name: str) -> Any:
 
 def build_tables(out: ReplayOutput, cal: Calibration, summary: dict[str, Any]) -> dict[str, pa.Table]:
     ea = out.events
-    n = len(ea)
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
     ev_codes = np.where(ea.ev < 0, 0, ea.ev).astype(np.int32)

@@ -178,7 +178,6 @@ def simulate_chunk(st: ModelState, S, simmap: np.ndarray, zkind: np.ndarray, wma
     """Serve events ``k0..k1-1`` with the model's own placement (simulate mode)."""
     base = st.geo[G_PFN_BASE]
     npages = st.pg_state.shape[0]
-    nz = st.z_start.shape[0]
     for k in range(k0, k1):
         e = int(ev[k])
         c = int(cpu[k])
