@@ -29,7 +29,7 @@ import replay.acceptance as A
 from replay.engine import EV_ALLOC, EV_EXTFRAG, EV_ZL, SEC_DRAIN, SEC_FREE, Sections, exact_chunk, locate
 from replay.buddy import __free_one_page as free_one_page
 from replay.buddy import del_page_from_free_list
-from replay.simulate import gfp_zone_limit, simulate_chunk
+from replay.simulate import gfp_zone_limit, simulate_chunk, zonelist_zone
 from replay.state import N_MT, PG_ALLOC, PG_BUDDY, PG_FREEING, ModelState, kernel, kernel_entry, zone_of
 
 # actions returned to the driver
@@ -99,16 +99,14 @@ def sim_first_visit(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np
                     wmark_low: np.ndarray, o: int, limit: int) -> int:
     """Simulate mode: the first zone of ``get_page_from_freelist()``'s walk where the policy acts (-1: none)."""
     nz = st.z_start.shape[0]
-    for kind in range(3, -1, -1):
-        if kind > limit:
-            continue
-        for z in range(nz - 1, -1, -1):
-            if zkind[z] != kind:
-                continue
-            if zone_needs_accept(st, acc, pp, zmap, z, o):
-                return z
-            if st.z_nr_free[z] - (1 << o) >= wmark_low[z]:
-                return -1
+    for j in range(nz):
+        z = zonelist_zone(zkind, limit, j)
+        if z < 0:
+            break
+        if zone_needs_accept(st, acc, pp, zmap, z, o):
+            return z
+        if st.z_nr_free[z] - (1 << o) >= wmark_low[z]:
+            return -1
     return -1
 
 

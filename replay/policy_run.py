@@ -429,10 +429,9 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
             p = int(ea.pfn[k])
             zones = [z]
             if mode == "simulate":  # the rest of get_page_from_freelist()'s walk after zone z
-                from replay.simulate import gfp_zone_limit
+                from replay.simulate import gfp_zone_limit, zonelist_zone
                 limit = gfp_zone_limit(int(ea.gfp[k]))
-                walk = [zz for kd in range(3, -1, -1) if kd <= limit
-                        for zz in range(nz - 1, -1, -1) if prep.zkind[zz] == kd]
+                walk = [zz for zz in (zonelist_zone(prep.zkind, limit, j) for j in range(nz)) if zz >= 0]
                 zones = walk[walk.index(z):] if z in walk else [z]
             t = now
             for zz in zones:

@@ -61,6 +61,23 @@ def zone_kinds(names: list[str]) -> np.ndarray:
 
 
 @kernel
+def zonelist_zone(zkind: np.ndarray, limit: int, j: int) -> int:
+    """The ``j``-th zone of the zonelist ``get_page_from_freelist()`` walks for a request whose
+    gfp allows zone kinds up to ``limit`` (``for_next_zone_zonelist_nodemask``: the highest kind
+    first, within a kind the highest-numbered zone first); -1 past its end."""
+    nz = zkind.shape[0]
+    for kind in range(3, -1, -1):
+        if kind > limit:
+            continue
+        for z in range(nz - 1, -1, -1):
+            if zkind[z] == kind:
+                if j == 0:
+                    return z
+                j -= 1
+    return -1
+
+
+@kernel
 def gfp_zone_limit(gfp: int) -> int:
     """6.1 ``gfp_zone()``: the highest zone kind a request may use."""
     if gfp < 0:
@@ -123,17 +140,15 @@ def sim_alloc(st: ModelState, S, zkind: np.ndarray, wmark: np.ndarray, c: int, o
     """``get_page_from_freelist()``: zones from the highest allowed down, low watermark first."""
     nz = st.z_start.shape[0]
     for wpass in range(2):
-        for kind in range(3, -1, -1):
-            if kind > limit:
+        for j in range(nz):
+            z = zonelist_zone(zkind, limit, j)
+            if z < 0:
+                break
+            if wpass == 0 and st.z_nr_free[z] - (1 << o) < wmark[z]:
                 continue
-            for z in range(nz - 1, -1, -1):
-                if zkind[z] != kind:
-                    continue
-                if wpass == 0 and st.z_nr_free[z] - (1 << o) < wmark[z]:
-                    continue
-                got = sim_rmqueue(st, S, c, z, o, m, t, k)
-                if got >= 0:
-                    return got, z
+            got = sim_rmqueue(st, S, c, z, o, m, t, k)
+            if got >= 0:
+                return got, z
     return -1, -1
 
 

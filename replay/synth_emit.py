@@ -66,7 +66,7 @@ from parsers.synthetic.emit import gfp_lookup, release_sorted
 from replay.buddy import __free_one_page, __rmqueue, add_to_free_list, del_page_from_free_list
 from replay.layout import MemoryLayout, layout_for_guest
 from replay.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_allowed_order
-from replay.simulate import gfp_zone_limit, zone_kinds
+from replay.simulate import gfp_zone_limit, zone_kinds, zonelist_zone
 from replay.state import (
     G_PB_ORDER,
     MIGRATE_ISOLATE,
@@ -197,17 +197,15 @@ def engine_alloc(st: ModelState, zkind: np.ndarray, wmark: np.ndarray, wm_zero: 
     """``get_page_from_freelist()`` as simulate mode runs it: (page index, zone) or (-1, -1)."""
     nz = st.z_start.shape[0]
     for wpass in range(2):
-        for kind in range(3, -1, -1):
-            if kind > limit:
-                continue
-            for z in range(nz - 1, -1, -1):
-                if zkind[z] != kind:
-                    continue
-                if wpass == 0 and not wm_zero and st.z_nr_free[z] - (1 << o) < wmark[z]:
-                    continue  # zone_watermark_fast() at ALLOC_WMARK_LOW
-                got = engine_rmqueue(st, c, z, o, m)
-                if got >= 0:
-                    return got, z
+        for j in range(nz):
+            z = zonelist_zone(zkind, limit, j)
+            if z < 0:
+                break
+            if wpass == 0 and not wm_zero and st.z_nr_free[z] - (1 << o) < wmark[z]:
+                continue  # zone_watermark_fast() at ALLOC_WMARK_LOW
+            got = engine_rmqueue(st, c, z, o, m)
+            if got >= 0:
+                return got, z
     return -1, -1
 
 
