@@ -409,7 +409,7 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
 # ------------------------------------------------------------------ driver
 @dataclass
 class ReplayOutput:
-    """Everything a replay produced; ``replay.results`` turns it into tables."""
+    """Everything a replay produced (the summary: ``replay.results``; the tables: ``replay.policy_results``)."""
 
     mode: str
     events: EventArrays

@@ -1,41 +1,23 @@
-"""Result tables of a replay and their Parquet files (deterministic bytes).
+"""The replay summary and the end-snapshot comparison.
 
-``events``        one row per input event: seq, ts_ns, cpu, event, pfn (trace), model_pfn
-                  (simulate: the model's choice), order, zone, anomaly (kind name or null),
-                  section (id into lock_sections or -1).
-``lock_sections`` one row per zone->lock section: id, kind, cpu, owner_cpu (the CPU whose
-                  pcp list a drain emptied), zone, start_ns, end_ns, blocks (events moving a
-                  block), pages, fallbacks, hold_ns (modelled, see replay.sections).
-``anomalies``     one row per anomalous event: seq, ts_ns, cpu, event, pfn, order, kind,
-                  explained, kernel_path.
-``summary``       key/value rows (section, key, value, text): the JSON summary flattened.
-
-Same input and options give byte-identical files: no wall-clock values, fixed row order,
-fixed writer options.
+``summary_dict`` is the JSON summary of the baseline run (events, anomalies by kind, fidelity,
+lock sections, calibration, end snapshot); ``end_snapshot_report`` / ``vmstat_delta`` compare the
+model's free pages with ``--end-snapshot`` (split into measured terms by ``replay.endcheck``).
+The results tables themselves are built and written by ``replay.policy_results``
+(docs/results.md).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from parsers.schema import EVENT_NAMES
-from replay.anomalies import ANOMALY_KINDS, KIND_BY_CODE, counts_by_name
+from replay.anomalies import ANOMALY_KINDS, counts_by_name
 from replay.engine import SECTION_KIND_NAMES, ReplayOutput
-from replay.sections import Calibration, hold_times
+from replay.sections import Calibration
 from replay.state import CTR_NAMES, PG_BUDDY
-
-RESULT_FILES = ("events", "lock_sections", "anomalies", "summary")
-
-
-def _dict_array(codes: np.ndarray, names: list[str], null_code: int | None = None) -> pa.DictionaryArray:
-    idx = pa.array(codes.astype(np.int32), pa.int32(), mask=(codes == null_code) if null_code is not None else None)
-    return pa.DictionaryArray.from_arrays(idx, pa.array(names, pa.string()))
 
 
 def model_free_counts(out: ReplayOutput, layout: Any) -> dict[tuple[int, str], list[int]]:
@@ -140,97 +122,3 @@ def _kind(name: str) -> Any:
         if k.name == name:
             return k
     raise KeyError(name)
-
-
-def build_tables(out: ReplayOutput, cal: Calibration, summary: dict[str, Any]) -> dict[str, pa.Table]:
-    ea = out.events
-    kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
-                         for c in range(1, max(KIND_BY_CODE) + 1)]
-    ev_codes = np.where(ea.ev < 0, 0, ea.ev).astype(np.int32)
-    znames = list(out.zone_names) or ["?"]
-    zone_col = pa.DictionaryArray.from_arrays(
-        pa.array(np.maximum(out.out_zone, 0).astype(np.int32), pa.int32(), mask=out.out_zone < 0),
-        pa.array(znames, pa.string()))
-    events = pa.table({
-        "seq": pa.array(ea.seq, pa.int64()),
-        "ts_ns": pa.array(ea.ts, pa.int64()),
-        "cpu": pa.array(ea.cpu, pa.int32()),
-        "event": _dict_array(ev_codes, list(EVENT_NAMES)),
-        "pfn": pa.array(ea.pfn, pa.int64(), mask=ea.pfn < 0),
-        "model_pfn": pa.array(out.out_pfn, pa.int64(), mask=out.out_pfn < 0),
-        "order": pa.array(ea.order, pa.int8()),
-        "zone": zone_col,
-        "anomaly": _dict_array(out.out_anom.astype(np.int32), kind_names, 0),
-        "section": pa.array(out.out_sec, pa.int32()),
-    })
-    S = out.sections
-    m = out.n_sections
-    kinds = S.kind[:m].astype(np.int32)
-    sec_names = ["none"] + [SECTION_KIND_NAMES[k] for k in range(1, max(SECTION_KIND_NAMES) + 1)]
-    blocks = S.nev[:m].astype(np.int64) - S.fallbacks[:m]
-    sections = pa.table({
-        "section": pa.array(np.arange(m, dtype=np.int32)),
-        "kind": _dict_array(kinds, sec_names),
-        "cpu": pa.array(S.cpu[:m], pa.int32()),
-        "owner_cpu": pa.array(S.owner[:m], pa.int32()),
-        "zone": pa.DictionaryArray.from_arrays(pa.array(S.zone[:m].astype(np.int32)),
-                                               pa.array(znames, pa.string())),
-        "start_ns": pa.array(S.start[:m], pa.int64()),
-        "end_ns": pa.array(S.end[:m], pa.int64()),
-        "blocks": pa.array(blocks, pa.int64()),
-        "pages": pa.array(S.pages[:m], pa.int64()),
-        "fallbacks": pa.array(S.fallbacks[:m], pa.int32()),
-        "hold_ns": pa.array(hold_times(kinds, S.nev[:m], S.fallbacks[:m], cal), pa.int64()),
-    })
-    ai = np.nonzero(out.out_anom)[0]
-    codes = out.out_anom[ai].astype(np.int32)
-    anomalies = pa.table({
-        "seq": pa.array(ea.seq[ai], pa.int64()),
-        "ts_ns": pa.array(ea.ts[ai], pa.int64()),
-        "cpu": pa.array(ea.cpu[ai], pa.int32()),
-        "event": _dict_array(ev_codes[ai], list(EVENT_NAMES)),
-        "pfn": pa.array(ea.pfn[ai], pa.int64()),
-        "order": pa.array(ea.order[ai], pa.int8()),
-        "kind": _dict_array(codes, kind_names),
-        "explained": pa.array([KIND_BY_CODE[int(c)].explained for c in codes], pa.bool_()),
-        "kernel_path": pa.array([KIND_BY_CODE[int(c)].kernel_path for c in codes], pa.string()),
-    })
-    rows: list[tuple[str, str, float | None, str | None]] = []
-
-    def flatten(prefix: str, obj: Any) -> None:
-        if isinstance(obj, dict):
-            for k in obj:
-                flatten(f"{prefix}.{k}" if prefix else str(k), obj[k])
-        elif isinstance(obj, bool):
-            rows.append((prefix.split(".")[0], prefix, float(obj), None))
-        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-            rows.append((prefix.split(".")[0], prefix, float(obj), None))
-        elif obj is None:
-            rows.append((prefix.split(".")[0], prefix, None, None))
-        else:
-            rows.append((prefix.split(".")[0], prefix, None, json.dumps(obj, sort_keys=True, default=str)))
-
-    flatten("", summary)
-    summary_t = pa.table({
-        "section": pa.array([r[0] for r in rows], pa.string()),
-        "key": pa.array([r[1] for r in rows], pa.string()),
-        "value": pa.array([r[2] for r in rows], pa.float64()),
-        "text": pa.array([r[3] for r in rows], pa.string()),
-    })
-    return {"events": events, "lock_sections": sections, "anomalies": anomalies, "summary": summary_t}
-
-
-def write_results(folder: str | Path, tables: dict[str, pa.Table], metadata: dict[str, str] | None = None) -> list[Path]:
-    """Write each table to ``folder/<name>.parquet`` with fixed writer options (deterministic)."""
-    d = Path(folder)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = []
-    md = {f"pagereplay.{k}": str(v) for k, v in sorted((metadata or {}).items())}
-    for name in RESULT_FILES:
-        t = tables[name]
-        t = t.replace_schema_metadata({**md, "pagereplay.table": name})
-        p = d / f"{name}.parquet"
-        pq.write_table(t, p, compression="zstd", use_dictionary=True, write_statistics=True,
-                       row_group_size=1 << 20, store_schema=True)
-        paths.append(p)
-    return paths
