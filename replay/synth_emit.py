@@ -61,8 +61,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from parsers.schema import EVENT_NAMES, arrow_schema, decode_gfp
-from parsers.synthetic.emit import gfp_lookup, release_sorted
+from parsers.schema import arrow_schema, decode_gfp
+from parsers.synthetic.emit import event_batch, release_sorted
 from replay.buddy import __free_one_page, __rmqueue, add_to_free_list, del_page_from_free_list
 from replay.layout import MemoryLayout, layout_for_guest
 from replay.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_allowed_order
@@ -669,45 +669,22 @@ class EngineEmitter:
         n = len(ev["ts_ns"])
         if n == 0:
             return
-        seq = self.seq + np.arange(n, dtype=np.int64)
-        self.seq += n
-        masks, known = gfp_lookup(self.gfp_dict.to_pylist(), self._gfp_masks)
-        g = ev["gfp"]
-        has_g = g >= 0
         e = ev["ev"]
         pfn = ev["pfn"]
-        mt = ev["mt"]
-        pcp = ev["aux0"]
         xf = e == EV_EXTFRAG
         fbo = ev["aux1"]
-        fbm = ev["aux2"] >> 1
-        chown = (ev["aux2"] & 1) == 1
         pbo = int(self.st.geo[G_PB_ORDER])
-        arrays = [
-            pa.array(ev["ts_ns"]),
-            pa.array(ev["cpu"]),
-            pa.array(ev["pid"]),
-            pa.array(ev["pid"]),  # tgid: every synthetic task is a thread-group leader
-            pa.DictionaryArray.from_arrays(pa.array(ev["comm"]), self.comm_dict),
-            pa.DictionaryArray.from_arrays(pa.array(e), pa.array(list(EVENT_NAMES))),
-            pa.array(pfn, mask=pfn < 0),
-            pa.array(ev["order"]),
-            pa.array(mt, mask=mt < 0),
-            pa.DictionaryArray.from_arrays(pa.array(g, mask=~has_g), self.gfp_dict),
-            pa.array(masks[np.where(has_g, g, len(masks) - 1)], mask=~(has_g & known[np.where(has_g, g, -1)])),
-            pa.array(pcp == 1, mask=e != EV_ZL),
-            pa.array((e == EV_ALLOC) & (pfn < 0)),
+        extfrag = [
             pa.array(fbo.astype(np.int8), mask=~xf),
             pa.array(np.full(n, pbo, np.int8), mask=~xf),
-            pa.array(fbm.astype(np.int8), mask=~xf),
+            pa.array((ev["aux2"] >> 1).astype(np.int8), mask=~xf),
             pa.array(fbo < pbo, mask=~xf),
-            pa.array(chown, mask=~xf),
-            pa.nulls(n, pa.bool_()),
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int16)), pa.array([self.source])),
-            pa.array(seq + 1),
-            pa.array(seq),
-        ]  # fmt: skip
-        yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            pa.array((ev["aux2"] & 1) == 1, mask=~xf),
+        ]
+        batch = event_batch(self, ev, percpu_refill=pa.array(ev["aux0"] == 1, mask=e != EV_ZL),
+                            failed=pa.array((e == EV_ALLOC) & (pfn < 0)), extfrag=extfrag)
+        self.seq += n
+        yield batch
 
 
 def emit(requests: Iterable[pa.RecordBatch], machine: Any, params: Any = None, *, phases: list[dict] | None = None,

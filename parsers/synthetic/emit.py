@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -543,36 +544,49 @@ class Emitter:
         n = len(ev["ts_ns"])
         if n == 0:
             return
-        seq = self.seq + np.arange(n, dtype=np.int64)
-        self.seq += n
-        masks, known = gfp_lookup(self.gfp_dict.to_pylist(), self._gfp_masks)
-        g = ev["gfp"]
-        has_g = g >= 0
-        fail = ev["fail"] == 1
-        pfn = ev["pfn"]
         pcp = ev["pcp"]
-        mt = ev["mt"]
-        nulls = lambda typ: pa.nulls(n, typ)  # noqa: E731
-        arrays = [
-            pa.array(ev["ts_ns"]),
-            pa.array(ev["cpu"]),
-            pa.array(ev["pid"]),
-            pa.array(ev["pid"]),  # tgid: every synthetic task is a thread-group leader
-            pa.DictionaryArray.from_arrays(pa.array(ev["comm"]), self.comm_dict),
-            pa.DictionaryArray.from_arrays(pa.array(ev["ev"]), pa.array(list(EVENT_NAMES))),
-            pa.array(pfn, mask=pfn < 0),
-            pa.array(ev["order"]),
-            pa.array(mt, mask=mt < 0),
-            pa.DictionaryArray.from_arrays(pa.array(g, mask=~has_g), self.gfp_dict),
-            pa.array(masks[np.where(has_g, g, len(masks) - 1)], mask=~(has_g & known[np.where(has_g, g, -1)])),
-            pa.array(pcp == 1, mask=pcp < 0),
-            pa.array(fail),
-            nulls(pa.int8()), nulls(pa.int8()), nulls(pa.int8()), nulls(pa.bool_()), nulls(pa.bool_()), nulls(pa.bool_()),
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int16)), pa.array([self.source])),
-            pa.array(seq + 1),
-            pa.array(seq),
-        ]  # fmt: skip
-        yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        batch = event_batch(self, ev, percpu_refill=pa.array(pcp == 1, mask=pcp < 0),
+                            failed=pa.array(ev["fail"] == 1), extfrag=None)
+        self.seq += n
+        yield batch
+
+
+def event_batch(em: Any, ev: dict[str, np.ndarray], *, percpu_refill: pa.Array, failed: pa.Array,
+                extfrag: list[pa.Array] | None) -> pa.RecordBatch:
+    """One canonical record batch from an emitter's event columns (``ts_ns cpu pid comm ev pfn
+    order mt gfp``), numbered from ``em.seq``; ``extfrag``: fallback_order, pageblock_order,
+    fallback_migratetype, fragmenting, change_ownership (None: all null).  Shared by both
+    emitters (``em``: ``schema``, ``comm_dict``, ``gfp_dict``, ``_gfp_masks``, ``source``, ``seq``)."""
+    n = len(ev["ts_ns"])
+    seq = em.seq + np.arange(n, dtype=np.int64)
+    masks, known = gfp_lookup(em.gfp_dict.to_pylist(), em._gfp_masks)
+    g = ev["gfp"]
+    has_g = g >= 0
+    pfn = ev["pfn"]
+    mt = ev["mt"]
+    if extfrag is None:
+        extfrag = [pa.nulls(n, t) for t in (pa.int8(), pa.int8(), pa.int8(), pa.bool_(), pa.bool_())]
+    arrays = [
+        pa.array(ev["ts_ns"]),
+        pa.array(ev["cpu"]),
+        pa.array(ev["pid"]),
+        pa.array(ev["pid"]),  # tgid: every synthetic task is a thread-group leader
+        pa.DictionaryArray.from_arrays(pa.array(ev["comm"]), em.comm_dict),
+        pa.DictionaryArray.from_arrays(pa.array(ev["ev"]), pa.array(list(EVENT_NAMES))),
+        pa.array(pfn, mask=pfn < 0),
+        pa.array(ev["order"]),
+        pa.array(mt, mask=mt < 0),
+        pa.DictionaryArray.from_arrays(pa.array(g, mask=~has_g), em.gfp_dict),
+        pa.array(masks[np.where(has_g, g, len(masks) - 1)], mask=~(has_g & known[np.where(has_g, g, -1)])),
+        percpu_refill,
+        failed,
+        *extfrag,
+        pa.nulls(n, pa.bool_()),  # cold: not in the era D kmem format
+        pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int16)), pa.array([em.source])),
+        pa.array(seq + 1),
+        pa.array(seq),
+    ]  # fmt: skip
+    return pa.RecordBatch.from_arrays(arrays, schema=em.schema)
 
 
 def gfp_lookup(names: list[str], cache: dict[str, int | None]) -> tuple[np.ndarray, np.ndarray]:
