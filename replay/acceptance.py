@@ -566,6 +566,29 @@ def accept_covering_units(st: AcceptState, cv: np.ndarray, pv: np.ndarray, pfn: 
 
 
 @kernel
+def background_may_accept(st: AcceptState, pv: np.ndarray, now: int) -> bool:
+    """The checks ``background_accept`` makes before each block: False when it would accept
+    nothing at ``now`` (not started, busy, over its byte rate or CPU budget, nothing listed)."""
+    start = pv[P.PV_BG_START_NS]
+    if now <= start:
+        return False
+    if st.scal[S_BG_CLOCK] > now:
+        return False
+    bbytes = (1 << st.geo[G_BLOCK_ORDER]) * PAGE_SIZE
+    elapsed = now - start
+    rate = pv[P.PV_BG_RATE]
+    if rate > 0 and (st.scal[S_BG_BYTES] + bbytes) * 1_000_000_000 > rate * elapsed:
+        return False
+    budget_ppm = pv[P.PV_BG_BUDGET_PPM]
+    if budget_ppm > 0 and st.scal[S_BG_CPU_NS] * 1_000_000 > budget_ppm * elapsed:
+        return False
+    for zz in range(st.geo[G_NR_ZONES]):
+        if st.ul_len[zz] > 0:
+            return True
+    return False
+
+
+@kernel
 def background_accept(st: AcceptState, cv: np.ndarray, pv: np.ndarray, now: int, out_pfns: np.ndarray,
                       receipt: np.ndarray) -> int:
     """P6 background acceptor (never merged): accept listed blocks, lowest zone first, within the
@@ -573,21 +596,11 @@ def background_accept(st: AcceptState, cv: np.ndarray, pv: np.ndarray, now: int,
     the acceptor thread (``R_BG_FW_NS``), not on a traced CPU; zone->lock and global-lock
     sections still count.  Returns the number of blocks written to ``out_pfns``."""
     start = pv[P.PV_BG_START_NS]
-    if now <= start:
-        return 0
-    bpages = 1 << st.geo[G_BLOCK_ORDER]
-    bbytes = bpages * PAGE_SIZE
-    elapsed = now - start
-    rate = pv[P.PV_BG_RATE]
-    budget_ppm = pv[P.PV_BG_BUDGET_PPM]
+    bbytes = (1 << st.geo[G_BLOCK_ORDER]) * PAGE_SIZE
     n = 0
     nz = st.geo[G_NR_ZONES]
     while True:
-        if st.scal[S_BG_CLOCK] > now:
-            break
-        if rate > 0 and (st.scal[S_BG_BYTES] + bbytes) * 1_000_000_000 > rate * elapsed:
-            break
-        if budget_ppm > 0 and st.scal[S_BG_CPU_NS] * 1_000_000 > budget_ppm * elapsed:
+        if not background_may_accept(st, pv, now):
             break
         z = -1
         for zz in range(nz):

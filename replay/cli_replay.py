@@ -101,7 +101,7 @@ def resolve_policies(names: list[str] | None, all_presets: bool, policies_file: 
     return [known["none"], *(known[n] for n in wanted)]
 
 
-_PREP: Any = None  # (prepared replay, result context), inherited by forked workers
+_PREP: Any = None  # (prepared replay, result context, baseline run), inherited by forked workers
 _ARENA: Any = None  # a worker's per-event buffers, reused from one policy to the next
 
 
@@ -112,10 +112,10 @@ def _run_one(args: tuple[Any, Any, bool]) -> Any:
 
     global _ARENA
     policy, costs, all_events = args
-    prep, ctx = _PREP
+    prep, ctx, base = _PREP
     if _ARENA is None:
         _ARENA = Arena()
-    run = run_policy(prep, policy, costs, arena=_ARENA)
+    run = run_policy(prep, policy, costs, arena=_ARENA, base=base)
     # the tables are pickled back before this worker runs its next policy (which reuses the arena)
     tables, row = policy_tables(prep, run, ctx, all_events=all_events)
     return tables, row, run.seconds
@@ -123,10 +123,12 @@ def _run_one(args: tuple[Any, Any, bool]) -> Any:
 
 def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, workers: int = 2,
                  all_events: bool = False) -> tuple[Any, list[Any], dict[str, float]]:
-    """Run every policy on ``prep``: ``none`` (policies[0]) in this process, the rest in up to
-    ``workers`` forked processes at the same time.  A policy that leaves nothing unaccepted when
-    the trace starts (``accepts_nothing``: firmware-eager, kernel-eager) takes the baseline's
-    replay with its own boot cost (``baseline_run_as``) instead of replaying it again.
+    """Run every policy on ``prep``: ``none`` (policies[0]) in this process first, the rest then in
+    up to ``workers`` forked processes at the same time.  In exact mode the baseline records
+    each event's change of free pages and the policies replay on its results
+    (``replay.policy_delta``; in full where those would not hold).  A policy that leaves nothing
+    unaccepted when the trace starts (``accepts_nothing``: firmware-eager, kernel-eager) takes
+    the baseline's replay with its own boot cost (``baseline_run_as``) instead of replaying it.
 
     Returns the ``none`` run (its model state feeds the end-snapshot check), each policy's
     ``policy_tables`` result in order, and the replay seconds per policy.
@@ -144,12 +146,12 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     parallel = workers > 1 and len(rest) > 1 and "fork" in mp.get_all_start_methods()
     futures: list[Any] = []
     ex = None
-    _PREP = (prep, ctx)
     try:
+        base = run_policy(prep, policies[0], costs, record=prep.mode == "exact" and bool(rest))
+        _PREP = (prep, ctx, base)
         if parallel:
             ex = ProcessPoolExecutor(max_workers=min(workers, len(rest)), mp_context=mp.get_context("fork"))
             futures = [ex.submit(_run_one, (p, costs, all_events)) for p in rest]
-        base = run_policy(prep, policies[0], costs)
         done: dict[str, tuple[Any, Any, float]] = {}
         for p in same:
             run = baseline_run_as(prep, base, p, costs)
@@ -158,7 +160,7 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
             done.update((p.name, f.result()) for p, f in zip(rest, futures))
         else:  # in this process, fresh buffers per policy (the tables may share them)
             for p in rest:
-                run = run_policy(prep, p, costs)
+                run = run_policy(prep, p, costs, base=base)
                 done[p.name] = (*policy_tables(prep, run, ctx, all_events=all_events), run.seconds)
                 del run
         parts = [policy_tables(prep, base, ctx, all_events=all_events)]

@@ -312,8 +312,12 @@ def block_untouched_since(st: ModelState, first: np.ndarray, i: int, o: int, k: 
 def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
                 order: np.ndarray, mt: np.ndarray, refill: np.ndarray, fb_order: np.ndarray, chown: np.ndarray,
                 deferred: np.ndarray, first: np.ndarray, k0: int, k1: int, out_anom: np.ndarray, out_sec: np.ndarray,
-                out_zone: np.ndarray, acount: np.ndarray) -> None:
-    """Apply events ``k0..k1-1`` to the model in trace order (exact mode)."""
+                out_zone: np.ndarray, acount: np.ndarray, dfree: np.ndarray) -> None:
+    """Apply events ``k0..k1-1`` to the model in trace order (exact mode).
+
+    ``dfree`` (empty: off): each event's change of its zone's ``NR_FREE_PAGES``, for the policy
+    replays of ``replay.policy_delta``."""
+    rec = dfree.shape[0] > 0
     for k in range(k0, k1):
         e = int(ev[k])
         c = int(cpu[k])
@@ -323,6 +327,8 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
         out_sec[k] = -1
         out_zone[k] = -1
         out_anom[k] = 0
+        if rec:
+            dfree[k] = 0
         if p < 0:
             if e == EV_ALLOC:
                 st.ctr[C_FAILED_ALLOCS] += 1
@@ -336,6 +342,7 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
             sec_close(S, c)
             continue
         out_zone[k] = z
+        free_before = st.z_nr_free[z]
         a = 0
         if e == EV_ZL:
             m = int(mt[k])
@@ -404,6 +411,8 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
         if a != 0:
             out_anom[k] = a
             acount[a] += 1
+        if rec:
+            dfree[k] = st.z_nr_free[z] - free_before
 
 
 # ------------------------------------------------------------------ driver
@@ -454,7 +463,7 @@ def run_loop(mode: str, st: ModelState, ea: EventArrays, *, zone_kind: np.ndarra
         k1 = min(n, k0 + step)
         if mode == "exact":
             exact_chunk(st, S, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                        ea.deferred, ea.first, k0, k1, out_anom, out_sec, out_zone, acount)
+                        ea.deferred, ea.first, k0, k1, out_anom, out_sec, out_zone, acount, np.zeros(0, np.int32))
         else:
             simulate_chunk(st, S, simmap, zk, wm, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.gfp,
                            ea.deferred, k0, k1, out_anom, out_sec, out_zone, out_pfn, acount)

@@ -134,6 +134,26 @@ AC_K, AC_ADDED, AC_FWZL, AC_ZLHOLD, AC_ZONE, AC_BG, AC_ZLWAIT, AC_WAIT, AC_LEN =
 EL_K, EL_VTS, EL_ADDED, EL_WAIT, EL_HOLD, EL_LAT, EL_LEN = 0, 1, 2, 3, 4, 5, 6
 
 
+#: the background acceptor is looked at every 10 ms of trace time (it accepts at its rate in between)
+BG_TICK_NS = 10_000_000
+INT64_MAX = 9223372036854775807
+
+
+@kernel
+def background_tick(acc: A.AcceptState, pv: np.ndarray, t: int, next_bg: np.ndarray) -> bool:
+    """The background acceptor's tick at trace time ``t``: True when it may accept something (the
+    driver runs ``background_accept``); otherwise the next tick is set here, as the driver
+    would after accepting nothing, and no round trip is made."""
+    if A.background_may_accept(acc, pv, t):
+        return True
+    listed = False
+    for z in range(acc.ul_len.shape[0]):
+        if acc.ul_len[z] > 0:
+            listed = True
+    next_bg[0] = t + BG_TICK_NS if listed else INT64_MAX
+    return False
+
+
 #: longest run of events applied with one exact_chunk call
 QUIET_MAX = 1 << 16
 
@@ -352,7 +372,7 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
 
 
 @kernel_entry
-def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray,
+def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray, pv: np.ndarray, zmap: np.ndarray,
                  simmap: np.ndarray, zkind: np.ndarray, wmark_low: np.ndarray, calib: np.ndarray,
                  ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: np.ndarray,
                  refill: np.ndarray, fb_order: np.ndarray, chown: np.ndarray, deferred: np.ndarray,
@@ -362,12 +382,13 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                  sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray,
                  acur: np.ndarray, elog: np.ndarray, elog_n: np.ndarray, edges: np.ndarray, bstate: np.ndarray,
                  ts_free: np.ndarray, ts_order: np.ndarray, next_bg: np.ndarray,
-                 scratch: np.ndarray) -> tuple[int, int, int]:
+                 scratch: np.ndarray, dfree: np.ndarray) -> tuple[int, int, int]:
     """Replay events ``k0..k1-1`` under one policy; stop at the first event where the policy acts.
 
     Returns ``(k, action, zone)``; ``action == ACT_DONE`` when the chunk is finished.  The driver
     resumes at ``k`` with ``stage0`` (``STAGE_VISITED`` after a pre-event action,
-    ``STAGE_APPLIED`` after ``ACT_POST``).
+    ``STAGE_APPLIED`` after ``ACT_POST``).  Exact mode with a non-empty ``dfree``: also record each
+    event's change of its zone's free pages (``exact_chunk``'s ``dfree``, for ``replay.policy_delta``).
     """
     sim = pp[PP_SIM] != 0
     trig = pp[PP_TRIGGER]
@@ -389,14 +410,14 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
             while bstate[0] < nb and t >= edges[bstate[0]]:
                 sample_bucket(st, bstate[0], ts_free, ts_order)
                 bstate[0] += 1
-            if trig == A.T_BACKGROUND and t >= next_bg[0]:
+            if trig == A.T_BACKGROUND and t >= next_bg[0] and background_tick(acc, pv, t, next_bg):
                 return k, ACT_BG, -1
             if not sim:
                 # a run of events where the policy cannot act: one exact_chunk call, then their times
                 kend = quiet_run_end(st, acc, pp, zmap, ev, ts, pfn, order, k, k1, edges, bstate, next_bg, scratch)
                 if kend > k:
                     exact_chunk(st, S, ev, ts, cpu, pfn, order, mt, refill, fb_order, chown, deferred, first, k, kend,
-                                out_anom, out_sec, out_zone, acount)
+                                out_anom, out_sec, out_zone, acount, dfree)
                     for j in range(k, kend):
                         if noact:
                             quiet_time_step(S, calib, ev, ts, j, out_sec, sec_vstart, elog, elog_n)
@@ -428,7 +449,7 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                                out_anom, out_sec, out_zone, out_pfn, acount)
             else:
                 exact_chunk(st, S, ev, ts, cpu, pfn, order, mt, refill, fb_order, chown, deferred, first, k, k + 1,
-                            out_anom, out_sec, out_zone, acount)
+                            out_anom, out_sec, out_zone, acount, dfree)
             q = int(out_pfn[k]) if sim else p
             if q >= 0 and out_zone[k] >= 0:
                 if trig == A.T_BUDDY and (e == EV_ZL or (sim and e == EV_ALLOC)):

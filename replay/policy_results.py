@@ -41,6 +41,7 @@ from replay.policies import HELD_GLOBAL_LOCK, HELD_IRQS_OFF, HELD_ZONE_LOCK
 from replay.policy_loop import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT
 from replay.policy_run import PolicyRun, Prepared
 from replay.sections import hold_times
+from replay.state import kernel_entry
 
 SCHEMA_VERSION = "1"
 POLICY_RESULT_FILES = ("events", "lock_sections", "firmware_calls", "irqs_off", "attribution_cpu",
@@ -334,6 +335,39 @@ class ResultContext:
     counts: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+@kernel_entry
+def group_events(comm_idx: np.ndarray, pid: np.ndarray, cpu: np.ndarray, ev: np.ndarray, ev_alloc: int, span: int,
+                 table_keys: np.ndarray, gid: np.ndarray, group: np.ndarray, cnt: np.ndarray,
+                 cpu_cnt: np.ndarray) -> int:
+    """Group id of each event's (comm, pid) key ``comm * span + pid + 1``, in first-seen order
+    (open addressing: slot ``h`` holds a key in ``table_keys`` and its group in ``gid``), and the
+    events and allocations per group and per CPU.  Returns the number of groups, or -1 when the
+    table got half full (the caller retries with a bigger one)."""
+    mask = table_keys.shape[0] - 1
+    half = table_keys.shape[0] // 2
+    nd = 0
+    for k in range(comm_idx.shape[0]):
+        key = np.int64(comm_idx[k]) * span + pid[k] + 1
+        h = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & mask
+        while table_keys[h] != -1 and table_keys[h] != key:
+            h = (h + 1) & mask
+        if table_keys[h] == -1:
+            if nd >= half:
+                return -1
+            table_keys[h] = key
+            gid[h] = nd
+            nd += 1
+        g = gid[h]
+        group[k] = g
+        a = 1 if ev[k] == ev_alloc else 0
+        cnt[g, 0] += 1
+        cnt[g, 1] += a
+        c = cpu[k]
+        cpu_cnt[c, 0] += 1
+        cpu_cnt[c, 1] += a
+    return nd
+
+
 def result_context(table: pa.Table, pols: list[str]) -> ResultContext:
     """From the event table alone, so it can be built while ``prepare`` runs."""
     from replay.columns import column_values
@@ -341,24 +375,36 @@ def result_context(table: pa.Table, pols: list[str]) -> ResultContext:
 
     comm, pid = _comm_pid(table)
     comm_names = comm.dictionary.to_pylist()
-    comm_idx = np.asarray(comm.indices.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-    # (comm, pid) groups, in sorted order, shared by every policy: a few hundred distinct keys
-    # among millions of events, so hash the distinct ones (polars) and binary-search the rest
-    import polars as pl
-
-    span = int(pid.max()) + 2 if len(pid) else 1
-    key = comm_idx * span + (pid.astype(np.int64) + 1)
-    distinct = np.sort(pl.Series(key).unique().to_numpy())
-    proc_key = np.searchsorted(distinct, key)
-    uniq = np.stack([distinct // span, distinct % span - 1], axis=1)
-    names_sorted = sorted(range(len(uniq)), key=lambda g: (str(comm_names[uniq[g, 0]]), int(uniq[g, 1])))
+    comm_idx = column_values(pa.table({"i": comm.indices}), "i", np.int32, 0, writable=False)
     cpu = column_values(table, "cpu", np.int32, 0, writable=False)  # as replay.engine.event_arrays reads it
     ncpu = int(cpu.max()) + 1 if len(cpu) else 1
-    is_alloc = (event_codes(table) == EV_ALLOC).astype(np.float64)
-    counts = {"cpu": (np.bincount(cpu, minlength=ncpu).astype(np.int64),
-                      np.bincount(cpu, weights=is_alloc, minlength=ncpu).astype(np.int64)),
-              "process": (np.bincount(proc_key, minlength=len(uniq)).astype(np.int64),
-                          np.bincount(proc_key, weights=is_alloc, minlength=len(uniq)).astype(np.int64))}
+    # (comm, pid) groups, in sorted order, shared by every policy: a few hundred distinct keys
+    # among millions of events, found with a small hash table in one compiled pass
+    span = int(pid.max()) + 2 if len(pid) else 1
+    proc_key = np.empty(len(pid), np.int32)
+    ev = event_codes(table)
+    bits = 12
+    while True:
+        table_keys = np.full(1 << bits, -1, np.int64)
+        gid = np.full(1 << bits, -1, np.int64)
+        cnt = np.zeros((1 << (bits - 1), 2), np.int64)  # events, allocations per group (first-seen order)
+        cpu_cnt = np.zeros((ncpu, 2), np.int64)
+        nd = int(group_events(comm_idx, pid, cpu, ev, EV_ALLOC, span, table_keys, gid, proc_key, cnt, cpu_cnt))
+        if nd >= 0:
+            break
+        bits += 3  # half full: a bigger table
+    occ = table_keys != -1
+    keys = np.empty(nd, np.int64)
+    keys[gid[occ]] = table_keys[occ]
+    order_k = np.argsort(keys, kind="stable")
+    rank = np.empty(nd, np.int32)
+    rank[order_k] = np.arange(nd, dtype=np.int32)
+    proc_key = rank[proc_key]  # groups in key order
+    distinct = keys[order_k]
+    uniq = np.stack([distinct // span, distinct % span - 1], axis=1)
+    names_sorted = sorted(range(len(uniq)), key=lambda g: (str(comm_names[uniq[g, 0]]), int(uniq[g, 1])))
+    counts = {"cpu": (cpu_cnt[:, 0].copy(), cpu_cnt[:, 1].copy()),
+              "process": (cnt[order_k, 0].copy(), cnt[order_k, 1].copy())}
     return ResultContext(pols=list(pols), comm=comm, pid=pid, comm_names=comm_names, uniq=uniq,
                          proc_key=proc_key, names_sorted=names_sorted, ncpu=ncpu, counts=counts)
 

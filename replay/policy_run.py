@@ -35,18 +35,17 @@ import pyarrow as pa
 import replay.acceptance as A
 from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
 from replay.policies import AcceptancePolicy
-from replay.policy_loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE,
-                                ACT_BG, ACT_DONE, ACT_GROW, EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_LEN, EL_WAIT,
-                                QUIET_MAX, ACT_FORCED, ACT_POST, ACT_VISIT, PP_LEN, PP_LISTS, PP_NOACT,
-                                PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, STAGE_APPLIED, STAGE_FRESH,
-                                STAGE_VISITED, free_blocks_to_tail, policy_chunk, take_free_block, zone_needs_accept)
+from replay.policy_delta import ACT_DIVERGE, count_blocks_to_tail, delta_chunk, listed_pages, top_block_is_free
+from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT, AC_ADDED, AC_BG,
+                                AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, BG_TICK_NS, EL_ADDED,
+                                EL_HOLD, EL_K, EL_LAT, EL_LEN, EL_WAIT, INT64_MAX, PP_LEN, PP_LISTS, PP_NOACT,
+                                PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, QUIET_MAX, STAGE_APPLIED,
+                                STAGE_FRESH, STAGE_VISITED, free_blocks_to_tail, policy_chunk, take_free_block,
+                                zone_needs_accept)
 from replay.sections import Calibration, calibrate
 from replay.state import ModelState
 
 MAX_BUCKETS = 2000
-#: the background acceptor is looked at every 10 ms of trace time (it accepts at its rate in between)
-BG_TICK_NS = 10_000_000
-INT64_MAX = np.iinfo(np.int64).max
 LIST_TRIGGERS = ("watermark_fail", "every_zone_visit", "background")
 
 
@@ -194,6 +193,11 @@ class PolicyRun:
     conservation_ok: bool
     seconds: float
     yields: int
+    #: exact-mode baseline recorded with ``record=True``: each event's change of its zone's free
+    #: pages (``engine.exact_chunk``'s ``dfree``), what ``replay.policy_delta`` replays policies on
+    dfree: np.ndarray | None = None
+    #: how the run was made: "full" (the buddy model replayed) or "delta" (``replay.policy_delta``)
+    method: str = "full"
 
     @property
     def name(self) -> str:
@@ -269,8 +273,12 @@ def _policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.nd
     return pp
 
 
-def _reconcile(st: ModelState, acc: A.AcceptState) -> None:
-    """Make the acceptance state agree with the trace's initial buddy state (see module doc)."""
+def _reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = False) -> None:
+    """Make the acceptance state agree with the trace's initial buddy state (see module doc).
+
+    ``counters_only``: ``st`` shares the initial buddy state with other runs and only its
+    ``z_nr_free`` is private: a listed block that is a whole free block there leaves the free
+    counter, not the lists (``replay.policy_delta``)."""
     bo = int(acc.geo[A.G_BLOCK_ORDER])
     bpages = 1 << bo
     unit = int(acc.geo[A.G_UNIT_PAGES])
@@ -278,7 +286,12 @@ def _reconcile(st: ModelState, acc: A.AcceptState) -> None:
     nu = int(acc.geo[A.G_NR_UNITS])
     for az in range(int(acc.geo[A.G_NR_ZONES])):
         for pfn in A.unaccepted_pages_of(acc, az).tolist():
-            if take_free_block(st, int(pfn), bo):
+            if counters_only:
+                zb = int(top_block_is_free(st, int(pfn), bo))
+                if zb >= 0:
+                    st.z_nr_free[zb] -= bpages
+                    continue
+            elif take_free_block(st, int(pfn), bo):
                 continue
             b = (int(pfn) - int(acc.geo[A.G_PFN_BASE])) >> bo
             A._list_del(acc, az, b)
@@ -318,11 +331,18 @@ def _add_receipt(tot: np.ndarray, r: np.ndarray) -> None:
 
 
 def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
-               firmware_accepted_bytes: int = 4 << 30, arena: Arena | None = None) -> PolicyRun:
+               firmware_accepted_bytes: int = 4 << 30, arena: Arena | None = None,
+               base: PolicyRun | None = None, record: bool = False) -> PolicyRun:
     """Replay the prepared trace under ``policy`` priced with ``costs`` (a ``CostPreset``).
 
     ``arena``: reuse its buffers for the per-event arrays (see ``Arena``: the returned run's
-    arrays are only valid until the next run with the same arena)."""
+    arrays are only valid until the next run with the same arena).
+
+    ``record`` (exact mode, a policy that never acts: the baseline): also record each event's
+    change of its zone's free pages.  ``base``: such a recorded baseline run; in exact mode the
+    policy is then replayed on the baseline's per-event results (``replay.policy_delta``: no
+    buddy model of its own, its results share the baseline's arrays), and in full where the
+    two would differ."""
     from replay.acceptance_boot import boot_accept_cost, state_from_layout
     from replay.invariants import check_invariants
     from replay.simulate import new_sim_map
@@ -333,32 +353,43 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     n = len(ea)
     mode = prep.mode
     mem = arena if arena is not None else _Fresh()
-    st = copy_state(prep.base.state, arena)
     model = state_from_layout(layout, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes)
     acc, cv, pv = model.st, model.cv, model.pv
-    _reconcile(st, acc)
+    bo = int(acc.geo[A.G_BLOCK_ORDER])
+    st0 = prep.base.state
+    # a delta replay needs the listed blocks at the top order (they then never merge)
+    delta = (base is not None and base.dfree is not None and mode == "exact" and bo == int(st0.geo[1]) - 1)
+    st = st0._replace(z_nr_free=st0.z_nr_free.copy()) if delta else copy_state(st0, arena)
+    _reconcile(st, acc, counters_only=delta)
     pp = _policy_params(policy, pv, mode)
     out_pfns = model.out_pfns
-    bo = int(acc.geo[A.G_BLOCK_ORDER])
     unit_bytes = int(acc.geo[A.G_UNIT_PAGES]) * A.PAGE_SIZE
     unacc = int(acc.bitmap.sum()) * unit_bytes if acc.geo[A.G_HAS_TABLE] else 0
     present_bytes = int(sum(z.present for z in layout.zones)) * int(layout.page_size)
     ncpu = int(st.pcp_count.shape[0])
     nz = len(prep.zone_names)
 
-    S = new_sections(n, ncpu)
-    out_anom = mem.full("out_anom", n, np.int8)
-    out_sec = mem.full("out_sec", n, np.int32, -1)
-    out_zone = mem.full("out_zone", n, np.int8, -1)
-    out_pfn = mem.empty("out_pfn", n, np.int64)
-    np.copyto(out_pfn, ea.pfn)
-    acount = np.zeros(prep.base.acount.shape[0], np.int64)
+    if delta:  # the baseline's results, shared (never written here)
+        S, out_anom, out_sec, out_zone, out_pfn = base.S, base.out_anom, base.out_sec, base.out_zone, base.out_pfn
+        acount = base.acount
+    else:
+        S = new_sections(n, ncpu)
+        out_anom = mem.full("out_anom", n, np.int8)
+        out_sec = mem.full("out_sec", n, np.int32, -1)
+        out_zone = mem.full("out_zone", n, np.int8, -1)
+        if mode == "exact":  # the trace's pfns (exact mode places nothing itself): shared, not copied
+            out_pfn = ea.pfn
+        else:
+            out_pfn = mem.empty("out_pfn", n, np.int64)
+            np.copyto(out_pfn, ea.pfn)
+        acount = np.zeros(prep.base.acount.shape[0], np.int64)
+    dfree = np.zeros(n if record and mode == "exact" else 0, np.int32)
     simmap = new_sim_map(st) if mode == "simulate" else np.zeros(1, np.int32)
     delay = np.zeros(ncpu, np.int64)
     pend = np.zeros(2 * ncpu, np.int64)
     zfree_v = np.zeros(2 * nz, np.int64)  # [lock free at (virtual) | last section start] per zone
     zfree_b = np.zeros(2 * nz, np.int64)  # the same at trace time
-    cap = max(n, 1)
+    cap = max(len(base.sec_vstart) if delta else n, 1)  # one section per event at most
     sec_vstart, sec_wait, sec_ext = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64)
     # what acceptance charged to the event being handled (see policy_loop.time_step), and the
     # events whose acceptance held zone->lock: (k, hold, zone, background, wait)
@@ -391,7 +422,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     def free_blocks(cnt: int) -> int:
         if cnt <= 0:
             return -1
-        free_blocks_to_tail(st, out_pfns, cnt, bo)
+        (count_blocks_to_tail if delta else free_blocks_to_tail)(st, out_pfns, cnt, bo)
         i = int(out_pfns[0]) - int(st.geo[0])
         for z in range(nz):
             if st.z_start[z] <= i < st.z_end[z]:
@@ -486,14 +517,22 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     yields = 0
     scratch = np.zeros(nz, np.int64)
     while True:
-        k, act, z = policy_chunk(st, S, acc, pp, prep.zmap, simmap, prep.zkind, prep.wmark_low, prep.calib,
-                                 ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                                 ea.deferred, ea.first, ea.gfp, k, n, stage, out_anom, out_sec, out_zone, out_pfn,
-                                 acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
-                                 acur, elog, elog_n, edges, bstate, ts_free, ts_order, next_bg,
-                                 scratch)
+        if delta:
+            k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order,
+                                    out_sec, out_zone, base.dfree, k, n, stage, delay, pend, zfree_v, zfree_b,
+                                    sec_vstart, sec_wait, sec_ext, acur, elog, elog_n, edges, bstate,
+                                    base.ts_free, base.ts_order, ts_free, ts_order, next_bg)
+        else:
+            k, act, z = policy_chunk(st, S, acc, pp, pv, prep.zmap, simmap, prep.zkind, prep.wmark_low, prep.calib,
+                                     ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
+                                     ea.deferred, ea.first, ea.gfp, k, n, stage, out_anom, out_sec, out_zone, out_pfn,
+                                     acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
+                                     acur, elog, elog_n, edges, bstate, ts_free, ts_order, next_bg,
+                                     scratch, dfree)
         if act == ACT_DONE:
             break
+        if act == ACT_DIVERGE:  # the baseline's results do not hold for this policy: replay it in full
+            return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
         if act == ACT_GROW:
             grown = np.zeros((2 * elog.shape[0], EL_LEN), np.int64)
             grown[: int(elog_n[0])] = elog[: int(elog_n[0])]
@@ -507,8 +546,14 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     acc_zl = np.array(zl_rows, np.int64).reshape(-1, 5)
     # buckets never reached (no event at or after their start): the final state
     from replay.policy_loop import sample_bucket
+    held = int(listed_pages(acc, prep.zmap))
     for b in range(int(bstate[0]), nb):
-        sample_bucket(st, b, ts_free, ts_order)
+        if delta:  # the baseline's final state without the blocks still listed (top order)
+            ts_free[b] = base.ts_free[b] - held
+            ts_order[b] = base.ts_order[b]
+            ts_order[b, -1] -= held
+        else:
+            sample_bucket(st, b, ts_free, ts_order)
     if unacc_log_t:
         idx = np.searchsorted(np.asarray(unacc_log_t, np.int64), edges, side="left") - 1
         vals = np.asarray(unacc_log_v, np.int64)
@@ -518,13 +563,22 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
         ts_unacc = np.full(nb, unacc, np.int64)
     # sections were allocated for one per event: keep only the used part (memory of parallel runs)
     m = int(S.n[0])
-    per_section = ("kind", "cpu", "zone", "start", "end", "pages", "nev", "first", "fallbacks", "owner")
-    S = S._replace(**{f: getattr(S, f)[:max(m, 1)].copy() for f in per_section})
+    if not delta:
+        per_section = ("kind", "cpu", "zone", "start", "end", "pages", "nev", "first", "fallbacks", "owner")
+        S = S._replace(**{f: getattr(S, f)[:max(m, 1)].copy() for f in per_section})
     sec_vstart, sec_wait, sec_ext = sec_vstart[:m].copy(), sec_wait[:m].copy(), sec_ext[:m].copy()
-    rep = check_invariants(st)
+    listed = acc.z_nr_unaccepted[prep.zmap] if acc.z_nr_unaccepted.shape[0] else np.zeros(nz, np.int64)
+    if delta:
+        if not _delta_agrees(base, st, acc, listed):
+            return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
+        # the full replay's final state is the baseline's without the listed blocks
+        st = base.st
+        rep = dict(base.invariant_report)
+        rep["free_pages"] = (np.asarray(rep["free_pages"], np.int64) - listed).tolist()
+    else:
+        rep = check_invariants(st)
     # pages on zone->unaccepted_pages are present but outside the buddy: free + pcp + allocated +
     # unaccepted = present
-    listed = acc.z_nr_unaccepted[prep.zmap] if acc.z_nr_unaccepted.shape[0] else np.zeros(nz, np.int64)
     cons = bool(np.array_equal(np.asarray(rep["free_pages"]) + np.asarray(rep["pcp_pages"])
                                + np.asarray(rep["allocated_pages"]) + listed, st.z_present))
     rep["unaccepted_pages"] = listed.tolist()
@@ -542,7 +596,23 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
         actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
         totals=tot, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=accepted_ok, conservation_ok=bool(A.check_conservation(acc)),
-        seconds=time.perf_counter() - t_start, yields=yields)
+        seconds=time.perf_counter() - t_start, yields=yields,
+        dfree=dfree if record and mode == "exact" and yields == 0 and held == 0 else None,
+        method="delta" if delta else "full")
+
+
+def _delta_agrees(base: PolicyRun, st: ModelState, acc: A.AcceptState, listed: np.ndarray) -> bool:
+    """A delta replay's end agrees with the full replay's: its free counters are the baseline's
+    minus the pages still listed, and each block still listed is a whole free block of the
+    baseline's final state (no event touched it)."""
+    if not np.array_equal(st.z_nr_free, base.st.z_nr_free - listed):
+        return False
+    bo = int(acc.geo[A.G_BLOCK_ORDER])
+    for az in range(int(acc.geo[A.G_NR_ZONES])):
+        for pfn in A.unaccepted_pages_of(acc, az).tolist():
+            if int(top_block_is_free(base.st, int(pfn), bo)) < 0:
+                return False
+    return True
 
 
 def accepts_nothing(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,

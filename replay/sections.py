@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from parsers.schema import Event
+from replay.state import kernel_entry
 
 SEC_REFILL, SEC_DRAIN, SEC_ALLOC, SEC_FREE, SEC_FALLBACK = 1, 2, 3, 4, 5
 
@@ -92,6 +93,73 @@ def _bursts(t: np.ndarray, c: np.ndarray, s: np.ndarray, e: np.ndarray, max_gap_
     return (ends - starts + 1).astype(np.int64), (t[ends] - t[starts]).astype(np.int64)
 
 
+@kernel_entry
+def scan_bursts(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarray, ev_zl: int, ev_drain: int,
+                ev_extfrag: int, max_gap_ns: int, ncpu: int, runs: np.ndarray, gaps: np.ndarray) -> tuple[int, int]:
+    """``_bursts`` for refills and drains plus the extfrag gaps, in one pass in trace order.
+
+    Per CPU it keeps the open run of each kind and a pending extfrag; a run ends at the first
+    event of its CPU that does not continue it.  ``runs`` rows: (kind 0 refill / 1 drain, cpu,
+    first event, events, span ns); ``gaps`` rows: (cpu, extfrag event, gap ns).  Returns the
+    row counts (the caller puts them in per-CPU order, as ``_bursts`` over ``_per_cpu_order``).
+    """
+    open_k = np.full((2, ncpu), -1, np.int64)  # first event of the open run
+    open_n = np.zeros((2, ncpu), np.int64)
+    first_t = np.zeros((2, ncpu), np.int64)
+    last_t = np.zeros(ncpu, np.int64)  # time of the CPU's previous event
+    pend_x = np.full(ncpu, -1, np.int64)  # an extfrag waiting for the next event of its CPU
+    nr = 0
+    ng = 0
+    for k in range(ev.shape[0]):
+        c = cpu[k]
+        t = ts[k]
+        e = ev[k]
+        if pend_x[c] >= 0:
+            g = t - ts[pend_x[c]]
+            if g <= max_gap_ns:
+                gaps[ng, 0] = c
+                gaps[ng, 1] = pend_x[c]
+                gaps[ng, 2] = g
+                ng += 1
+            pend_x[c] = -1
+        kind = -1
+        if e == ev_zl and refill[k] == 1:
+            kind = 0
+        elif e == ev_drain:
+            kind = 1
+        for j in range(2):
+            if open_k[j, c] < 0:
+                continue
+            if j == kind and t - last_t[c] <= max_gap_ns:
+                continue
+            runs[nr, 0] = j
+            runs[nr, 1] = c
+            runs[nr, 2] = open_k[j, c]
+            runs[nr, 3] = open_n[j, c]
+            runs[nr, 4] = last_t[c] - first_t[j, c]
+            nr += 1
+            open_k[j, c] = -1
+        if kind >= 0:
+            if open_k[kind, c] < 0:
+                open_k[kind, c] = k
+                open_n[kind, c] = 0
+                first_t[kind, c] = t
+            open_n[kind, c] += 1
+        if e == ev_extfrag:
+            pend_x[c] = k
+        last_t[c] = t
+    for c in range(ncpu):
+        for j in range(2):
+            if open_k[j, c] >= 0:
+                runs[nr, 0] = j
+                runs[nr, 1] = c
+                runs[nr, 2] = open_k[j, c]
+                runs[nr, 3] = open_n[j, c]
+                runs[nr, 4] = last_t[c] - first_t[j, c]
+                nr += 1
+    return nr, ng
+
+
 def _per_cpu_order(cpu: np.ndarray) -> np.ndarray:
     """Event indices grouped by CPU, trace order kept within a CPU (a stable radix sort)."""
     key = cpu.astype(np.int16) if len(cpu) and int(cpu.max()) < (1 << 15) and int(cpu.min()) >= 0 else cpu
@@ -108,20 +176,40 @@ def _fit(n: np.ndarray, span: np.ndarray) -> tuple[float, float, int]:
     return float(a), float(b), int(m.sum())
 
 
+def _scan_runs(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarray, max_gap_ns: int,
+               ncpu: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """(events, span) of the refill and of the drain bursts, and the extfrag gaps, each in per-CPU
+    order (``_bursts`` over ``_per_cpu_order``: the same values in the same order), from
+    ``scan_bursts``: one pass, no n-long temporaries (its row buffers are touched only as far as used)."""
+    zl, dr, xf = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED), int(Event.MM_PAGE_PCPU_DRAIN), int(Event.MM_PAGE_ALLOC_EXTFRAG)
+    counts = np.bincount(ev[ev >= 0].astype(np.intp), minlength=max(zl, dr, xf) + 1) if len(ev) else np.zeros(32, np.int64)
+    runs = np.empty((int(counts[zl] + counts[dr]) + 1, 5), np.int64)  # a run holds at least one event
+    gaps = np.empty((int(counts[xf]) + 1, 3), np.int64)
+    nr, ng = scan_bursts(ev, ts, cpu, refill, zl, dr, xf, int(max_gap_ns), int(ncpu), runs, gaps)
+    runs, gaps = runs[:nr], gaps[:ng]
+    out = []
+    for kind in (0, 1):
+        r = runs[runs[:, 0] == kind]
+        r = r[np.lexsort((r[:, 2], r[:, 1]))]
+        out.append((r[:, 3].copy(), r[:, 4].copy()))
+    g = gaps[np.lexsort((gaps[:, 1], gaps[:, 0])), 2].copy()
+    return out[0], out[1], g
+
+
 def calibrate(table: pa.Table, *, max_gap_ns: int = 100_000, verbose: bool = False) -> Calibration:
     """Calibrate section costs from the bursts of a real trace (see the module docstring)."""
     from replay.engine import event_codes
 
+    from replay.columns import column_values
+
     ev = event_codes(table)
-    ts = np.asarray(table.column("ts_ns").to_numpy(), np.int64)
-    cpu = np.asarray(table.column("cpu").to_numpy(), np.int64)
-    refill_col = table.column("percpu_refill").combine_chunks().cast(pa.int8()).fill_null(-1).to_numpy(zero_copy_only=False)
-    is_refill = (ev == int(Event.MM_PAGE_ALLOC_ZONE_LOCKED)) & (np.asarray(refill_col) == 1)
-    is_drain = ev == int(Event.MM_PAGE_PCPU_DRAIN)
-    order = _per_cpu_order(cpu)
-    e_o, t_o, c_o = ev[order], ts[order], cpu[order]
-    n_r, s_r = _bursts(t_o, c_o, is_refill[order], e_o, max_gap_ns)
-    n_d, s_d = _bursts(t_o, c_o, is_drain[order], e_o, max_gap_ns)
+    ts = column_values(table, "ts_ns", np.int64, 0, writable=False)
+    cpu = column_values(table, "cpu", np.int32, 0, writable=False)
+    refill = column_values(table, "percpu_refill", np.int8, -1, writable=False)
+    ncpu = int(cpu.max()) + 1 if len(cpu) else 1
+    if len(cpu) and int(cpu.min()) < 0:
+        raise ValueError("negative cpu numbers in the event table")
+    (n_r, s_r), (n_d, s_d), gaps = _scan_runs(ev, ts, cpu, refill, max_gap_ns, ncpu)
     a_r, b_r, k_r = _fit(n_r, s_r)
     a_d, b_d, k_d = _fit(n_d, s_d)
     d = DEFAULT_CALIBRATION
@@ -130,9 +218,6 @@ def calibrate(table: pa.Table, *, max_gap_ns: int = 100_000, verbose: bool = Fal
     if b_d <= 0:
         a_d, b_d = d.drain_base_ns - d.drain_per_block_ns, d.drain_per_block_ns
     # steal: gap between an extfrag and the next event on its CPU
-    ex = np.nonzero((e_o[:-1] == int(Event.MM_PAGE_ALLOC_EXTFRAG)) & (c_o[1:] == c_o[:-1]))[0]
-    gaps = (t_o[ex + 1] - t_o[ex]) if len(ex) else np.zeros(0, np.int64)
-    gaps = gaps[gaps <= max_gap_ns]
     steal = float(gaps.mean()) if len(gaps) else d.steal_ns
     cal = Calibration(
         refill_base_ns=max(a_r, 0.0) + b_r, refill_per_block_ns=b_r,

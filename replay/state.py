@@ -115,7 +115,7 @@ JIT_ENABLED = os.environ.get("PAGEREPLAY_JIT", "1").lower() not in ("0", "pure",
 _cache_dir_set = False
 #: Modules whose compiled functions never allocate: compiled without the NRT (see ``kernel``).
 _NO_NRT_MODULES = frozenset(f"replay.{m}" for m in (
-    "state", "buddy", "pcp", "exact", "engine", "simulate", "invariants", "initial_state", "policy_loop",
+    "state", "buddy", "pcp", "exact", "engine", "simulate", "invariants", "initial_state", "policy_loop", "policy_delta",
     "synth_emit"))
 
 

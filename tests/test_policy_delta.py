@@ -1,0 +1,118 @@
+"""Exact mode: a policy replayed on the baseline's results (replay.policy_delta) gives the full replay's results.
+
+Every results table and summary row must be identical, whether the delta replay holds to the end
+(``method == "delta"``) or falls back to the full replay (its end check fails, or an event touches
+a block still on ``zone->unaccepted_pages`` in a way the full replay would not force first).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+
+from replay.costs import COST_PRESETS
+from replay.policies import PRESET_ORDER, PRESETS
+from replay.policy_results import policy_tables, result_context
+from replay.policy_run import prepare, run_policy
+from tests.test_replay_props import _gen_trace
+from tests.util_events import make_events
+from tests.util_replay import tiny_layout
+
+FW_ACCEPTED = 1024 * 4096  # 4 MiB of the 16 MiB guest accepted by the firmware; the rest is unaccepted
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+OPS = hs.lists(hs.tuples(hs.integers(0, 4), hs.integers(0, 100), hs.integers(0, 100), hs.integers(0, 3)),
+               min_size=1, max_size=120)
+#: events the trace's kernel would not have produced: frees, drains and allocations of arbitrary pages
+JUNK = hs.lists(hs.tuples(hs.integers(0, 200), hs.sampled_from(["mm_page_free", "mm_page_pcpu_drain",
+                                                                  "mm_page_alloc_zone_locked", "mm_page_alloc"]),
+                          hs.integers(0, 4095), hs.integers(0, 3)), max_size=6)
+
+
+def _same_results(prep: Any, table: Any, names: list[str], costs: str, **kw: Any) -> list[str]:
+    """Replay every policy in full and on the recorded baseline; return the methods the delta runs used."""
+    cost = COST_PRESETS[costs]
+    ctx = result_context(table, names)
+    base = run_policy(prep, PRESETS["none"], cost, record=True, **kw)
+    assert base.dfree is not None and base.method == "full"
+    methods = []
+    for name in names:
+        full = run_policy(prep, PRESETS[name], cost, **kw)
+        delta = run_policy(prep, PRESETS[name], cost, base=base, **kw)
+        tf, rf = policy_tables(prep, full, ctx, all_events=True)
+        td, rd = policy_tables(prep, delta, ctx, all_events=True)
+        assert rf == rd, name
+        assert set(tf) == set(td), name
+        for key in tf:
+            assert tf[key].equals(td[key]), (name, key)
+        assert delta.invariants_ok == full.invariants_ok and delta.accepted_ok == full.accepted_ok, name
+        assert delta.invariant_report == full.invariant_report, name
+        methods.append(delta.method)
+    return methods
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS, JUNK, hs.sampled_from(["tdx-4k", "snp-2m"]))
+def test_delta_replay_equals_full_replay(ops: list[tuple[int, int, int, int]],
+                                         junk: list[tuple[int, str, int, int]], costs: str) -> None:
+    rows, _, _ = _gen_trace(ops)
+    for pos, event, pfn, order in junk:  # inserted between the generated events (same timestamp: after)
+        if rows:
+            at = min(pos, len(rows) - 1)
+            rows.insert(at + 1, {"ts_ns": rows[at]["ts_ns"], "cpu": 0, "event": event, "pfn": pfn & ~((1 << order) - 1),
+                                 "order": order, "migratetype": 1})
+    if not rows:
+        return
+    table = make_events(rows)
+    prep = prepare(table, tiny_layout(4096), mode="exact", boot=True)
+    _same_results(prep, table, list(PRESET_ORDER[1:]), costs, firmware_accepted_bytes=FW_ACCEPTED)
+
+
+def test_a_delta_that_does_not_add_up_falls_back_to_the_full_replay() -> None:
+    """The end check: when the recorded changes do not bring the free counters to the baseline's
+    final state minus the listed blocks, the delta replay gives way to the full one."""
+    rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1)] * 4)
+    table = make_events(rows)
+    prep = prepare(table, tiny_layout(4096), mode="exact", boot=True)
+    cost = COST_PRESETS["tdx-4k"]
+    base = run_policy(prep, PRESETS["none"], cost, record=True, firmware_accepted_bytes=FW_ACCEPTED)
+    good = run_policy(prep, PRESETS["list-6.6"], cost, base=base, firmware_accepted_bytes=FW_ACCEPTED)
+    assert good.method == "delta"
+    k = int(np.nonzero(base.dfree)[0][0])
+    base.dfree[k] += 1
+    run = run_policy(prep, PRESETS["list-6.6"], cost, base=base, firmware_accepted_bytes=FW_ACCEPTED)
+    assert run.method == "full"
+    ctx = result_context(table, ["list-6.6"])
+    assert policy_tables(prep, run, ctx, all_events=True)[1] == policy_tables(prep, good, ctx, all_events=True)[1]
+
+
+def test_simulate_mode_never_uses_the_delta() -> None:
+    rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0)] * 5)
+    table = make_events(rows)
+    prep = prepare(table, tiny_layout(4096), mode="simulate", boot=True)
+    cost = COST_PRESETS["tdx-4k"]
+    base = run_policy(prep, PRESETS["none"], cost, record=True, firmware_accepted_bytes=FW_ACCEPTED)
+    assert base.dfree is None
+    run = run_policy(prep, PRESETS["list-6.6"], cost, base=base, firmware_accepted_bytes=FW_ACCEPTED)
+    assert run.method == "full"
+
+
+@pytest.mark.parametrize("trace, snapshot, costs", [
+    ("debian12-6.1-boot/trace.txt.zst", None, "tdx-4k"),
+    ("debian12-6.1-perf/perf-script.txt.zst", "debian12-6.1-perf/proc_before", "snp-4k"),
+    ("debian12-6.1-tracecmd/trace-cmd-report.txt.zst", "debian12-6.1-tracecmd/proc_before", "tdx-2m"),
+])
+def test_delta_replay_equals_full_replay_on_real_traces(trace: str, snapshot: str | None, costs: str) -> None:
+    from replay.cli_replay import _load
+
+    path = TRACES / trace
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    table, _md, layout, snap, _end = _load(path, TRACES / snapshot if snapshot else None, None, None, None)
+    prep = prepare(table, layout, mode="exact", snapshot=snap)
+    methods = _same_results(prep, table, list(PRESET_ORDER[1:]), costs)
+    assert set(methods) == {"delta"}
