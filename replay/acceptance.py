@@ -716,14 +716,21 @@ def block_listed(st: AcceptState, pfn: int) -> bool:
     return 0 <= b < st.geo[G_NR_BLOCKS] and st.blk_state[b] == B_LISTED
 
 
+@kernel
+def _walk_unaccepted(st: AcceptState, z: int, out: np.ndarray) -> int:
+    n = 0
+    b = st.ul_head[z]
+    while b >= 0 and n < out.shape[0]:
+        out[n] = _blk_pfn(st, b)
+        n += 1
+        b = st.blk_next[b]
+    return n
+
+
 def unaccepted_pages_of(st: AcceptState, z: int) -> np.ndarray:
     """Head pfns of the listed blocks of zone ``z`` in list (FIFO) order."""
-    out = []
-    b = st.ul_head[z]
-    while b >= 0:
-        out.append(_blk_pfn(st, b))
-        b = st.blk_next[b]
-    return np.asarray(out, dtype=np.int64)
+    out = np.empty(int(st.ul_len[z]), np.int64)
+    return out[: int(_walk_unaccepted(st, z, out))]
 
 
 def unaccepted_bytes(st: AcceptState) -> int:

@@ -36,8 +36,9 @@ REPLAY_COLUMNS = ("ts_ns", "cpu", "pid", "comm", "event", "pfn", "order", "migra
                   "failed", "fallback_order", "fallback_migratetype", "change_ownership", "seq")
 
 
-def _load_events(trace: Path) -> tuple[Any, dict[str, str]]:
-    """The canonical table (the replay's columns only, when it comes from Parquet)."""
+def _load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str]]:
+    """The canonical table (the replay's columns only, when it comes from Parquet; exact mode
+    never reads the gfp mask: the trace places every page)."""
     import pyarrow.parquet as pq
 
     from parsers.api import is_parquet, load_events, read_metadata
@@ -49,11 +50,12 @@ def _load_events(trace: Path) -> tuple[Any, dict[str, str]]:
     problems = check_schema(pq.read_schema(trace))
     if problems:
         raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
-    return pq.read_table(trace, columns=list(REPLAY_COLUMNS)), read_metadata(trace)
+    cols = [c for c in REPLAY_COLUMNS if mode != "exact" or c != "gfp_mask"]
+    return pq.read_table(trace, columns=cols), read_metadata(trace)
 
 
 def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_size: str | None,
-          cpus: int | None) -> tuple[Any, dict[str, str], Any, Any, Any]:
+          cpus: int | None, mode: str = "simulate") -> tuple[Any, dict[str, str], Any, Any, Any]:
     """Events, their metadata, the layout, the start and end snapshots."""
     import dataclasses
 
@@ -61,7 +63,7 @@ def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_s
 
     from replay.layout import infer_layout, load_snapshot
 
-    table, md = _load_events(trace)
+    table, md = _load_events(trace, mode)
     if table.num_rows == 0:
         raise ValueError(f"{trace}: no page-allocator events")
     snap = load_snapshot(snapshot) if snapshot else None
@@ -71,13 +73,20 @@ def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_s
     elif end is not None:
         layout = end
     else:
-        pfn = table.column("pfn").to_numpy(zero_copy_only=False)
-        pfn = np.asarray(pfn[~np.isnan(pfn)] if pfn.dtype.kind == "f" else pfn, np.int64)
-        pfn = pfn[pfn > 0]
-        if len(pfn) == 0:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        col = table.column("pfn")
+        if pa.types.is_integer(col.type):  # Arrow kernels: no NumPy copies of a column of millions
+            lo, hi = pc.min(pc.filter(col, pc.greater(col, 0))).as_py(), pc.max(col).as_py()
+        else:  # a hand-made table (float pfns, NaN for none)
+            pfn = np.asarray(col.to_numpy(zero_copy_only=False), np.float64)
+            pfn = pfn[~np.isnan(pfn) & (pfn > 0)].astype(np.int64)
+            lo, hi = (int(pfn.min()), int(pfn.max())) if len(pfn) else (None, None)
+        if lo is None:
             raise ValueError(f"{trace}: no pfns to infer a memory layout from (give --snapshot)")
-        cpu_max = int(np.asarray(table.column("cpu").to_numpy()).max()) + 1
-        layout = infer_layout(int(pfn.min()), int(pfn.max()), guest_bytes=_parse_size(guest_size) if guest_size else None,
+        cpu_max = int(pc.max(table.column("cpu")).as_py()) + 1
+        layout = infer_layout(int(lo), int(hi), guest_bytes=_parse_size(guest_size) if guest_size else None,
                               nr_cpus=cpus or cpu_max)
     if cpus:
         layout = dataclasses.replace(layout, nr_cpus=cpus)
@@ -121,12 +130,54 @@ def _run_one(args: tuple[Any, Any, bool]) -> Any:
     return tables, row, run.seconds
 
 
+def _follow(prep: Any, ctx: Any, policy: Any, costs: Any, feed: Any, all_events: bool) -> tuple[Any, Any, float]:
+    """A thread: replay one policy behind the recording baseline, then build its tables."""
+    from replay.policy_results import policy_tables
+    from replay.policy_run import run_policy
+
+    run = run_policy(prep, policy, costs, base=feed)
+    tables, row = policy_tables(prep, run, ctx, all_events=all_events)
+    return tables, row, run.seconds
+
+
+def _record(prep: Any, policy: Any, costs: Any, feed: Any) -> Any:
+    """A thread: the baseline replay, recording for and reporting to the delta replays that follow it."""
+    from replay.policy_run import run_policy
+
+    try:
+        run = run_policy(prep, policy, costs, record=True, feed=feed)
+    except BaseException as exc:
+        feed.finish(None, exc)
+        raise
+    feed.finish(run)
+    return run
+
+
+def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], rest: list[Any], costs: Any,
+                       all_events: bool) -> tuple[Any, dict[str, tuple[Any, Any, float]]]:
+    """Exact mode: the baseline in one thread, each other policy in a thread of its own that
+    follows it event range by event range (``replay.policy_run.BaselineFeed``; the compiled
+    loops release the GIL, so the two cores share the baseline and the policies)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from replay.policy_run import BaselineFeed
+
+    feed = BaselineFeed()
+    with ThreadPoolExecutor(max_workers=1 + len(rest)) as pool:
+        fb = pool.submit(_record, prep, policies[0], costs, feed)
+        futures = {p.name: pool.submit(_follow, prep, ctx, p, costs, feed, all_events) for p in rest}
+        base = fb.result()
+        done = {name: f.result() for name, f in futures.items()}
+    return base, done
+
+
 def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, workers: int = 2,
                  all_events: bool = False) -> tuple[Any, list[Any], dict[str, float]]:
-    """Run every policy on ``prep``: ``none`` (policies[0]) in this process first, the rest then in
-    up to ``workers`` forked processes at the same time.  In exact mode the baseline records
-    each event's change of free pages and the policies replay on its results
-    (``replay.policy_delta``; in full where those would not hold).  A policy that leaves nothing
+    """Run every policy on ``prep``, ``none`` (policies[0]) first.  In exact mode the baseline
+    records each event's change of free pages and every other policy replays on its results
+    (``replay.policy_delta``; in full where those would not hold) in a thread that follows the
+    baseline as it goes.  In simulate mode the rest run in up to ``workers`` forked processes
+    once the baseline is done (``workers`` 1: one after the other here).  A policy that leaves nothing
     unaccepted when the trace starts (``accepts_nothing``: firmware-eager, kernel-eager) takes
     the baseline's replay with its own boot cost (``baseline_run_as``) instead of replaying it.
 
@@ -147,12 +198,16 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     futures: list[Any] = []
     ex = None
     try:
-        base = run_policy(prep, policies[0], costs, record=prep.mode == "exact" and bool(rest))
+        if prep.mode == "exact" and rest and workers > 1:
+            base, done = _run_exact_threads(prep, ctx, policies, rest, costs, all_events)
+            rest, parallel = [], False
+        else:
+            base = run_policy(prep, policies[0], costs, record=prep.mode == "exact" and bool(rest))
+            done = {}
         _PREP = (prep, ctx, base)
         if parallel:
             ex = ProcessPoolExecutor(max_workers=min(workers, len(rest)), mp_context=mp.get_context("fork"))
             futures = [ex.submit(_run_one, (p, costs, all_events)) for p in rest]
-        done: dict[str, tuple[Any, Any, float]] = {}
         for p in same:
             run = baseline_run_as(prep, base, p, costs)
             done[p.name] = (*policy_tables(prep, run, ctx, all_events=all_events), run.seconds)
@@ -198,7 +253,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     clock = PhaseClock()
     pols = resolve_policies(policies, all_presets, policies_file)
     cost = get_costs(costs)
-    table, md, layout, snap, end = _load(trace, snapshot, end_snapshot, guest_size, cpus)
+    table, md, layout, snap, end = _load(trace, snapshot, end_snapshot, guest_size, cpus, mode)
     clock.lap("load")
     from concurrent.futures import ThreadPoolExecutor
 

@@ -124,8 +124,17 @@ def event_codes(table: pa.Table) -> np.ndarray:
     return dictionary_map(table, "event", lambda n: int(EVENT_BY_NAME[n]) if n in EVENT_BY_NAME else -1, np.int8, -1)
 
 
-def event_arrays(table: pa.Table) -> EventArrays:
-    """The canonical table as flat columns, plus the deferred-free marks."""
+def event_arrays(table: pa.Table, *, with_gfp: bool = True) -> EventArrays:
+    """The canonical table as flat columns, plus the deferred-free marks.
+
+    ``with_gfp=False`` (exact mode: the trace places every page, no zonelist to walk): the gfp
+    masks are not read and ``gfp`` is a one-element stand-in."""
+    if not with_gfp:
+        gfp = np.full(1, -1, np.int64)
+    elif "gfp_mask" in table.column_names:
+        gfp = _col(table, "gfp_mask", np.int64, -1)
+    else:
+        gfp = np.full(table.num_rows, -1, np.int64)
     ea = EventArrays(
         ev=event_codes(table),
         ts=_col(table, "ts_ns", np.int64, 0, writable=False),  # the loop never writes an event column
@@ -137,7 +146,7 @@ def event_arrays(table: pa.Table) -> EventArrays:
         fb_order=_col(table, "fallback_order", np.int8, -1),
         fb_mt=_col(table, "fallback_migratetype", np.int8, -1),
         chown=_col(table, "change_ownership", np.int8, -1),
-        gfp=_col(table, "gfp_mask", np.int64, -1) if "gfp_mask" in table.column_names else np.full(table.num_rows, -1, np.int64),
+        gfp=gfp,
         seq=_col(table, "seq", np.int64, 0, writable=False),
     )
     from replay.columns import clear_pfns
@@ -488,7 +497,7 @@ def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snap
 
     if mode not in ("exact", "simulate"):
         raise ValueError(f"unknown mode {mode!r} (exact, simulate)")
-    ea = event_arrays(table)
+    ea = event_arrays(table, with_gfp=mode != "exact")
     if boot is None:
         boot = snapshot is None and len(ea) > 0 and int(ea.ts.min()) < 5_000_000_000
     if boot:

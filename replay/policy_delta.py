@@ -30,7 +30,7 @@ import replay.acceptance as A
 from replay.engine import EV_ALLOC, EV_EXTFRAG, EV_ZL, Sections
 from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT, PP_LISTS, PP_NOACT,
                                 PP_TRIGGER, STAGE_FRESH, STAGE_VISITED, background_tick, block_is_listed, has_unaccepted,
-                                quiet_time_step, time_step, zone_needs_accept)
+                                quiet_time_step, take_free_block, time_step, zone_needs_accept)
 from replay.state import PG_BUDDY, ModelState, kernel, kernel_entry, zone_of
 
 #: an event the baseline's results cannot stand in for: the driver replays the policy in full
@@ -145,3 +145,27 @@ def top_block_is_free(st: ModelState, pfn: int, order: int) -> int:
     if int(st.pg_state[i]) != PG_BUDDY or int(st.pg_order[i]) != order:
         return -1
     return zone_of(st, i)
+
+
+@kernel_entry
+def take_top_blocks(st: ModelState, pfns: np.ndarray, order: int, counters_only: bool, ok: np.ndarray) -> None:
+    """``take_free_block`` for each listed block (``ok[j]``: it was a whole free block); with
+    ``counters_only`` the buddy lists stay as they are (they are shared) and only the zone's
+    free counter drops."""
+    for j in range(pfns.shape[0]):
+        if counters_only:
+            z = top_block_is_free(st, pfns[j], order)
+            if z >= 0:
+                st.z_nr_free[z] -= 1 << order
+            ok[j] = z >= 0
+        else:
+            ok[j] = take_free_block(st, pfns[j], order)
+
+
+@kernel_entry
+def all_top_blocks_free(st: ModelState, pfns: np.ndarray, order: int) -> bool:
+    """Every block at ``pfns`` is a whole free block of exactly ``order``."""
+    for j in range(pfns.shape[0]):
+        if top_block_is_free(st, pfns[j], order) < 0:
+            return False
+    return True

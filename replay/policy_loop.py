@@ -513,6 +513,28 @@ def mark_free_pages(st: ModelState, out: np.ndarray) -> None:
 
 
 @kernel_entry
+def clear_units_in_use(bitmap: np.ndarray, ok: np.ndarray, listed: np.ndarray, pfn_base: int, block_order: int,
+                       phys: int, unit: int, pbase: int) -> None:
+    """Accept (clear) every unaccepted unit with a page the trace's initial state has in use:
+    ``ok`` marks the free pages (``mark_free_pages``); pages of listed blocks count as free."""
+    npages = ok.shape[0]
+    for b in listed:
+        s = pfn_base + (b << block_order) - pbase
+        e = s + (1 << block_order)
+        for j in range(s if s > 0 else 0, e if e < npages else npages):
+            ok[j] = 1
+    for u in range(bitmap.shape[0]):
+        if bitmap[u] == 0:
+            continue
+        s = phys + u * unit - pbase
+        e = s + unit
+        for j in range(s if s > 0 else 0, e if e < npages else npages):
+            if ok[j] == 0:
+                bitmap[u] = 0
+                break
+
+
+@kernel_entry
 def handed_out_unaccepted(st: ModelState, acc: A.AcceptState) -> int:
     """Allocated blocks (PG_ALLOC / PG_FREEING heads) with an unaccepted unit: must stay 0."""
     bad = 0

@@ -133,18 +133,36 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     })
 
 
-def _sections(prep: Prepared, run: PolicyRun) -> dict[str, np.ndarray | list[str]]:
-    """Every lock section of one run as columns (zone->lock of the trace, then acceptance's)."""
+#: lock_sections.kind categories (docs/results.md)
+SECTION_KIND_CATEGORIES = ["pcp_refill", "pcp_drain", "buddy_alloc", "buddy_free", "fallback", "accept"]
+K_ACCEPT = SECTION_KIND_CATEGORIES.index("accept")
+#: irqs_off.cause categories
+IRQ_CAUSES = ["accept_memory", "background_accept", "zone_lock"]
+
+
+def _sections(prep: Prepared, run: PolicyRun) -> dict[str, Any]:
+    """Every lock section of one run as columns (zone->lock of the trace, then acceptance's).
+
+    ``lock`` holds codes into ``lock_all`` (one zone->lock per zone, then the global accept lock
+    and accepting_list), ``kind`` codes into ``SECTION_KIND_CATEGORIES``, ``zone`` codes into
+    the zone names; ``zone_lock`` marks the zone->lock rows."""
     S = run.S
     m = int(S.n[0])
     ea = prep.events
-    zl = [f"zone:{prep.zone_nodes[z]}:{prep.zone_names[z]}" for z in range(len(prep.zone_names))]
+    nz = len(prep.zone_names)
+    lock_all = [f"zone:{prep.zone_nodes[z]}:{prep.zone_names[z]}" for z in range(nz)] + ["accept_global",
+                                                                                      "accepting_list"]
+    l_global, l_accepting = nz, nz + 1
     kinds = S.kind[:m].astype(np.int64)
     hold = hold_times(kinds, S.nev[:m], S.fallbacks[:m], prep.cal) + run.sec_ext[:m]
-    lock = [zl[int(z)] for z in S.zone[:m]]
-    kind = [SECTION_KINDS[SECTION_KIND_NAMES[int(k)]] for k in kinds]
+    kind_lut = np.zeros(max(SECTION_KIND_NAMES) + 1, np.int64)
+    for code, name in SECTION_KIND_NAMES.items():
+        kind_lut[code] = SECTION_KIND_CATEGORIES.index(SECTION_KINDS[name])
+    zones = S.zone[:m].astype(np.int64)
+    lock = [zones]
+    kind = [kind_lut[kinds]]
+    zone = [zones]
     cpu = [S.cpu[:m].astype(np.int64)]
-    zone = [prep.zone_names[int(z)] for z in S.zone[:m]]
     start = [run.sec_vstart[:m]]
     wait = [run.sec_wait[:m]]
     holds = [hold.astype(np.int64)]
@@ -155,15 +173,15 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, np.ndarray | list[str
     # (event, hold, zone, background, wait) per event whose acceptance work held zone->lock
     az = run.acc_zl
     ks = az[:, 0]
-    blocks_at = {}
+    blocks_at: dict[int, int] = {}
     for a in run.actions:
         blocks_at[a["k"]] = blocks_at.get(a["k"], 0) + a["blocks"]
     bpages = 1 << int(run.acc.geo[A.G_BLOCK_ORDER])
     if len(ks):
-        zz = az[:, 2]
-        lock += [zl[int(z)] for z in zz]
-        kind += ["accept"] * len(ks)
-        zone += [prep.zone_names[int(z)] for z in zz]
+        zz = az[:, 2].astype(np.int64)
+        lock.append(zz)
+        kind.append(np.full(len(ks), K_ACCEPT, np.int64))
+        zone.append(zz)
         cpu.append(np.where(az[:, 3] != 0, -1, ea.cpu[ks]).astype(np.int64))
         start.append(run.vts_at(ks))
         wait.append(az[:, 4].copy())
@@ -175,11 +193,11 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, np.ndarray | list[str
     for a in run.actions:
         r = a["receipt"]
         c = a["cpu"]
-        zname = prep.zone_names[a["zone"]] if a["zone"] >= 0 else prep.zone_names[-1]
+        zc = a["zone"] if a["zone"] >= 0 else nz - 1
         if r[A.R_GLOBAL_LOCK_SECTIONS] > 0:
-            lock.append("accept_global")
-            kind.append("accept")
-            zone.append(zname)
+            lock.append(np.array([l_global], np.int64))
+            kind.append(np.array([K_ACCEPT], np.int64))
+            zone.append(np.array([zc], np.int64))
             cpu.append(np.array([c], np.int64))
             start.append(np.array([a["vts"]], np.int64))
             wait.append(np.array([round(r[A.R_GLOBAL_LOCK_WAIT_NS])], np.int64))
@@ -188,9 +206,9 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, np.ndarray | list[str
             fw.append(np.array([round(r[A.R_FW_NS]) if a["held"] & HELD_GLOBAL_LOCK else 0], np.int64))
             irq.append(np.array([bool(a["held"] & HELD_IRQS_OFF)]))
         if r[A.R_ACCEPTING_COLLISIONS] > 0:
-            lock.append("accepting_list")
-            kind.append("accept")
-            zone.append(zname)
+            lock.append(np.array([l_accepting], np.int64))
+            kind.append(np.array([K_ACCEPT], np.int64))
+            zone.append(np.array([zc], np.int64))
             cpu.append(np.array([c], np.int64))
             start.append(np.array([a["vts"]], np.int64))
             wait.append(np.array([round(r[A.R_ACCEPTING_SPIN_NS])], np.int64))
@@ -198,7 +216,9 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, np.ndarray | list[str
             pages.append(np.zeros(1, np.int64))
             fw.append(np.zeros(1, np.int64))
             irq.append(np.zeros(1, bool))
-    return {"lock": lock, "kind": kind, "cpu": np.concatenate(cpu), "zone": zone, "start_ns": np.concatenate(start),
+    lock_codes = np.concatenate(lock)
+    return {"lock": lock_codes, "lock_all": lock_all, "zone_lock": lock_codes < nz, "kind": np.concatenate(kind),
+            "cpu": np.concatenate(cpu), "zone": np.concatenate(zone), "start_ns": np.concatenate(start),
             "wait_ns": np.concatenate(wait), "hold_ns": np.concatenate(holds), "pages": np.concatenate(pages),
             "firmware_ns": np.concatenate(fw), "irqs_off": np.concatenate(irq)}
 
@@ -237,20 +257,23 @@ def _firmware_rows(prep: Prepared, run: PolicyRun) -> list[dict[str, Any]]:
 
 
 def _irqs_off(run: PolicyRun, sec: dict[str, Any]) -> dict[str, Any]:
-    zone_rows = np.array([lk.startswith("zone:") for lk in sec["lock"]], bool)
+    """IRQs-off stretches: zone->lock sections and acceptance with IRQs off (``cause``: codes
+    into ``IRQ_CAUSES``)."""
+    zone_rows = sec["zone_lock"]
     cpu = [sec["cpu"][zone_rows]]
     start = [sec["start_ns"][zone_rows]]
     dur = [(sec["wait_ns"] + sec["hold_ns"])[zone_rows]]
-    cause = ["zone_lock"] * int(zone_rows.sum())
+    cause = [np.full(int(zone_rows.sum()), IRQ_CAUSES.index("zone_lock"), np.int64)]
     for a in run.actions:
         m = a["receipt"][A.R_IRQS_OFF_MAX_NS]
         if m > 0:
             cpu.append(np.array([a["cpu"]], np.int64))
             start.append(np.array([a["vts"]], np.int64))
             dur.append(np.array([round(m)], np.int64))
-            cause.append("background_accept" if a["cpu"] < 0 else "accept_memory")
+            cause.append(np.array([IRQ_CAUSES.index("background_accept" if a["cpu"] < 0 else "accept_memory")],
+                                  np.int64))
     return {"cpu": np.concatenate(cpu), "start_ns": np.concatenate(start), "duration_ns": np.concatenate(dur),
-            "cause": cause}
+            "cause": np.concatenate(cause)}
 
 
 def _nearest(x: np.ndarray, q: float) -> int:
@@ -285,7 +308,7 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
     total = int(run.acount.sum())
     unexplained = int(sum(int(v) for c, v in enumerate(run.acount) if v and c in KIND_BY_CODE
                           and not KIND_BY_CODE[c].explained))
-    zone = np.array([lk.startswith("zone:") for lk in sec["lock"]], bool)
+    zone = sec["zone_lock"]
     accl = ~zone
     # nearest-rank percentiles over every mm_page_alloc: the log holds the non-zero latencies
     n_alloc = int(np.count_nonzero(ea.ev == EV_ALLOC))
@@ -441,12 +464,16 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
     out: dict[str, pa.Table] = {"events": _events(prep, run, pi, pols, ctx.comm, ctx.pid, rows_idx)}
     sec = _sections(prep, run)
     m = len(sec["lock"])
-    lock_names = sorted(set(sec["lock"]))
-    kind_names = ["pcp_refill", "pcp_drain", "buddy_alloc", "buddy_free", "fallback", "accept"]
+    # the lock names present, sorted, as the dictionary
+    present = np.unique(sec["lock"]).tolist()
+    lock_names = sorted(sec["lock_all"][c] for c in present)
+    lock_lut = np.zeros(len(sec["lock_all"]), np.int32)
+    for c in present:
+        lock_lut[c] = lock_names.index(sec["lock_all"][c])
     out["lock_sections"] = pa.table({
         "policy": _const_dict(m, pi, pols), "id": pa.array(np.arange(m, dtype=np.int64)),
-        "lock": _dict(sec["lock"], lock_names), "kind": _dict(sec["kind"], kind_names),
-        "cpu": pa.array(sec["cpu"], pa.int32()), "zone": _dict(sec["zone"], list(prep.zone_names)),
+        "lock": _dict_codes(lock_lut[sec["lock"]], lock_names), "kind": _dict_codes(sec["kind"], SECTION_KIND_CATEGORIES),
+        "cpu": pa.array(sec["cpu"], pa.int32()), "zone": _dict_codes(sec["zone"], list(prep.zone_names)),
         "start_ns": pa.array(sec["start_ns"], pa.int64()), "wait_ns": pa.array(sec["wait_ns"], pa.int64()),
         "hold_ns": pa.array(sec["hold_ns"], pa.int64()), "pages": pa.array(sec["pages"], pa.int64()),
         "firmware_ns": pa.array(sec["firmware_ns"], pa.int64()), "irqs_off": pa.array(sec["irqs_off"], pa.bool_()),
@@ -465,7 +492,7 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
     out["irqs_off"] = pa.table({
         "policy": _const_dict(len(irq["cause"]), pi, pols), "cpu": pa.array(irq["cpu"], pa.int32()),
         "start_ns": pa.array(irq["start_ns"], pa.int64()), "duration_ns": pa.array(irq["duration_ns"], pa.int64()),
-        "cause": _dict(irq["cause"], ["accept_memory", "background_accept", "zone_lock"]),
+        "cause": _dict_codes(irq["cause"], IRQ_CAUSES),
     })
     g = _group(ea.cpu, ctx.counts["cpu"], run, charged)
     present = np.nonzero(g["events"])[0]

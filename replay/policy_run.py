@@ -35,13 +35,13 @@ import pyarrow as pa
 import replay.acceptance as A
 from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
 from replay.policies import AcceptancePolicy
-from replay.policy_delta import ACT_DIVERGE, count_blocks_to_tail, delta_chunk, listed_pages, top_block_is_free
+from replay.policy_delta import (ACT_DIVERGE, all_top_blocks_free, count_blocks_to_tail, delta_chunk, listed_pages,
+                                 take_top_blocks)
 from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT, AC_ADDED, AC_BG,
                                 AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, BG_TICK_NS, EL_ADDED,
                                 EL_HOLD, EL_K, EL_LAT, EL_LEN, EL_WAIT, INT64_MAX, PP_LEN, PP_LISTS, PP_NOACT,
                                 PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, QUIET_MAX, STAGE_APPLIED,
-                                STAGE_FRESH, STAGE_VISITED, free_blocks_to_tail, policy_chunk, take_free_block,
-                                zone_needs_accept)
+                                STAGE_FRESH, STAGE_VISITED, free_blocks_to_tail, policy_chunk, zone_needs_accept)
 from replay.sections import Calibration, calibrate
 from replay.state import ModelState
 
@@ -259,6 +259,56 @@ class PolicyRun:
         return self.vts_at(np.arange(len(self.ts), dtype=np.int64))
 
 
+#: events the recording baseline replays between two progress reports to its followers
+FEED_CHUNK = 1 << 18
+
+
+class BaselineFeed:
+    """The recording baseline run (``run_policy(record=True, feed=...)``) as it is being made:
+    its live per-event arrays and how far it got, for the delta replays of other policies that
+    follow it in other threads (``run_policy(base=feed)``: they read event ``k`` only once the
+    baseline has passed it; the compiled loops release the GIL)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._cv = threading.Condition()
+        self.k = 0
+        self.run: PolicyRun | None = None
+        self.error: BaseException | None = None
+        # the baseline's live arrays (set before its first report)
+        self.S: Sections | None = None
+        self.out_sec = self.out_zone = self.dfree = self.ts_free = self.ts_order = np.zeros(0)
+
+    def publish(self, k: int) -> None:
+        with self._cv:
+            self.k = k
+            self._cv.notify_all()
+
+    def finish(self, run: PolicyRun | None, error: BaseException | None = None) -> None:
+        with self._cv:
+            self.run, self.error = run, error
+            self._cv.notify_all()
+
+    def available(self, k: int) -> int:
+        """Events replayed by the baseline, once it is past event ``k`` (or finished)."""
+        with self._cv:
+            while self.k <= k and self.run is None and self.error is None:
+                self._cv.wait()
+            if self.error is not None:
+                raise RuntimeError("the baseline replay failed") from self.error
+            return self.k if self.run is None else len(self.run.ts)
+
+    def result(self) -> PolicyRun:
+        with self._cv:
+            while self.run is None and self.error is None:
+                self._cv.wait()
+            if self.error is not None:
+                raise RuntimeError("the baseline replay failed") from self.error
+            assert self.run is not None
+            return self.run
+
+
 def _policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.ndarray:
     from replay.policies import PV_ONE_BLOCK_ZERO, PV_TARGET, PV_TRIGGER, PV_UNUSABLE
 
@@ -285,14 +335,10 @@ def _reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = Fals
     phys = int(acc.geo[A.G_PHYS_BASE])
     nu = int(acc.geo[A.G_NR_UNITS])
     for az in range(int(acc.geo[A.G_NR_ZONES])):
-        for pfn in A.unaccepted_pages_of(acc, az).tolist():
-            if counters_only:
-                zb = int(top_block_is_free(st, int(pfn), bo))
-                if zb >= 0:
-                    st.z_nr_free[zb] -= bpages
-                    continue
-            elif take_free_block(st, int(pfn), bo):
-                continue
+        pfns = A.unaccepted_pages_of(acc, az)
+        ok = np.zeros(len(pfns), np.bool_)
+        take_top_blocks(st, pfns, bo, counters_only, ok)
+        for pfn in pfns[~ok].tolist():
             b = (int(pfn) - int(acc.geo[A.G_PFN_BASE])) >> bo
             A._list_del(acc, az, b)
             acc.blk_state[b] = A.B_RELEASED
@@ -305,23 +351,12 @@ def _reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = Fals
     if nu == 0 or not acc.bitmap.any():
         return
     # units still unaccepted must be wholly free (buddy) or inside a listed block
-    npages = len(st.pg_state)
-    pbase = int(st.geo[0])
-    from replay.policy_loop import mark_free_pages
+    from replay.policy_loop import clear_units_in_use, mark_free_pages
 
-    ok = np.zeros(npages, np.uint8)
+    ok = np.zeros(len(st.pg_state), np.uint8)
     mark_free_pages(st, ok)
-    ok = ok.view(bool)
-    listed = np.nonzero(acc.blk_state == A.B_LISTED)[0]
-    for b in listed.tolist():
-        s = int(acc.geo[A.G_PFN_BASE]) + (b << bo) - pbase
-        ok[max(0, s):max(0, min(npages, s + bpages))] = True
-    for u in np.nonzero(acc.bitmap)[0].tolist():
-        s = phys + u * unit - pbase
-        e = s + unit
-        s2, e2 = max(0, s), min(npages, e)
-        if e2 > s2 and not ok[s2:e2].all():
-            acc.bitmap[u] = 0
+    listed = np.nonzero(acc.blk_state == A.B_LISTED)[0].astype(np.int64)
+    clear_units_in_use(acc.bitmap, ok, listed, int(acc.geo[A.G_PFN_BASE]), bo, phys, unit, int(st.geo[0]))
 
 
 def _add_receipt(tot: np.ndarray, r: np.ndarray) -> None:
@@ -332,7 +367,8 @@ def _add_receipt(tot: np.ndarray, r: np.ndarray) -> None:
 
 def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                firmware_accepted_bytes: int = 4 << 30, arena: Arena | None = None,
-               base: PolicyRun | None = None, record: bool = False) -> PolicyRun:
+               base: PolicyRun | BaselineFeed | None = None, record: bool = False,
+               feed: BaselineFeed | None = None) -> PolicyRun:
     """Replay the prepared trace under ``policy`` priced with ``costs`` (a ``CostPreset``).
 
     ``arena``: reuse its buffers for the per-event arrays (see ``Arena``: the returned run's
@@ -342,7 +378,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     change of its zone's free pages.  ``base``: such a recorded baseline run; in exact mode the
     policy is then replayed on the baseline's per-event results (``replay.policy_delta``: no
     buddy model of its own, its results share the baseline's arrays), and in full where the
-    two would differ."""
+    two would differ.  ``base`` may be a ``BaselineFeed`` whose run is still going (the
+    recording run was given ``feed=``): this run then follows it."""
     from replay.acceptance_boot import boot_accept_cost, state_from_layout
     from replay.invariants import check_invariants
     from replay.simulate import new_sim_map
@@ -358,7 +395,9 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     bo = int(acc.geo[A.G_BLOCK_ORDER])
     st0 = prep.base.state
     # a delta replay needs the listed blocks at the top order (they then never merge)
-    delta = (base is not None and base.dfree is not None and mode == "exact" and bo == int(st0.geo[1]) - 1)
+    live = base if isinstance(base, BaselineFeed) else None
+    delta = (base is not None and (live is not None or base.dfree is not None) and mode == "exact"
+             and bo == int(st0.geo[1]) - 1)
     st = st0._replace(z_nr_free=st0.z_nr_free.copy()) if delta else copy_state(st0, arena)
     _reconcile(st, acc, counters_only=delta)
     pp = _policy_params(policy, pv, mode)
@@ -369,9 +408,12 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     ncpu = int(st.pcp_count.shape[0])
     nz = len(prep.zone_names)
 
-    if delta:  # the baseline's results, shared (never written here)
-        S, out_anom, out_sec, out_zone, out_pfn = base.S, base.out_anom, base.out_sec, base.out_zone, base.out_pfn
-        acount = base.acount
+    if delta:  # the baseline's results, shared (never written here); the rest of them at the end
+        src: Any = base
+        if live is not None:
+            live.available(0)  # its arrays exist
+        S, out_sec, out_zone = src.S, src.out_sec, src.out_zone
+        out_anom = out_pfn = acount = None
     else:
         S = new_sections(n, ncpu)
         out_anom = mem.full("out_anom", n, np.int8)
@@ -389,7 +431,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     pend = np.zeros(2 * ncpu, np.int64)
     zfree_v = np.zeros(2 * nz, np.int64)  # [lock free at (virtual) | last section start] per zone
     zfree_b = np.zeros(2 * nz, np.int64)  # the same at trace time
-    cap = max(len(base.sec_vstart) if delta else n, 1)  # one section per event at most
+    cap = max(len(base.sec_vstart) if delta and live is None else n, 1)  # one section per event at most
     sec_vstart, sec_wait, sec_ext = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64)
     # what acceptance charged to the event being handled (see policy_loop.time_step), and the
     # events whose acceptance held zone->lock: (k, hold, zone, background, wait)
@@ -408,6 +450,9 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     ts_free = np.zeros(nb, np.int64)
     n_orders = int(st.geo[1])
     ts_order = np.zeros((nb, n_orders), np.int64)
+    if feed is not None:  # what followers read, before the first progress report
+        feed.S, feed.out_sec, feed.out_zone, feed.dfree = S, out_sec, out_zone, dfree
+        feed.ts_free, feed.ts_order = ts_free, ts_order
     next_bg = np.array([INT64_MAX], np.int64)
     if policy.trigger == "background" and acc.ul_len.sum() > 0:
         next_bg[0] = max(int(ea.ts[0]) if n else 0, int(policy.background_start_ns))
@@ -518,18 +563,25 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     scratch = np.zeros(nz, np.int64)
     while True:
         if delta:
+            kmax = n if live is None else live.available(k)
             k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order,
-                                    out_sec, out_zone, base.dfree, k, n, stage, delay, pend, zfree_v, zfree_b,
+                                    out_sec, out_zone, src.dfree, k, kmax, stage, delay, pend, zfree_v, zfree_b,
                                     sec_vstart, sec_wait, sec_ext, acur, elog, elog_n, edges, bstate,
-                                    base.ts_free, base.ts_order, ts_free, ts_order, next_bg)
+                                    src.ts_free, src.ts_order, ts_free, ts_order, next_bg)
         else:
+            kmax = n if feed is None else min(n, k + FEED_CHUNK)
             k, act, z = policy_chunk(st, S, acc, pp, pv, prep.zmap, simmap, prep.zkind, prep.wmark_low, prep.calib,
                                      ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                                     ea.deferred, ea.first, ea.gfp, k, n, stage, out_anom, out_sec, out_zone, out_pfn,
-                                     acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
+                                     ea.deferred, ea.first, ea.gfp, k, kmax, stage, out_anom, out_sec, out_zone,
+                                     out_pfn, acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
                                      acur, elog, elog_n, edges, bstate, ts_free, ts_order, next_bg,
                                      scratch, dfree)
         if act == ACT_DONE:
+            if k < n:  # a chunk ended (a feed report, or the baseline's progress reached)
+                if feed is not None:
+                    feed.publish(k)
+                stage = STAGE_FRESH
+                continue
             break
         if act == ACT_DIVERGE:  # the baseline's results do not hold for this policy: replay it in full
             return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
@@ -546,6 +598,10 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     acc_zl = np.array(zl_rows, np.int64).reshape(-1, 5)
     # buckets never reached (no event at or after their start): the final state
     from replay.policy_loop import sample_bucket
+    if live is not None:  # the rest comes from the finished baseline
+        base = live.result()
+        if base.dfree is None:  # it could not record after all
+            return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
     held = int(listed_pages(acc, prep.zmap))
     for b in range(int(bstate[0]), nb):
         if delta:  # the baseline's final state without the blocks still listed (top order)
@@ -569,6 +625,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     sec_vstart, sec_wait, sec_ext = sec_vstart[:m].copy(), sec_wait[:m].copy(), sec_ext[:m].copy()
     listed = acc.z_nr_unaccepted[prep.zmap] if acc.z_nr_unaccepted.shape[0] else np.zeros(nz, np.int64)
     if delta:
+        assert isinstance(base, PolicyRun)
+        S, out_anom, out_pfn, acount = base.S, base.out_anom, base.out_pfn, base.acount
         if not _delta_agrees(base, st, acc, listed):
             return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
         # the full replay's final state is the baseline's without the listed blocks
@@ -608,11 +666,8 @@ def _delta_agrees(base: PolicyRun, st: ModelState, acc: A.AcceptState, listed: n
     if not np.array_equal(st.z_nr_free, base.st.z_nr_free - listed):
         return False
     bo = int(acc.geo[A.G_BLOCK_ORDER])
-    for az in range(int(acc.geo[A.G_NR_ZONES])):
-        for pfn in A.unaccepted_pages_of(acc, az).tolist():
-            if int(top_block_is_free(base.st, int(pfn), bo)) < 0:
-                return False
-    return True
+    return all(bool(all_top_blocks_free(base.st, A.unaccepted_pages_of(acc, az), bo))
+               for az in range(int(acc.geo[A.G_NR_ZONES])))
 
 
 def accepts_nothing(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,

@@ -164,7 +164,10 @@ def kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def kernel_entry(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """An entry point called from Python (a loop): ``numba.njit(cache=True)``, not inlined."""
+    """An entry point called from Python (a loop): ``numba.njit(cache=True, nogil=True)``, not inlined.
+
+    Entry points release the GIL: the policy replays of ``replay.cli_replay.run_policies`` run
+    in threads that follow the baseline replay as it goes (``replay.policy_run.BaselineFeed``)."""
     if not JIT_ENABLED:
         return fn
     try:
@@ -173,8 +176,8 @@ def kernel_entry(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn
     _set_cache_dir(numba)
     if getattr(fn, "__module__", "") in _NO_NRT_MODULES:
-        return numba.njit(cache=True, _nrt=False)(fn)
-    return numba.njit(cache=True)(fn)
+        return numba.njit(cache=True, nogil=True, _nrt=False)(fn)
+    return numba.njit(cache=True, nogil=True)(fn)
 
 
 # ---------------------------------------------------------------- the state
