@@ -61,17 +61,47 @@ def column_values(table: pa.Table, name: str, dtype: Any, null: int, *, writable
     ``writable=False`` allows a read-only zero-copy view (see ``_chunk_values``).
     """
     col = table.column(name)
-    parts = []
-    for ch in col.chunks:
-        v = _chunk_values(ch, dtype, null, writable=writable or col.num_chunks > 1)
-        if v is None:  # an unusual type (float pfns from a hand-made table...): the generic path
-            if pa.types.is_unsigned_integer(ch.type):
-                ch = ch.cast(pa.int64())
-            v = np.array(ch.fill_null(null).to_numpy(zero_copy_only=False), dtype=dtype)
-        parts.append(v)
-    if not parts:
+    if col.num_chunks == 0:
         return np.zeros(0, dtype)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if col.num_chunks == 1:
+        v = _chunk_values(col.chunks[0], dtype, null, writable=writable)
+        return v if v is not None else _generic(col.chunks[0], dtype, null)
+    # several chunks (one per Parquet row group): each goes straight into its slice of the
+    # result, one copy (not a cast per chunk and then a concatenation)
+    out = np.empty(len(col), dtype)
+    pos = 0
+    for ch in col.chunks:
+        n = len(ch)
+        if not _chunk_into(ch, out[pos:pos + n], null):
+            out[pos:pos + n] = _generic(ch, dtype, null)
+        pos += n
+    return out
+
+
+def _generic(ch: pa.Array, dtype: Any, null: int) -> np.ndarray:
+    """An unusual type (float pfns from a hand-made table...): Arrow's own conversion."""
+    if pa.types.is_unsigned_integer(ch.type):
+        ch = ch.cast(pa.int64())
+    return np.array(ch.fill_null(null).to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _chunk_into(arr: pa.Array, dst: np.ndarray, null: int) -> bool:
+    """``_chunk_values`` written into ``dst``; False if not a plain int/bool array."""
+    t = arr.type
+    n = len(arr)
+    if n == 0:
+        return True
+    bufs = arr.buffers()
+    off = arr.offset
+    if pa.types.is_boolean(t):
+        np.copyto(dst, _bits(bufs[1], off, n), casting="unsafe")
+    elif pa.types.is_integer(t):
+        np.copyto(dst, np.frombuffer(bufs[1], np.dtype(t.to_pandas_dtype()), count=off + n)[off:], casting="unsafe")
+    else:
+        return False
+    if arr.null_count and bufs[0] is not None:
+        apply_validity(dst, np.frombuffer(bufs[0], np.uint8, count=(off + n + 7) // 8), off, null)
+    return True
 
 
 def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: Any, null_value: Any) -> np.ndarray:

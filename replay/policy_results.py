@@ -99,6 +99,9 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     def sel(a: np.ndarray) -> np.ndarray:
         return a if rows is None else a[rows]
 
+    def hsel(a: np.ndarray) -> np.ndarray:  # written only where the driver handled an event
+        return a if rows is None else run.handled_values(a, rows)
+
     ea = prep.events
     if rows is not None:
         comm = comm.take(pa.array(rows))
@@ -127,9 +130,9 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
         "added_ns": pa.array(run.charges_at(EL_ADDED, rix), pa.int64()),
         "lock_wait_ns": pa.array(run.charges_at(EL_WAIT, rix), pa.int64()),
         "lock_hold_ns": pa.array(run.charges_at(EL_HOLD, rix), pa.int64()),
-        "firmware_ns": pa.array(sel(run.firmware), pa.int64()),
-        "accepted_bytes": pa.array(sel(run.accepted), pa.int64()),
-        "forced": pa.array(sel(run.forced).astype(bool), pa.bool_()),
+        "firmware_ns": pa.array(hsel(run.firmware), pa.int64()),
+        "accepted_bytes": pa.array(hsel(run.accepted), pa.int64()),
+        "forced": pa.array(hsel(run.forced).astype(bool), pa.bool_()),
     })
 
 
@@ -276,11 +279,19 @@ def _irqs_off(run: PolicyRun, sec: dict[str, Any]) -> dict[str, Any]:
             "cause": np.concatenate(cause)}
 
 
-def _nearest(x: np.ndarray, q: float) -> int:
-    if len(x) == 0:
+def _nearest_sparse(nz_sorted: np.ndarray, n_zero: int, q: float) -> int:
+    """Nearest-rank ``q`` quantile of ``nz_sorted`` (sorted) plus ``n_zero`` zeros, without building
+    that array (one entry per mm_page_alloc: millions, almost all 0)."""
+    n = len(nz_sorted) + n_zero
+    if n == 0:
         return 0
-    s = np.sort(x)
-    return int(s[int(round(q * (len(s) - 1)))])
+    i = int(round(q * (n - 1)))
+    neg = int(np.searchsorted(nz_sorted, 0, side="left"))
+    if i < neg:
+        return int(nz_sorted[i])
+    if i < neg + n_zero:
+        return 0
+    return int(nz_sorted[i - n_zero])
 
 
 def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyRun,
@@ -291,7 +302,8 @@ def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyR
     n_groups = len(counts[0])
 
     def s(w: np.ndarray) -> np.ndarray:
-        return np.bincount(k, weights=w[charged].astype(np.float64), minlength=n_groups).astype(np.int64)
+        return np.bincount(k, weights=run.handled_values(w, charged).astype(np.float64),
+                           minlength=n_groups).astype(np.int64)
 
     def c(col: int) -> np.ndarray:
         return np.bincount(k, weights=run.charges_at(col, charged).astype(np.float64),
@@ -302,7 +314,7 @@ def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyR
 
 
 def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[str, Any],
-                fw_rows: list[dict[str, Any]]) -> dict[str, Any]:
+                fw_rows: list[dict[str, Any]], n_alloc: int | None = None) -> dict[str, Any]:
     ea = prep.events
     n = len(ea)
     total = int(run.acount.sum())
@@ -311,10 +323,11 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
     zone = sec["zone_lock"]
     accl = ~zone
     # nearest-rank percentiles over every mm_page_alloc: the log holds the non-zero latencies
-    n_alloc = int(np.count_nonzero(ea.ev == EV_ALLOC))
+    n_alloc = int(np.count_nonzero(ea.ev == EV_ALLOC)) if n_alloc is None else n_alloc
     el = run.elog
     nz = el[(ea.ev[el[:, EL_K]] == EV_ALLOC) & (el[:, EL_LAT] != 0), EL_LAT] if len(el) else np.zeros(0, np.int64)
-    lat = np.concatenate([np.zeros(n_alloc - len(nz), np.int64), np.sort(nz)])
+    lat = np.sort(nz)
+    n_zero = max(n_alloc - len(nz), 0)
     tot = run.totals
     d = irq["duration_ns"]
     return {
@@ -334,9 +347,10 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
         "accept_lock_wait_max_ns": int(sec["wait_ns"][accl].max()) if accl.any() else 0,
         "irqs_off_max_ns": int(d.max()) if len(d) else 0,
         "irqs_off_over_1ms": int((d > NS_1MS).sum()), "irqs_off_over_20s": int((d > NS_20S).sum()),
-        "alloc_added_p50_ns": _nearest(lat, 0.5), "alloc_added_p90_ns": _nearest(lat, 0.9),
-        "alloc_added_p99_ns": _nearest(lat, 0.99), "alloc_added_p999_ns": _nearest(lat, 0.999),
-        "alloc_added_max_ns": int(lat.max()) if len(lat) else 0,
+        "alloc_added_p50_ns": _nearest_sparse(lat, n_zero, 0.5), "alloc_added_p90_ns": _nearest_sparse(lat, n_zero, 0.9),
+        "alloc_added_p99_ns": _nearest_sparse(lat, n_zero, 0.99),
+        "alloc_added_p999_ns": _nearest_sparse(lat, n_zero, 0.999),
+        "alloc_added_max_ns": max(int(lat[-1]) if len(lat) else 0, 0) if n_zero else (int(lat[-1]) if len(lat) else 0),
     }
 
 
@@ -435,15 +449,13 @@ def result_context(table: pa.Table, pols: list[str]) -> ResultContext:
 def charged_events(run: PolicyRun) -> np.ndarray:
     """Indices of the events ``run`` charged anything to (the rows of the sparse events table)."""
     el = run.elog
-    m = np.zeros(len(run.ts), bool)
-    m[el[(el[:, EL_ADDED] != 0) | (el[:, EL_WAIT] != 0) | (el[:, EL_HOLD] != 0), EL_K]] = True
+    logged = el[(el[:, EL_ADDED] != 0) | (el[:, EL_WAIT] != 0) | (el[:, EL_HOLD] != 0), EL_K]
     # firmware time, accepted bytes and forced placements are only written at the events the
-    # driver handled: look there rather than read three n-long arrays
+    # driver handled: look there rather than read three n-long arrays (or an n-long mask)
     touched = run.handled
     if len(touched):
-        t = touched[(run.firmware[touched] != 0) | (run.accepted[touched] != 0) | (run.forced[touched] != 0)]
-        m[t] = True
-    return np.nonzero(m)[0]
+        touched = touched[(run.firmware[touched] != 0) | (run.accepted[touched] != 0) | (run.forced[touched] != 0)]
+    return np.union1d(logged, touched).astype(np.int64)
 
 
 def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
@@ -517,7 +529,7 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
         "free_pages": pa.array(run.ts_free, pa.int64()),
         **{f"free_order_{o}": pa.array(orders[:, o], pa.int64()) for o in range(N_ORDER_COLS)},
     })
-    return out, summary_row(prep, run, sec, irq, rows)
+    return out, summary_row(prep, run, sec, irq, rows, n_alloc=int(ctx.counts["cpu"][1].sum()))
 
 
 def combine_policy_tables(parts: list[tuple[dict[str, pa.Table], dict[str, Any]]],

@@ -42,7 +42,7 @@ from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST
                                 EL_HOLD, EL_K, EL_LAT, EL_LEN, EL_WAIT, INT64_MAX, PP_LEN, PP_LISTS, PP_NOACT,
                                 PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, QUIET_MAX, STAGE_APPLIED,
                                 STAGE_FRESH, STAGE_VISITED, free_blocks_to_tail, policy_chunk, zone_needs_accept)
-from replay.sections import Calibration, calibrate
+from replay.sections import Calibration, calibrate_events
 from replay.state import ModelState
 
 MAX_BUCKETS = 2000
@@ -76,14 +76,10 @@ def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any 
     from replay.initial_state import model_zones
     from replay.simulate import zone_kinds
 
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        # the calibration (NumPy sorts and scans, GIL mostly released) overlaps the columns and the
-        # initial state (compiled kernels without the GIL)
-        cal_f = pool.submit(calibrate, table) if cal is None else None
-        base = replay(table, layout, mode=mode, snapshot=snapshot, boot=boot, metadata=metadata, prepare_only=True)
-        cal = cal_f.result() if cal_f is not None else cal
+    base = replay(table, layout, mode=mode, snapshot=snapshot, boot=boot, metadata=metadata, prepare_only=True)
+    if cal is None:  # on the columns just built (one compiled pass)
+        ea = base.events
+        cal = calibrate_events(ea.ev, ea.ts, ea.cpu, ea.refill)
     zones = model_zones(layout)
     zmap = np.array([next(i for i, lz in enumerate(layout.zones) if lz is z) for z in zones], np.int64)
     calib = np.array([cal.refill_base_ns, cal.refill_per_block_ns, cal.drain_base_ns, cal.drain_per_block_ns,
@@ -233,6 +229,19 @@ class PolicyRun:
             out[sel] += cum[before]
         return out
 
+    def handled_values(self, arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """``arr[idx]`` for a per-event array only the driver writes (``firmware``, ``accepted``,
+        ``forced``: non-zero at ``handled`` events only), without reading its other pages (never
+        written, zero pages of their own: a page fault per 4 KiB read)."""
+        idx = np.asarray(idx, np.int64)
+        out = np.zeros(len(idx), arr.dtype)
+        h = self.handled
+        if len(h) and len(idx):
+            pos = np.minimum(np.searchsorted(h, idx), len(h) - 1)
+            hit = h[pos] == idx
+            out[hit] = arr[idx[hit]]
+        return out
+
     def _dense(self, col: int) -> np.ndarray:
         out = np.zeros(len(self.ts), np.int64)
         out[self.elog[:, EL_K]] = self.elog[:, col]
@@ -267,11 +276,19 @@ class BaselineFeed:
     """The recording baseline run (``run_policy(record=True, feed=...)``) as it is being made:
     its live per-event arrays and how far it got, for the delta replays of other policies that
     follow it in other threads (``run_policy(base=feed)``: they read event ``k`` only once the
-    baseline has passed it; the compiled loops release the GIL)."""
+    baseline has passed it; the compiled loops release the GIL).
 
-    def __init__(self) -> None:
+    The baseline is the critical path: while it runs, the followers share ``slots`` CPUs (one
+    fewer than the machine has) by taking a slot around each compiled chunk; when it is done
+    they get one more."""
+
+    def __init__(self, slots: int | None = None) -> None:
+        import os
         import threading
 
+        self.slots = max(1, (os.cpu_count() or 2) - 1) if slots is None else max(1, slots)
+        self.slot = threading.BoundedSemaphore(self.slots + 1)
+        self.slot.acquire()  # the baseline's CPU, given back by finish()
         self._cv = threading.Condition()
         self.k = 0
         self.run: PolicyRun | None = None
@@ -289,6 +306,7 @@ class BaselineFeed:
         with self._cv:
             self.run, self.error = run, error
             self._cv.notify_all()
+        self.slot.release()
 
     def available(self, k: int) -> int:
         """Events replayed by the baseline, once it is past event ``k`` (or finished)."""
@@ -564,10 +582,16 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     while True:
         if delta:
             kmax = n if live is None else live.available(k)
-            k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order,
-                                    out_sec, out_zone, src.dfree, k, kmax, stage, delay, pend, zfree_v, zfree_b,
-                                    sec_vstart, sec_wait, sec_ext, acur, elog, elog_n, edges, bstate,
-                                    src.ts_free, src.ts_order, ts_free, ts_order, next_bg)
+            if live is not None:
+                live.slot.acquire()
+            try:
+                k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn,
+                                        ea.order, out_sec, out_zone, src.dfree, k, kmax, stage, delay, pend, zfree_v,
+                                        zfree_b, sec_vstart, sec_wait, sec_ext, acur, elog, elog_n, edges, bstate,
+                                        src.ts_free, src.ts_order, ts_free, ts_order, next_bg)
+            finally:
+                if live is not None:
+                    live.slot.release()
         else:
             kmax = n if feed is None else min(n, k + FEED_CHUNK)
             k, act, z = policy_chunk(st, S, acc, pp, pv, prep.zmap, simmap, prep.zkind, prep.wmark_low, prep.calib,

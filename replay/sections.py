@@ -198,14 +198,18 @@ def _scan_runs(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarr
 
 def calibrate(table: pa.Table, *, max_gap_ns: int = 100_000, verbose: bool = False) -> Calibration:
     """Calibrate section costs from the bursts of a real trace (see the module docstring)."""
+    from replay.columns import column_values
     from replay.engine import event_codes
 
-    from replay.columns import column_values
+    return calibrate_events(event_codes(table), column_values(table, "ts_ns", np.int64, 0, writable=False),
+                            column_values(table, "cpu", np.int32, 0, writable=False),
+                            column_values(table, "percpu_refill", np.int8, -1, writable=False),
+                            max_gap_ns=max_gap_ns, verbose=verbose)
 
-    ev = event_codes(table)
-    ts = column_values(table, "ts_ns", np.int64, 0, writable=False)
-    cpu = column_values(table, "cpu", np.int32, 0, writable=False)
-    refill = column_values(table, "percpu_refill", np.int8, -1, writable=False)
+
+def calibrate_events(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarray, *,
+                     max_gap_ns: int = 100_000, verbose: bool = False) -> Calibration:
+    """``calibrate`` on the event columns (``replay.engine.EventArrays``: ev, ts, cpu, refill)."""
     ncpu = int(cpu.max()) + 1 if len(cpu) else 1
     if len(cpu) and int(cpu.min()) < 0:
         raise ValueError("negative cpu numbers in the event table")
