@@ -56,12 +56,12 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
                    repeat: int = 3) -> None:
     """Each acceptance policy's replay beside the ``none`` replay of the same table (exact mode).
 
-    ``prepare`` (columns, initial state, calibration) is shared by all policies and timed once;
-    each policy's time is ``run_policy`` alone (acceptance state from the layout, reconciliation
-    with the initial state, the compiled loop with its acceptance round trips, invariants and the
-    boot-cost model) with a reused buffer arena, as in a ``replay --all-policies`` worker (the
-    first touch of fresh per-event buffers is a one-off page-fault cost per process, measured
-    separately by ``bench_cli``).  Best of ``repeat``.
+    ``prepare`` (columns, initial state, calibration) is shared by all policies and timed once.
+    ``none`` is timed as ``replay --all-policies`` runs it (recording each event's change of free
+    pages for the delta replays), then each policy twice: its full replay (``run_policy`` alone:
+    acceptance state from the layout, reconciliation, the compiled loop with its acceptance round
+    trips, invariants, boot cost; a reused buffer arena, as a worker would) and its delta replay on
+    the recorded baseline (``replay.policy_delta``, what ``replay`` runs).  Best of ``repeat``.
     """
     import gc
 
@@ -77,29 +77,42 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
     prep = prepare(table, layout, mode="exact")
     t_prep = time.perf_counter() - t0
     print(f"policies ({cost.name} costs, exact, best of {repeat}): prepare (columns + initial state + calibration) {t_prep:.2f} s")
-    times: dict[str, float] = {}
-    arena = Arena()
-    run_policy(prep, pols["none"], cost, arena=arena)  # the arena's first touch, untimed
-    for name in names:
-        best = float("inf")
+
+    def best(fn: object) -> tuple[float, object]:
+        b, r = float("inf"), None
         for _ in range(max(1, repeat)):  # best of N: the shared machine's spread is large
+            r = None
             gc.collect()
             t1 = time.perf_counter()
-            r = run_policy(prep, pols[name], cost, arena=arena)
-            best = min(best, time.perf_counter() - t1)
-        times[name] = best
-        base = times["none"]
-        shared = " (shares the baseline replay in `replay`)" if name != "none" and accepts_nothing(prep, pols[name], cost) else ""
-        print(f"  {name:24s} {times[name]:6.2f} s = {n / times[name] / 1e6:6.2f} M events/s"
-              f"  x{times[name] / base:4.2f} of none  (round trips {r.yields:,}, forced {int(r.forced.sum()):,},"
-              f" accepted {int(r.totals[replay.acceptance.R_BYTES]) >> 20:,} MiB, invariants"
+            r = fn()  # type: ignore[operator]
+            b = min(b, time.perf_counter() - t1)
+        return b, r
+
+    arena = Arena()
+    run_policy(prep, pols["none"], cost, arena=arena)  # the arena's first touch, untimed
+    t_none, base = best(lambda: run_policy(prep, pols["none"], cost, record=True))
+    t_plain, _ = best(lambda: run_policy(prep, pols["none"], cost, arena=arena))
+    print(f"  {'none':24s} {t_none:6.2f} s = {n / t_none / 1e6:6.2f} M events/s (recording the baseline;"
+          f" {t_plain:.2f} s without)")
+    total_full, total_delta = 0.0, 0.0
+    worst = 0.0
+    for name in names[1:]:
+        t_full, r = best(lambda: run_policy(prep, pols[name], cost, arena=arena))
+        del r
+        t_delta, r = best(lambda: run_policy(prep, pols[name], cost, base=base))
+        total_full += t_full
+        total_delta += t_delta
+        worst = max(worst, t_delta / t_none, t_full / t_plain)
+        shared = " (shares the baseline replay in `replay`)" if accepts_nothing(prep, pols[name], cost) else ""
+        print(f"  {name:24s} full {t_full:6.2f} s x{t_full / t_plain:4.2f} of none | delta {t_delta:6.2f} s"
+              f" = {n / t_delta / 1e6:6.1f} M events/s x{t_delta / t_none:4.2f} of none ({r.method}; round trips"
+              f" {r.yields:,}, forced {int(r.forced[r.handled].sum()):,}, accepted"
+              f" {int(r.totals[replay.acceptance.R_BYTES]) >> 20:,} MiB, invariants"
               f" {'ok' if r.invariants_ok and r.accepted_ok else 'VIOLATED'}){shared}")
         del r
-    total = sum(times.values())
-    t_parse_equiv = n / parse_rate
-    print(f"  all {len(names)} policies: {total:.2f} s of replay loops (+ prepare {t_prep:.2f} s); "
-          f"worst policy x{max(times.values()) / times['none']:.2f} of none (target <= 2x); "
-          f"parse_files of {n:,} events would take {t_parse_equiv:.2f} s")
+    print(f"  all {len(names)} policies: baseline {t_none:.2f} s + delta replays {total_delta:.2f} s"
+          f" (full replays would be {total_full:.2f} s) + prepare {t_prep:.2f} s; worst policy x{worst:.2f} of"
+          f" none (target <= 2x); parse_files of {n:,} events would take {n / parse_rate:.2f} s")
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, int]:
@@ -169,9 +182,11 @@ def main() -> None:
         from replay.policy_run import prepare, run_policy
 
         prep = prepare(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="exact")
+        base = run_policy(prep, all_policies()["none"], get_costs(a.costs), record=True)
         for pol in all_policies().values():
             run_policy(prep, pol, get_costs(a.costs))
-        del prep
+            run_policy(prep, pol, get_costs(a.costs), base=base)
+        del prep, base
     print(f"warm-up (numba compile or cache load): {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()

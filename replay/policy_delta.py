@@ -29,9 +29,10 @@ import numpy as np
 import replay.acceptance as A
 from replay.engine import EV_ALLOC, EV_EXTFRAG, EV_ZL, Sections
 from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT, PP_LISTS, PP_NOACT,
-                                PP_TRIGGER, STAGE_FRESH, STAGE_VISITED, background_tick, block_is_listed, has_unaccepted,
-                                quiet_time_step, take_free_block, time_step, zone_needs_accept)
-from replay.state import PG_BUDDY, ModelState, kernel, kernel_entry, zone_of
+                                PP_TRIGGER, STAGE_FRESH, STAGE_VISITED, accepted_block_zone, background_tick, block_is_listed, has_unaccepted,
+                                quiet_time_step, take_free_block, time_step, top_block_is_free,
+                                zone_needs_accept)
+from replay.state import ModelState, kernel, kernel_entry
 
 #: an event the baseline's results cannot stand in for: the driver replays the policy in full
 ACT_DIVERGE = 6
@@ -123,28 +124,13 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
 def count_blocks_to_tail(st: ModelState, pfns: np.ndarray, n: int, order: int) -> int:
     """``policy_loop.free_blocks_to_tail`` on the free counters alone (the same blocks skipped)."""
     freed = 0
-    base = st.geo[0]
     for j in range(n):
-        i = int(pfns[j]) - base
-        if i < 0 or i + (1 << order) > st.pg_state.shape[0]:
-            continue
-        z = zone_of(st, i)
-        if z < 0 or i + (1 << order) > st.z_end[z]:
+        z = accepted_block_zone(st, int(pfns[j]), order)
+        if z < 0:
             continue
         st.z_nr_free[z] += 1 << order
         freed += 1 << order
     return freed
-
-
-@kernel_entry
-def top_block_is_free(st: ModelState, pfn: int, order: int) -> int:
-    """Zone of the free block of exactly ``order`` at ``pfn`` (``take_free_block``'s test), -1 if there is none."""
-    i = pfn - st.geo[0]
-    if i < 0 or i + (1 << order) > st.pg_state.shape[0]:
-        return -1
-    if int(st.pg_state[i]) != PG_BUDDY or int(st.pg_order[i]) != order:
-        return -1
-    return zone_of(st, i)
 
 
 @kernel_entry

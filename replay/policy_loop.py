@@ -465,18 +465,28 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
     return k1, ACT_DONE, -1
 
 
+@kernel
+def accepted_block_zone(st: ModelState, pfn: int, order: int) -> int:
+    """Zone of an accepted block of ``order`` at ``pfn`` that goes to the buddy; -1 when it lies
+    outside the model or across a zone's end (then it is skipped)."""
+    i = pfn - st.geo[0]
+    if i < 0 or i + (1 << order) > st.pg_state.shape[0]:
+        return -1
+    z = zone_of(st, i)
+    if z < 0 or i + (1 << order) > st.z_end[z]:
+        return -1
+    return z
+
+
 @kernel_entry
 def free_blocks_to_tail(st: ModelState, pfns: np.ndarray, n: int, order: int) -> int:
     """``__free_pages_ok(page, MAX_PAGE_ORDER, FPI_TO_TAIL)`` for each accepted block; returns pages freed."""
     freed = 0
-    base = st.geo[0]
     pbo = st.geo[5]
     for j in range(n):
-        i = int(pfns[j]) - base
-        if i < 0 or i + (1 << order) > st.pg_state.shape[0]:
-            continue
-        z = zone_of(st, i)
-        if z < 0 or i + (1 << order) > st.z_end[z]:
+        i = int(pfns[j]) - st.geo[0]
+        z = accepted_block_zone(st, int(pfns[j]), order)
+        if z < 0:
             continue
         m = int(st.pb_mt[i >> pbo])
         if m >= 3:
@@ -486,18 +496,24 @@ def free_blocks_to_tail(st: ModelState, pfns: np.ndarray, n: int, order: int) ->
     return freed
 
 
+@kernel
+def top_block_is_free(st: ModelState, pfn: int, order: int) -> int:
+    """Zone of the free block of exactly ``order`` at ``pfn``, -1 if there is none."""
+    i = pfn - st.geo[0]
+    if i < 0 or i + (1 << order) > st.pg_state.shape[0]:
+        return -1
+    if int(st.pg_state[i]) != PG_BUDDY or int(st.pg_order[i]) != order:
+        return -1
+    return zone_of(st, i)
+
+
 @kernel_entry
 def take_free_block(st: ModelState, pfn: int, order: int) -> bool:
     """Remove the free block of exactly ``order`` at ``pfn`` from the buddy (it is on unaccepted_pages)."""
-    i = pfn - st.geo[0]
-    if i < 0 or i + (1 << order) > st.pg_state.shape[0]:
-        return False
-    if int(st.pg_state[i]) != PG_BUDDY or int(st.pg_order[i]) != order:
-        return False
-    z = zone_of(st, i)
+    z = top_block_is_free(st, pfn, order)
     if z < 0:
         return False
-    del_page_from_free_list(st, i, z)
+    del_page_from_free_list(st, pfn - st.geo[0], z)
     return True
 
 

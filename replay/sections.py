@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from parsers.schema import Event
-from replay.state import kernel_entry
+from replay.state import kernel, kernel_entry
 
 SEC_REFILL, SEC_DRAIN, SEC_ALLOC, SEC_FREE, SEC_FALLBACK = 1, 2, 3, 4, 5
 
@@ -93,6 +93,19 @@ def _bursts(t: np.ndarray, c: np.ndarray, s: np.ndarray, e: np.ndarray, max_gap_
     return (ends - starts + 1).astype(np.int64), (t[ends] - t[starts]).astype(np.int64)
 
 
+@kernel
+def _close_run(runs: np.ndarray, nr: int, j: int, c: int, open_k: np.ndarray, open_n: np.ndarray,
+               first_t: np.ndarray, last_t: np.ndarray) -> int:
+    """Write CPU ``c``'s open run of kind ``j`` as row ``nr`` of ``runs`` and close it."""
+    runs[nr, 0] = j
+    runs[nr, 1] = c
+    runs[nr, 2] = open_k[j, c]
+    runs[nr, 3] = open_n[j, c]
+    runs[nr, 4] = last_t[c] - first_t[j, c]
+    open_k[j, c] = -1
+    return nr + 1
+
+
 @kernel_entry
 def scan_bursts(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarray, ev_zl: int, ev_drain: int,
                 ev_extfrag: int, max_gap_ns: int, ncpu: int, runs: np.ndarray, gaps: np.ndarray) -> tuple[int, int]:
@@ -132,13 +145,7 @@ def scan_bursts(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndar
                 continue
             if j == kind and t - last_t[c] <= max_gap_ns:
                 continue
-            runs[nr, 0] = j
-            runs[nr, 1] = c
-            runs[nr, 2] = open_k[j, c]
-            runs[nr, 3] = open_n[j, c]
-            runs[nr, 4] = last_t[c] - first_t[j, c]
-            nr += 1
-            open_k[j, c] = -1
+            nr = _close_run(runs, nr, j, c, open_k, open_n, first_t, last_t)
         if kind >= 0:
             if open_k[kind, c] < 0:
                 open_k[kind, c] = k
@@ -151,12 +158,7 @@ def scan_bursts(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndar
     for c in range(ncpu):
         for j in range(2):
             if open_k[j, c] >= 0:
-                runs[nr, 0] = j
-                runs[nr, 1] = c
-                runs[nr, 2] = open_k[j, c]
-                runs[nr, 3] = open_n[j, c]
-                runs[nr, 4] = last_t[c] - first_t[j, c]
-                nr += 1
+                nr = _close_run(runs, nr, j, c, open_k, open_n, first_t, last_t)
     return nr, ng
 
 
