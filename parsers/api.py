@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,44 @@ def _scan_block(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
 _EVENT_DICT = event_dictionary()
 
 
+def _column(values: np.ndarray, typ: pa.DataType, null: np.ndarray | None = None) -> pa.Array:
+    """``values`` as an Arrow array of ``typ`` without copying them; ``null`` marks the nulls.
+
+    ``pa.array(values, mask=...)`` builds the validity bitmap a byte at a time (~0.25 ms per
+    62k-row column, a dozen times per block); ``np.packbits`` does it in a few µs.
+    """
+    nn = 0 if null is None else int(np.count_nonzero(null))
+    if nn == 0:
+        return pa.array(values, typ)  # zero-copy for a matching dtype
+    if values.dtype.itemsize * 8 != typ.bit_width or not values.flags.c_contiguous:
+        return pa.array(values, typ, mask=null)
+    validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(typ, len(values), [validity, pa.py_buffer(values)], null_count=nn)
+
+
+_NULLS: dict[pa.DataType, pa.Array] = {}
+_NULLS_LOCK = threading.Lock()
+
+
+def _nulls(n: int, typ: pa.DataType) -> pa.Array:
+    """An all-null array: a slice of one shared array (``pa.nulls`` zero-fills new buffers per block)."""
+    a = _NULLS.get(typ)
+    if a is None or len(a) < n:
+        with _NULLS_LOCK:
+            a = _NULLS.get(typ)
+            if a is None or len(a) < n:
+                a = _NULLS[typ] = pa.nulls(max(n, 1 << 17), typ)
+    return a.slice(0, n)
+
+
+def _bool_column(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """A boolean numpy array as an Arrow boolean array (bit-packed with ``np.packbits``)."""
+    nn = 0 if null is None else int(np.count_nonzero(null))
+    validity = pa.py_buffer(np.packbits(~null, bitorder="little")) if nn else None
+    data = pa.py_buffer(np.packbits(values, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), len(values), [validity, data], null_count=nn)
+
+
 def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
     """Worker-thread part of a block: scan, sort by (ts, cpu), build the numeric Arrow columns.
 
@@ -146,13 +185,13 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
         perm = np.lexsort((np.arange(ne), cpu, ts))
 
     def P(a: np.ndarray) -> np.ndarray:
-        return a if state == 0 else a[perm]
+        return a if state == 0 else a.take(perm)  # (take: ~40% faster than a[perm])
 
     # element-wise work is done before reordering, and columns that are all null are not reordered
     ev0 = o_ev[:ne]
     pfn0 = o_pfn[:ne]
     failed0 = (ev0 == 0) & (pfn0 <= 0)
-    nfailed = int(failed0.sum())
+    nfailed = int(np.count_nonzero(failed0))
     if nfailed:
         pfn0 = np.where(failed0, -1, pfn0)
     # the kernel defines fragmenting as fallback_order < pageblock_order; libtraceevent (trace-cmd
@@ -162,22 +201,22 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
     nfrag_fixed = 0
     if known.any():
         want = np.where(known, (forder0 < pborder0).astype(np.int8), frag0)
-        nfrag_fixed = int(((want != frag0) & known).sum())
+        nfrag_fixed = int(np.count_nonzero((want != frag0) & known))
         frag0 = want
 
     def nint(a0: np.ndarray, typ: pa.DataType) -> pa.Array:
         mask = a0 == -1
         if mask.all():
-            return pa.nulls(ne, typ)
+            return _nulls(ne, typ)
         a = P(a0)
-        return pa.array(a, typ) if not mask.any() else pa.array(a, typ, mask=a == -1)
+        return _column(a, typ, a == -1 if mask.any() else None)
 
     def nbool(a0: np.ndarray) -> pa.Array:
         mask = a0 == -1
         if mask.all():
-            return pa.nulls(ne, pa.bool_())
+            return _nulls(ne, pa.bool_())
         a = P(a0)
-        return pa.array(a == 1, pa.bool_(), mask=a == -1 if mask.any() else None)
+        return _bool_column(a == 1, a == -1 if mask.any() else None)
 
     ev = P(ev0)
     ts_s, cpu_s = P(ts), P(cpu)
@@ -186,12 +225,12 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
         "cpu": pa.array(cpu_s, pa.int32()),
         "pid": pa.array(P(o_pid[:ne]), pa.int32()),
         "tgid": nint(o_tgid[:ne], pa.int32()),
-        "event": pa.DictionaryArray.from_arrays(pa.array(ev, pa.int8()), _EVENT_DICT),
+        "event": pa.DictionaryArray.from_arrays(pa.array(ev, pa.int8()), _EVENT_DICT, safe=False),
         "pfn": nint(pfn0, pa.int64()),
         "order": pa.array(P(o_order[:ne]), pa.int8()),
         "migratetype": nint(o_mt[:ne], pa.int8()),
         "percpu_refill": nbool(o_pcp[:ne]),
-        "failed": pa.array(P(failed0), pa.bool_()),
+        "failed": _bool_column(P(failed0)),
         "fallback_order": nint(forder0, pa.int8()),
         "pageblock_order": nint(pborder0, pa.int8()),
         "fallback_migratetype": nint(o_fmt[:ne], pa.int8()),
@@ -473,7 +512,7 @@ class TraceParser:
         perm = prep["perm"]
         seq = self._seq - ne + (perm if perm is not None else np.arange(ne, dtype=np.int64))
         lines = prep["line_rel"] + line0
-        comm_ids = self.comms.remap(block, comm_t[0], comm_t[1], comm_t[2])[prep["comm_local"]]
+        comm_ids = self.comms.remap(block, comm_t[0], comm_t[1], comm_t[2]).take(prep["comm_local"])
         gfp_local = prep["gfp_local"]
         gmap = self.gfps.remap(block, gfp_t[0], gfp_t[1], gfp_t[2])
         has_gfp = gfp_local >= 0
@@ -482,7 +521,7 @@ class TraceParser:
         masks = np.array(self.gfps.masks, np.uint64) if self.gfps.masks else np.zeros(1, np.uint64)
         known = np.array(self.gfps.known, bool) if self.gfps.known else np.zeros(1, bool)
         gvalid = has_gfp & known[gsafe]
-        gmask = pa.array(masks[gsafe], pa.uint64(), mask=None if gvalid.all() else ~gvalid)
+        gmask = _column(masks.take(gsafe), pa.uint64(), ~gvalid)
         for code, n in enumerate(prep["ev_counts"]):
             fa.events[EVENT_NAMES[code]] += int(n)
         fa.failed_allocs += prep["failed"]
@@ -493,14 +532,12 @@ class TraceParser:
             num["cpu"],
             num["pid"],
             num["tgid"],
-            pa.DictionaryArray.from_arrays(pa.array(comm_ids, pa.int32()), self.comms.dictionary()),
+            pa.DictionaryArray.from_arrays(pa.array(comm_ids, pa.int32()), self.comms.dictionary(), safe=False),
             num["event"],
             num["pfn"],
             num["order"],
             num["migratetype"],
-            pa.DictionaryArray.from_arrays(
-                pa.array(gfp_ids, pa.int32(), mask=None if has_gfp.all() else ~has_gfp), self.gfps.dictionary()
-            ),
+            pa.DictionaryArray.from_arrays(_column(gfp_ids, pa.int32(), ~has_gfp), self.gfps.dictionary(), safe=False),
             gmask,
             num["percpu_refill"],
             num["failed"],
@@ -510,7 +547,9 @@ class TraceParser:
             num["fragmenting"],
             num["change_ownership"],
             num["cold"],
-            pa.DictionaryArray.from_arrays(pa.array(np.full(ne, file_id, np.int16), pa.int16()), self.files.dictionary()),
+            pa.DictionaryArray.from_arrays(
+                pa.array(np.full(ne, file_id, np.int16), pa.int16()), self.files.dictionary(), safe=False
+            ),
             pa.array(lines, pa.int64()),
             pa.array(seq, pa.int64()),
         ]
@@ -719,11 +758,13 @@ def parse_to_parquet(
 
 def _writer_options(compression: str) -> dict[str, Any]:
     # dictionary-encode the string columns only and keep statistics on the keys people filter on:
-    # the defaults (dictionary + stats on every column) cost 3x the encoding time for a larger file
+    # the defaults (dictionary + stats on every column) cost 3x the encoding time for a larger file.
+    # (Not on event: the min/max names of a row group could only skip it if it lacked the events at
+    # both ends of the alphabet, and real traces interleave all six; they cost 7% of the encoding.)
     return {
         "compression": compression,
         "use_dictionary": [c.name for c in COLUMNS if pa.types.is_dictionary(c.type)],
-        "write_statistics": ["ts_ns", "cpu", "pfn", "seq", "event"],
+        "write_statistics": ["ts_ns", "cpu", "pfn", "seq"],
         # near-monotonic integers: delta encoding is both cheaper to write and 4x smaller than plain
         "column_encoding": {c: "DELTA_BINARY_PACKED" for c in ("ts_ns", "seq", "line", "pfn")},
     }

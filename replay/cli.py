@@ -127,7 +127,10 @@ def parse(
     ] = None,
 ) -> None:
     """Parse text traces into the canonical event table (Parquet), accounting for every line."""
-    # hash the input files on a side thread while numba, pyarrow and the cached scanner load
+    # parsing does no linear algebra: without this, numpy's import starts OpenBLAS threads that
+    # spin for a while (~0.05 s of CPU taken from the hashing thread and the scanners)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # hash the input files on a side thread while numpy, pyarrow and the compiled scanner load
     # (parsers.inputs imports none of them)
     from parsers.inputs import start_hashers
 
