@@ -131,11 +131,15 @@ def _run_one(args: tuple[Any, Any, bool]) -> Any:
 
 
 def _follow(prep: Any, ctx: Any, policy: Any, costs: Any, feed: Any, all_events: bool) -> tuple[Any, Any, float]:
-    """A thread: replay one policy behind the recording baseline, then build its tables."""
+    """A thread: replay one policy behind the recording baseline, then build its tables (a policy
+    that ``accepts_nothing`` takes the baseline's run once it is done)."""
     from replay.policy_results import policy_tables
-    from replay.policy_run import run_policy
+    from replay.policy_run import accepts_nothing, baseline_run_as, run_policy
 
-    run = run_policy(prep, policy, costs, base=feed)
+    if accepts_nothing(prep, policy, costs):
+        run = baseline_run_as(prep, feed.result(), policy, costs)
+    else:
+        run = run_policy(prep, policy, costs, base=feed)
     tables, row = policy_tables(prep, run, ctx, all_events=all_events)
     return tables, row, run.seconds
 
@@ -153,21 +157,24 @@ def _record(prep: Any, policy: Any, costs: Any, feed: Any) -> Any:
     return run
 
 
-def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], rest: list[Any], costs: Any,
+def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], costs: Any,
                        all_events: bool) -> tuple[Any, dict[str, tuple[Any, Any, float]]]:
     """Exact mode: the baseline in one thread, each other policy in a thread of its own that
     follows it event range by event range (``replay.policy_run.BaselineFeed``; the compiled
-    loops release the GIL, so the two cores share the baseline and the policies)."""
+    loops release the GIL, so the two cores share the baseline and the policies).  Once the
+    baseline is done, this thread builds its tables while the followers finish."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from replay.policy_results import policy_tables
     from replay.policy_run import BaselineFeed
 
     feed = BaselineFeed()
-    with ThreadPoolExecutor(max_workers=1 + len(rest)) as pool:
+    with ThreadPoolExecutor(max_workers=len(policies)) as pool:
         fb = pool.submit(_record, prep, policies[0], costs, feed)
-        futures = {p.name: pool.submit(_follow, prep, ctx, p, costs, feed, all_events) for p in rest}
+        futures = {p.name: pool.submit(_follow, prep, ctx, p, costs, feed, all_events) for p in policies[1:]}
         base = fb.result()
-        done = {name: f.result() for name, f in futures.items()}
+        done = {base.name: (*policy_tables(prep, base, ctx, all_events=all_events), base.seconds)}
+        done.update((name, f.result()) for name, f in futures.items())
     return base, done
 
 
@@ -184,6 +191,23 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     Returns the ``none`` run (its model state feeds the end-snapshot check), each policy's
     ``policy_tables`` result in order, and the replay seconds per policy.
     """
+    if prep.mode == "exact" and len(policies) > 1 and workers > 1:
+        base, done = _run_exact_threads(prep, ctx, policies, costs, all_events)
+    else:
+        base, done = _run_in_processes(prep, ctx, policies, costs, workers, all_events)
+    parts = [done[base.name][:2]]
+    seconds = {base.name: base.seconds}
+    for p in policies[1:]:
+        tables, row, sec = done[p.name]
+        parts.append((tables, row))
+        seconds[p.name] = sec
+    return base, parts, seconds
+
+
+def _run_in_processes(prep: Any, ctx: Any, policies: list[Any], costs: Any, workers: int,
+                      all_events: bool) -> tuple[Any, dict[str, tuple[Any, Any, float]]]:
+    """Simulate mode (or one worker): the baseline here, then the other policies in up to
+    ``workers`` forked processes (in exact mode each replays on the recorded baseline)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -198,16 +222,12 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     futures: list[Any] = []
     ex = None
     try:
-        if prep.mode == "exact" and rest and workers > 1:
-            base, done = _run_exact_threads(prep, ctx, policies, rest, costs, all_events)
-            rest, parallel = [], False
-        else:
-            base = run_policy(prep, policies[0], costs, record=prep.mode == "exact" and bool(rest))
-            done = {}
+        base = run_policy(prep, policies[0], costs, record=prep.mode == "exact" and bool(rest))
         _PREP = (prep, ctx, base)
         if parallel:
             ex = ProcessPoolExecutor(max_workers=min(workers, len(rest)), mp_context=mp.get_context("fork"))
             futures = [ex.submit(_run_one, (p, costs, all_events)) for p in rest]
+        done = {base.name: (*policy_tables(prep, base, ctx, all_events=all_events), base.seconds)}
         for p in same:
             run = baseline_run_as(prep, base, p, costs)
             done[p.name] = (*policy_tables(prep, run, ctx, all_events=all_events), run.seconds)
@@ -218,18 +238,12 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
                 run = run_policy(prep, p, costs, base=base)
                 done[p.name] = (*policy_tables(prep, run, ctx, all_events=all_events), run.seconds)
                 del run
-        parts = [policy_tables(prep, base, ctx, all_events=all_events)]
-        seconds = {base.name: base.seconds}
-        for p in policies[1:]:
-            tables, row, sec = done[p.name]
-            parts.append((tables, row))
-            seconds[p.name] = sec
     finally:
         if ex is not None:
             ex.shutdown(cancel_futures=True)
         _PREP = None
         _ARENA = None
-    return base, parts, seconds
+    return base, done
 
 
 def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = None, end_snapshot: Path | None = None,
