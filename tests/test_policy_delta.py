@@ -19,12 +19,13 @@ from replay.costs import COST_PRESETS
 from replay.policies import PRESET_ORDER, PRESETS
 from replay.policy_results import policy_tables, result_context
 from replay.policy_run import prepare, run_policy
+from tests.conftest import shared_traces
 from tests.test_replay_props import _gen_trace
 from tests.util_events import make_events
 from tests.util_replay import tiny_layout
 
 FW_ACCEPTED = 1024 * 4096  # 4 MiB of the 16 MiB guest accepted by the firmware; the rest is unaccepted
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACES = shared_traces() or Path("/nonexistent")
 OPS = hs.lists(hs.tuples(hs.integers(0, 4), hs.integers(0, 100), hs.integers(0, 100), hs.integers(0, 3)),
                min_size=1, max_size=120)
 #: events the trace's kernel would not have produced: frees, drains and allocations of arbitrary pages

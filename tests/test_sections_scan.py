@@ -12,8 +12,9 @@ from hypothesis import strategies as hs
 
 from parsers.schema import Event
 from replay.sections import _bursts, _per_cpu_order, _scan_runs
+from tests.conftest import shared_traces
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACES = shared_traces() or Path("/nonexistent")
 ZL, DR, XF = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED), int(Event.MM_PAGE_PCPU_DRAIN), int(Event.MM_PAGE_ALLOC_EXTFRAG)
 
 
