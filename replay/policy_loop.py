@@ -289,13 +289,29 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
     ``acur[AC_K] == k``; the zone->lock wait of that work is written back to ``acur[AC_ZLWAIT]``.
     One small array instead of six per-event ones: only a few thousand events ever get acceptance
     work, and n-long arrays cost a page fault per 4 KiB on first touch."""
-    nz = zfree_v.shape[0] // 2
-    zlast_v = zfree_v[nz:]
-    zlast_b = zfree_b[nz:]
     ncpu = pend.shape[0] // 2  # pend: [added latency pending per CPU | request in progress per CPU]
     e = int(ev[k])
     c = int(cpu[k])
     t = ts[k]
+    sid = out_sec[k]
+    if sid < 0 and acur[AC_K] != k:
+        # no zone->lock section and no acceptance work (most pcp allocations and frees): nothing
+        # waits or is held, the CPU's delay stays; only the request's latency bookkeeping
+        if e == EV_ALLOC:
+            lat = pend[c]
+            pend[c] = 0
+            pend[ncpu + c] = 0
+            if lat != 0:
+                log_event(elog, elog_n, k, t + delay[c], 0, 0, 0, lat)
+        elif e == EV_ZL or e == EV_EXTFRAG:
+            pend[ncpu + c] = 1
+        else:
+            pend[c] = 0
+            pend[ncpu + c] = 0
+        return
+    nz = zfree_v.shape[0] // 2
+    zlast_v = zfree_v[nz:]
+    zlast_b = zfree_b[nz:]
     # ---- time: locks in virtual time
     d = delay[c]
     vts = t + d
@@ -321,7 +337,6 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
             added += w + zh
             wait += w
             hold += zh
-    sid = out_sec[k]
     if sid >= 0:
         z = S.zone[sid]
         base, inc = section_cost(S, calib, sid, e)
