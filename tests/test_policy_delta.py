@@ -117,3 +117,23 @@ def test_delta_replay_equals_full_replay_on_real_traces(trace: str, snapshot: st
     prep = prepare(table, layout, mode="exact", snapshot=snap)
     methods = _same_results(prep, table, list(PRESET_ORDER[1:]), costs)
     assert set(methods) == {"delta"}
+
+
+def test_threads_following_the_baseline_equal_one_after_the_other() -> None:
+    """``run_policies``: the exact-mode policies as threads behind the baseline (workers 2) give
+    the tables of the same policies replayed one after the other (workers 1)."""
+    from replay.cli_replay import resolve_policies, run_policies
+
+    rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
+    table = make_events(rows)
+    # 8 GiB: above the 4 GiB the firmware accepts, memory is unaccepted and the policies act
+    prep = prepare(table, tiny_layout(1 << 21), mode="exact", boot=True)
+    pols = resolve_policies(None, True, None)
+    ctx = result_context(table, [p.name for p in pols])
+    cost = COST_PRESETS["snp-2m"]
+    _, threaded, _ = run_policies(prep, ctx, pols, cost, workers=2)
+    _, serial, _ = run_policies(prep, ctx, pols, cost, workers=1)
+    assert [row for _, row in threaded] == [row for _, row in serial]
+    for (ta, _), (tb, _) in zip(threaded, serial):
+        assert set(ta) == set(tb) and all(ta[k].equals(tb[k]) for k in ta)
+    assert sum(row["accepted_bytes"] for _, row in threaded) > 0  # acceptance happened
