@@ -107,24 +107,31 @@ def _chunk_into(arr: pa.Array, dst: np.ndarray, null: int) -> bool:
 def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: Any, null_value: Any) -> np.ndarray:
     """``fn(value)`` per row of a (dictionary or plain) string column, through a per-chunk lookup table."""
     col = table.column(name)
-    parts = []
+    out = np.empty(len(col), dtype)  # each chunk written into its slice (no concatenation)
+    pos = 0
+    luts: dict[tuple[int, ...], np.ndarray] = {}  # row groups of one Parquet file often share a dictionary
     for ch in col.chunks:
         n = len(ch)
+        dst = out[pos:pos + n]
+        pos += n
         if pa.types.is_dictionary(ch.type):
-            lut = np.array([fn(v) for v in ch.dictionary.to_pylist()] + [null_value], dtype)
+            d = ch.dictionary
+            # the same dictionary buffers (alive as long as the table) -> the same lookup table
+            key = (len(d), d.offset, *(b.address if b is not None else 0 for b in d.buffers()))
+            lut = luts.get(key)
+            if lut is None:
+                lut = luts[key] = np.array([fn(v) for v in d.to_pylist()] + [null_value], dtype)
             if np.all(lut == null_value):
-                parts.append(np.full(n, null_value, dtype))  # no dictionary entry matters: no gather
+                dst.fill(null_value)  # no dictionary entry matters: no gather
                 continue
             ity = np.dtype(ch.indices.type.to_pandas_dtype())
             idx = _chunk_values(ch.indices, ity, len(lut) - 1, writable=False)  # zero-copy without nulls
             if idx is None:
                 idx = np.asarray(ch.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False), np.int64)
-            parts.append(lut[idx])
+            np.take(lut, idx, out=dst)
         else:
-            parts.append(np.array([null_value if v is None else fn(v) for v in ch.to_pylist()], dtype))
-    if not parts:
-        return np.zeros(0, dtype)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            dst[:] = np.array([null_value if v is None else fn(v) for v in ch.to_pylist()], dtype)
+    return out
 
 
 @kernel_entry

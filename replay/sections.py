@@ -184,9 +184,10 @@ def _scan_runs(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarr
     order (``_bursts`` over ``_per_cpu_order``: the same values in the same order), from
     ``scan_bursts``: one pass, no n-long temporaries (its row buffers are touched only as far as used)."""
     zl, dr, xf = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED), int(Event.MM_PAGE_PCPU_DRAIN), int(Event.MM_PAGE_ALLOC_EXTFRAG)
-    counts = np.bincount(ev[ev >= 0].astype(np.intp), minlength=max(zl, dr, xf) + 1) if len(ev) else np.zeros(32, np.int64)
-    runs = np.empty((int(counts[zl] + counts[dr]) + 1, 5), np.int64)  # a run holds at least one event
-    gaps = np.empty((int(counts[xf]) + 1, 3), np.int64)
+    # at most one run or gap per event: room for that many rows costs address space only (the
+    # pages of the rows never written are never touched)
+    runs = np.empty((len(ev) + 1, 5), np.int64)
+    gaps = np.empty((len(ev) + 1, 3), np.int64)
     nr, ng = scan_bursts(ev, ts, cpu, refill, zl, dr, xf, int(max_gap_ns), int(ncpu), runs, gaps)
     runs, gaps = runs[:nr], gaps[:ng]
     out = []
