@@ -269,7 +269,10 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     cost = get_costs(costs)
     import threading
 
-    warm = threading.Thread(target=_warm_exact, args=(pols, cost), daemon=True) if mode == "exact" else None
+    from replay.state import JIT_ENABLED
+
+    # (plain Python, PAGEREPLAY_JIT=0, has no kernels to load: no warm-up)
+    warm = threading.Thread(target=_warm_exact, args=(pols, cost), daemon=True) if mode == "exact" and JIT_ENABLED else None
     if warm is not None:
         warm.start()
     table, md, layout, snap, end = _load(trace, snapshot, end_snapshot, guest_size, cpus, mode)

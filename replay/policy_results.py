@@ -382,10 +382,15 @@ def group_events(comm_idx: np.ndarray, pid: np.ndarray, cpu: np.ndarray, ev: np.
     table got half full (the caller retries with a bigger one)."""
     mask = table_keys.shape[0] - 1
     half = table_keys.shape[0] // 2
+    shift = 32
+    while shift > 0 and (1 << (32 - shift)) < table_keys.shape[0]:
+        shift -= 1
     nd = 0
     for k in range(comm_idx.shape[0]):
         key = np.int64(comm_idx[k]) * span + pid[k] + 1
-        h = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & mask
+        # 32-bit Fibonacci hashing: the top bits of (k * golden) mod 2**32 (the product stays below
+        # 2**63: no overflow warning in plain Python either)
+        h = (((((key ^ (key >> 31)) & 0x7FFFFFFF) * 0x9E3779B1) & 0xFFFFFFFF) >> shift) & mask
         while table_keys[h] != -1 and table_keys[h] != key:
             h = (h + 1) & mask
         if table_keys[h] == -1:
