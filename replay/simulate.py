@@ -92,24 +92,33 @@ def gfp_zone_limit(gfp: int) -> int:
 
 
 @kernel
+def sim_section(S, kind: int, c: int, z: int, t: int, k: int, pages: int, nev: int) -> int:  # type: ignore[no-untyped-def]
+    """Open and close a zone->lock section of one call (simulate mode records whole sections)."""
+    sid = S.n[0]
+    S.n[0] += 1
+    S.kind[sid] = kind
+    S.cpu[sid] = c
+    S.zone[sid] = z
+    S.start[sid] = t
+    S.end[sid] = t
+    S.pages[sid] = pages
+    S.nev[sid] = nev
+    S.first[sid] = k
+    S.fallbacks[sid] = 0
+    S.owner[sid] = c
+    return sid
+
+
+@kernel
 def sim_rmqueue(st: ModelState, S, c: int, z: int, o: int, m: int, t: int, k: int) -> int:  # type: ignore[no-untyped-def]
     """6.1 ``rmqueue()``: pcp list for pcp orders, else ``rmqueue_buddy``; records the section."""
     steals = st.ctr[C_STEALS]
     if pcp_allowed_order(o, st.geo[G_PB_ORDER]) and m < MIGRATE_PCPTYPES:
         i, refilled = __rmqueue_pcplist(st, c, z, o, m, 0)
         if refilled > 0:
-            sid = S.n[0]
-            S.n[0] += 1
-            S.kind[sid] = SEC_FALLBACK if st.ctr[C_STEALS] != steals else SEC_REFILL
-            S.cpu[sid] = c
-            S.zone[sid] = z
-            S.start[sid] = t
-            S.end[sid] = t
-            S.pages[sid] = refilled << o
-            S.nev[sid] = refilled
-            S.first[sid] = k
+            kind = SEC_FALLBACK if st.ctr[C_STEALS] != steals else SEC_REFILL
+            sid = sim_section(S, kind, c, z, t, k, refilled << o, refilled)
             S.fallbacks[sid] = st.ctr[C_STEALS] - steals
-            S.owner[sid] = c
         if i >= 0:
             st.pcp_free_factor[c, z] >>= 1
         return i
@@ -119,18 +128,8 @@ def sim_rmqueue(st: ModelState, S, c: int, z: int, o: int, m: int, t: int, k: in
         st.pg_order[i] = o
         st.pg_mt[i] = m
         st.z_nr_alloc[z] += 1 << o
-        sid = S.n[0]
-        S.n[0] += 1
-        S.kind[sid] = SEC_FALLBACK if st.ctr[C_STEALS] != steals else SEC_ALLOC
-        S.cpu[sid] = c
-        S.zone[sid] = z
-        S.start[sid] = t
-        S.end[sid] = t
-        S.pages[sid] = 1 << o
-        S.nev[sid] = 1
-        S.first[sid] = k
+        sid = sim_section(S, SEC_FALLBACK if st.ctr[C_STEALS] != steals else SEC_ALLOC, c, z, t, k, 1 << o, 1)
         S.fallbacks[sid] = st.ctr[C_STEALS] - steals
-        S.owner[sid] = c
     return i
 
 
@@ -150,23 +149,6 @@ def sim_alloc(st: ModelState, S, zkind: np.ndarray, wmark: np.ndarray, c: int, o
             if got >= 0:
                 return got, z
     return -1, -1
-
-
-@kernel
-def sim_section(S, kind: int, c: int, z: int, t: int, k: int, pages: int, nev: int) -> int:  # type: ignore[no-untyped-def]
-    sid = S.n[0]
-    S.n[0] += 1
-    S.kind[sid] = kind
-    S.cpu[sid] = c
-    S.zone[sid] = z
-    S.start[sid] = t
-    S.end[sid] = t
-    S.pages[sid] = pages
-    S.nev[sid] = nev
-    S.first[sid] = k
-    S.fallbacks[sid] = 0
-    S.owner[sid] = c
-    return sid
 
 
 @kernel
