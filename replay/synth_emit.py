@@ -62,7 +62,7 @@ import numpy as np
 import pyarrow as pa
 
 from parsers.schema import arrow_schema, decode_gfp
-from parsers.synthetic.emit import event_batch, release_sorted
+from parsers.synthetic.emit import HeldBack, event_batch, release_sorted
 from replay.buddy import __free_one_page, __rmqueue, add_to_free_list, del_page_from_free_list
 from replay.layout import MemoryLayout, layout_for_guest
 from replay.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_allowed_order
@@ -514,7 +514,7 @@ def _initial_state(layout: MemoryLayout) -> ModelState:
     return st
 
 
-class EngineEmitter:
+class EngineEmitter(HeldBack):
     """Stateful engine emitter: feed request batches, get canonical record batches in order.
 
     Same interface as the stand-in ``parsers.synthetic.emit.Emitter``.  ``params``: the
@@ -657,12 +657,6 @@ class EngineEmitter:
         # every later event happens at or after the last request's time (microsecond-aligned)
         ready, self.held = release_sorted(ev, (int(req[0][-1]) // 1000) * 1000)
         yield from self._batch(ready)
-
-    def finish(self) -> Iterator[pa.RecordBatch]:
-        if self.held is not None:
-            ready, _ = release_sorted(self.held, None)
-            yield from self._batch(ready)
-            self.held = None
 
     def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
         """One record batch of events already in (ts_ns, cpu, emission) order."""

@@ -397,7 +397,23 @@ _OUT = {
 }  # fmt: skip
 
 
-class Emitter:
+class HeldBack:
+    """What both emitters share: the events of a batch that a later request could still precede are
+    held back (``release_sorted``) until the next batch, and released by ``finish`` at the end."""
+
+    held: dict[str, np.ndarray] | None
+
+    def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def finish(self) -> Iterator[pa.RecordBatch]:
+        if self.held is not None:
+            ready, _ = release_sorted(self.held, None)
+            yield from self._batch(ready)
+            self.held = None
+
+
+class Emitter(HeldBack):
     """Stateful stand-in emitter: feed request batches, get canonical record batches in order.
 
     ``phases`` gives per-phase ``pcp_batch`` overrides (``RequestGenerator.phase_info()``);
@@ -532,12 +548,6 @@ class Emitter:
         # every later event happens at or after the last request's time
         ready, self.held = release_sorted(ev, int(req[0][-1]))
         yield from self._batch(ready)
-
-    def finish(self) -> Iterator[pa.RecordBatch]:
-        if self.held is not None:
-            ready, _ = release_sorted(self.held, None)
-            yield from self._batch(ready)
-            self.held = None
 
     def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
         """One record batch of events already in (ts_ns, cpu, emission) order."""
