@@ -33,26 +33,12 @@ def _chunk_values(arr: pa.Array, dtype: Any, null: int, writable: bool = True) -
     ~2 s per GB, more than the copy itself).  The view shares the table's memory (it is
     writable when Arrow allocated the buffer itself): callers must treat it as read-only.
     """
-    t = arr.type
     n = len(arr)
-    if n == 0:
-        return np.zeros(0, dtype)
-    bufs = arr.buffers()
-    off = arr.offset
-    if pa.types.is_boolean(t):
-        bits = _bits(bufs[1], off, n)  # a fresh 0/1 byte array: reinterpret it when the size fits
-        vals = bits.view(dtype) if np.dtype(dtype).itemsize == 1 else bits.astype(dtype)
-    elif pa.types.is_integer(t):
-        raw = np.frombuffer(bufs[1], np.dtype(t.to_pandas_dtype()), count=off + n)[off:]
-        if not writable and arr.null_count == 0 and raw.dtype == np.dtype(dtype):
-            return raw
-        vals = raw.astype(dtype, copy=True)  # one pass: cast, or a writable copy
-    else:
-        return None
-    if arr.null_count and bufs[0] is not None:
-        # straight from the validity bitmap: no unpacked mask, no temporaries
-        apply_validity(vals, np.frombuffer(bufs[0], np.uint8, count=(off + n + 7) // 8), off, null)
-    return vals
+    if (not writable and n and arr.null_count == 0 and pa.types.is_integer(arr.type)
+            and np.dtype(arr.type.to_pandas_dtype()) == np.dtype(dtype)):
+        return np.frombuffer(arr.buffers()[1], np.dtype(dtype), count=arr.offset + n)[arr.offset:]
+    out = np.empty(n, dtype)
+    return out if _chunk_into(arr, out, null) else None
 
 
 def column_values(table: pa.Table, name: str, dtype: Any, null: int, *, writable: bool = True) -> np.ndarray:
