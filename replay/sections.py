@@ -76,23 +76,6 @@ DEFAULT_CALIBRATION = Calibration(
 )
 
 
-def _bursts(t: np.ndarray, c: np.ndarray, s: np.ndarray, e: np.ndarray, max_gap_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """(events, span_ns) of maximal runs of selected events, consecutive on their CPU.
-
-    The arrays are already in per-CPU order (``_per_cpu_order``): a run is a stretch of
-    consecutive positions.
-    """
-    # a run continues while the next event on the same CPU is selected, of the same type, and close in time
-    cont = (c[1:] == c[:-1]) & s[1:] & s[:-1] & (e[1:] == e[:-1]) & ((t[1:] - t[:-1]) <= max_gap_ns)
-    starts = np.nonzero(s & np.r_[True, ~cont])[0]
-    if len(starts) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ends = np.nonzero(s & np.r_[~cont, True])[0]
-    # the canonical table is sorted by time, and the per-CPU order keeps it: first and last event
-    # of a run are its earliest and latest
-    return (ends - starts + 1).astype(np.int64), (t[ends] - t[starts]).astype(np.int64)
-
-
 @kernel
 def _close_run(runs: np.ndarray, nr: int, j: int, c: int, open_k: np.ndarray, open_n: np.ndarray,
                first_t: np.ndarray, last_t: np.ndarray) -> int:
@@ -109,12 +92,13 @@ def _close_run(runs: np.ndarray, nr: int, j: int, c: int, open_k: np.ndarray, op
 @kernel_entry
 def scan_bursts(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarray, ev_zl: int, ev_drain: int,
                 ev_extfrag: int, max_gap_ns: int, ncpu: int, runs: np.ndarray, gaps: np.ndarray) -> tuple[int, int]:
-    """``_bursts`` for refills and drains plus the extfrag gaps, in one pass in trace order.
+    """Maximal runs of refill (``mm_page_alloc_zone_locked`` with ``percpu_refill``) and of drain
+    events consecutive on their CPU, plus the extfrag gaps, in one pass in trace order.
 
     Per CPU it keeps the open run of each kind and a pending extfrag; a run ends at the first
     event of its CPU that does not continue it.  ``runs`` rows: (kind 0 refill / 1 drain, cpu,
     first event, events, span ns); ``gaps`` rows: (cpu, extfrag event, gap ns).  Returns the
-    row counts (the caller puts them in per-CPU order, as ``_bursts`` over ``_per_cpu_order``).
+    row counts (the caller puts them in per-CPU order).
     """
     open_k = np.full((2, ncpu), -1, np.int64)  # first event of the open run
     open_n = np.zeros((2, ncpu), np.int64)
@@ -162,12 +146,6 @@ def scan_bursts(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndar
     return nr, ng
 
 
-def _per_cpu_order(cpu: np.ndarray) -> np.ndarray:
-    """Event indices grouped by CPU, trace order kept within a CPU (a stable radix sort)."""
-    key = cpu.astype(np.int16) if len(cpu) and int(cpu.max()) < (1 << 15) and int(cpu.min()) >= 0 else cpu
-    return np.argsort(key, kind="stable")
-
-
 def _fit(n: np.ndarray, span: np.ndarray) -> tuple[float, float, int]:
     m = n >= 2
     if m.sum() < 3:
@@ -181,8 +159,9 @@ def _fit(n: np.ndarray, span: np.ndarray) -> tuple[float, float, int]:
 def _scan_runs(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarray, max_gap_ns: int,
                ncpu: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], np.ndarray]:
     """(events, span) of the refill and of the drain bursts, and the extfrag gaps, each in per-CPU
-    order (``_bursts`` over ``_per_cpu_order``: the same values in the same order), from
-    ``scan_bursts``: one pass, no n-long temporaries (its row buffers are touched only as far as used)."""
+    order (CPU, then time: ``tests/test_sections_scan.py`` checks them against a NumPy reference),
+    from ``scan_bursts``: one pass, no n-long temporaries (its row buffers are touched only as far as
+    used)."""
     zl, dr, xf = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED), int(Event.MM_PAGE_PCPU_DRAIN), int(Event.MM_PAGE_ALLOC_EXTFRAG)
     # at most one run or gap per event: room for that many rows costs address space only (the
     # pages of the rows never written are never touched)

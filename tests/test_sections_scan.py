@@ -1,5 +1,5 @@
-"""``replay.sections.scan_bursts`` (one compiled pass) gives exactly what the NumPy reference gives:
-``_bursts`` over ``_per_cpu_order`` for refills and drains, and the extfrag gaps."""
+"""``replay.sections.scan_bursts`` (one compiled pass) gives exactly what the NumPy reference below
+gives: ``_bursts`` over ``_per_cpu_order`` for refills and drains, and the extfrag gaps."""
 
 from __future__ import annotations
 
@@ -11,10 +11,36 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from parsers.schema import Event
-from replay.sections import _bursts, _per_cpu_order, _scan_runs
+from replay.sections import _scan_runs
 from tests.conftest import shared_traces
 
 TRACES = shared_traces() or Path("/nonexistent")
+
+
+# ---- the NumPy reference (what replay.sections.calibrate computed before the compiled scan)
+def _bursts(t: np.ndarray, c: np.ndarray, s: np.ndarray, e: np.ndarray, max_gap_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(events, span_ns) of maximal runs of selected events, consecutive on their CPU.
+
+    The arrays are already in per-CPU order (``_per_cpu_order``): a run is a stretch of
+    consecutive positions.
+    """
+    # a run continues while the next event on the same CPU is selected, of the same type, and close in time
+    cont = (c[1:] == c[:-1]) & s[1:] & s[:-1] & (e[1:] == e[:-1]) & ((t[1:] - t[:-1]) <= max_gap_ns)
+    starts = np.nonzero(s & np.r_[True, ~cont])[0]
+    if len(starts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ends = np.nonzero(s & np.r_[~cont, True])[0]
+    # the canonical table is sorted by time, and the per-CPU order keeps it: first and last event
+    # of a run are its earliest and latest
+    return (ends - starts + 1).astype(np.int64), (t[ends] - t[starts]).astype(np.int64)
+
+
+def _per_cpu_order(cpu: np.ndarray) -> np.ndarray:
+    """Event indices grouped by CPU, trace order kept within a CPU (a stable radix sort)."""
+    key = cpu.astype(np.int16) if len(cpu) and int(cpu.max()) < (1 << 15) and int(cpu.min()) >= 0 else cpu
+    return np.argsort(key, kind="stable")
+
+
 ZL, DR, XF = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED), int(Event.MM_PAGE_PCPU_DRAIN), int(Event.MM_PAGE_ALLOC_EXTFRAG)
 
 
