@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -11,7 +10,7 @@ from parsers.schema import arrow_schema
 from parsers.stats import lock_bursts
 from parsers.synthetic.emit import EmitParams, check_pages, emit
 from parsers.synthetic.workloads import WORKLOADS, BootParams, FaultInParams, Machine, generate
-from tests.util_events import make_events
+from tests.util_events import assert_synthetic_order, make_events
 
 
 def _events(name: str, params=None, m: Machine | None = None, ep: EmitParams | None = None) -> pa.Table:
@@ -23,13 +22,7 @@ def _events(name: str, params=None, m: Machine | None = None, ep: EmitParams | N
 def test_every_page_consistent_and_sorted(name: str) -> None:
     t = _events(name)
     assert check_pages(t) == dict.fromkeys(check_pages(t), 0)
-    df = pl.from_arrow(t)
-    assert df["seq"].to_list() == list(range(t.num_rows))
-    keys = df.select("ts_ns", "cpu", "seq").to_numpy()
-    assert (np.lexsort(keys.T[::-1]) == np.arange(len(keys))).all(), "sorted by (ts_ns, cpu, seq)"
-    for _cpu, g in df.group_by("cpu"):
-        assert g["ts_ns"].is_sorted()
-    assert (df["ts_ns"] % 1000 == 0).all()
+    assert_synthetic_order(t)
 
 
 def test_bursts_follow_pcp_batch_and_high() -> None:

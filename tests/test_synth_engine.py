@@ -47,6 +47,7 @@ from replay.cli_synth import register as register_engine_cli
 from replay.initial_state import model_zones
 from replay.layout import layout_for_guest
 from replay.synth_emit import DESCRIPTION, EngineEmitter, emit
+from tests.util_events import assert_synthetic_order
 
 ROOT = Path(__file__).resolve().parents[1]
 EV = {n: i for i, n in enumerate(("mm_page_alloc", "mm_page_alloc_zone_locked", "mm_page_free", "mm_page_free_batched",
@@ -69,16 +70,6 @@ def _anomalies(t: pa.Table, m: Machine, boot: bool) -> tuple[dict[str, int], boo
     return found, bool(out.invariant_reports[-1]["ok"])
 
 
-def _assert_ordered(t: pa.Table) -> None:
-    df = pl.from_arrow(t)
-    assert df["seq"].to_list() == list(range(t.num_rows))
-    keys = df.select("ts_ns", "cpu", "seq").to_numpy()
-    assert (np.lexsort(keys.T[::-1]) == np.arange(len(keys))).all(), "sorted by (ts_ns, cpu, seq)"
-    for _cpu, g in df.group_by("cpu"):
-        assert g["ts_ns"].is_sorted()
-    assert (df["ts_ns"] % 1000 == 0).all()
-
-
 def _assert_consistent(t: pa.Table) -> None:
     bad = check_pages(t)
     assert bad == dict.fromkeys(bad, 0)
@@ -93,7 +84,7 @@ def test_exact_replay_has_no_anomalies(name: str, seed: int) -> None:
     t = _table(generate(name, params, m), m)
     found, ok = _anomalies(t, m, boot=name == "boot")
     assert found == {} and ok
-    _assert_ordered(t)
+    assert_synthetic_order(t)
     _assert_consistent(t)
 
 
@@ -339,7 +330,7 @@ def test_random_workloads_are_consistent(orders, mt, cpus, mem_mib, batched, med
     wl = Workload("prop", (Phase("p", streams, rate_per_cpu=50000.0, exit_at_end=True),))
     m = Machine(events=3000, seed=seed, cpus=cpus, memory=mem_mib << 20, chunk=1000)
     t = _table(RequestGenerator(wl, m), m)
-    _assert_ordered(t)
+    assert_synthetic_order(t)
     _assert_consistent(t)
     found, ok = _anomalies(t, m, boot=False)
     assert found == {} and ok

@@ -60,3 +60,19 @@ def make_events(rows: list[dict[str, Any]], *, sort: bool = True) -> pa.Table:
     if sort:
         t = t.sort_by([("ts_ns", "ascending"), ("cpu", "ascending"), ("seq", "ascending")])
     return t
+
+
+def assert_synthetic_order(t: pa.Table) -> None:
+    """A generated table is in canonical order: ``seq`` 0..n-1, sorted by (ts_ns, cpu, seq), each
+    CPU's time non-decreasing, timestamps on whole microseconds (the text formats' resolution)."""
+    import numpy as np
+    import polars as pl
+
+    df = pl.from_arrow(t)
+    assert df["seq"].to_list() == list(range(t.num_rows))
+    keys = df.select("ts_ns", "cpu", "seq").to_numpy()
+    assert (np.lexsort(keys.T[::-1]) == np.arange(len(keys))).all(), "sorted by (ts_ns, cpu, seq)"
+    for _cpu, g in df.group_by("cpu"):
+        assert g["ts_ns"].is_sorted()
+    assert (df["ts_ns"] % 1000 == 0).all()
+
