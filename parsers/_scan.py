@@ -250,6 +250,16 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _unrecognised(u_line, u_start, u_end, counts, nu, ln, ls, le):
+    """Record line ``ln`` (bytes ``[ls, le)`` of the block) as unrecognised; returns the new count."""
+    u_line[nu] = ln
+    u_start[nu] = ls
+    u_end[nu] = le
+    counts[C_UNRECOGNISED] += 1
+    return nu + 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _fnv(buf, s, e):
     h = _FNV_OFF
     for i in range(s, e):
@@ -782,11 +792,7 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
                 ok = True
                 break
             if not ok:
-                u_line[nu] = ln
-                u_start[nu] = ls
-                u_end[nu] = le
-                nu += 1
-                counts[C_UNRECOGNISED] += 1
+                nu = _unrecognised(u_line, u_start, u_end, counts, nu, ln, ls, le)
                 continue
             # --- comm, pid, tgid from the text before '['
             r = bracket
@@ -799,11 +805,7 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
                 while o > ls and buf[o] != 40:  # '('
                     o -= 1
                 if buf[o] != 40:
-                    u_line[nu] = ln
-                    u_start[nu] = ls
-                    u_end[nu] = le
-                    nu += 1
-                    counts[C_UNRECOGNISED] += 1
+                    nu = _unrecognised(u_line, u_start, u_end, counts, nu, ln, ls, le)
                     continue
                 tv = 0
                 digits = 0
@@ -822,11 +824,7 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
             while d > ls and _is_digit(buf[d - 1]):
                 d -= 1
             if d == r or d == ls:
-                u_line[nu] = ln
-                u_start[nu] = ls
-                u_end[nu] = le
-                nu += 1
-                counts[C_UNRECOGNISED] += 1
+                nu = _unrecognised(u_line, u_start, u_end, counts, nu, ln, ls, le)
                 continue
             pid = 0
             for j in range(d, r):
@@ -837,41 +835,25 @@ def scan_block(buf, nbytes, cap, fmt, key_bytes, key_off, key_len, ev_bytes, ev_
                 while d2 > ls and _is_digit(buf[d2 - 1]):
                     d2 -= 1
                 if d2 == d - 1 or d2 == ls:
-                    u_line[nu] = ln
-                    u_start[nu] = ls
-                    u_end[nu] = le
-                    nu += 1
-                    counts[C_UNRECOGNISED] += 1
+                    nu = _unrecognised(u_line, u_start, u_end, counts, nu, ln, ls, le)
                     continue
                 d = d2
                 sep = buf[d - 1]
             comm_e = d - 1
             if sep == 45:  # '-'
                 if fmt == FMT_PERF:
-                    u_line[nu] = ln
-                    u_start[nu] = ls
-                    u_end[nu] = le
-                    nu += 1
-                    counts[C_UNRECOGNISED] += 1
+                    nu = _unrecognised(u_line, u_start, u_end, counts, nu, ln, ls, le)
                     continue
                 sepc = C_SEP_DASH
             elif sep == 32 or sep == 9:
                 if fmt == FMT_FTRACE:
-                    u_line[nu] = ln
-                    u_start[nu] = ls
-                    u_end[nu] = le
-                    nu += 1
-                    counts[C_UNRECOGNISED] += 1
+                    nu = _unrecognised(u_line, u_start, u_end, counts, nu, ln, ls, le)
                     continue
                 sepc = C_SEP_SPACE
                 while comm_e > ls and (buf[comm_e - 1] == 32 or buf[comm_e - 1] == 9):
                     comm_e -= 1
             else:
-                u_line[nu] = ln
-                u_start[nu] = ls
-                u_end[nu] = le
-                nu += 1
-                counts[C_UNRECOGNISED] += 1
+                nu = _unrecognised(u_line, u_start, u_end, counts, nu, ln, ls, le)
                 continue
             counts[sepc] += 1
             comm_s = ls
