@@ -314,7 +314,8 @@ def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyR
 
 
 def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[str, Any],
-                fw_rows: list[dict[str, Any]], n_alloc: int | None = None) -> dict[str, Any]:
+                fw_rows: list[dict[str, Any]], n_alloc: int) -> dict[str, Any]:
+    """One policy's summary row (``n_alloc``: the trace's mm_page_alloc events, from the context)."""
     ea = prep.events
     n = len(ea)
     total = int(run.acount.sum())
@@ -323,7 +324,6 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
     zone = sec["zone_lock"]
     accl = ~zone
     # nearest-rank percentiles over every mm_page_alloc: the log holds the non-zero latencies
-    n_alloc = int(np.count_nonzero(ea.ev == EV_ALLOC)) if n_alloc is None else n_alloc
     el = run.elog
     nz = el[(ea.ev[el[:, EL_K]] == EV_ALLOC) & (el[:, EL_LAT] != 0), EL_LAT] if len(el) else np.zeros(0, np.int64)
     lat = np.sort(nz)
