@@ -130,49 +130,34 @@ def _run_one(args: tuple[Any, Any, bool]) -> Any:
     return tables, row, run.seconds
 
 
-def _follow(prep: Any, ctx: Any, policy: Any, costs: Any, feed: Any, all_events: bool) -> tuple[Any, Any, float]:
-    """A thread: replay one policy behind the recording baseline, then build its tables (a policy
-    that ``accepts_nothing`` takes the baseline's run once it is done)."""
+def _follow(prep: Any, ctx: Any, policy: Any, costs: Any, base: Any, all_events: bool) -> tuple[Any, Any, float]:
+    """A thread: replay one policy on the recorded baseline, then build its tables (a policy that
+    ``accepts_nothing`` takes the baseline's run)."""
     from replay.policy_results import policy_tables
     from replay.policy_run import accepts_nothing, baseline_run_as, run_policy
 
     if accepts_nothing(prep, policy, costs):
-        run = baseline_run_as(prep, feed.result(), policy, costs)
+        run = baseline_run_as(prep, base, policy, costs)
     else:
-        run = run_policy(prep, policy, costs, base=feed)
+        run = run_policy(prep, policy, costs, base=base)
     tables, row = policy_tables(prep, run, ctx, all_events=all_events)
     return tables, row, run.seconds
 
 
-def _record(prep: Any, policy: Any, costs: Any, feed: Any) -> Any:
-    """A thread: the baseline replay, recording for and reporting to the delta replays that follow it."""
-    from replay.policy_run import run_policy
-
-    try:
-        run = run_policy(prep, policy, costs, record=True, feed=feed)
-    except BaseException as exc:
-        feed.finish(None, exc)
-        raise
-    feed.finish(run)
-    return run
-
-
-def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], costs: Any,
+def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], costs: Any, workers: int,
                        all_events: bool) -> tuple[Any, dict[str, tuple[Any, Any, float]]]:
-    """Exact mode: the baseline in one thread, each other policy in a thread of its own that
-    follows it event range by event range (``replay.policy_run.BaselineFeed``; the compiled
-    loops release the GIL, so the two cores share the baseline and the policies).  Once the
-    baseline is done, this thread builds its tables while the followers finish."""
+    """Exact mode: the recording baseline, then every other policy on its results in ``workers``
+    threads (the compiled walks release the GIL), while this thread builds the baseline's tables."""
     from concurrent.futures import ThreadPoolExecutor
 
     from replay.policy_results import policy_tables
-    from replay.policy_run import BaselineFeed
+    from replay.policy_run import delta_index, run_policy
 
-    feed = BaselineFeed()
-    with ThreadPoolExecutor(max_workers=len(policies)) as pool:
-        fb = pool.submit(_record, prep, policies[0], costs, feed)
-        futures = {p.name: pool.submit(_follow, prep, ctx, p, costs, feed, all_events) for p in policies[1:]}
-        base = fb.result()
+    base = run_policy(prep, policies[0], costs, record=True)
+    if base.dfree is not None:
+        delta_index(prep, base)  # once, before the threads share it
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {p.name: pool.submit(_follow, prep, ctx, p, costs, base, all_events) for p in policies[1:]}
         done = {base.name: (*policy_tables(prep, base, ctx, all_events=all_events), base.seconds)}
         done.update((name, f.result()) for name, f in futures.items())
     return base, done
@@ -182,8 +167,8 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
                  all_events: bool = False) -> tuple[Any, list[Any], dict[str, float]]:
     """Run every policy on ``prep``, ``none`` (policies[0]) first.  In exact mode the baseline
     records each event's change of free pages and every other policy replays on its results
-    (``replay.policy_delta``; in full where those would not hold) in a thread that follows the
-    baseline as it goes.  In simulate mode the rest run in up to ``workers`` forked processes
+    (``replay.policy_delta``; in full where those would not hold), ``workers`` threads at a time,
+    once it is done.  In simulate mode the rest run in up to ``workers`` forked processes
     once the baseline is done (``workers`` 1: one after the other here).  A policy that leaves nothing
     unaccepted when the trace starts (``accepts_nothing``: firmware-eager, kernel-eager) takes
     the baseline's replay with its own boot cost (``baseline_run_as``) instead of replaying it.
@@ -192,7 +177,7 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     ``policy_tables`` result in order, and the replay seconds per policy.
     """
     if prep.mode == "exact" and len(policies) > 1 and workers > 1:
-        base, done = _run_exact_threads(prep, ctx, policies, costs, all_events)
+        base, done = _run_exact_threads(prep, ctx, policies, costs, workers, all_events)
     else:
         base, done = _run_in_processes(prep, ctx, policies, costs, workers, all_events)
     parts = [done[base.name][:2]]
@@ -223,6 +208,10 @@ def _run_in_processes(prep: Any, ctx: Any, policies: list[Any], costs: Any, work
     ex = None
     try:
         base = run_policy(prep, policies[0], costs, record=prep.mode == "exact" and bool(rest))
+        if base.dfree is not None:
+            from replay.policy_run import delta_index
+
+            delta_index(prep, base)  # once, before the workers inherit it
         _PREP = (prep, ctx, base)
         if parallel:
             ex = ProcessPoolExecutor(max_workers=min(workers, len(rest)), mp_context=mp.get_context("fork"))
@@ -258,8 +247,13 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     """
     from replay.costs import get_costs
     from replay.engine import ReplayOutput
-    from replay.policy_results import (anomalies_table, combine_policy_tables, result_context, results_metadata,
-                                       write_policy_results)
+    from replay.policy_results import (
+        anomalies_table,
+        combine_policy_tables,
+        result_context,
+        results_metadata,
+        write_policy_results,
+    )
     from replay.policy_run import prepare
     from replay.results import end_snapshot_report, summary_dict
 

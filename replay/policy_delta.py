@@ -20,22 +20,84 @@ full replay would not force first (a free or a drain of a page the kernel never 
 there the two models would part, and the full replay is the reference.  The driver checks the
 rest at the end (the counters agree with the baseline's final state minus the listed blocks,
 and each still-listed block is a whole free block there).
+
+Most events need no visit at all.  On a real trace nearly all of them are per-CPU list hits and
+the middle of ``rmqueue_bulk`` / ``free_pcppages_bulk`` batches (14.7M events, 49k zone->lock
+sections): no lock is taken there, nothing waits, and no acceptance check can fire.  The walk
+runs its per-event body on a subset of the events, chosen so that every event it skips would
+have been a no-op:
+
+- the first event of each zone->lock section (its FIFO wait and hold) and every change of
+  ``NR_FREE_PAGES`` outside a section;
+- the rest of a section's events only add their per-block hold increment to the zone's lock-free
+  time and their change to ``NR_FREE_PAGES``: these are added in one sum, *lazily*, when the
+  zone's counters are next read (a later section in the zone, acceptance work under its lock,
+  an acceptance check in it), with an exact event-by-event catch-up when the read falls inside
+  the section;
+- after an event leaves latency pending on its CPU (``pend``), the next event on that CPU that
+  settles it (the request's ``mm_page_alloc``, or a free);
+- the first touch of each block (the forced-acceptance check) and of each bitmap unit (the
+  ``del_page_from_free_list`` / ``post_alloc_hook`` checks): a block or unit is only ever
+  accepted during the trace, never listed again, so a later touch finds it accepted (and if a
+  first touch leaves one unaccepted, the walk visits every event from there on);
+- time-bucket boundaries and background-acceptor ticks;
+- every event while a zone that still lists blocks is within reach of its acceptance watermark
+  (``zone_needs_accept_at`` with the largest order and the lowest free count the open section
+  could reach).
+
+The index of sections and first touches is built once per baseline (``DeltaIndex``) and shared
+by every policy.  A section whose events interleave with another of its zone in trace order (a
+few in a real capture), or lie in two zones, is visited event by event.  Results are identical
+to visiting every event (tests/test_policy_delta.py).
 """
 
 from __future__ import annotations
+
+import threading
+from typing import Any, NamedTuple
 
 import numpy as np
 
 import replay.acceptance as A
 from replay.engine import EV_ALLOC, EV_EXTFRAG, EV_ZL, Sections
-from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT, PP_LISTS, PP_NOACT,
-                                PP_TRIGGER, STAGE_FRESH, STAGE_VISITED, accepted_block_zone, background_tick, block_is_listed, has_unaccepted,
-                                quiet_time_step, take_free_block, time_step, top_block_is_free,
-                                zone_needs_accept)
+from replay.policy_loop import (
+    AC_K,
+    AC_ZLHOLD,
+    AC_ZONE,
+    ACT_BG,
+    ACT_DONE,
+    ACT_FORCED,
+    ACT_GROW,
+    ACT_POST,
+    ACT_VISIT,
+    INT64_MAX,
+    PP_LISTS,
+    PP_NOACT,
+    PP_TRIGGER,
+    STAGE_FRESH,
+    STAGE_VISITED,
+    accepted_block_zone,
+    background_tick,
+    block_is_listed,
+    has_unaccepted,
+    quiet_time_step,
+    section_cost,
+    take_free_block,
+    time_step,
+    top_block_is_free,
+    zone_needs_accept,
+    zone_needs_accept_at,
+)
 from replay.state import ModelState, kernel, kernel_entry
 
 #: an event the baseline's results cannot stand in for: the driver replays the policy in full
 ACT_DIVERGE = 6
+# the open (lazily summed) section of each zone: agg[z, AG_*]
+AG_SID, AG_FROM, AG_LAST, AG_II, AG_DF, AG_ABS, AG_LEN = 0, 1, 2, 3, 4, 5, 6
+# a policy's walk state: sp[SP_*]
+SP_VIS, SP_BLK, SP_UNIT, SP_BG, SP_DENSE_UNTIL, SP_VISITS, SP_LEN = 0, 1, 2, 3, 4, 5, 6
+# first_touches kinds
+TOUCH_BLOCK, TOUCH_ZL, TOUCH_ALLOC = 0, 1, 2
 
 
 @kernel
@@ -49,33 +111,278 @@ def listed_pages(acc: A.AcceptState, zmap: np.ndarray) -> int:
     return tot
 
 
+class DeltaIndex(NamedTuple):
+    """What ``delta_chunk`` needs from the baseline to skip events, shared by every policy."""
+
+    sparse: bool  # False: visit every event (``dense_index``)
+    sec_last: np.ndarray  # per section: its last event (its first: visited event by event)
+    sec_ii: np.ndarray  # per section: the summed hold increments of its events after the first
+    sec_df: np.ndarray  # ... their summed change of NR_FREE_PAGES
+    sec_abs: np.ndarray  # ... and of its absolute value (how far the count can move meanwhile)
+    vis: np.ndarray  # the events always visited: section openings, free-page changes outside sections
+    bucket_ev: np.ndarray  # per time bucket: the event at which the walk samples it
+    touches: dict[tuple[int, int, int, int], np.ndarray]  # first touches per (kind, base, unit, count)
+    lock: threading.Lock
+
+
+@kernel_entry
+def section_sums(S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray,
+                 dfree: np.ndarray, nz: int, sec_last: np.ndarray, sec_ii: np.ndarray, sec_df: np.ndarray,
+                 sec_abs: np.ndarray, vis: np.ndarray, open_last: np.ndarray) -> int:
+    """Over the baseline's per-event results: which sections are summed lazily, the sums over
+    their events after the first, and the always-visited events (written to ``vis``; their
+    count is returned, -1 when sections were not opened in event order).
+
+    A section is summed (``sec_last``: its last event) unless one of its events is in another
+    zone, or it opens while an earlier summed section of its zone is still open (trace order
+    interleaves the CPUs' events: a few sections in a real capture): those are visited event by
+    event (``sec_last`` is then their first event), so a zone has one open summed section at most."""
+    m = S.n[0]
+    for sid in range(m):
+        if sid > 0 and S.first[sid] <= S.first[sid - 1]:
+            return -1
+    for k in range(ev.shape[0]):
+        sid = base_sec[k]
+        if sid >= 0:
+            sec_last[sid] = k
+            if base_zone[k] != S.zone[sid]:
+                sec_ii[sid] = -1  # mark: visited event by event
+    open_last[:] = -1
+    for sid in range(m):
+        z = S.zone[sid]
+        if z < 0 or z >= nz or sec_ii[sid] < 0 or S.first[sid] <= open_last[z]:
+            sec_last[sid] = S.first[sid]
+        elif sec_last[sid] > open_last[z]:
+            open_last[z] = sec_last[sid]
+        sec_ii[sid] = 0
+    nv = 0
+    for k in range(ev.shape[0]):
+        sid = base_sec[k]
+        if sid >= 0:
+            if S.first[sid] == k or sec_last[sid] == S.first[sid]:
+                vis[nv] = k
+                nv += 1
+            else:
+                sec_ii[sid] += int(section_cost(S, calib, sid, int(ev[k]))[1] + 0.5)
+                d = dfree[k]
+                sec_df[sid] += d
+                sec_abs[sid] += d if d > 0 else -d
+        elif dfree[k] != 0 and base_zone[k] >= 0:
+            vis[nv] = k
+            nv += 1
+    return nv
+
+
+@kernel_entry
+def bucket_events(ts: np.ndarray, edges: np.ndarray, out: np.ndarray) -> None:
+    """Per time bucket, the event at which ``delta_event`` samples it (the first at or past its
+    edge, in event order, after the previous bucket's); ``len(ts)`` for buckets never reached."""
+    b = 0
+    nb = edges.shape[0]
+    for k in range(ts.shape[0]):
+        while b < nb and ts[k] >= edges[b]:
+            out[b] = k
+            b += 1
+    while b < nb:
+        out[b] = ts.shape[0]
+        b += 1
+
+
+@kernel_entry
+def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone: np.ndarray, kind: int, base: int,
+                  unit: int, count: int, seen: np.ndarray, out: np.ndarray) -> int:
+    """The events that first touch a block (``TOUCH_BLOCK``: the block of the event's pfn, as
+    ``block_is_listed`` finds it; ``unit`` is then the block order) or a bitmap unit (``TOUCH_ZL``
+    / ``TOUCH_ALLOC``: the units under the event's range, as ``has_unaccepted`` finds them, for the
+    zone_locked / mm_page_alloc events of a known zone), in event order; returns their count."""
+    nf = 0
+    for k in range(ev.shape[0]):
+        p = pfn[k]
+        if p < 0:
+            continue
+        if kind == TOUCH_BLOCK:
+            b = (p - base) >> unit
+            if 0 <= b < count and seen[b] == 0:
+                seen[b] = 1
+                out[nf] = k
+                nf += 1
+            continue
+        e = ev[k]
+        if base_zone[k] < 0 or (kind == TOUCH_ZL and e != EV_ZL) or (kind == TOUCH_ALLOC and e != EV_ALLOC):
+            continue
+        s = p - base
+        en = s + (np.int64(1) << order[k])
+        if en <= 0 or s >= count * unit:
+            continue
+        if s < 0:
+            s = 0
+        u1 = (en + unit - 1) // unit
+        if u1 > count:
+            u1 = count
+        hit = False
+        for u in range(s // unit, u1):
+            if seen[u] == 0:
+                seen[u] = 1
+                hit = True
+        if hit:
+            out[nf] = k
+            nf += 1
+    return nf
+
+
+def build_index(prep: Any, base: Any) -> DeltaIndex:
+    """The shared index of the recorded baseline ``base`` (``dense_index`` if its sections were
+    not opened in event order)."""
+    S = base.S
+    m = max(int(S.n[0]), 1)
+    n = len(prep.events)
+    nz = len(prep.zone_names)
+    sec_last = np.full(m, -1, np.int64)
+    sec_ii, sec_df, sec_abs = np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64)
+    vis = np.empty(max(n, 1), np.int64)  # pages touched only as far as written
+    ea = prep.events
+    nv = int(section_sums(S, prep.calib, ea.ev, base.out_sec, base.out_zone, base.dfree, nz, sec_last, sec_ii, sec_df,
+                          sec_abs, vis, np.zeros(max(nz, 1), np.int64)))
+    if nv < 0:
+        return dense_index(base)
+    bucket_ev = np.empty(len(prep.edges), np.int64)
+    bucket_events(ea.ts, prep.edges, bucket_ev)
+    return DeltaIndex(sparse=True, sec_last=sec_last, sec_ii=sec_ii, sec_df=sec_df, sec_abs=sec_abs,
+                      vis=vis[:nv].copy(), bucket_ev=bucket_ev, touches={}, lock=threading.Lock())
+
+
+def dense_index(base: Any) -> DeltaIndex:
+    """An index with which ``delta_chunk`` visits every event (no section is summed)."""
+    m = max(int(base.S.n[0]), 1)
+    none = np.zeros(m, np.int64)
+    return DeltaIndex(sparse=False, sec_last=base.S.first[:m].astype(np.int64), sec_ii=none, sec_df=none,
+                      sec_abs=none, vis=np.zeros(0, np.int64), bucket_ev=np.zeros(0, np.int64), touches={},
+                      lock=threading.Lock())
+
+
+def touches_for(idx: DeltaIndex, prep: Any, base: Any, kind: int, acc: A.AcceptState) -> np.ndarray:
+    """The first touches of ``kind`` under ``acc``'s geometry (built once per geometry, any thread)."""
+    if kind == TOUCH_BLOCK:
+        key = (kind, int(acc.geo[A.G_PFN_BASE]), int(acc.geo[A.G_BLOCK_ORDER]), int(acc.geo[A.G_NR_BLOCKS]))
+    else:
+        key = (kind, int(acc.geo[A.G_PHYS_BASE]), int(acc.geo[A.G_UNIT_PAGES]), int(acc.geo[A.G_NR_UNITS]))
+    with idx.lock:
+        got = idx.touches.get(key)
+        if got is None:
+            ea = prep.events
+            count = max(key[3], 0)
+            out = np.empty(max(min(len(ea), count), 1), np.int64)
+            nf = int(first_touches(ea.ev, ea.pfn, ea.order, base.out_zone, kind, key[1], max(key[2], 1), count,
+                                   np.zeros(max(count, 1), np.int8), out))
+            got = idx.touches[key] = out[:nf].copy()
+    return got
+
+
+@kernel
+def _settle(st: ModelState, S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.ndarray, dfree: np.ndarray,
+            zfree_v: np.ndarray, zfree_b: np.ndarray, agg: np.ndarray, z: int, k: int) -> None:
+    """Zone ``z``'s open section with its events before ``k`` applied (all of them, in one sum,
+    once ``k`` is past its last event): what the dense walk's counters hold at event ``k``."""
+    sid = agg[z, AG_SID]
+    if sid < 0:
+        return
+    if k > agg[z, AG_LAST]:
+        zfree_v[z] += agg[z, AG_II]
+        zfree_b[z] += agg[z, AG_II]
+        st.z_nr_free[z] += agg[z, AG_DF]
+        agg[z, AG_SID] = -1
+        return
+    for j in range(agg[z, AG_FROM], k):
+        if base_sec[j] == sid:
+            ii = int(section_cost(S, calib, sid, int(ev[j]))[1] + 0.5)
+            d = dfree[j]
+            zfree_v[z] += ii
+            zfree_b[z] += ii
+            st.z_nr_free[z] += d
+            agg[z, AG_II] -= ii
+            agg[z, AG_DF] -= d
+            agg[z, AG_ABS] -= d if d > 0 else -d
+    if agg[z, AG_FROM] < k:
+        agg[z, AG_FROM] = k
+
+
+@kernel
+def _hot(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray, agg: np.ndarray, top: int) -> bool:
+    """A zone still listing blocks where some event before the next visit could trigger acceptance."""
+    for z in range(zmap.shape[0]):
+        az = zmap[z]
+        if az >= 0 and acc.ul_len[az] > 0:
+            low = st.z_nr_free[z]
+            if agg[z, AG_SID] >= 0:
+                low -= agg[z, AG_ABS]
+            if zone_needs_accept_at(st, acc, pp, zmap, z, top, low):
+                return True
+    return False
+
+
+@kernel
+def _next_at(arr: np.ndarray, sp: np.ndarray, slot: int, k: int) -> int:
+    """The first entry of the sorted ``arr`` after ``k`` (its position kept in ``sp[slot]``)."""
+    i = sp[slot]
+    while i < arr.shape[0] and arr[i] <= k:
+        i += 1
+    sp[slot] = i
+    return arr[i] if i < arr.shape[0] else INT64_MAX
+
+
 @kernel_entry
 def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray, pv: np.ndarray, zmap: np.ndarray,
-                calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
-                order: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray, dfree: np.ndarray,
-                k0: int, k1: int, stage0: int, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray,
-                zfree_b: np.ndarray, sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray,
-                acur: np.ndarray, elog: np.ndarray, elog_n: np.ndarray, edges: np.ndarray, bstate: np.ndarray,
-                base_free: np.ndarray, base_order: np.ndarray, ts_free: np.ndarray, ts_order: np.ndarray,
-                next_bg: np.ndarray) -> tuple[int, int, int]:
-    """``policy_chunk`` (exact mode) on the baseline's per-event results: the same call sites, stages
-    and returns (plus ``ACT_DIVERGE``); ``st`` is only read for ``z_nr_free``, which this keeps.
+                 calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
+                 order: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray, dfree: np.ndarray,
+                 k0: int, stage0: int, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray,
+                 zfree_b: np.ndarray, sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray,
+                 acur: np.ndarray, elog: np.ndarray, elog_n: np.ndarray, edges: np.ndarray, bstate: np.ndarray,
+                 base_free: np.ndarray, base_order: np.ndarray, ts_free: np.ndarray, ts_order: np.ndarray,
+                 next_bg: np.ndarray, sec_last: np.ndarray, sec_ii: np.ndarray, sec_df: np.ndarray,
+                 sec_abs: np.ndarray, vis: np.ndarray, bucket_ev: np.ndarray, blk_ev: np.ndarray,
+                 unit_ev: np.ndarray, agg: np.ndarray, sp: np.ndarray, must: np.ndarray) -> tuple[int, int, int]:
+    """``policy_chunk`` (exact mode) on the baseline's per-event results, from event ``k0`` (at
+    ``stage0``) to the end of the trace: the same call sites, stages and returns (plus
+    ``ACT_DIVERGE``); ``st`` is only read for ``z_nr_free``, which this keeps.
 
     ``base_sec`` / ``base_zone``: the baseline's section and zone of each event; ``dfree``: its
     change of the zone's free pages (``exact_chunk``); ``base_free`` / ``base_order``: its
     time series, from which the pages still listed are subtracted (they are top-order blocks).
-    """
+    ``sec_*``, ``vis``, ``bucket_ev``, ``blk_ev``, ``unit_ev``: the ``DeltaIndex`` (the walk
+    visits only the events that can matter: module docstring); with ``sp[SP_DENSE_UNTIL]`` set
+    to the trace's length it visits every event.  ``agg``, ``sp``, ``must``: this policy's walk
+    state (open sections per zone, positions in the index, the next event per CPU that settles
+    pending latency), kept across the driver's round trips."""
+    n = ev.shape[0]
+    ncpu = pend.shape[0] // 2
+    nz = zmap.shape[0]
     trig = pp[PP_TRIGGER]
     lists = pp[PP_LISTS] != 0
     noact = pp[PP_NOACT] != 0
-    stage = stage0
-    nb = edges.shape[0]
+    units = trig == A.T_BUDDY or trig == A.T_POST_ALLOC
     top = base_order.shape[1] - 1
-    ncpu = pend.shape[0] // 2
+    nb = edges.shape[0]
     k = k0
-    while k < k1:
-        e = int(ev[k])
+    stage = stage0
+    while k < n:
         c = int(cpu[k])
+        if stage == STAGE_FRESH:
+            z = int(base_zone[k])
+            if z >= 0:
+                _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, z, k)
+            sid = base_sec[k]
+            if sid >= 0 and S.zone[sid] != z:
+                _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, int(S.zone[sid]), k)
+            if lists and ev[k] == EV_ALLOC:
+                # request in progress on the CPU: its previous event was a zone_locked / extfrag
+                j = k - 1
+                while j >= 0 and cpu[j] != c:
+                    j -= 1
+                pend[ncpu + c] = 1 if j >= 0 and (ev[j] == EV_ZL or ev[j] == EV_EXTFRAG) else 0
+        if acur[AC_K] == k and acur[AC_ZLHOLD] > 0:  # acceptance work under a zone's lock reads it
+            _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, int(acur[AC_ZONE]), k)
+        # ---- delta_chunk's per-event body: policy_chunk's call sites, stages and returns
+        e = int(ev[k])
         p = int(pfn[k])
         o = int(order[k])
         t = ts[k]
@@ -115,9 +422,70 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
         else:
             time_step(S, calib, ev, ts, cpu, k, base_sec, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait,
                       sec_ext, acur, elog, elog_n)
-        k += 1
+        # ---- event k is done: its section, pending latency, the checks that must not miss
+        sid = base_sec[k]
+        if sid >= 0:
+            zs = int(S.zone[sid])
+            if S.first[sid] == k:
+                if sec_last[sid] > k:
+                    agg[zs, AG_SID] = sid
+                    agg[zs, AG_FROM] = k + 1
+                    agg[zs, AG_LAST] = sec_last[sid]
+                    agg[zs, AG_II] = sec_ii[sid]
+                    agg[zs, AG_DF] = sec_df[sid]
+                    agg[zs, AG_ABS] = sec_abs[sid]
+            elif agg[zs, AG_SID] == sid:  # the dense body applied this event's own share
+                ii = int(section_cost(S, calib, sid, int(ev[k]))[1] + 0.5)
+                d = dfree[k]
+                agg[zs, AG_II] -= ii
+                agg[zs, AG_DF] -= d
+                agg[zs, AG_ABS] -= d if d > 0 else -d
+                agg[zs, AG_FROM] = k + 1
+        sp[SP_VISITS] += 1
+        if noact or pend[c] == 0:
+            must[c] = INT64_MAX
+        elif must[c] <= k or must[c] == INT64_MAX:  # the next event on this CPU that is not zone_locked / extfrag settles it
+            j = k + 1
+            while j < n and (cpu[j] != c or ev[j] == EV_ZL or ev[j] == EV_EXTFRAG):
+                j += 1
+            must[c] = j
+        p = int(pfn[k])
+        if p >= 0 and ((lists and block_is_listed(acc, p))
+                       or (units and base_zone[k] >= 0 and has_unaccepted(acc, p, int(order[k]))
+                           and ((trig == A.T_BUDDY and ev[k] == EV_ZL) or (trig == A.T_POST_ALLOC and ev[k] == EV_ALLOC)))):
+            sp[SP_DENSE_UNTIL] = n  # a first touch left it unaccepted: later touches are not indexed
+        # ---- the next event to visit
         stage = STAGE_FRESH
-    return k1, ACT_DONE, -1
+        if sp[SP_DENSE_UNTIL] > k or (lists and _hot(st, acc, pp, zmap, agg, top)):
+            k += 1
+            continue
+        nk = _next_at(vis, sp, SP_VIS, k)
+        for cc in range(ncpu):
+            if must[cc] < nk:
+                nk = must[cc]
+        if lists:
+            nk = min(nk, _next_at(blk_ev, sp, SP_BLK, k))
+        if units:
+            nk = min(nk, _next_at(unit_ev, sp, SP_UNIT, k))
+        if bstate[0] < nb:
+            nk = min(nk, bucket_ev[bstate[0]])
+        if next_bg[0] < INT64_MAX:
+            j = max(sp[SP_BG], k + 1)
+            while j < n and ts[j] < next_bg[0]:
+                j += 1
+            sp[SP_BG] = j
+            nk = min(nk, j)
+        k = max(nk, k + 1)
+    for z in range(nz):
+        _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, z, n + 1)
+    return n, ACT_DONE, -1
+
+
+def new_walk_state(nz: int, ncpu: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A policy's ``agg``, ``sp`` and ``must`` for ``sparse_chunk``."""
+    agg = np.zeros((max(nz, 1), AG_LEN), np.int64)
+    agg[:, AG_SID] = -1
+    return agg, np.zeros(SP_LEN, np.int64), np.full(max(ncpu, 1), INT64_MAX, np.int64)
 
 
 @kernel_entry

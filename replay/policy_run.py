@@ -25,6 +25,7 @@ memory, and the policy decides when more is accepted.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,13 +36,64 @@ import pyarrow as pa
 import replay.acceptance as A
 from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
 from replay.policies import AcceptancePolicy
-from replay.policy_delta import (ACT_DIVERGE, all_top_blocks_free, count_blocks_to_tail, delta_chunk, listed_pages,
-                                 take_top_blocks)
-from replay.policy_loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT, AC_ADDED, AC_BG,
-                                AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, BG_TICK_NS, EL_ADDED,
-                                EL_HOLD, EL_K, EL_LAT, EL_LEN, EL_WAIT, INT64_MAX, PP_LEN, PP_LISTS, PP_NOACT,
-                                PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, QUIET_MAX, STAGE_APPLIED,
-                                STAGE_FRESH, STAGE_VISITED, free_blocks_to_tail, policy_chunk, zone_needs_accept)
+from replay.policy_delta import (
+    ACT_DIVERGE,
+    SP_DENSE_UNTIL,
+    SP_VISITS,
+    TOUCH_ALLOC,
+    TOUCH_BLOCK,
+    TOUCH_ZL,
+    DeltaIndex,
+    all_top_blocks_free,
+    build_index,
+    count_blocks_to_tail,
+    delta_chunk,
+    dense_index,
+    listed_pages,
+    new_walk_state,
+    take_top_blocks,
+    touches_for,
+)
+from replay.policy_loop import (
+    AC_ADDED,
+    AC_BG,
+    AC_FWZL,
+    AC_K,
+    AC_LEN,
+    AC_WAIT,
+    AC_ZLHOLD,
+    AC_ZLWAIT,
+    AC_ZONE,
+    ACT_BG,
+    ACT_DONE,
+    ACT_FORCED,
+    ACT_GROW,
+    ACT_POST,
+    ACT_VISIT,
+    BG_TICK_NS,
+    EL_ADDED,
+    EL_HOLD,
+    EL_K,
+    EL_LAT,
+    EL_LEN,
+    EL_WAIT,
+    INT64_MAX,
+    PP_LEN,
+    PP_LISTS,
+    PP_NOACT,
+    PP_ONE_BLOCK,
+    PP_SIM,
+    PP_TARGET,
+    PP_TRIGGER,
+    PP_UNUSABLE,
+    QUIET_MAX,
+    STAGE_APPLIED,
+    STAGE_FRESH,
+    STAGE_VISITED,
+    free_blocks_to_tail,
+    policy_chunk,
+    zone_needs_accept,
+)
 from replay.sections import Calibration, calibrate_events
 from replay.state import ModelState
 
@@ -192,6 +244,10 @@ class PolicyRun:
     #: exact-mode baseline recorded with ``record=True``: each event's change of its zone's free
     #: pages (``engine.exact_chunk``'s ``dfree``), what ``replay.policy_delta`` replays policies on
     dfree: np.ndarray | None = None
+    #: a recording baseline's ``policy_delta.DeltaIndex`` (built on first use)
+    delta_index: Any = None
+    #: events a delta replay ran its per-event body for (0: a full replay, which runs it for all)
+    visited: int = 0
     #: how the run was made: "full" (the buddy model replayed) or "delta" (``replay.policy_delta``)
     method: str = "full"
 
@@ -268,65 +324,6 @@ class PolicyRun:
         return self.vts_at(np.arange(len(self.ts), dtype=np.int64))
 
 
-#: events the recording baseline replays between two progress reports to its followers
-FEED_CHUNK = 1 << 18
-
-
-class BaselineFeed:
-    """The recording baseline run (``run_policy(record=True, feed=...)``) as it is being made:
-    its live per-event arrays and how far it got, for the delta replays of other policies that
-    follow it in other threads (``run_policy(base=feed)``: they read event ``k`` only once the
-    baseline has passed it; the compiled loops release the GIL).
-
-    The baseline is the critical path: while it runs, the followers share ``slots`` CPUs (one
-    fewer than the machine has) by taking a slot around each compiled chunk; when it is done
-    they get one more."""
-
-    def __init__(self, slots: int | None = None) -> None:
-        import os
-        import threading
-
-        self.slots = max(1, (os.cpu_count() or 2) - 1) if slots is None else max(1, slots)
-        self.slot = threading.BoundedSemaphore(self.slots + 1)
-        self.slot.acquire()  # the baseline's CPU, given back by finish()
-        self._cv = threading.Condition()
-        self.k = 0
-        self.run: PolicyRun | None = None
-        self.error: BaseException | None = None
-        # the baseline's live arrays (set before its first report)
-        self.S: Sections | None = None
-        self.out_sec = self.out_zone = self.dfree = self.ts_free = self.ts_order = np.zeros(0)
-
-    def publish(self, k: int) -> None:
-        with self._cv:
-            self.k = k
-            self._cv.notify_all()
-
-    def finish(self, run: PolicyRun | None, error: BaseException | None = None) -> None:
-        with self._cv:
-            self.run, self.error = run, error
-            self._cv.notify_all()
-        self.slot.release()
-
-    def available(self, k: int) -> int:
-        """Events replayed by the baseline, once it is past event ``k`` (or finished)."""
-        with self._cv:
-            while self.k <= k and self.run is None and self.error is None:
-                self._cv.wait()
-            if self.error is not None:
-                raise RuntimeError("the baseline replay failed") from self.error
-            return self.k if self.run is None else len(self.run.ts)
-
-    def result(self) -> PolicyRun:
-        with self._cv:
-            while self.run is None and self.error is None:
-                self._cv.wait()
-            if self.error is not None:
-                raise RuntimeError("the baseline replay failed") from self.error
-            assert self.run is not None
-            return self.run
-
-
 def _policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.ndarray:
     from replay.policies import PV_ONE_BLOCK_ZERO, PV_TARGET, PV_TRIGGER, PV_UNUSABLE
 
@@ -385,8 +382,7 @@ def _add_receipt(tot: np.ndarray, r: np.ndarray) -> None:
 
 def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                firmware_accepted_bytes: int = 4 << 30, arena: Arena | None = None,
-               base: PolicyRun | BaselineFeed | None = None, record: bool = False,
-               feed: BaselineFeed | None = None) -> PolicyRun:
+               base: PolicyRun | None = None, record: bool = False, sparse: bool = True) -> PolicyRun:
     """Replay the prepared trace under ``policy`` priced with ``costs`` (a ``CostPreset``).
 
     ``arena``: reuse its buffers for the per-event arrays (see ``Arena``: the returned run's
@@ -396,8 +392,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     change of its zone's free pages.  ``base``: such a recorded baseline run; in exact mode the
     policy is then replayed on the baseline's per-event results (``replay.policy_delta``: no
     buddy model of its own, its results share the baseline's arrays), and in full where the
-    two would differ.  ``base`` may be a ``BaselineFeed`` whose run is still going (the
-    recording run was given ``feed=``): this run then follows it."""
+    two would differ.  ``sparse``: the delta replay visits only the events that can matter
+    (False: every event, as a reference)."""
     from replay.acceptance_boot import boot_accept_cost, state_from_layout
     from replay.invariants import check_invariants
     from replay.simulate import new_sim_map
@@ -413,8 +409,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     bo = int(acc.geo[A.G_BLOCK_ORDER])
     st0 = prep.base.state
     # a delta replay needs the listed blocks at the top order (they then never merge)
-    live = base if isinstance(base, BaselineFeed) else None
-    delta = (base is not None and (live is not None or base.dfree is not None) and mode == "exact"
+    delta = (base is not None and base.dfree is not None and mode == "exact"
              and bo == int(st0.geo[1]) - 1)
     st = st0._replace(z_nr_free=st0.z_nr_free.copy()) if delta else copy_state(st0, arena)
     _reconcile(st, acc, counters_only=delta)
@@ -428,8 +423,6 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
 
     if delta:  # the baseline's results, shared (never written here); the rest of them at the end
         src: Any = base
-        if live is not None:
-            live.available(0)  # its arrays exist
         S, out_sec, out_zone = src.S, src.out_sec, src.out_zone
         out_anom = out_pfn = acount = None
     else:
@@ -449,7 +442,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     pend = np.zeros(2 * ncpu, np.int64)
     zfree_v = np.zeros(2 * nz, np.int64)  # [lock free at (virtual) | last section start] per zone
     zfree_b = np.zeros(2 * nz, np.int64)  # the same at trace time
-    cap = max(len(base.sec_vstart) if delta and live is None else n, 1)  # one section per event at most
+    cap = max(len(base.sec_vstart) if delta else n, 1)  # one section per event at most
     sec_vstart, sec_wait, sec_ext = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64)
     # what acceptance charged to the event being handled (see policy_loop.time_step), and the
     # events whose acceptance held zone->lock: (k, hold, zone, background, wait)
@@ -468,9 +461,6 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     ts_free = np.zeros(nb, np.int64)
     n_orders = int(st.geo[1])
     ts_order = np.zeros((nb, n_orders), np.int64)
-    if feed is not None:  # what followers read, before the first progress report
-        feed.S, feed.out_sec, feed.out_zone, feed.dfree = S, out_sec, out_zone, dfree
-        feed.ts_free, feed.ts_order = ts_free, ts_order
     next_bg = np.array([INT64_MAX], np.int64)
     if policy.trigger == "background" and acc.ul_len.sum() > 0:
         next_bg[0] = max(int(ea.ts[0]) if n else 0, int(policy.background_start_ns))
@@ -579,33 +569,32 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     stage = STAGE_FRESH
     yields = 0
     scratch = np.zeros(nz, np.int64)
+    if delta:  # the walk visits only the events that can matter (replay.policy_delta), or every one
+        index = delta_index(prep, base, sparse)
+        blk_ev = unit_ev = np.zeros(0, np.int64)
+        if index.sparse and pp[PP_LISTS]:
+            blk_ev = touches_for(index, prep, base, TOUCH_BLOCK, acc)
+        if index.sparse and pp[PP_TRIGGER] in (A.T_BUDDY, A.T_POST_ALLOC):
+            unit_ev = touches_for(index, prep, base, TOUCH_ZL if pp[PP_TRIGGER] == A.T_BUDDY else TOUCH_ALLOC, acc)
+        agg, sp, must = new_walk_state(nz, ncpu)
+        if not index.sparse:
+            sp[SP_DENSE_UNTIL] = n
     while True:
         if delta:
-            kmax = n if live is None else live.available(k)
-            if live is not None:
-                live.slot.acquire()
-            try:
-                k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn,
-                                        ea.order, out_sec, out_zone, src.dfree, k, kmax, stage, delay, pend, zfree_v,
-                                        zfree_b, sec_vstart, sec_wait, sec_ext, acur, elog, elog_n, edges, bstate,
-                                        src.ts_free, src.ts_order, ts_free, ts_order, next_bg)
-            finally:
-                if live is not None:
-                    live.slot.release()
+            k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn,
+                                    ea.order, out_sec, out_zone, src.dfree, k, stage, delay, pend, zfree_v, zfree_b,
+                                    sec_vstart, sec_wait, sec_ext, acur, elog, elog_n, edges, bstate, src.ts_free,
+                                    src.ts_order, ts_free, ts_order, next_bg, index.sec_last, index.sec_ii,
+                                    index.sec_df, index.sec_abs, index.vis, index.bucket_ev, blk_ev, unit_ev, agg,
+                                    sp, must)
         else:
-            kmax = n if feed is None else min(n, k + FEED_CHUNK)
             k, act, z = policy_chunk(st, S, acc, pp, pv, prep.zmap, simmap, prep.zkind, prep.wmark_low, prep.calib,
                                      ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                                     ea.deferred, ea.first, ea.gfp, k, kmax, stage, out_anom, out_sec, out_zone,
+                                     ea.deferred, ea.first, ea.gfp, k, n, stage, out_anom, out_sec, out_zone,
                                      out_pfn, acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
                                      acur, elog, elog_n, edges, bstate, ts_free, ts_order, next_bg,
                                      scratch, dfree)
         if act == ACT_DONE:
-            if k < n:  # a chunk ended (a feed report, or the baseline's progress reached)
-                if feed is not None:
-                    feed.publish(k)
-                stage = STAGE_FRESH
-                continue
             break
         if act == ACT_DIVERGE:  # the baseline's results do not hold for this policy: replay it in full
             return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
@@ -622,10 +611,6 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     acc_zl = np.array(zl_rows, np.int64).reshape(-1, 5)
     # buckets never reached (no event at or after their start): the final state
     from replay.policy_loop import sample_bucket
-    if live is not None:  # the rest comes from the finished baseline
-        base = live.result()
-        if base.dfree is None:  # it could not record after all
-            return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
     held = int(listed_pages(acc, prep.zmap))
     for b in range(int(bstate[0]), nb):
         if delta:  # the baseline's final state without the blocks still listed (top order)
@@ -678,9 +663,23 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
         actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
         totals=tot, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=accepted_ok, conservation_ok=bool(A.check_conservation(acc)),
-        seconds=time.perf_counter() - t_start, yields=yields,
+        seconds=time.perf_counter() - t_start, yields=yields, visited=int(sp[SP_VISITS]) if delta else 0,
         dfree=dfree if record and mode == "exact" and yields == 0 and held == 0 else None,
         method="delta" if delta else "full")
+
+
+_INDEX_LOCK = threading.Lock()
+
+
+def delta_index(prep: Prepared, base: PolicyRun, sparse: bool = True) -> DeltaIndex:
+    """The recorded baseline's shared ``policy_delta.DeltaIndex``, built once by whichever
+    policy asks first (``sparse`` False: one that visits every event)."""
+    if not sparse:
+        return dense_index(base)
+    with _INDEX_LOCK:
+        if base.delta_index is None:
+            base.delta_index = build_index(prep, base)
+    return base.delta_index
 
 
 def _delta_agrees(base: PolicyRun, st: ModelState, acc: A.AcceptState, listed: np.ndarray) -> bool:
