@@ -450,9 +450,12 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
                 j += 1
             must[c] = j
         p = int(pfn[k])
-        if p >= 0 and ((lists and block_is_listed(acc, p))
-                       or (units and base_zone[k] >= 0 and has_unaccepted(acc, p, int(order[k]))
-                           and ((trig == A.T_BUDDY and ev[k] == EV_ZL) or (trig == A.T_POST_ALLOC and ev[k] == EV_ALLOC)))):
+        e = int(ev[k])
+        if sp[SP_DENSE_UNTIL] <= k and p >= 0 and (
+                (lists and block_is_listed(acc, p))
+                or (units and base_zone[k] >= 0 and ((trig == A.T_BUDDY and e == EV_ZL)
+                                                     or (trig == A.T_POST_ALLOC and e == EV_ALLOC))
+                    and has_unaccepted(acc, p, int(order[k])))):
             sp[SP_DENSE_UNTIL] = n  # a first touch left it unaccepted: later touches are not indexed
         # ---- the next event to visit
         stage = STAGE_FRESH
