@@ -143,7 +143,29 @@ K_ACCEPT = SECTION_KIND_CATEGORIES.index("accept")
 IRQ_CAUSES = ["accept_memory", "background_accept", "zone_lock"]
 
 
-def _sections(prep: Prepared, run: PolicyRun) -> dict[str, Any]:
+class _Actions:
+    """``run.actions`` (one dict per acceptance action) as columns, built once per table set:
+    the rows derived from them are then computed with array operations, not per action."""
+
+    def __init__(self, run: PolicyRun) -> None:
+        acts = run.actions
+        n = len(acts)
+        self.n = n
+        self.k = np.fromiter((a["k"] for a in acts), np.int64, n)
+        self.cpu = np.fromiter((a["cpu"] for a in acts), np.int64, n)
+        self.vts = np.fromiter((a["vts"] for a in acts), np.int64, n)
+        self.zone = np.fromiter((a["zone"] for a in acts), np.int64, n)
+        self.blocks = np.fromiter((a["blocks"] for a in acts), np.int64, n)
+        self.held = np.fromiter((a["held"] for a in acts), np.int64, n)
+        self.r = np.array([a["receipt"] for a in acts], np.float64).reshape(n, A.R_LEN)
+
+
+def _rint(x: np.ndarray) -> np.ndarray:
+    """``int(round(v))`` of each value (round half to even, as Python's ``round`` of a float)."""
+    return np.round(x).astype(np.int64)
+
+
+def _sections(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
     """Every lock section of one run as columns (zone->lock of the trace, then acceptance's).
 
     ``lock`` holds codes into ``lock_all`` (one zone->lock per zone, then the global accept lock
@@ -176,11 +198,15 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, Any]:
     # (event, hold, zone, background, wait) per event whose acceptance work held zone->lock
     az = run.acc_zl
     ks = az[:, 0]
-    blocks_at: dict[int, int] = {}
-    for a in run.actions:
-        blocks_at[a["k"]] = blocks_at.get(a["k"], 0) + a["blocks"]
     bpages = 1 << int(run.acc.geo[A.G_BLOCK_ORDER])
     if len(ks):
+        # the blocks accepted at each of those events (an event can have several actions)
+        ak, inv = np.unique(acts.k, return_inverse=True)
+        nblk = np.zeros(len(ks), np.int64)
+        if len(ak):
+            blocks_at = np.bincount(inv, weights=acts.blocks, minlength=len(ak)).astype(np.int64)
+            pos = np.minimum(np.searchsorted(ak, ks), len(ak) - 1)
+            nblk = np.where(ak[pos] == ks, blocks_at[pos], 0)
         zz = az[:, 2].astype(np.int64)
         lock.append(zz)
         kind.append(np.full(len(ks), K_ACCEPT, np.int64))
@@ -189,36 +215,32 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, Any]:
         start.append(run.vts_at(ks))
         wait.append(az[:, 4].copy())
         holds.append(az[:, 1].copy())
-        pages.append(np.array([blocks_at.get(int(k), 0) * bpages for k in ks], np.int64))
+        pages.append((nblk * bpages).astype(np.int64))
         fw.append(np.zeros(len(ks), np.int64))
         irq.append(np.ones(len(ks), bool))
-    # the global accept lock and accepting_list, one row per acceptance action
-    for a in run.actions:
-        r = a["receipt"]
-        c = a["cpu"]
-        zc = a["zone"] if a["zone"] >= 0 else nz - 1
-        if r[A.R_GLOBAL_LOCK_SECTIONS] > 0:
-            lock.append(np.array([l_global], np.int64))
-            kind.append(np.array([K_ACCEPT], np.int64))
-            zone.append(np.array([zc], np.int64))
-            cpu.append(np.array([c], np.int64))
-            start.append(np.array([a["vts"]], np.int64))
-            wait.append(np.array([round(r[A.R_GLOBAL_LOCK_WAIT_NS])], np.int64))
-            holds.append(np.array([round(r[A.R_GLOBAL_LOCK_HOLD_NS])], np.int64))
-            pages.append(np.array([int(r[A.R_BYTES]) // A.PAGE_SIZE], np.int64))
-            fw.append(np.array([round(r[A.R_FW_NS]) if a["held"] & HELD_GLOBAL_LOCK else 0], np.int64))
-            irq.append(np.array([bool(a["held"] & HELD_IRQS_OFF)]))
-        if r[A.R_ACCEPTING_COLLISIONS] > 0:
-            lock.append(np.array([l_accepting], np.int64))
-            kind.append(np.array([K_ACCEPT], np.int64))
-            zone.append(np.array([zc], np.int64))
-            cpu.append(np.array([c], np.int64))
-            start.append(np.array([a["vts"]], np.int64))
-            wait.append(np.array([round(r[A.R_ACCEPTING_SPIN_NS])], np.int64))
-            holds.append(np.zeros(1, np.int64))
-            pages.append(np.zeros(1, np.int64))
-            fw.append(np.zeros(1, np.int64))
-            irq.append(np.zeros(1, bool))
+    # the global accept lock and accepting_list: per acceptance action, its global-lock row then
+    # its accepting_list row (when it had them)
+    r = acts.r
+    g = np.nonzero(r[:, A.R_GLOBAL_LOCK_SECTIONS] > 0)[0]
+    c = np.nonzero(r[:, A.R_ACCEPTING_COLLISIONS] > 0)[0]
+    if len(g) or len(c):
+        order_rows = np.argsort(np.concatenate([2 * g, 2 * c + 1]), kind="stable")
+        zc = np.where(acts.zone >= 0, acts.zone, nz - 1)
+        both = np.concatenate([g, c])
+
+        def rows(gv: np.ndarray, cv: np.ndarray) -> np.ndarray:
+            return np.concatenate([gv, cv])[order_rows]
+        lock.append(rows(np.full(len(g), l_global, np.int64), np.full(len(c), l_accepting, np.int64)))
+        kind.append(np.full(len(both), K_ACCEPT, np.int64))
+        zone.append(zc[both][order_rows])
+        cpu.append(acts.cpu[both][order_rows])
+        start.append(acts.vts[both][order_rows])
+        wait.append(rows(_rint(r[g, A.R_GLOBAL_LOCK_WAIT_NS]), _rint(r[c, A.R_ACCEPTING_SPIN_NS])))
+        holds.append(rows(_rint(r[g, A.R_GLOBAL_LOCK_HOLD_NS]), np.zeros(len(c), np.int64)))
+        pages.append(rows(r[g, A.R_BYTES].astype(np.int64) // A.PAGE_SIZE, np.zeros(len(c), np.int64)))
+        fw.append(rows(np.where(acts.held[g] & HELD_GLOBAL_LOCK, _rint(r[g, A.R_FW_NS]), 0).astype(np.int64),
+                       np.zeros(len(c), np.int64)))
+        irq.append(rows((acts.held[g] & HELD_IRQS_OFF) != 0, np.zeros(len(c), bool)))
     lock_codes = np.concatenate(lock)
     return {"lock": lock_codes, "lock_all": lock_all, "zone_lock": lock_codes < nz, "kind": np.concatenate(kind),
             "cpu": np.concatenate(cpu), "zone": np.concatenate(zone), "start_ns": np.concatenate(start),
@@ -226,9 +248,11 @@ def _sections(prep: Prepared, run: PolicyRun) -> dict[str, Any]:
             "firmware_ns": np.concatenate(fw), "irqs_off": np.concatenate(irq)}
 
 
-def _firmware_rows(prep: Prepared, run: PolicyRun) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _firmware_rows(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
+    """The firmware_calls rows as columns: the eager policies' boot acceptance, then one row per
+    (acceptance action, call kind it made), the bytes on the action's first row."""
     ea = prep.events
+    boot: list[dict[str, Any]] = []
     if run.policy.trigger != "none":
         b = run.boot
         calls = {k: int(v) for k, v in b.get("calls", {}).items() if k in CALL_KINDS and v}
@@ -236,47 +260,44 @@ def _firmware_rows(prep: Prepared, run: PolicyRun) -> list[dict[str, Any]]:
         first = True
         for k in CALL_KIND_NAMES:
             if k in calls:
-                rows.append({"seq": -1, "cpu": -1, "vts_ns": 0, "kind": CALL_KINDS[k], "calls": calls[k],
+                boot.append({"seq": -1, "cpu": -1, "vts_ns": 0, "kind": CALL_KINDS[k], "calls": calls[k],
                              "ns": int(round(b["cpu_ns"] * calls[k] / total)),
                              "bytes": int(b["accepted_bytes"]) if first else 0,
                              "held": "irqs_off" if "irqs_off" in run.policy.held_during_call else "none"})
                 first = False
-    for a in run.actions:
-        r = a["receipt"]
-        n = r[A.R_CALLS:A.R_CALLS + NR_FIRMWARE_CALL_KINDS]
-        tot = float(n.sum())
-        if tot <= 0:
-            continue
-        first = True
-        for i in range(NR_FIRMWARE_CALL_KINDS):
-            if n[i] <= 0:
-                continue
-            rows.append({"seq": int(ea.seq[a["k"]]), "cpu": a["cpu"], "vts_ns": int(a["vts"]),
-                         "kind": CALL_KINDS[CALL_KIND_NAMES[i]], "calls": int(n[i]),
-                         "ns": int(round(r[A.R_FW_NS] * n[i] / tot)), "bytes": int(r[A.R_BYTES]) if first else 0,
-                         "held": _held_name(a["held"])})
-            first = False
-    return rows
+    r = acts.r
+    n = r[:, A.R_CALLS:A.R_CALLS + NR_FIRMWARE_CALL_KINDS]
+    tot = n.sum(axis=1)
+    ai, ki = np.nonzero((n > 0) & (tot > 0)[:, None])  # row-major: by action, then call kind
+    first_row = np.ones(len(ai), bool)
+    first_row[1:] = ai[1:] != ai[:-1]
+    held_names = {int(h): _held_name(int(h)) for h in np.unique(acts.held[ai])} if len(ai) else {}
+    col = {
+        "seq": np.array([x["seq"] for x in boot] + ea.seq[acts.k[ai]].tolist(), np.int64),
+        "cpu": np.array([x["cpu"] for x in boot] + acts.cpu[ai].tolist(), np.int64),
+        "vts_ns": np.array([x["vts_ns"] for x in boot] + acts.vts[ai].tolist(), np.int64),
+        "kind": [x["kind"] for x in boot] + [CALL_KINDS[CALL_KIND_NAMES[i]] for i in ki.tolist()],
+        "calls": np.array([x["calls"] for x in boot] + n[ai, ki].astype(np.int64).tolist(), np.int64),
+        "ns": np.array([x["ns"] for x in boot] + _rint(r[ai, A.R_FW_NS] * n[ai, ki] / tot[ai]).tolist(), np.int64),
+        "bytes": np.array([x["bytes"] for x in boot]
+                          + np.where(first_row, r[ai, A.R_BYTES].astype(np.int64), 0).tolist(), np.int64),
+        "held": [x["held"] for x in boot] + [held_names[h] for h in acts.held[ai].tolist()],
+    }
+    return col
 
 
-def _irqs_off(run: PolicyRun, sec: dict[str, Any]) -> dict[str, Any]:
+def _irqs_off(run: PolicyRun, sec: dict[str, Any], acts: _Actions) -> dict[str, Any]:
     """IRQs-off stretches: zone->lock sections and acceptance with IRQs off (``cause``: codes
     into ``IRQ_CAUSES``)."""
     zone_rows = sec["zone_lock"]
-    cpu = [sec["cpu"][zone_rows]]
-    start = [sec["start_ns"][zone_rows]]
-    dur = [(sec["wait_ns"] + sec["hold_ns"])[zone_rows]]
-    cause = [np.full(int(zone_rows.sum()), IRQ_CAUSES.index("zone_lock"), np.int64)]
-    for a in run.actions:
-        m = a["receipt"][A.R_IRQS_OFF_MAX_NS]
-        if m > 0:
-            cpu.append(np.array([a["cpu"]], np.int64))
-            start.append(np.array([a["vts"]], np.int64))
-            dur.append(np.array([round(m)], np.int64))
-            cause.append(np.array([IRQ_CAUSES.index("background_accept" if a["cpu"] < 0 else "accept_memory")],
-                                  np.int64))
-    return {"cpu": np.concatenate(cpu), "start_ns": np.concatenate(start), "duration_ns": np.concatenate(dur),
-            "cause": np.concatenate(cause)}
+    m = acts.r[:, A.R_IRQS_OFF_MAX_NS]
+    on = np.nonzero(m > 0)[0]
+    cause = np.where(acts.cpu[on] < 0, IRQ_CAUSES.index("background_accept"), IRQ_CAUSES.index("accept_memory"))
+    return {"cpu": np.concatenate([sec["cpu"][zone_rows], acts.cpu[on]]),
+            "start_ns": np.concatenate([sec["start_ns"][zone_rows], acts.vts[on]]),
+            "duration_ns": np.concatenate([(sec["wait_ns"] + sec["hold_ns"])[zone_rows], _rint(m[on])]),
+            "cause": np.concatenate([np.full(int(zone_rows.sum()), IRQ_CAUSES.index("zone_lock"), np.int64),
+                                     cause.astype(np.int64)])}
 
 
 def _nearest_sparse(nz_sorted: np.ndarray, n_zero: int, q: float) -> int:
@@ -314,7 +335,7 @@ def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyR
 
 
 def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[str, Any],
-                fw_rows: list[dict[str, Any]], n_alloc: int) -> dict[str, Any]:
+                n_alloc: int) -> dict[str, Any]:
     """One policy's summary row (``n_alloc``: the trace's mm_page_alloc events, from the context)."""
     ea = prep.events
     n = len(ea)
@@ -479,7 +500,8 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
     charged = charged_events(run)
     rows_idx = None if all_events else charged
     out: dict[str, pa.Table] = {"events": _events(prep, run, pi, pols, ctx.comm, ctx.pid, rows_idx)}
-    sec = _sections(prep, run)
+    acts = _Actions(run)
+    sec = _sections(prep, run, acts)
     m = len(sec["lock"])
     # the lock names present, sorted, as the dictionary
     present = np.unique(sec["lock"]).tolist()
@@ -495,17 +517,17 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
         "hold_ns": pa.array(sec["hold_ns"], pa.int64()), "pages": pa.array(sec["pages"], pa.int64()),
         "firmware_ns": pa.array(sec["firmware_ns"], pa.int64()), "irqs_off": pa.array(sec["irqs_off"], pa.bool_()),
     })
-    rows = _firmware_rows(prep, run)
+    fw = _firmware_rows(prep, run, acts)
     fkinds = sorted(set(CALL_KINDS.values()))
     out["firmware_calls"] = pa.table({
-        "policy": _const_dict(len(rows), pi, pols),
-        "seq": pa.array([r["seq"] for r in rows], pa.int64()), "cpu": pa.array([r["cpu"] for r in rows], pa.int32()),
-        "vts_ns": pa.array([r["vts_ns"] for r in rows], pa.int64()),
-        "kind": _dict([r["kind"] for r in rows], fkinds), "calls": pa.array([r["calls"] for r in rows], pa.int64()),
-        "ns": pa.array([r["ns"] for r in rows], pa.int64()), "bytes": pa.array([r["bytes"] for r in rows], pa.int64()),
-        "held": _dict([r["held"] for r in rows], ["accept_global", "irqs_off", "none", "zone_lock"]),
+        "policy": _const_dict(len(fw["seq"]), pi, pols),
+        "seq": pa.array(fw["seq"], pa.int64()), "cpu": pa.array(fw["cpu"], pa.int32()),
+        "vts_ns": pa.array(fw["vts_ns"], pa.int64()),
+        "kind": _dict(fw["kind"], fkinds), "calls": pa.array(fw["calls"], pa.int64()),
+        "ns": pa.array(fw["ns"], pa.int64()), "bytes": pa.array(fw["bytes"], pa.int64()),
+        "held": _dict(fw["held"], ["accept_global", "irqs_off", "none", "zone_lock"]),
     })
-    irq = _irqs_off(run, sec)
+    irq = _irqs_off(run, sec, acts)
     out["irqs_off"] = pa.table({
         "policy": _const_dict(len(irq["cause"]), pi, pols), "cpu": pa.array(irq["cpu"], pa.int32()),
         "start_ns": pa.array(irq["start_ns"], pa.int64()), "duration_ns": pa.array(irq["duration_ns"], pa.int64()),
@@ -534,7 +556,7 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
         "free_pages": pa.array(run.ts_free, pa.int64()),
         **{f"free_order_{o}": pa.array(orders[:, o], pa.int64()) for o in range(N_ORDER_COLS)},
     })
-    return out, summary_row(prep, run, sec, irq, rows, n_alloc=int(ctx.counts["cpu"][1].sum()))
+    return out, summary_row(prep, run, sec, irq, n_alloc=int(ctx.counts["cpu"][1].sum()))
 
 
 def combine_policy_tables(parts: list[tuple[dict[str, pa.Table], dict[str, Any]]],
