@@ -37,10 +37,12 @@ from replay import policies as P
 from replay.costs import arch_accept_cost
 
 try:  # numba.njit(cache=True) unless PAGEREPLAY_JIT=0 (the engine's switch, replay/state.py)
-    from replay.state import kernel
+    from replay.state import kernel, kernel_entry
 except ImportError:  # pragma: no cover - state.py is the engine helper's; keep this module standalone
     def kernel(fn):  # type: ignore[no-redef]
         return fn
+
+    kernel_entry = kernel
 
 __all__ = [
     "AcceptState", "AcceptanceModel", "BootCost", "new_accept_state", "state_from_layout",
@@ -757,7 +759,7 @@ def boot_free_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, free_range
     reset_clocks(st)
 
 
-@kernel
+@kernel_entry
 def _boot_free_ranges(st: AcceptState, cv: np.ndarray, pv: np.ndarray, ranges: np.ndarray,
                       receipt: np.ndarray, mode: int) -> None:
     order = st.geo[G_BLOCK_ORDER]

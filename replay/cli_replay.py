@@ -382,8 +382,8 @@ def _tiny_table(pfn: int) -> Any:
 def _warm_exact(pols: list[Any], cost: Any) -> None:
     """Load the exact-mode kernels from numba's cache on a tiny table, on a side thread while the
     trace's Parquet file is read (Arrow reads it without the GIL): the replay then finds them
-    loaded.  Every policy runs on the recorded baseline and acts once, so that the acceptance
-    hooks and the delta walk are loaded too; no tables are built (plain Python, nothing to load).  Best effort: any failure here only means they load later."""
+    loaded.  Every policy runs on the recorded baseline, so that the delta walk is loaded too;
+    no tables are built (plain Python, nothing to load).  Best effort: any failure here only means they load later."""
     try:
         import pyarrow as pa
 
@@ -391,14 +391,15 @@ def _warm_exact(pols: list[Any], cost: Any) -> None:
         from replay.policy_results import result_context
         from replay.policy_run import accepts_nothing, delta_index, prepare, run_policy
 
-        # a page 16 MiB into a 48 MiB layout of which the firmware accepts 8 MiB: every policy acts
-        pfn = (1 << 20) + (1 << 12)
+        # a page 16 MiB into a 100 MiB layout of which the firmware accepts 8 MiB (few pages to
+        # set up: the kernels' types do not depend on the sizes)
+        pfn = (1 << 14) + (1 << 12)
         fw = 8 << 20
         one = _tiny_table(pfn)
         # two chunks, as a table read from a Parquet file with several row groups: the columns
         # are then the same (writable) array types as the trace's
         table = pa.concat_tables([one.slice(0, 2), one.slice(2)])
-        layout = infer_layout((1 << 20) - (1 << 12), (1 << 20) + (1 << 13), nr_cpus=2)
+        layout = infer_layout((1 << 14) - (1 << 12), (1 << 14) + (1 << 13), nr_cpus=2)
         prep = prepare(table, layout, mode="exact")
         result_context(table, [p.name for p in pols])
         base = run_policy(prep, pols[0], cost, record=True, firmware_accepted_bytes=fw)
