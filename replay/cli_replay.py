@@ -248,7 +248,29 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     Returns the replay summary of the ``none`` run (events, anomalies, fidelity, calibration,
     end snapshot...) with ``policies``: the per-policy summary rows, ``none`` first.
     """
-    from replay.costs import get_costs
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    del check, check_every  # the invariants are checked at the end of every policy's replay
+    clock = PhaseClock()
+    pols = resolve_policies(policies, all_presets, policies_file)  # cheap: a bad name fails at once
+    reader = ThreadPoolExecutor(1)
+    # Arrow reads the trace without the GIL while this thread imports numba and the replay
+    # modules, and the side thread loads the kernels from numba's cache (both hold the GIL)
+    loading = reader.submit(_load, trace, snapshot, end_snapshot, guest_size, cpus, mode)
+    try:
+        from replay.costs import get_costs
+        from replay.state import JIT_ENABLED
+
+        cost = get_costs(costs)
+        # (plain Python, PAGEREPLAY_JIT=0, has no kernels to load: no warm-up)
+        warm = (threading.Thread(target=_warm_exact, args=(pols, cost), daemon=True)
+                if mode == "exact" and JIT_ENABLED else None)
+        if warm is not None:
+            warm.start()
+        table, md, layout, snap, end = loading.result()
+    finally:
+        reader.shutdown(wait=False)
     from replay.engine import ReplayOutput
     from replay.policy_results import (
         anomalies_table,
@@ -260,25 +282,10 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     from replay.policy_run import prepare
     from replay.results import end_snapshot_report, summary_dict
 
-    del check, check_every  # the invariants are checked at the end of every policy's replay
-    clock = PhaseClock()
-    pols = resolve_policies(policies, all_presets, policies_file)
-    cost = get_costs(costs)
-    import threading
-
-    from replay.state import JIT_ENABLED
-
-    # (plain Python, PAGEREPLAY_JIT=0, has no kernels to load: no warm-up)
-    warm = threading.Thread(target=_warm_exact, args=(pols, cost), daemon=True) if mode == "exact" and JIT_ENABLED else None
-    if warm is not None:
-        warm.start()
-    table, md, layout, snap, end = _load(trace, snapshot, end_snapshot, guest_size, cpus, mode)
     clock.lap("load")
     if warm is not None:
         warm.join()
     clock.lap("warm-up")
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(1) as pool:
         # the (comm, pid) groups (polars, NumPy and Arrow kernels without the GIL) alongside prepare
         ctx_f = pool.submit(result_context, table, [p.name for p in pols])
