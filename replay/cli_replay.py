@@ -272,13 +272,8 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     finally:
         reader.shutdown(wait=False)
     from replay.engine import ReplayOutput
-    from replay.policy_results import (
-        anomalies_table,
-        combine_policy_tables,
-        result_context,
-        results_metadata,
-        write_policy_results,
-    )
+    from replay.policy_results import (anomalies_table, combine_policy_tables, result_context, results_metadata,
+                                       write_policy_results)
     from replay.policy_run import prepare
     from replay.results import end_snapshot_report, summary_dict
 
@@ -529,7 +524,7 @@ def register(app: typer.Typer) -> None:
         all_policies: Annotated[bool, typer.Option("--all-policies", help="Every preset (and every policy of --policies-file).")] = False,
         costs: Annotated[str, typer.Option("--costs", help="Cost preset name (tdx-2m, tdx-4k, snp-2m, snp-4k) or a TOML file.")] = "tdx-4k",
         policies_file: Annotated[Optional[Path], typer.Option("--policies-file", help="TOML file with [policy.NAME] tables.")] = None,
-        workers: Annotated[int, typer.Option("--workers", help="Parallelism for the policies after none: exact mode runs them as threads that follow the baseline (1: one after the other); simulate mode in this many forked processes (at most the CPU count; each holds ~120 bytes per event).")] = 2,
+        workers: Annotated[int, typer.Option("--workers", help="Parallelism for the policies after none: exact mode runs them in this many threads on the recorded baseline (1: one after the other); simulate mode in this many forked processes (at most the CPU count; each holds ~120 bytes per event).")] = 2,
         all_events: Annotated[bool, typer.Option("--all-events", help="events.parquet: one row per input event for every policy (default: only the events a policy charged something to, unless the plain-VM baseline runs alone).")] = False,
     ) -> None:
         """Replay a page-allocator trace through the buddy + per-CPU list model, under acceptance policies."""

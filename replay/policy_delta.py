@@ -60,34 +60,11 @@ import numpy as np
 
 import replay.acceptance as A
 from replay.engine import EV_ALLOC, EV_EXTFRAG, EV_ZL, Sections
-from replay.policy_loop import (
-    AC_K,
-    AC_ZLHOLD,
-    AC_ZONE,
-    ACT_BG,
-    ACT_DONE,
-    ACT_FORCED,
-    ACT_GROW,
-    ACT_POST,
-    ACT_VISIT,
-    INT64_MAX,
-    PP_LISTS,
-    PP_NOACT,
-    PP_TRIGGER,
-    STAGE_FRESH,
-    STAGE_VISITED,
-    accepted_block_zone,
-    background_tick,
-    block_is_listed,
-    has_unaccepted,
-    quiet_time_step,
-    section_cost,
-    take_free_block,
-    time_step,
-    top_block_is_free,
-    zone_needs_accept,
-    zone_needs_accept_at,
-)
+from replay.policy_loop import (AC_K, AC_ZLHOLD, AC_ZONE, ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT,
+                                INT64_MAX, PP_LISTS, PP_NOACT, PP_TRIGGER, STAGE_FRESH, STAGE_VISITED,
+                                accepted_block_zone, background_tick, block_is_listed, has_unaccepted, quiet_time_step,
+                                section_cost, take_free_block, time_step, top_block_is_free, zone_needs_accept,
+                                zone_needs_accept_at)
 from replay.state import ModelState, kernel, kernel_entry
 
 #: an event the baseline's results cannot stand in for: the driver replays the policy in full
@@ -444,7 +421,7 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
         sp[SP_VISITS] += 1
         if noact or pend[c] == 0:
             must[c] = INT64_MAX
-        elif must[c] <= k or must[c] == INT64_MAX:  # the next event on this CPU that is not zone_locked / extfrag settles it
+        elif must[c] <= k or must[c] == INT64_MAX:  # settled by its next event not zone_locked / extfrag
             j = k + 1
             while j < n and (cpu[j] != c or ev[j] == EV_ZL or ev[j] == EV_EXTFRAG):
                 j += 1
