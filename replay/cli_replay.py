@@ -130,37 +130,50 @@ def _run_one(args: tuple[Any, Any, bool]) -> Any:
     return tables, row, run.seconds
 
 
-def _follow(prep: Any, ctx: Any, policy: Any, costs: Any, base: Any, all_events: bool) -> tuple[Any, Any, float]:
-    """A thread: replay one policy on the recorded baseline, then build its tables (a policy that
-    ``accepts_nothing`` takes the baseline's run)."""
+def _follow(prep: Any, ctx: Any, policy: Any, costs: Any, feed: Any, all_events: bool) -> tuple[Any, Any, float]:
+    """A thread: replay one policy behind the recording baseline, then build its tables (a policy
+    that ``accepts_nothing`` takes the baseline's run once it is done)."""
     from replay.policy_results import policy_tables
     from replay.policy_run import accepts_nothing, baseline_run_as, run_policy
 
     if accepts_nothing(prep, policy, costs):
-        run = baseline_run_as(prep, base, policy, costs)
+        run = baseline_run_as(prep, feed.result(), policy, costs)
     else:
-        run = run_policy(prep, policy, costs, base=base)
+        run = run_policy(prep, policy, costs, base=feed)
     tables, row = policy_tables(prep, run, ctx, all_events=all_events)
     return tables, row, run.seconds
 
 
-def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], costs: Any, workers: int,
-                       all_events: bool) -> tuple[Any, dict[str, tuple[Any, Any, float]]]:
-    """Exact mode: the recording baseline, then every other policy on its results in ``workers``
-    threads (the compiled walks release the GIL), while this thread builds the baseline's tables.
+def _record(prep: Any, policy: Any, costs: Any, feed: Any) -> Any:
+    """A thread: the baseline replay, recording for and reporting to the delta replays that follow it."""
+    from replay.policy_run import run_policy
 
-    (A forked worker that replays the baseline too, on the core the baseline leaves idle, and
-    takes half of the policies was tried: no faster on 2 cores, for the baseline's CPU twice.)"""
+    try:
+        run = run_policy(prep, policy, costs, record=True, feed=feed)
+    except BaseException as exc:
+        feed.finish(None, exc)
+        raise
+    feed.finish(run)
+    return run
+
+
+def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], costs: Any,
+                       all_events: bool) -> tuple[Any, dict[str, tuple[Any, Any, float]]]:
+    """Exact mode: the baseline in one thread, each other policy in a thread of its own that
+    follows it (``replay.policy_run.BaselineFeed``: up to the baseline's safe point, reported
+    every 1M events; the compiled walks release the GIL, so the followers' Python, mostly
+    acceptance round trips, runs beside the baseline).  Once the baseline is done, this thread
+    builds its tables while the followers finish."""
     from concurrent.futures import ThreadPoolExecutor
 
     from replay.policy_results import policy_tables
-    from replay.policy_run import delta_index, run_policy
+    from replay.policy_run import BaselineFeed
 
-    base = run_policy(prep, policies[0], costs, record=True)
-    if base.dfree is not None:
-        delta_index(prep, base)  # once, before the threads share it
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {p.name: pool.submit(_follow, prep, ctx, p, costs, base, all_events) for p in policies[1:]}
+    feed = BaselineFeed(prep)
+    with ThreadPoolExecutor(max_workers=len(policies)) as pool:
+        fb = pool.submit(_record, prep, policies[0], costs, feed)
+        futures = {p.name: pool.submit(_follow, prep, ctx, p, costs, feed, all_events) for p in policies[1:]}
+        base = fb.result()
         done = {base.name: (*policy_tables(prep, base, ctx, all_events=all_events), base.seconds)}
         done.update((name, f.result()) for name, f in futures.items())
     return base, done
@@ -170,8 +183,8 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
                  all_events: bool = False) -> tuple[Any, list[Any], dict[str, float]]:
     """Run every policy on ``prep``, ``none`` (policies[0]) first.  In exact mode the baseline
     records each event's change of free pages and every other policy replays on its results
-    (``replay.policy_delta``; in full where those would not hold), ``workers`` threads at a time,
-    once it is done.  In simulate mode the rest run in up to ``workers`` forked processes
+    (``replay.policy_delta``; in full where those would not hold) in a thread that follows the
+    baseline as it goes.  In simulate mode the rest run in up to ``workers`` forked processes
     once the baseline is done (``workers`` 1: one after the other here).  A policy that leaves nothing
     unaccepted when the trace starts (``accepts_nothing``: firmware-eager, kernel-eager) takes
     the baseline's replay with its own boot cost (``baseline_run_as``) instead of replaying it.
@@ -180,7 +193,7 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     ``policy_tables`` result in order, and the replay seconds per policy.
     """
     if prep.mode == "exact" and len(policies) > 1 and workers > 1:
-        base, done = _run_exact_threads(prep, ctx, policies, costs, workers, all_events)
+        base, done = _run_exact_threads(prep, ctx, policies, costs, all_events)
     else:
         base, done = _run_in_processes(prep, ctx, policies, costs, workers, all_events)
     parts = [done[base.name][:2]]
@@ -524,7 +537,7 @@ def register(app: typer.Typer) -> None:
         all_policies: Annotated[bool, typer.Option("--all-policies", help="Every preset (and every policy of --policies-file).")] = False,
         costs: Annotated[str, typer.Option("--costs", help="Cost preset name (tdx-2m, tdx-4k, snp-2m, snp-4k) or a TOML file.")] = "tdx-4k",
         policies_file: Annotated[Optional[Path], typer.Option("--policies-file", help="TOML file with [policy.NAME] tables.")] = None,
-        workers: Annotated[int, typer.Option("--workers", help="Parallelism for the policies after none: exact mode runs them in this many threads on the recorded baseline (1: one after the other); simulate mode in this many forked processes (at most the CPU count; each holds ~120 bytes per event).")] = 2,
+        workers: Annotated[int, typer.Option("--workers", help="Parallelism for the policies after none: exact mode runs them as threads that follow the baseline (1: one after the other); simulate mode in this many forked processes (at most the CPU count; each holds ~120 bytes per event).")] = 2,
         all_events: Annotated[bool, typer.Option("--all-events", help="events.parquet: one row per input event for every policy (default: only the events a policy charged something to, unless the plain-VM baseline runs alone).")] = False,
     ) -> None:
         """Replay a page-allocator trace through the buddy + per-CPU list model, under acceptance policies."""

@@ -53,8 +53,7 @@ to visiting every event (tests/test_policy_delta.py).
 
 from __future__ import annotations
 
-import threading
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -88,66 +87,80 @@ def listed_pages(acc: A.AcceptState, zmap: np.ndarray) -> int:
     return tot
 
 
-class DeltaIndex(NamedTuple):
-    """What ``delta_chunk`` needs from the baseline to skip events, shared by every policy."""
+class DeltaIndex:
+    """What ``delta_chunk`` needs from the recorded baseline to skip events, shared by every
+    policy and built as the baseline goes (``extend`` over the events it has replayed): per
+    section its last event so far and the sums over its events after the first (final once the
+    section is closed), a flag for a section with events in another zone, and the always-visited
+    events in order.  ``sparse`` False (``dense_index``): no section is summed, every event is
+    visited."""
 
-    sparse: bool  # False: visit every event (``dense_index``)
-    sec_last: np.ndarray  # per section: its last event (its first: visited event by event)
-    sec_ii: np.ndarray  # per section: the summed hold increments of its events after the first
-    sec_df: np.ndarray  # ... their summed change of NR_FREE_PAGES
-    sec_abs: np.ndarray  # ... and of its absolute value (how far the count can move meanwhile)
-    vis: np.ndarray  # the events always visited: section openings, free-page changes outside sections
-    bucket_ev: np.ndarray  # per time bucket: the event at which the walk samples it
-    touches: dict[tuple[int, int, int, int], np.ndarray]  # first touches per (kind, base, unit, count)
-    lock: threading.Lock
+    def __init__(self, n_events: int, cap_sections: int, bucket_ev: np.ndarray, sparse: bool = True) -> None:
+        cap = max(cap_sections, 1)
+        self.sparse = sparse
+        # zeros: a page is only touched once a section of it exists (one section per event at most)
+        self.sec_last = np.zeros(cap, np.int64)
+        self.sec_ii = np.zeros(cap, np.int64)
+        self.sec_df = np.zeros(cap, np.int64)
+        self.sec_abs = np.zeros(cap, np.int64)
+        self.sec_flag = np.zeros(cap, np.int8)
+        self._vis = np.empty(max(n_events, 1) if sparse else 1, np.int64)
+        self.nv = np.zeros(1, np.int64)
+        self.scanned = 0
+        self.bucket_ev = bucket_ev
+
+    @property
+    def vis(self) -> np.ndarray:
+        return self._vis[: int(self.nv[0])]
+
+    def extend(self, S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray,
+               dfree: np.ndarray, k1: int) -> None:
+        """Take in the baseline's results of the events up to ``k1``."""
+        if self.sparse and k1 > self.scanned:
+            index_events(S, calib, ev, base_sec, base_zone, dfree, self.scanned, k1, self.sec_last, self.sec_ii,
+                         self.sec_df, self.sec_abs, self.sec_flag, self._vis, self.nv)
+            self.scanned = k1
+
+
+def new_index(prep: Any, cap_sections: int) -> DeltaIndex:
+    """An empty index for a baseline of ``prep`` (its bucket events from the timestamps alone)."""
+    bucket_ev = np.empty(len(prep.edges), np.int64)
+    bucket_events(prep.events.ts, prep.edges, bucket_ev)
+    return DeltaIndex(len(prep.events), cap_sections, bucket_ev)
+
+
+def dense_index() -> DeltaIndex:
+    """An index with which ``delta_chunk`` visits every event (no section is summed)."""
+    return DeltaIndex(0, 1, np.zeros(0, np.int64), sparse=False)
 
 
 @kernel_entry
-def section_sums(S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray,
-                 dfree: np.ndarray, nz: int, sec_last: np.ndarray, sec_ii: np.ndarray, sec_df: np.ndarray,
-                 sec_abs: np.ndarray, vis: np.ndarray, open_last: np.ndarray) -> int:
-    """Over the baseline's per-event results: which sections are summed lazily, the sums over
-    their events after the first, and the always-visited events (written to ``vis``; their
-    count is returned, -1 when sections were not opened in event order).
-
-    A section is summed (``sec_last``: its last event) unless one of its events is in another
-    zone, or it opens while an earlier summed section of its zone is still open (trace order
-    interleaves the CPUs' events: a few sections in a real capture): those are visited event by
-    event (``sec_last`` is then their first event), so a zone has one open summed section at most."""
-    m = S.n[0]
-    for sid in range(m):
-        if sid > 0 and S.first[sid] <= S.first[sid - 1]:
-            return -1
-    for k in range(ev.shape[0]):
+def index_events(S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray,
+                 dfree: np.ndarray, k0: int, k1: int, sec_last: np.ndarray, sec_ii: np.ndarray, sec_df: np.ndarray,
+                 sec_abs: np.ndarray, sec_flag: np.ndarray, vis: np.ndarray, nv: np.ndarray) -> None:
+    """``DeltaIndex.extend`` over the baseline's results of events ``k0..k1-1``: each section's last
+    event and its sums over the events after the first (hold increments, changes of
+    NR_FREE_PAGES and their absolute values), ``sec_flag`` for an event in another zone than its
+    section; section openings and free-page changes outside sections appended to ``vis``."""
+    n = nv[0]
+    for k in range(k0, k1):
         sid = base_sec[k]
         if sid >= 0:
             sec_last[sid] = k
-            if base_zone[k] != S.zone[sid]:
-                sec_ii[sid] = -1  # mark: visited event by event
-    open_last[:] = -1
-    for sid in range(m):
-        z = S.zone[sid]
-        if z < 0 or z >= nz or sec_ii[sid] < 0 or S.first[sid] <= open_last[z]:
-            sec_last[sid] = S.first[sid]
-        elif sec_last[sid] > open_last[z]:
-            open_last[z] = sec_last[sid]
-        sec_ii[sid] = 0
-    nv = 0
-    for k in range(ev.shape[0]):
-        sid = base_sec[k]
-        if sid >= 0:
-            if S.first[sid] == k or sec_last[sid] == S.first[sid]:
-                vis[nv] = k
-                nv += 1
+            if S.first[sid] == k:
+                vis[n] = k
+                n += 1
             else:
+                if base_zone[k] != S.zone[sid]:
+                    sec_flag[sid] = 1
                 sec_ii[sid] += int(section_cost(S, calib, sid, int(ev[k]))[1] + 0.5)
                 d = dfree[k]
                 sec_df[sid] += d
                 sec_abs[sid] += d if d > 0 else -d
         elif dfree[k] != 0 and base_zone[k] >= 0:
-            vis[nv] = k
-            nv += 1
-    return nv
+            vis[n] = k
+            n += 1
+    nv[0] = n
 
 
 @kernel_entry
@@ -167,13 +180,13 @@ def bucket_events(ts: np.ndarray, edges: np.ndarray, out: np.ndarray) -> None:
 
 @kernel_entry
 def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone: np.ndarray, kind: int, base: int,
-                  unit: int, count: int, seen: np.ndarray, out: np.ndarray) -> int:
-    """The events that first touch a block (``TOUCH_BLOCK``: the block of the event's pfn, as
-    ``block_is_listed`` finds it; ``unit`` is then the block order) or a bitmap unit (``TOUCH_ZL``
-    / ``TOUCH_ALLOC``: the units under the event's range, as ``has_unaccepted`` finds them, for the
-    zone_locked / mm_page_alloc events of a known zone), in event order; returns their count."""
-    nf = 0
-    for k in range(ev.shape[0]):
+                  unit: int, count: int, k0: int, k1: int, seen: np.ndarray, out: np.ndarray, nf: int) -> int:
+    """The events ``k0..k1-1`` that first touch a block (``TOUCH_BLOCK``: the block of the event's
+    pfn, as ``block_is_listed`` finds it; ``unit`` is then the block order) or a bitmap unit
+    (``TOUCH_ZL`` / ``TOUCH_ALLOC``: the units under the event's range, as ``has_unaccepted`` finds
+    them, for the zone_locked / mm_page_alloc events of a known zone), appended to ``out`` after
+    its first ``nf`` entries; returns the new count."""
+    for k in range(k0, k1):
         p = pfn[k]
         if p < 0:
             continue
@@ -207,52 +220,31 @@ def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone:
     return nf
 
 
-def build_index(prep: Any, base: Any) -> DeltaIndex:
-    """The shared index of the recorded baseline ``base`` (``dense_index`` if its sections were
-    not opened in event order)."""
-    S = base.S
-    m = max(int(S.n[0]), 1)
-    n = len(prep.events)
-    nz = len(prep.zone_names)
-    sec_last = np.full(m, -1, np.int64)
-    sec_ii, sec_df, sec_abs = np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64)
-    vis = np.empty(max(n, 1), np.int64)  # pages touched only as far as written
-    ea = prep.events
-    nv = int(section_sums(S, prep.calib, ea.ev, base.out_sec, base.out_zone, base.dfree, nz, sec_last, sec_ii, sec_df,
-                          sec_abs, vis, np.zeros(max(nz, 1), np.int64)))
-    if nv < 0:
-        return dense_index(base)
-    bucket_ev = np.empty(len(prep.edges), np.int64)
-    bucket_events(ea.ts, prep.edges, bucket_ev)
-    return DeltaIndex(sparse=True, sec_last=sec_last, sec_ii=sec_ii, sec_df=sec_df, sec_abs=sec_abs,
-                      vis=vis[:nv].copy(), bucket_ev=bucket_ev, touches={}, lock=threading.Lock())
+class Touches:
+    """One policy's first touches of ``kind`` under its acceptance geometry, extended as the
+    baseline's results come in (unit touches need the event's zone)."""
 
+    def __init__(self, kind: int, acc: A.AcceptState, n_events: int) -> None:
+        self.kind = kind
+        if kind == TOUCH_BLOCK:
+            self.base, self.unit, self.count = (int(acc.geo[A.G_PFN_BASE]), int(acc.geo[A.G_BLOCK_ORDER]),
+                                                int(acc.geo[A.G_NR_BLOCKS]))
+        else:
+            self.base, self.unit, self.count = (int(acc.geo[A.G_PHYS_BASE]), max(int(acc.geo[A.G_UNIT_PAGES]), 1),
+                                                int(acc.geo[A.G_NR_UNITS]))
+        self.count = max(self.count, 0)
+        self.seen = np.zeros(max(self.count, 1), np.int8)
+        self.out = np.empty(max(min(n_events, self.count), 1), np.int64)
+        self.nf = 0
+        self.upto = 0
 
-def dense_index(base: Any) -> DeltaIndex:
-    """An index with which ``delta_chunk`` visits every event (no section is summed)."""
-    m = max(int(base.S.n[0]), 1)
-    none = np.zeros(m, np.int64)
-    return DeltaIndex(sparse=False, sec_last=base.S.first[:m].astype(np.int64), sec_ii=none, sec_df=none,
-                      sec_abs=none, vis=np.zeros(0, np.int64), bucket_ev=np.zeros(0, np.int64), touches={},
-                      lock=threading.Lock())
-
-
-def touches_for(idx: DeltaIndex, prep: Any, base: Any, kind: int, acc: A.AcceptState) -> np.ndarray:
-    """The first touches of ``kind`` under ``acc``'s geometry (built once per geometry, any thread)."""
-    if kind == TOUCH_BLOCK:
-        key = (kind, int(acc.geo[A.G_PFN_BASE]), int(acc.geo[A.G_BLOCK_ORDER]), int(acc.geo[A.G_NR_BLOCKS]))
-    else:
-        key = (kind, int(acc.geo[A.G_PHYS_BASE]), int(acc.geo[A.G_UNIT_PAGES]), int(acc.geo[A.G_NR_UNITS]))
-    with idx.lock:
-        got = idx.touches.get(key)
-        if got is None:
-            ea = prep.events
-            count = max(key[3], 0)
-            out = np.empty(max(min(len(ea), count), 1), np.int64)
-            nf = int(first_touches(ea.ev, ea.pfn, ea.order, base.out_zone, kind, key[1], max(key[2], 1), count,
-                                   np.zeros(max(count, 1), np.int8), out))
-            got = idx.touches[key] = out[:nf].copy()
-    return got
+    def extend(self, ea: Any, base_zone: np.ndarray, k1: int) -> np.ndarray:
+        """The first touches among the events before ``k1``."""
+        if k1 > self.upto:
+            self.nf = int(first_touches(ea.ev, ea.pfn, ea.order, base_zone, self.kind, self.base, self.unit,
+                                        self.count, self.upto, k1, self.seen, self.out, self.nf))
+            self.upto = k1
+        return self.out[: self.nf]
 
 
 @kernel
@@ -311,23 +303,26 @@ def _next_at(arr: np.ndarray, sp: np.ndarray, slot: int, k: int) -> int:
 def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray, pv: np.ndarray, zmap: np.ndarray,
                  calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
                  order: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray, dfree: np.ndarray,
-                 k0: int, stage0: int, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray,
+                 k0: int, k_limit: int, stage0: int, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray,
                  zfree_b: np.ndarray, sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray,
                  acur: np.ndarray, elog: np.ndarray, elog_n: np.ndarray, edges: np.ndarray, bstate: np.ndarray,
                  base_free: np.ndarray, base_order: np.ndarray, ts_free: np.ndarray, ts_order: np.ndarray,
                  next_bg: np.ndarray, sec_last: np.ndarray, sec_ii: np.ndarray, sec_df: np.ndarray,
-                 sec_abs: np.ndarray, vis: np.ndarray, bucket_ev: np.ndarray, blk_ev: np.ndarray,
-                 unit_ev: np.ndarray, agg: np.ndarray, sp: np.ndarray, must: np.ndarray) -> tuple[int, int, int]:
+                 sec_abs: np.ndarray, sec_flag: np.ndarray, vis: np.ndarray, bucket_ev: np.ndarray,
+                 blk_ev: np.ndarray, unit_ev: np.ndarray, agg: np.ndarray, sp: np.ndarray,
+                 must: np.ndarray) -> tuple[int, int, int]:
     """``policy_chunk`` (exact mode) on the baseline's per-event results, from event ``k0`` (at
-    ``stage0``) to the end of the trace: the same call sites, stages and returns (plus
-    ``ACT_DIVERGE``); ``st`` is only read for ``z_nr_free``, which this keeps.
+    ``stage0``) up to ``k_limit`` (the baseline's safe point: every event before it replayed and
+    every section opened before it closed; the trace's end once it is done): the same call
+    sites, stages and returns (plus ``ACT_DIVERGE``); ``(k_limit, ACT_DONE)`` when the limit is
+    reached before the end.  ``st`` is only read for ``z_nr_free``, which this keeps.
 
     ``base_sec`` / ``base_zone``: the baseline's section and zone of each event; ``dfree``: its
     change of the zone's free pages (``exact_chunk``); ``base_free`` / ``base_order``: its
     time series, from which the pages still listed are subtracted (they are top-order blocks).
-    ``sec_*``, ``vis``, ``bucket_ev``, ``blk_ev``, ``unit_ev``: the ``DeltaIndex`` (the walk
-    visits only the events that can matter: module docstring); with ``sp[SP_DENSE_UNTIL]`` set
-    to the trace's length it visits every event.  ``agg``, ``sp``, ``must``: this policy's walk
+    ``sec_*``, ``vis``, ``bucket_ev``: the ``DeltaIndex``; ``blk_ev``, ``unit_ev``: the policy's
+    first ``Touches`` (the walk visits only the events that can matter: module docstring); with
+    ``sp[SP_DENSE_UNTIL]`` set to the trace's length it visits every event.  ``agg``, ``sp``, ``must``: this policy's walk
     state (open sections per zone, positions in the index, the next event per CPU that settles
     pending latency), kept across the driver's round trips."""
     n = ev.shape[0]
@@ -341,7 +336,7 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
     nb = edges.shape[0]
     k = k0
     stage = stage0
-    while k < n:
+    while k < k_limit:
         c = int(cpu[k])
         if stage == STAGE_FRESH:
             z = int(base_zone[k])
@@ -404,7 +399,12 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
         if sid >= 0:
             zs = int(S.zone[sid])
             if S.first[sid] == k:
-                if sec_last[sid] > k:
+                if sec_flag[sid] != 0 or agg[zs, AG_SID] >= 0:
+                    # events in two zones, or interleaved in trace order with the zone's open summed
+                    # section (per-CPU buffers merged by timestamp): walked event by event
+                    if sec_last[sid] > sp[SP_DENSE_UNTIL]:
+                        sp[SP_DENSE_UNTIL] = sec_last[sid]
+                elif sec_last[sid] > k:
                     agg[zs, AG_SID] = sid
                     agg[zs, AG_FROM] = k + 1
                     agg[zs, AG_LAST] = sec_last[sid]
@@ -456,6 +456,8 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
             sp[SP_BG] = j
             nk = min(nk, j)
         k = max(nk, k + 1)
+    if k_limit < n:  # the baseline's results end here for now: resume at k_limit (visiting it is harmless)
+        return k_limit, ACT_DONE, -1
     for z in range(nz):
         _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, z, n + 1)
     return n, ACT_DONE, -1

@@ -37,8 +37,8 @@ import replay.acceptance as A
 from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
 from replay.policies import AcceptancePolicy
 from replay.policy_delta import (ACT_DIVERGE, SP_DENSE_UNTIL, SP_VISITS, TOUCH_ALLOC, TOUCH_BLOCK, TOUCH_ZL, DeltaIndex,
-                                 all_top_blocks_free, build_index, count_blocks_to_tail, delta_chunk, dense_index,
-                                 listed_pages, new_walk_state, take_top_blocks, touches_for)
+                                 Touches, all_top_blocks_free, count_blocks_to_tail, delta_chunk, dense_index,
+                                 listed_pages, new_index, new_walk_state, take_top_blocks)
 from replay.policy_loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, ACT_BG,
                                 ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT, BG_TICK_NS, EL_ADDED, EL_HOLD,
                                 EL_K, EL_LAT, EL_LEN, EL_WAIT, INT64_MAX, PP_LEN, PP_LISTS, PP_NOACT, PP_ONE_BLOCK,
@@ -280,6 +280,86 @@ class PolicyRun:
         return self.vts_at(np.arange(len(self.ts), dtype=np.int64))
 
 
+#: events the recording baseline replays between two progress reports to its followers
+FEED_CHUNK = 1 << 20
+
+
+class BaselineFeed:
+    """The recording baseline run (``run_policy(record=True, feed=...)``) as it is being made:
+    its live per-event arrays, the delta index built so far and the safe point, for the delta
+    replays of other policies that follow it in other threads (``run_policy(base=feed)``).
+
+    After every ``FEED_CHUNK`` events the baseline extends the index and reports the safe point:
+    every event before it is replayed and every zone->lock section opened before it is closed
+    (its sums are final).  A follower walks up to it, then waits for the next report; the
+    compiled walks release the GIL, so the followers' Python (acceptance round trips) runs
+    beside the baseline.  While the baseline runs, the followers' compiled walks share
+    ``slots`` CPUs (one fewer than the machine has); when it is done they get one more."""
+
+    def __init__(self, prep: Prepared, slots: int | None = None) -> None:
+        import os
+
+        self.slots = max(1, (os.cpu_count() or 2) - 1) if slots is None else max(1, slots)
+        self.slot = threading.BoundedSemaphore(self.slots + 1)
+        self.slot.acquire()  # the baseline's CPU, given back by finish()
+        self._cv = threading.Condition()
+        self.n = len(prep.events)
+        self._calib, self._ev = prep.calib, prep.events.ev
+        self.index = new_index(prep, self.n)
+        self.safe = 0
+        self.run: PolicyRun | None = None
+        self.error: BaseException | None = None
+        # the baseline's live arrays (set before its first report)
+        self.S: Sections | None = None
+        self.out_sec = self.out_zone = self.dfree = self.ts_free = self.ts_order = np.zeros(0)
+
+    def attach(self, S: Sections, out_sec: np.ndarray, out_zone: np.ndarray, dfree: np.ndarray,
+               ts_free: np.ndarray, ts_order: np.ndarray) -> None:
+        self.S, self.out_sec, self.out_zone, self.dfree = S, out_sec, out_zone, dfree
+        self.ts_free, self.ts_order = ts_free, ts_order
+
+    def advance(self, k: int) -> None:
+        """The baseline has replayed the events before ``k``: extend the index, report the safe point."""
+        S = self.S
+        assert S is not None
+        self.index.extend(S, self._calib, self._ev, self.out_sec, self.out_zone, self.dfree, k)
+        safe = k
+        for sid in S.cur.tolist():  # a CPU's open section may still take events
+            if sid >= 0:
+                safe = min(safe, int(S.first[sid]))
+        with self._cv:
+            self.safe = max(self.safe, safe)
+            self._cv.notify_all()
+
+    def finish(self, run: PolicyRun | None, error: BaseException | None = None) -> None:
+        if run is not None and run.dfree is not None and self.S is not None:
+            self.index.extend(self.S, self._calib, self._ev, self.out_sec, self.out_zone, self.dfree, self.n)
+            run.delta_index = self.index
+        with self._cv:
+            self.run, self.error = run, error
+            self._cv.notify_all()
+        self.slot.release()
+
+    def available(self, k: int) -> int:
+        """Where a follower at event ``k`` may walk to, once the safe point is past ``k`` (the trace's
+        end once the baseline is done)."""
+        with self._cv:
+            while self.safe <= k and self.run is None and self.error is None:
+                self._cv.wait()
+            if self.error is not None:
+                raise RuntimeError("the baseline replay failed") from self.error
+            return self.safe if self.run is None else self.n
+
+    def result(self) -> PolicyRun:
+        with self._cv:
+            while self.run is None and self.error is None:
+                self._cv.wait()
+            if self.error is not None:
+                raise RuntimeError("the baseline replay failed") from self.error
+            assert self.run is not None
+            return self.run
+
+
 def _policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.ndarray:
     from replay.policies import PV_ONE_BLOCK_ZERO, PV_TARGET, PV_TRIGGER, PV_UNUSABLE
 
@@ -338,7 +418,8 @@ def _add_receipt(tot: np.ndarray, r: np.ndarray) -> None:
 
 def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                firmware_accepted_bytes: int = 4 << 30, arena: Arena | None = None,
-               base: PolicyRun | None = None, record: bool = False, sparse: bool = True) -> PolicyRun:
+               base: PolicyRun | BaselineFeed | None = None, record: bool = False,
+               feed: BaselineFeed | None = None, sparse: bool = True) -> PolicyRun:
     """Replay the prepared trace under ``policy`` priced with ``costs`` (a ``CostPreset``).
 
     ``arena``: reuse its buffers for the per-event arrays (see ``Arena``: the returned run's
@@ -348,8 +429,10 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     change of its zone's free pages.  ``base``: such a recorded baseline run; in exact mode the
     policy is then replayed on the baseline's per-event results (``replay.policy_delta``: no
     buddy model of its own, its results share the baseline's arrays), and in full where the
-    two would differ.  ``sparse``: the delta replay visits only the events that can matter
-    (False: every event, as a reference)."""
+    two would differ.  ``base`` may be a ``BaselineFeed`` whose run is still going (the
+    recording run was given ``feed=``): this run then follows it, up to the safe point the
+    baseline reports after each ``FEED_CHUNK`` events.  ``sparse``: the delta replay visits only
+    the events that can matter (False: every event, as a reference)."""
     from replay.acceptance_boot import boot_accept_cost, state_from_layout
     from replay.invariants import check_invariants
     from replay.simulate import new_sim_map
@@ -365,7 +448,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     bo = int(acc.geo[A.G_BLOCK_ORDER])
     st0 = prep.base.state
     # a delta replay needs the listed blocks at the top order (they then never merge)
-    delta = (base is not None and base.dfree is not None and mode == "exact"
+    live = base if isinstance(base, BaselineFeed) else None
+    delta = (base is not None and (live is not None or base.dfree is not None) and mode == "exact"
              and bo == int(st0.geo[1]) - 1)
     st = st0._replace(z_nr_free=st0.z_nr_free.copy()) if delta else copy_state(st0, arena)
     _reconcile(st, acc, counters_only=delta)
@@ -379,6 +463,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
 
     if delta:  # the baseline's results, shared (never written here); the rest of them at the end
         src: Any = base
+        if live is not None:
+            live.available(0)  # its arrays exist
         S, out_sec, out_zone = src.S, src.out_sec, src.out_zone
         out_anom = out_pfn = acount = None
     else:
@@ -398,7 +484,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     pend = np.zeros(2 * ncpu, np.int64)
     zfree_v = np.zeros(2 * nz, np.int64)  # [lock free at (virtual) | last section start] per zone
     zfree_b = np.zeros(2 * nz, np.int64)  # the same at trace time
-    cap = max(len(base.sec_vstart) if delta else n, 1)  # one section per event at most
+    cap = max(len(base.sec_vstart) if delta and live is None else n, 1)  # one section per event at most
     sec_vstart, sec_wait, sec_ext = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64)
     # what acceptance charged to the event being handled (see policy_loop.time_step), and the
     # events whose acceptance held zone->lock: (k, hold, zone, background, wait)
@@ -417,6 +503,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     ts_free = np.zeros(nb, np.int64)
     n_orders = int(st.geo[1])
     ts_order = np.zeros((nb, n_orders), np.int64)
+    if feed is not None:  # what followers read, before the first progress report
+        feed.attach(S, out_sec, out_zone, dfree, ts_free, ts_order)
     next_bg = np.array([INT64_MAX], np.int64)
     if policy.trigger == "background" and acc.ul_len.sum() > 0:
         next_bg[0] = max(int(ea.ts[0]) if n else 0, int(policy.background_start_ns))
@@ -526,31 +614,46 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     yields = 0
     scratch = np.zeros(nz, np.int64)
     if delta:  # the walk visits only the events that can matter (replay.policy_delta), or every one
-        index = delta_index(prep, base, sparse)
-        blk_ev = unit_ev = np.zeros(0, np.int64)
-        if index.sparse and pp[PP_LISTS]:
-            blk_ev = touches_for(index, prep, base, TOUCH_BLOCK, acc)
-        if index.sparse and pp[PP_TRIGGER] in (A.T_BUDDY, A.T_POST_ALLOC):
-            unit_ev = touches_for(index, prep, base, TOUCH_ZL if pp[PP_TRIGGER] == A.T_BUDDY else TOUCH_ALLOC, acc)
+        index = (live.index if sparse else dense_index()) if live is not None else delta_index(prep, base, sparse)
+        empty = np.zeros(0, np.int64)
+        blk = Touches(TOUCH_BLOCK, acc, n) if index.sparse and pp[PP_LISTS] else None
+        unit = (Touches(TOUCH_ZL if pp[PP_TRIGGER] == A.T_BUDDY else TOUCH_ALLOC, acc, n)
+                if index.sparse and pp[PP_TRIGGER] in (A.T_BUDDY, A.T_POST_ALLOC) else None)
         agg, sp, must = new_walk_state(nz, ncpu)
         if not index.sparse:
             sp[SP_DENSE_UNTIL] = n
     while True:
         if delta:
-            k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn,
-                                    ea.order, out_sec, out_zone, src.dfree, k, stage, delay, pend, zfree_v, zfree_b,
-                                    sec_vstart, sec_wait, sec_ext, acur, elog, elog_n, edges, bstate, src.ts_free,
-                                    src.ts_order, ts_free, ts_order, next_bg, index.sec_last, index.sec_ii,
-                                    index.sec_df, index.sec_abs, index.vis, index.bucket_ev, blk_ev, unit_ev, agg,
-                                    sp, must)
+            limit = n if live is None else live.available(k)
+            if live is not None:
+                live.slot.acquire()
+            try:
+                k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn,
+                                        ea.order, out_sec, out_zone, src.dfree, k, limit, stage, delay, pend,
+                                        zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext, acur, elog, elog_n, edges,
+                                        bstate, src.ts_free, src.ts_order, ts_free, ts_order, next_bg,
+                                        index.sec_last, index.sec_ii, index.sec_df, index.sec_abs, index.sec_flag,
+                                        index.vis, index.bucket_ev,
+                                        blk.extend(ea, out_zone, limit) if blk is not None else empty,
+                                        unit.extend(ea, out_zone, limit) if unit is not None else empty,
+                                        agg, sp, must)
+            finally:
+                if live is not None:
+                    live.slot.release()
         else:
+            kmax = n if feed is None else min(n, k + FEED_CHUNK)
             k, act, z = policy_chunk(st, S, acc, pp, pv, prep.zmap, simmap, prep.zkind, prep.wmark_low, prep.calib,
                                      ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                                     ea.deferred, ea.first, ea.gfp, k, n, stage, out_anom, out_sec, out_zone,
+                                     ea.deferred, ea.first, ea.gfp, k, kmax, stage, out_anom, out_sec, out_zone,
                                      out_pfn, acount, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
                                      acur, elog, elog_n, edges, bstate, ts_free, ts_order, next_bg,
                                      scratch, dfree)
         if act == ACT_DONE:
+            if k < n:  # a chunk ended (a report to the followers, or the baseline's safe point reached)
+                if feed is not None:
+                    feed.advance(k)
+                stage = STAGE_FRESH
+                continue
             break
         if act == ACT_DIVERGE:  # the baseline's results do not hold for this policy: replay it in full
             return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
@@ -567,6 +670,10 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     acc_zl = np.array(zl_rows, np.int64).reshape(-1, 5)
     # buckets never reached (no event at or after their start): the final state
     from replay.policy_loop import sample_bucket
+    if live is not None:  # the rest comes from the finished baseline
+        base = live.result()
+        if base.dfree is None:  # it could not record after all
+            return run_policy(prep, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, arena=arena)
     held = int(listed_pages(acc, prep.zmap))
     for b in range(int(bstate[0]), nb):
         if delta:  # the baseline's final state without the blocks still listed (top order)
@@ -628,13 +735,15 @@ _INDEX_LOCK = threading.Lock()
 
 
 def delta_index(prep: Prepared, base: PolicyRun, sparse: bool = True) -> DeltaIndex:
-    """The recorded baseline's shared ``policy_delta.DeltaIndex``, built once by whichever
-    policy asks first (``sparse`` False: one that visits every event)."""
+    """The finished recording baseline's ``policy_delta.DeltaIndex`` (the one its ``BaselineFeed``
+    built as it went, or built here once; ``sparse`` False: one that visits every event)."""
     if not sparse:
-        return dense_index(base)
+        return dense_index()
     with _INDEX_LOCK:
         if base.delta_index is None:
-            base.delta_index = build_index(prep, base)
+            index = new_index(prep, len(base.S.kind))
+            index.extend(base.S, prep.calib, prep.events.ev, base.out_sec, base.out_zone, base.dfree, len(base.ts))
+            base.delta_index = index
     return base.delta_index
 
 
