@@ -45,10 +45,11 @@ have been a no-op:
   (``zone_needs_accept_at`` with the largest order and the lowest free count the open section
   could reach).
 
-The index of sections and first touches is built once per baseline (``DeltaIndex``) and shared
-by every policy.  A section whose events interleave with another of its zone in trace order (a
-few in a real capture), or lie in two zones, is visited event by event.  Results are identical
-to visiting every event (tests/test_policy_delta.py).
+The index of sections (``DeltaIndex``) is built as the baseline goes and shared by every
+policy; each policy keeps its own first touches (``Touches``, under its acceptance geometry).
+A section that opens while its zone's summed section is still open (trace order interleaves
+the CPUs' events: a few in a real capture), or has events in two zones, is walked event by
+event.  Results are identical to visiting every event (tests/test_policy_delta.py).
 """
 
 from __future__ import annotations
