@@ -481,7 +481,10 @@ def charged_events(run: PolicyRun) -> np.ndarray:
     touched = run.handled
     if len(touched):
         touched = touched[(run.firmware[touched] != 0) | (run.accepted[touched] != 0) | (run.forced[touched] != 0)]
-    return np.union1d(logged, touched).astype(np.int64)
+    # the log is in event order (a few events have two rows): a merge, not a hash of every row
+    rows = np.concatenate([logged, touched]).astype(np.int64)
+    rows.sort(kind="stable")
+    return rows[np.concatenate([[True], rows[1:] != rows[:-1]])] if len(rows) else rows
 
 
 def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
@@ -504,7 +507,7 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
     sec = _sections(prep, run, acts)
     m = len(sec["lock"])
     # the lock names present, sorted, as the dictionary
-    present = np.unique(sec["lock"]).tolist()
+    present = np.nonzero(np.bincount(sec["lock"], minlength=len(sec["lock_all"])))[0].tolist()
     lock_names = sorted(sec["lock_all"][c] for c in present)
     lock_lut = np.zeros(len(sec["lock_all"]), np.int32)
     for c in present:
