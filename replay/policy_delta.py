@@ -46,7 +46,7 @@ have been a no-op:
   could reach).
 
 The index of sections (``DeltaIndex``) is built as the baseline goes and shared by every
-policy; each policy keeps its own first touches (``Touches``, under its acceptance geometry).
+policy, with the first touches (``Touches``) of each acceptance geometry the policies have.
 A section that opens while its zone's summed section is still open (trace order interleaves
 the CPUs' events: a few in a real capture), or has events in two zones, is walked event by
 event.  Results are identical to visiting every event (tests/test_policy_delta.py).
@@ -54,6 +54,7 @@ event.  Results are identical to visiting every event (tests/test_policy_delta.p
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,17 @@ class DeltaIndex:
         self.nv = np.zeros(1, np.int64)
         self.scanned = 0
         self.bucket_ev = bucket_ev
+        self._touches: dict[tuple[int, int, int, int], Touches] = {}
+        self._lock = threading.Lock()
+
+    def touches(self, kind: int, acc: A.AcceptState, n_events: int) -> Touches:
+        """The first touches of ``kind`` under ``acc``'s geometry, shared by the policies that have it."""
+        t = Touches(kind, acc, 0)
+        key = (kind, t.base, t.unit, t.count)
+        with self._lock:
+            if key not in self._touches:
+                self._touches[key] = Touches(kind, acc, n_events)
+            return self._touches[key]
 
     @property
     def vis(self) -> np.ndarray:
@@ -222,8 +234,9 @@ def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone:
 
 
 class Touches:
-    """One policy's first touches of ``kind`` under its acceptance geometry, extended as the
-    baseline's results come in (unit touches need the event's zone)."""
+    """The first touches of ``kind`` under an acceptance geometry, extended as the baseline's
+    results come in (unit touches need the event's zone); shared by the policies with that
+    geometry (``DeltaIndex.touches``), any thread."""
 
     def __init__(self, kind: int, acc: A.AcceptState, n_events: int) -> None:
         self.kind = kind
@@ -234,18 +247,20 @@ class Touches:
             self.base, self.unit, self.count = (int(acc.geo[A.G_PHYS_BASE]), max(int(acc.geo[A.G_UNIT_PAGES]), 1),
                                                 int(acc.geo[A.G_NR_UNITS]))
         self.count = max(self.count, 0)
-        self.seen = np.zeros(max(self.count, 1), np.int8)
+        self.seen = np.zeros(max(self.count, 1) if n_events else 1, np.int8)
         self.out = np.empty(max(min(n_events, self.count), 1), np.int64)
         self.nf = 0
         self.upto = 0
+        self._lock = threading.Lock()
 
     def extend(self, ea: Any, base_zone: np.ndarray, k1: int) -> np.ndarray:
-        """The first touches among the events before ``k1``."""
-        if k1 > self.upto:
-            self.nf = int(first_touches(ea.ev, ea.pfn, ea.order, base_zone, self.kind, self.base, self.unit,
-                                        self.count, self.upto, k1, self.seen, self.out, self.nf))
-            self.upto = k1
-        return self.out[: self.nf]
+        """The first touches among the events before ``k1`` (and perhaps some after)."""
+        with self._lock:
+            if k1 > self.upto:
+                self.nf = int(first_touches(ea.ev, ea.pfn, ea.order, base_zone, self.kind, self.base, self.unit,
+                                            self.count, self.upto, k1, self.seen, self.out, self.nf))
+                self.upto = k1
+            return self.out[: self.nf]
 
 
 @kernel
@@ -321,11 +336,12 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
     ``base_sec`` / ``base_zone``: the baseline's section and zone of each event; ``dfree``: its
     change of the zone's free pages (``exact_chunk``); ``base_free`` / ``base_order``: its
     time series, from which the pages still listed are subtracted (they are top-order blocks).
-    ``sec_*``, ``vis``, ``bucket_ev``: the ``DeltaIndex``; ``blk_ev``, ``unit_ev``: the policy's
-    first ``Touches`` (the walk visits only the events that can matter: module docstring); with
-    ``sp[SP_DENSE_UNTIL]`` set to the trace's length it visits every event.  ``agg``, ``sp``, ``must``: this policy's walk
-    state (open sections per zone, positions in the index, the next event per CPU that settles
-    pending latency), kept across the driver's round trips."""
+    ``sec_*``, ``vis``, ``bucket_ev``: the ``DeltaIndex``; ``blk_ev``, ``unit_ev``: its first
+    ``Touches`` under the policy's geometry (the walk visits only the events that can matter:
+    module docstring); with ``sp[SP_DENSE_UNTIL]`` set to the trace's length it visits every
+    event.  ``agg``, ``sp``, ``must``: this policy's walk state (open sections per zone,
+    positions in the index, the next event per CPU that settles pending latency), kept across
+    the driver's round trips."""
     n = ev.shape[0]
     ncpu = pend.shape[0] // 2
     nz = zmap.shape[0]

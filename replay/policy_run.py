@@ -37,7 +37,7 @@ import replay.acceptance as A
 from replay.engine import EventArrays, ReplayOutput, Sections, new_sections, replay
 from replay.policies import AcceptancePolicy
 from replay.policy_delta import (ACT_DIVERGE, SP_DENSE_UNTIL, SP_VISITS, TOUCH_ALLOC, TOUCH_BLOCK, TOUCH_ZL, DeltaIndex,
-                                 Touches, all_top_blocks_free, count_blocks_to_tail, delta_chunk, dense_index,
+                                 all_top_blocks_free, count_blocks_to_tail, delta_chunk, dense_index,
                                  listed_pages, new_index, new_walk_state, take_top_blocks)
 from replay.policy_loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, ACT_BG,
                                 ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT, BG_TICK_NS, EL_ADDED, EL_HOLD,
@@ -616,8 +616,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     if delta:  # the walk visits only the events that can matter (replay.policy_delta), or every one
         index = (live.index if sparse else dense_index()) if live is not None else delta_index(prep, base, sparse)
         empty = np.zeros(0, np.int64)
-        blk = Touches(TOUCH_BLOCK, acc, n) if index.sparse and pp[PP_LISTS] else None
-        unit = (Touches(TOUCH_ZL if pp[PP_TRIGGER] == A.T_BUDDY else TOUCH_ALLOC, acc, n)
+        blk = index.touches(TOUCH_BLOCK, acc, n) if index.sparse and pp[PP_LISTS] else None
+        unit = (index.touches(TOUCH_ZL if pp[PP_TRIGGER] == A.T_BUDDY else TOUCH_ALLOC, acc, n)
                 if index.sparse and pp[PP_TRIGGER] in (A.T_BUDDY, A.T_POST_ALLOC) else None)
         agg, sp, must = new_walk_state(nz, ncpu)
         if not index.sparse:
