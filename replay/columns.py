@@ -90,6 +90,35 @@ def _chunk_into(arr: pa.Array, dst: np.ndarray, null: int) -> bool:
     return True
 
 
+class ChunkedColumn:
+    """An integer column left in its Arrow chunks (one per Parquet row group) and read only at the
+    rows asked for: for a column the compiled loops never read (``seq``: the results tables want
+    it at a few thousand rows), a contiguous copy would cost its size in fresh pages."""
+
+    def __init__(self, col: pa.ChunkedArray, dtype: Any, null: int) -> None:
+        self._chunks = [_chunk_values(ch, dtype, null, writable=False) for ch in col.chunks]
+        self._chunks = [c if c is not None else _generic(ch, dtype, null) for c, ch in zip(self._chunks, col.chunks)]
+        self._ends = np.cumsum([len(c) for c in self._chunks], dtype=np.int64)
+        self.dtype = np.dtype(dtype)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        idx = np.asarray(idx, np.int64)
+        out = np.empty(idx.shape, self.dtype)
+        which = np.searchsorted(self._ends, idx, side="right")
+        starts = self._ends - np.array([len(c) for c in self._chunks], np.int64)
+        for c in np.unique(which).tolist():
+            sel = which == c
+            out[sel] = self._chunks[c][idx[sel] - starts[c]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = np.concatenate(self._chunks) if self._chunks else np.zeros(0, self.dtype)
+        return whole if dtype is None else whole.astype(dtype)
+
+
 def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: Any, null_value: Any) -> np.ndarray:
     """``fn(value)`` per row of a (dictionary or plain) string column, through a per-chunk lookup table."""
     col = table.column(name)

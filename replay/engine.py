@@ -98,7 +98,7 @@ class EventArrays:
     fb_mt: np.ndarray
     chown: np.ndarray
     gfp: np.ndarray
-    seq: np.ndarray
+    seq: Any  # np.ndarray, or a columns.ChunkedColumn (read at rows only)
     deferred: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     #: per page index: the first event touching it (-1: none), from the initial-state pass
     first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -115,6 +115,17 @@ def _col(table: pa.Table, name: str, dtype: Any, null: int, writable: bool = Tru
     from replay.columns import column_values
 
     return column_values(table, name, dtype, null, writable=writable)
+
+
+def seq_column(table: pa.Table) -> Any:
+    """The ``seq`` column: only the results tables read it, at the rows they keep; several
+    chunks (a Parquet file's row groups) stay as they are (``columns.ChunkedColumn``)."""
+    from replay.columns import ChunkedColumn
+
+    col = table.column("seq")
+    if col.num_chunks <= 1:
+        return _col(table, "seq", np.int64, 0, writable=False)
+    return ChunkedColumn(col, np.int64, 0)
 
 
 def event_codes(table: pa.Table) -> np.ndarray:
@@ -147,7 +158,7 @@ def event_arrays(table: pa.Table, *, with_gfp: bool = True) -> EventArrays:
         fb_mt=_col(table, "fallback_migratetype", np.int8, -1),
         chown=_col(table, "change_ownership", np.int8, -1),
         gfp=gfp,
-        seq=_col(table, "seq", np.int64, 0, writable=False),
+        seq=seq_column(table),
     )
     from replay.columns import clear_pfns
 

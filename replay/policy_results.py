@@ -114,7 +114,7 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     pfn, model_pfn, zone, anom = sel(ea.pfn), sel(run.out_pfn), sel(run.out_zone), sel(run.out_anom)
     return pa.table({
         "policy": _const_dict(n, pi, pols),
-        "seq": pa.array(sel(ea.seq), pa.int64()),
+        "seq": pa.array(np.asarray(sel(ea.seq)), pa.int64()),
         "ts_ns": pa.array(sel(ea.ts), pa.int64()),
         "vts_ns": pa.array(run.vts_at(rix), pa.int64()),
         "cpu": pa.array(sel(ea.cpu), pa.int32()),

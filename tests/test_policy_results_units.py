@@ -24,3 +24,23 @@ def test_percentile_without_the_zeros_equals_the_full_array(nz: list[int], zeros
     nz_sorted = np.sort(np.array(nz, np.int64))
     full = np.concatenate([np.zeros(zeros, np.int64), nz_sorted])
     assert _nearest_sparse(nz_sorted, zeros, q) == _nearest(full, q)
+
+
+def test_chunked_column_reads_rows_as_the_contiguous_column() -> None:
+    """``columns.ChunkedColumn`` (``seq`` left in its row-group chunks) gives, at any rows and as a
+    whole, what the contiguous copy gives, nulls included."""
+    import pyarrow as pa
+
+    from replay.columns import ChunkedColumn, column_values
+
+    rng = np.random.default_rng(7)
+    parts = [rng.integers(0, 1 << 40, size=s) for s in (5, 1, 17, 0, 9)]
+    chunks = [pa.array(p, pa.int64()) for p in parts] + [pa.array([3, None, 5], pa.int64())]
+    col = pa.chunked_array(chunks, pa.int64())
+    flat = column_values(pa.table({"seq": col}), "seq", np.int64, 0)
+    lazy = ChunkedColumn(col, np.int64, 0)
+    assert len(lazy) == len(flat) == 35
+    rows = rng.integers(0, len(flat), size=50)
+    assert np.array_equal(lazy[rows], flat[rows])
+    assert np.array_equal(lazy[np.zeros(0, np.int64)], flat[:0])
+    assert np.array_equal(np.asarray(lazy), flat) and np.asarray(lazy)[33] == 0
