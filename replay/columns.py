@@ -105,13 +105,18 @@ class ChunkedColumn:
         return int(self._ends[-1]) if len(self._ends) else 0
 
     def __getitem__(self, idx: Any) -> np.ndarray:
-        idx = np.asarray(idx, np.int64)
-        out = np.empty(idx.shape, self.dtype)
-        which = np.searchsorted(self._ends, idx, side="right")
-        starts = self._ends - np.array([len(c) for c in self._chunks], np.int64)
-        for c in np.unique(which).tolist():
-            sel = which == c
-            out[sel] = self._chunks[c][idx[sel] - starts[c]]
+        idx = np.asarray(idx, np.int64).reshape(-1)
+        order = np.argsort(idx, kind="stable")  # (rows usually come sorted: cheap)
+        sidx = idx[order]
+        got = np.empty(len(idx), self.dtype)
+        cuts = np.searchsorted(sidx, self._ends, side="left")  # the rows of each chunk: one slice
+        lo, start = 0, 0
+        for c, hi in enumerate(cuts.tolist()):
+            if hi > lo:
+                got[lo:hi] = self._chunks[c][sidx[lo:hi] - start]
+            lo, start = hi, int(self._ends[c])
+        out = np.empty(len(idx), self.dtype)
+        out[order] = got
         return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

@@ -109,9 +109,12 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     rix = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
-    ev_codes = np.where(sel(ea.ev) < 0, 0, sel(ea.ev)).astype(np.int32)
+    ev = sel(ea.ev)
+    ev_codes = np.where(ev < 0, 0, ev).astype(np.int32)
     znames = list(prep.zone_names) or ["?"]
-    pfn, model_pfn, zone, anom = sel(ea.pfn), sel(run.out_pfn), sel(run.out_zone), sel(run.out_anom)
+    pfn = sel(ea.pfn)
+    model_pfn = pfn if run.out_pfn is ea.pfn else sel(run.out_pfn)  # exact mode: the trace's pfns
+    zone, anom = sel(run.out_zone), sel(run.out_anom)
     return pa.table({
         "policy": _const_dict(n, pi, pols),
         "seq": pa.array(np.asarray(sel(ea.seq)), pa.int64()),
