@@ -397,18 +397,20 @@ def _tiny_table(pfn: int) -> Any:
 def _warm_exact(pols: list[Any], cost: Any) -> None:
     """Load the exact-mode kernels from numba's cache on a tiny table, on a side thread while the
     trace's Parquet file is read (Arrow reads it without the GIL): the replay then finds them
-    loaded.  Every policy runs on the recorded baseline, so that the delta walk is loaded too;
-    no tables are built (plain Python, nothing to load).  Best effort: any failure here only means they load later."""
+    loaded.  One policy per trigger runs on the recorded baseline and acts once, so that the
+    delta walk and the acceptance hooks are loaded too; no tables are built (plain Python,
+    nothing to load).  Best effort: any failure here only means they load later."""
     try:
         import pyarrow as pa
 
         from replay.layout import infer_layout
         from replay.policy_results import result_context
-        from replay.policy_run import LIST_TRIGGERS, accepts_nothing, delta_index, prepare, run_policy
+        from replay.policy_run import accepts_nothing, delta_index, prepare, run_policy
 
-        # a page 16 MiB into a 100 MiB layout of which the firmware accepts 8 MiB (few pages to
-        # set up: the kernels' types do not depend on the sizes)
-        pfn = (1 << 14) + (1 << 12)
+        # a 100 MiB layout of which the firmware accepts 8 MiB, and a page at 26 MiB, in memory
+        # still unaccepted: every policy acts once (few pages to set up: the kernels' types do
+        # not depend on the sizes)
+        pfn = 6656
         fw = 8 << 20
         one = _tiny_table(pfn)
         # two chunks, as a table read from a Parquet file with several row groups: the columns
@@ -420,12 +422,11 @@ def _warm_exact(pols: list[Any], cost: Any) -> None:
         base = run_policy(prep, pols[0], cost, record=True, firmware_accepted_bytes=fw)
         if base.dfree is not None:
             delta_index(prep, base)
-        # the delta walk's kernels do not depend on the policy: one of each touch kind loads them
+        # the kernels depend on the trigger (its acceptance path), not on the rest of the policy
         seen: set[str] = set()
         for p in pols[1:]:
-            kind = "lists" if p.trigger in LIST_TRIGGERS else p.trigger
-            if kind not in seen and not accepts_nothing(prep, p, cost, firmware_accepted_bytes=fw):
-                seen.add(kind)
+            if p.trigger not in seen and not accepts_nothing(prep, p, cost, firmware_accepted_bytes=fw):
+                seen.add(p.trigger)
                 run_policy(prep, p, cost, base=base, firmware_accepted_bytes=fw)
     except Exception:  # noqa: BLE001 - a warm-up only
         pass
