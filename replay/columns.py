@@ -96,8 +96,10 @@ class ChunkedColumn:
     it at a few thousand rows), a contiguous copy would cost its size in fresh pages."""
 
     def __init__(self, col: pa.ChunkedArray, dtype: Any, null: int) -> None:
-        self._chunks = [_chunk_values(ch, dtype, null, writable=False) for ch in col.chunks]
-        self._chunks = [c if c is not None else _generic(ch, dtype, null) for c, ch in zip(self._chunks, col.chunks)]
+        self._chunks: list[np.ndarray] = []
+        for ch in col.chunks:  # zero-copy views of the Arrow buffers where the chunk has no nulls
+            v = _chunk_values(ch, dtype, null, writable=False)
+            self._chunks.append(v if v is not None else _generic(ch, dtype, null))
         self._ends = np.cumsum([len(c) for c in self._chunks], dtype=np.int64)
         self.dtype = np.dtype(dtype)
 
