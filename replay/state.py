@@ -167,8 +167,8 @@ def kernel_entry(fn: Callable[..., Any]) -> Callable[..., Any]:
     """An entry point called from Python (a loop): ``numba.njit(cache=True, nogil=True)``, not inlined.
 
     Entry points release the GIL: the exact-mode policy replays of
-    ``replay.cli_replay.run_policies`` run in threads on the recorded baseline, and the kernel
-    warm-up runs on a side thread while Arrow reads the trace."""
+    ``replay.cli_replay.run_policies`` run in threads that follow the recording baseline, and the
+    kernel warm-up runs on a side thread while Arrow reads the trace."""
     if not JIT_ENABLED:
         return fn
     try:
