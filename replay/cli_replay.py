@@ -224,10 +224,6 @@ def _run_in_processes(prep: Any, ctx: Any, policies: list[Any], costs: Any, work
     ex = None
     try:
         base = run_policy(prep, policies[0], costs, record=prep.mode == "exact" and bool(rest))
-        if base.dfree is not None:
-            from replay.policy_run import delta_index
-
-            delta_index(prep, base)  # once, before the workers inherit it
         _PREP = (prep, ctx, base)
         if parallel:
             ex = ProcessPoolExecutor(max_workers=min(workers, len(rest)), mp_context=mp.get_context("fork"))

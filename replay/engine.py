@@ -267,7 +267,8 @@ def sec_close(S: Sections, c: int) -> None:
 
 
 @kernel
-def sec_open(S: Sections, c: int, kind: int, z: int, t: int, k: int, owner: int, cur_kind: int) -> int:
+def sec_new(S: Sections, kind: int, c: int, z: int, t: int, k: int, owner: int, pages: int, nev: int) -> int:
+    """A new zone->lock section of CPU ``c`` in zone ``z`` from event ``k`` at time ``t``."""
     sid = S.n[0]
     S.n[0] += 1
     S.kind[sid] = kind
@@ -275,11 +276,18 @@ def sec_open(S: Sections, c: int, kind: int, z: int, t: int, k: int, owner: int,
     S.zone[sid] = z
     S.start[sid] = t
     S.end[sid] = t
-    S.pages[sid] = 0
-    S.nev[sid] = 0
+    S.pages[sid] = pages
+    S.nev[sid] = nev
     S.first[sid] = k
     S.fallbacks[sid] = 0
     S.owner[sid] = owner
+    return sid
+
+
+@kernel
+def sec_open(S: Sections, c: int, kind: int, z: int, t: int, k: int, owner: int, cur_kind: int) -> int:
+    """A new section that stays open on CPU ``c`` while the trace's events add to it."""
+    sid = sec_new(S, kind, c, z, t, k, owner, 0, 0)
     S.cur[c] = sid
     S.cur_kind[c] = cur_kind
     return sid

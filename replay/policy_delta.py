@@ -64,8 +64,8 @@ from replay.engine import EV_ALLOC, EV_EXTFRAG, EV_ZL, Sections
 from replay.policy_loop import (AC_K, AC_ZLHOLD, AC_ZONE, ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT,
                                 INT64_MAX, PP_LISTS, PP_NOACT, PP_TRIGGER, STAGE_FRESH, STAGE_VISITED,
                                 accepted_block_zone, background_tick, block_is_listed, has_unaccepted, quiet_time_step,
-                                section_cost, take_free_block, time_step, top_block_is_free, zone_needs_accept,
-                                zone_needs_accept_at)
+                                section_cost, take_free_block, time_step, top_block_is_free, units_under,
+                                zone_needs_accept, zone_needs_accept_at)
 from replay.state import ModelState, kernel, kernel_entry
 
 #: an event the baseline's results cannot stand in for: the driver replays the policy in full
@@ -97,9 +97,12 @@ class DeltaIndex:
     events in order.  ``sparse`` False (``dense_index``): no section is summed, every event is
     visited."""
 
-    def __init__(self, n_events: int, cap_sections: int, bucket_ev: np.ndarray, sparse: bool = True) -> None:
+    def __init__(self, calib: np.ndarray, ev: np.ndarray, cap_sections: int, bucket_ev: np.ndarray,
+                 sparse: bool = True) -> None:
         cap = max(cap_sections, 1)
+        n_events = len(ev)
         self.sparse = sparse
+        self._calib, self._ev = calib, ev
         # zeros: a page is only touched once a section of it exists (one section per event at most)
         self.sec_last = np.zeros(cap, np.int64)
         self.sec_ii = np.zeros(cap, np.int64)
@@ -115,8 +118,7 @@ class DeltaIndex:
 
     def touches(self, kind: int, acc: A.AcceptState, n_events: int) -> Touches:
         """The first touches of ``kind`` under ``acc``'s geometry, shared by the policies that have it."""
-        t = Touches(kind, acc, 0)
-        key = (kind, t.base, t.unit, t.count)
+        key = (kind, *touch_geometry(kind, acc))
         with self._lock:
             if key not in self._touches:
                 self._touches[key] = Touches(kind, acc, n_events)
@@ -126,12 +128,12 @@ class DeltaIndex:
     def vis(self) -> np.ndarray:
         return self._vis[: int(self.nv[0])]
 
-    def extend(self, S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray,
-               dfree: np.ndarray, k1: int) -> None:
-        """Take in the baseline's results of the events up to ``k1``."""
+    def extend(self, S: Sections, base_sec: np.ndarray, base_zone: np.ndarray, dfree: np.ndarray, k1: int) -> None:
+        """Take in the baseline's results (sections, section and zone per event, free-page
+        changes) of the events up to ``k1``."""
         if self.sparse and k1 > self.scanned:
-            index_events(S, calib, ev, base_sec, base_zone, dfree, self.scanned, k1, self.sec_last, self.sec_ii,
-                         self.sec_df, self.sec_abs, self.sec_flag, self._vis, self.nv)
+            index_events(S, self._calib, self._ev, base_sec, base_zone, dfree, self.scanned, k1, self.sec_last,
+                         self.sec_ii, self.sec_df, self.sec_abs, self.sec_flag, self._vis, self.nv)
             self.scanned = k1
 
 
@@ -139,12 +141,26 @@ def new_index(prep: Any, cap_sections: int) -> DeltaIndex:
     """An empty index for a baseline of ``prep`` (its bucket events from the timestamps alone)."""
     bucket_ev = np.empty(len(prep.edges), np.int64)
     bucket_events(prep.events.ts, prep.edges, bucket_ev)
-    return DeltaIndex(len(prep.events), cap_sections, bucket_ev)
+    return DeltaIndex(prep.calib, prep.events.ev, cap_sections, bucket_ev)
 
 
 def dense_index() -> DeltaIndex:
     """An index with which ``delta_chunk`` visits every event (no section is summed)."""
-    return DeltaIndex(0, 1, np.zeros(0, np.int64), sparse=False)
+    return DeltaIndex(np.zeros(0), np.zeros(0, np.int8), 1, np.zeros(0, np.int64), sparse=False)
+
+
+@kernel
+def member_share(S: Sections, calib: np.ndarray, sid: int, e: int) -> int:
+    """The hold increment an event of section ``sid`` after its first adds (``time_step``'s ``ii``)."""
+    return int(section_cost(S, calib, sid, e)[1] + 0.5)
+
+
+@kernel
+def _take_share(agg: np.ndarray, z: int, ii: int, d: int) -> None:
+    """Zone ``z``'s open summed section without one event's share (applied on its own)."""
+    agg[z, AG_II] -= ii
+    agg[z, AG_DF] -= d
+    agg[z, AG_ABS] -= d if d > 0 else -d
 
 
 @kernel_entry
@@ -166,7 +182,7 @@ def index_events(S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.nd
             else:
                 if base_zone[k] != S.zone[sid]:
                     sec_flag[sid] = 1
-                sec_ii[sid] += int(section_cost(S, calib, sid, int(ev[k]))[1] + 0.5)
+                sec_ii[sid] += member_share(S, calib, sid, int(ev[k]))
                 d = dfree[k]
                 sec_df[sid] += d
                 sec_abs[sid] += d if d > 0 else -d
@@ -178,7 +194,7 @@ def index_events(S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.nd
 
 @kernel_entry
 def bucket_events(ts: np.ndarray, edges: np.ndarray, out: np.ndarray) -> None:
-    """Per time bucket, the event at which ``delta_event`` samples it (the first at or past its
+    """Per time bucket, the event at which ``delta_chunk`` samples it (the first at or past its
     edge, in event order, after the previous bucket's); ``len(ts)`` for buckets never reached."""
     b = 0
     nb = edges.shape[0]
@@ -213,17 +229,9 @@ def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone:
         e = ev[k]
         if base_zone[k] < 0 or (kind == TOUCH_ZL and e != EV_ZL) or (kind == TOUCH_ALLOC and e != EV_ALLOC):
             continue
-        s = p - base
-        en = s + (np.int64(1) << order[k])
-        if en <= 0 or s >= count * unit:
-            continue
-        if s < 0:
-            s = 0
-        u1 = (en + unit - 1) // unit
-        if u1 > count:
-            u1 = count
+        u0, u1 = units_under(p, int(order[k]), base, unit, count)
         hit = False
-        for u in range(s // unit, u1):
+        for u in range(u0, u1):
             if seen[u] == 0:
                 seen[u] = 1
                 hit = True
@@ -233,6 +241,14 @@ def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone:
     return nf
 
 
+def touch_geometry(kind: int, acc: A.AcceptState) -> tuple[int, int, int]:
+    """(base pfn, block order or unit pages, count) of the blocks or units ``kind`` looks at."""
+    if kind == TOUCH_BLOCK:
+        return int(acc.geo[A.G_PFN_BASE]), int(acc.geo[A.G_BLOCK_ORDER]), max(int(acc.geo[A.G_NR_BLOCKS]), 0)
+    return (int(acc.geo[A.G_PHYS_BASE]), max(int(acc.geo[A.G_UNIT_PAGES]), 1),
+            max(int(acc.geo[A.G_NR_UNITS]), 0))
+
+
 class Touches:
     """The first touches of ``kind`` under an acceptance geometry, extended as the baseline's
     results come in (unit touches need the event's zone); shared by the policies with that
@@ -240,14 +256,8 @@ class Touches:
 
     def __init__(self, kind: int, acc: A.AcceptState, n_events: int) -> None:
         self.kind = kind
-        if kind == TOUCH_BLOCK:
-            self.base, self.unit, self.count = (int(acc.geo[A.G_PFN_BASE]), int(acc.geo[A.G_BLOCK_ORDER]),
-                                                int(acc.geo[A.G_NR_BLOCKS]))
-        else:
-            self.base, self.unit, self.count = (int(acc.geo[A.G_PHYS_BASE]), max(int(acc.geo[A.G_UNIT_PAGES]), 1),
-                                                int(acc.geo[A.G_NR_UNITS]))
-        self.count = max(self.count, 0)
-        self.seen = np.zeros(max(self.count, 1) if n_events else 1, np.int8)
+        self.base, self.unit, self.count = touch_geometry(kind, acc)
+        self.seen = np.zeros(max(self.count, 1), np.int8)
         self.out = np.empty(max(min(n_events, self.count), 1), np.int64)
         self.nf = 0
         self.upto = 0
@@ -279,14 +289,12 @@ def _settle(st: ModelState, S: Sections, calib: np.ndarray, ev: np.ndarray, base
         return
     for j in range(agg[z, AG_FROM], k):
         if base_sec[j] == sid:
-            ii = int(section_cost(S, calib, sid, int(ev[j]))[1] + 0.5)
+            ii = member_share(S, calib, sid, int(ev[j]))
             d = dfree[j]
             zfree_v[z] += ii
             zfree_b[z] += ii
             st.z_nr_free[z] += d
-            agg[z, AG_II] -= ii
-            agg[z, AG_DF] -= d
-            agg[z, AG_ABS] -= d if d > 0 else -d
+            _take_share(agg, z, ii, d)
     if agg[z, AG_FROM] < k:
         agg[z, AG_FROM] = k
 
@@ -355,14 +363,20 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
     stage = stage0
     while k < k_limit:
         c = int(cpu[k])
+        e = int(ev[k])
+        p = int(pfn[k])
+        o = int(order[k])
+        t = ts[k]
+        z = int(base_zone[k])
+        # del_page_from_free_list (v1) / post_alloc_hook (v2-v7): the block taken here is checked
+        post_site = (trig == A.T_BUDDY and e == EV_ZL) or (trig == A.T_POST_ALLOC and e == EV_ALLOC)
         if stage == STAGE_FRESH:
-            z = int(base_zone[k])
             if z >= 0:
                 _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, z, k)
             sid = base_sec[k]
             if sid >= 0 and S.zone[sid] != z:
                 _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, int(S.zone[sid]), k)
-            if lists and ev[k] == EV_ALLOC:
+            if lists and e == EV_ALLOC:
                 # request in progress on the CPU: its previous event was a zone_locked / extfrag
                 j = k - 1
                 while j >= 0 and cpu[j] != c:
@@ -371,11 +385,6 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
         if acur[AC_K] == k and acur[AC_ZLHOLD] > 0:  # acceptance work under a zone's lock reads it
             _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, int(acur[AC_ZONE]), k)
         # ---- delta_chunk's per-event body: policy_chunk's call sites, stages and returns
-        e = int(ev[k])
-        p = int(pfn[k])
-        o = int(order[k])
-        t = ts[k]
-        z = int(base_zone[k])
         if stage == STAGE_FRESH:
             if elog_n[0] + 8 > elog.shape[0]:
                 return k, ACT_GROW, -1
@@ -400,12 +409,8 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
                 return k, ACT_DIVERGE, z
             if z >= 0:
                 st.z_nr_free[z] += dfree[k]
-                if trig == A.T_BUDDY and e == EV_ZL:
-                    if has_unaccepted(acc, p, o):
-                        return k, ACT_POST, z
-                elif trig == A.T_POST_ALLOC and e == EV_ALLOC:
-                    if has_unaccepted(acc, p, o):
-                        return k, ACT_POST, z
+                if post_site and has_unaccepted(acc, p, o):
+                    return k, ACT_POST, z
         if noact:
             quiet_time_step(S, calib, ev, ts, k, base_sec, sec_vstart, elog, elog_n)
         else:
@@ -429,11 +434,7 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
                     agg[zs, AG_DF] = sec_df[sid]
                     agg[zs, AG_ABS] = sec_abs[sid]
             elif agg[zs, AG_SID] == sid:  # the dense body applied this event's own share
-                ii = int(section_cost(S, calib, sid, int(ev[k]))[1] + 0.5)
-                d = dfree[k]
-                agg[zs, AG_II] -= ii
-                agg[zs, AG_DF] -= d
-                agg[zs, AG_ABS] -= d if d > 0 else -d
+                _take_share(agg, zs, member_share(S, calib, sid, e), dfree[k])
                 agg[zs, AG_FROM] = k + 1
         sp[SP_VISITS] += 1
         if noact or pend[c] == 0:
@@ -443,13 +444,9 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
             while j < n and (cpu[j] != c or ev[j] == EV_ZL or ev[j] == EV_EXTFRAG):
                 j += 1
             must[c] = j
-        p = int(pfn[k])
-        e = int(ev[k])
         if sp[SP_DENSE_UNTIL] <= k and p >= 0 and (
                 (lists and block_is_listed(acc, p))
-                or (units and base_zone[k] >= 0 and ((trig == A.T_BUDDY and e == EV_ZL)
-                                                     or (trig == A.T_POST_ALLOC and e == EV_ALLOC))
-                    and has_unaccepted(acc, p, int(order[k])))):
+                or (post_site and z >= 0 and has_unaccepted(acc, p, o))):
             sp[SP_DENSE_UNTIL] = n  # a first touch left it unaccepted: later touches are not indexed
         # ---- the next event to visit
         stage = STAGE_FRESH
@@ -481,7 +478,7 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
 
 
 def new_walk_state(nz: int, ncpu: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A policy's ``agg``, ``sp`` and ``must`` for ``sparse_chunk``."""
+    """A policy's ``agg``, ``sp`` and ``must`` for ``delta_chunk``."""
     agg = np.zeros((max(nz, 1), AG_LEN), np.int64)
     agg[:, AG_SID] = -1
     return agg, np.zeros(SP_LEN, np.int64), np.full(max(ncpu, 1), INT64_MAX, np.int64)

@@ -66,23 +66,29 @@ def zone_needs_accept(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: 
 
 
 @kernel
-def has_unaccepted(acc: A.AcceptState, pfn: int, o: int) -> bool:
-    """Any bitmap unit under ``[pfn, pfn + 2**o)`` unaccepted (``check_accepted`` negated, no guard)."""
-    base = acc.geo[A.G_PHYS_BASE]
-    unit = acc.geo[A.G_UNIT_PAGES]
-    nu = acc.geo[A.G_NR_UNITS]
-    if acc.geo[A.G_HAS_TABLE] == 0 or nu == 0:
-        return False
+def units_under(pfn: int, o: int, base: int, unit: int, nu: int) -> tuple[int, int]:
+    """The bitmap units ``u0..u1-1`` (of ``unit`` pages from pfn ``base``, ``nu`` of them) under
+    ``[pfn, pfn + 2**o)``; an empty range when the block lies outside the bitmap."""
     s = pfn - base
-    e = s + (1 << o)
+    e = s + (np.int64(1) << o)
     if e <= 0 or s >= nu * unit:
-        return False
+        return 0, 0
     if s < 0:
         s = 0
     u1 = (e + unit - 1) // unit
     if u1 > nu:
         u1 = nu
-    for u in range(s // unit, u1):
+    return s // unit, u1
+
+
+@kernel
+def has_unaccepted(acc: A.AcceptState, pfn: int, o: int) -> bool:
+    """Any bitmap unit under ``[pfn, pfn + 2**o)`` unaccepted (``check_accepted`` negated, no guard)."""
+    nu = acc.geo[A.G_NR_UNITS]
+    if acc.geo[A.G_HAS_TABLE] == 0 or nu == 0:
+        return False
+    u0, u1 = units_under(pfn, o, acc.geo[A.G_PHYS_BASE], acc.geo[A.G_UNIT_PAGES], nu)
+    for u in range(u0, u1):
         if acc.bitmap[u] != 0:
             return True
     return False

@@ -304,7 +304,6 @@ class BaselineFeed:
         self.slot.acquire()  # the baseline's CPU, given back by finish()
         self._cv = threading.Condition()
         self.n = len(prep.events)
-        self._calib, self._ev = prep.calib, prep.events.ev
         self.index = new_index(prep, self.n)
         self.safe = 0
         self.run: PolicyRun | None = None
@@ -322,7 +321,7 @@ class BaselineFeed:
         """The baseline has replayed the events before ``k``: extend the index, report the safe point."""
         S = self.S
         assert S is not None
-        self.index.extend(S, self._calib, self._ev, self.out_sec, self.out_zone, self.dfree, k)
+        self.index.extend(S, self.out_sec, self.out_zone, self.dfree, k)
         safe = k
         for sid in S.cur.tolist():  # a CPU's open section may still take events
             if sid >= 0:
@@ -333,7 +332,7 @@ class BaselineFeed:
 
     def finish(self, run: PolicyRun | None, error: BaseException | None = None) -> None:
         if run is not None and run.dfree is not None and self.S is not None:
-            self.index.extend(self.S, self._calib, self._ev, self.out_sec, self.out_zone, self.dfree, self.n)
+            self.index.extend(self.S, self.out_sec, self.out_zone, self.dfree, self.n)
             run.delta_index = self.index
         with self._cv:
             self.run, self.error = run, error
@@ -614,7 +613,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     yields = 0
     scratch = np.zeros(nz, np.int64)
     if delta:  # the walk visits only the events that can matter (replay.policy_delta), or every one
-        index = (live.index if sparse else dense_index()) if live is not None else delta_index(prep, base, sparse)
+        index = delta_index(prep, base, sparse)
         empty = np.zeros(0, np.int64)
         blk = index.touches(TOUCH_BLOCK, acc, n) if index.sparse and pp[PP_LISTS] else None
         unit = (index.touches(TOUCH_ZL if pp[PP_TRIGGER] == A.T_BUDDY else TOUCH_ALLOC, acc, n)
@@ -734,15 +733,18 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
 _INDEX_LOCK = threading.Lock()
 
 
-def delta_index(prep: Prepared, base: PolicyRun, sparse: bool = True) -> DeltaIndex:
-    """The finished recording baseline's ``policy_delta.DeltaIndex`` (the one its ``BaselineFeed``
-    built as it went, or built here once; ``sparse`` False: one that visits every event)."""
+def delta_index(prep: Prepared, base: PolicyRun | BaselineFeed, sparse: bool = True) -> DeltaIndex:
+    """The recording baseline's ``policy_delta.DeltaIndex``: the one its ``BaselineFeed`` builds
+    as it goes, or, for a finished run without one, built here once (``sparse`` False: one
+    that visits every event)."""
     if not sparse:
         return dense_index()
+    if isinstance(base, BaselineFeed):
+        return base.index
     with _INDEX_LOCK:
         if base.delta_index is None:
             index = new_index(prep, len(base.S.kind))
-            index.extend(base.S, prep.calib, prep.events.ev, base.out_sec, base.out_zone, base.dfree, len(base.ts))
+            index.extend(base.S, base.out_sec, base.out_zone, base.dfree, len(base.ts))
             base.delta_index = index
     return base.delta_index
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from replay.anomalies import A_FREE_OF_PCP, A_PFN_OUT_OF_RANGE, A_SIM_ALLOC_FAILED
 from replay.buddy import __free_one_page, __rmqueue
+from replay.engine import sec_new
 from replay.exact import release_block, set_allocated
 from replay.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_add, pcp_allowed_order
 from replay.state import (
@@ -94,19 +95,7 @@ def gfp_zone_limit(gfp: int) -> int:
 @kernel
 def sim_section(S, kind: int, c: int, z: int, t: int, k: int, pages: int, nev: int) -> int:  # type: ignore[no-untyped-def]
     """Open and close a zone->lock section of one call (simulate mode records whole sections)."""
-    sid = S.n[0]
-    S.n[0] += 1
-    S.kind[sid] = kind
-    S.cpu[sid] = c
-    S.zone[sid] = z
-    S.start[sid] = t
-    S.end[sid] = t
-    S.pages[sid] = pages
-    S.nev[sid] = nev
-    S.first[sid] = k
-    S.fallbacks[sid] = 0
-    S.owner[sid] = c
-    return sid
+    return sec_new(S, kind, c, z, t, k, c, pages, nev)
 
 
 @kernel
