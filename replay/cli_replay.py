@@ -30,40 +30,45 @@ def _parse_size(text: str) -> int:
     return int(t)
 
 
-#: the event columns a replay reads (the rest of the canonical table: tgid, the gfp text,
-#: extfrag's pageblock_order/fragmenting, cold, source_file, line, stay on disk)
-REPLAY_COLUMNS = ("ts_ns", "cpu", "pid", "comm", "event", "pfn", "order", "migratetype", "gfp_mask", "percpu_refill",
-                  "failed", "fallback_order", "fallback_migratetype", "change_ownership", "seq")
-
-
-def _load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str]]:
-    """The canonical table (the replay's columns only, when it comes from Parquet; exact mode
-    never reads the gfp mask: the trace places every page)."""
+def _load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str], Any, Any]:
+    """The canonical table, its metadata, and for a Parquet file its ``EventArrays`` and pfn
+    range (``replay.engine.event_arrays_from_parquet``: the table then holds only the columns
+    the results read; exact mode never reads the gfp mask: the trace places every page)."""
     import pyarrow.parquet as pq
 
     from parsers.api import is_parquet, load_events, read_metadata
     from parsers.errors import SchemaMismatchError
     from parsers.schema import check_schema
+    from replay.engine import event_arrays_from_parquet
 
     if not is_parquet(trace):
-        return load_events(trace)
-    problems = check_schema(pq.read_schema(trace))
-    if problems:
-        raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
-    cols = [c for c in REPLAY_COLUMNS if mode != "exact" or c != "gfp_mask"]
-    return pq.read_table(trace, columns=cols), read_metadata(trace)
+        table, md = load_events(trace)
+        return table, md, None, None
+    import pyarrow as pa
+
+    try:
+        problems = check_schema(pq.read_schema(trace))
+        if problems:
+            raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
+        ea, table, bounds = event_arrays_from_parquet(trace, with_gfp=mode != "exact")
+        md = read_metadata(trace)
+    except (pa.ArrowException, OSError) as e:  # cut short, damaged pages...: say which file
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{trace}: unreadable Parquet file: {msg}") from None
+    return table, md, ea, bounds
 
 
 def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_size: str | None,
-          cpus: int | None, mode: str = "simulate") -> tuple[Any, dict[str, str], Any, Any, Any]:
-    """Events, their metadata, the layout, the start and end snapshots."""
+          cpus: int | None, mode: str = "simulate") -> tuple[Any, dict[str, str], Any, Any, Any, Any]:
+    """Events (the table, and its ``EventArrays`` when read from Parquet, else None), their
+    metadata, the layout, the start and end snapshots."""
     import dataclasses
 
     import numpy as np
 
     from replay.layout import infer_layout, load_snapshot
 
-    table, md = _load_events(trace, mode)
+    table, md, ea, bounds = _load_events(trace, mode)
     if table.num_rows == 0:
         raise ValueError(f"{trace}: no page-allocator events")
     snap = load_snapshot(snapshot) if snapshot else None
@@ -76,21 +81,25 @@ def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_s
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        col = table.column("pfn")
-        if pa.types.is_integer(col.type):  # Arrow kernels: no NumPy copies of a column of millions
-            lo, hi = pc.min(pc.filter(col, pc.greater(col, 0))).as_py(), pc.max(col).as_py()
-        else:  # a hand-made table (float pfns, NaN for none)
-            pfn = np.asarray(col.to_numpy(zero_copy_only=False), np.float64)
-            pfn = pfn[~np.isnan(pfn) & (pfn > 0)].astype(np.int64)
-            lo, hi = (int(pfn.min()), int(pfn.max())) if len(pfn) else (None, None)
+        if bounds is not None:
+            lo, hi = bounds
+            cpu_max = int(ea.cpu.max()) + 1
+        else:
+            col = table.column("pfn")
+            if pa.types.is_integer(col.type):  # Arrow kernels: no NumPy copies of a column of millions
+                lo, hi = pc.min(pc.filter(col, pc.greater(col, 0))).as_py(), pc.max(col).as_py()
+            else:  # a hand-made table (float pfns, NaN for none)
+                pfn = np.asarray(col.to_numpy(zero_copy_only=False), np.float64)
+                pfn = pfn[~np.isnan(pfn) & (pfn > 0)].astype(np.int64)
+                lo, hi = (int(pfn.min()), int(pfn.max())) if len(pfn) else (None, None)
+            cpu_max = int(pc.max(table.column("cpu")).as_py()) + 1
         if lo is None:
             raise ValueError(f"{trace}: no pfns to infer a memory layout from (give --snapshot)")
-        cpu_max = int(pc.max(table.column("cpu")).as_py()) + 1
         layout = infer_layout(int(lo), int(hi), guest_bytes=_parse_size(guest_size) if guest_size else None,
                               nr_cpus=cpus or cpu_max)
     if cpus:
         layout = dataclasses.replace(layout, nr_cpus=cpus)
-    return table, md, layout, snap, end
+    return table, ea, md, layout, snap, end
 
 
 def resolve_policies(names: list[str] | None, all_presets: bool, policies_file: Path | None) -> list[Any]:
@@ -277,7 +286,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
                 if mode == "exact" and JIT_ENABLED else None)
         if warm is not None:
             warm.start()
-        table, md, layout, snap, end = loading.result()
+        table, events, md, layout, snap, end = loading.result()
     finally:
         reader.shutdown(wait=False)
     from replay.engine import ReplayOutput
@@ -292,8 +301,8 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     clock.lap("warm-up")
     with ThreadPoolExecutor(1) as pool:
         # the (comm, pid) groups (polars, NumPy and Arrow kernels without the GIL) alongside prepare
-        ctx_f = pool.submit(result_context, table, [p.name for p in pols])
-        prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md)
+        ctx_f = pool.submit(result_context, table, [p.name for p in pols], events)
+        prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md, events=events)
         clock.lap("prepare")
         ctx = ctx_f.result()
     clock.lap("context")
@@ -354,7 +363,13 @@ class PhaseClock:
         self._last = now
         self.phases[name] = {"wall": wall, "user": user, "sys": sys_}
         if os.environ.get("PAGEREPLAY_TIMING"):
-            print(f"[timing] {name:10s} wall {wall:7.2f} s  user {user:7.2f} s  sys {sys_:7.2f} s", file=sys.stderr)
+            import resource
+
+            with open("/proc/self/statm") as f:  # resident pages now, and the peak so far
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+            print(f"[timing] {name:10s} wall {wall:7.2f} s  user {user:7.2f} s  sys {sys_:7.2f} s  "
+                  f"rss {rss:6d} MiB  peak {peak:6d} MiB", file=sys.stderr)
 
 
 def _tiny_trace(path: Path, pfn: int) -> None:
@@ -391,39 +406,34 @@ def _tiny_table(pfn: int) -> Any:
 
 
 def _warm_exact(pols: list[Any], cost: Any) -> None:
-    """Load the exact-mode kernels from numba's cache on a tiny table, on a side thread while the
-    trace's Parquet file is read (Arrow reads it without the GIL): the replay then finds them
-    loaded.  One policy per trigger runs on the recorded baseline and acts once, so that the
-    delta walk and the acceptance hooks are loaded too; no tables are built (plain Python,
-    nothing to load).  Best effort: any failure here only means they load later."""
+    """Load the kernels of ``prepare`` and of the recording baseline from numba's cache on a tiny
+    table, on a side thread while the trace's Parquet file is read (Arrow reads it without the
+    GIL): the replay then finds them loaded.  The other policies' kernels (the delta walk, the
+    acceptance paths) load in their own threads while the baseline replays (it needs no GIL);
+    no tables are built (plain Python, nothing to load).  Best effort: any failure here only
+    means they load later."""
     try:
-        import pyarrow as pa
+        import tempfile
 
+        from replay.engine import event_arrays_from_parquet
         from replay.layout import infer_layout
         from replay.policy_results import result_context
-        from replay.policy_run import accepts_nothing, delta_index, prepare, run_policy
+        from replay.policy_run import prepare, run_policy
 
         # a 100 MiB layout of which the firmware accepts 8 MiB, and a page at 26 MiB, in memory
-        # still unaccepted: every policy acts once (few pages to set up: the kernels' types do
-        # not depend on the sizes)
+        # still unaccepted (few pages to set up: the kernels' types do not depend on the sizes);
+        # read back from a Parquet file as the trace is, so that the columns are the same
+        # (writable) array types
         pfn = 6656
         fw = 8 << 20
-        one = _tiny_table(pfn)
-        # two chunks, as a table read from a Parquet file with several row groups: the columns
-        # are then the same (writable) array types as the trace's
-        table = pa.concat_tables([one.slice(0, 2), one.slice(2)])
+        with tempfile.TemporaryDirectory(prefix="pagereplay-warm-") as tmp:
+            path = Path(tmp) / "warm.parquet"
+            _tiny_trace(path, pfn)
+            ea, table, _ = event_arrays_from_parquet(path, with_gfp=False)
         layout = infer_layout((1 << 14) - (1 << 12), (1 << 14) + (1 << 13), nr_cpus=2)
-        prep = prepare(table, layout, mode="exact")
-        result_context(table, [p.name for p in pols])
-        base = run_policy(prep, pols[0], cost, record=True, firmware_accepted_bytes=fw)
-        if base.dfree is not None:
-            delta_index(prep, base)
-        # the kernels depend on the trigger (its acceptance path), not on the rest of the policy
-        seen: set[str] = set()
-        for p in pols[1:]:
-            if p.trigger not in seen and not accepts_nothing(prep, p, cost, firmware_accepted_bytes=fw):
-                seen.add(p.trigger)
-                run_policy(prep, p, cost, base=base, firmware_accepted_bytes=fw)
+        prep = prepare(table, layout, mode="exact", events=ea)
+        result_context(table, [p.name for p in pols], ea)
+        run_policy(prep, pols[0], cost, record=True, firmware_accepted_bytes=fw)
     except Exception:  # noqa: BLE001 - a warm-up only
         pass
 

@@ -55,13 +55,18 @@ def column_values(table: pa.Table, name: str, dtype: Any, null: int, *, writable
     # several chunks (one per Parquet row group): each goes straight into its slice of the
     # result, one copy (not a cast per chunk and then a concatenation)
     out = np.empty(len(col), dtype)
+    column_values_into(col, out, null)
+    return out
+
+
+def column_values_into(col: pa.ChunkedArray, out: np.ndarray, null: int) -> None:
+    """Each chunk of ``col`` written into its slice of ``out`` (nulls -> ``null``)."""
     pos = 0
     for ch in col.chunks:
         n = len(ch)
         if not _chunk_into(ch, out[pos:pos + n], null):
-            out[pos:pos + n] = _generic(ch, dtype, null)
+            out[pos:pos + n] = _generic(ch, out.dtype, null)
         pos += n
-    return out
 
 
 def _generic(ch: pa.Array, dtype: Any, null: int) -> np.ndarray:
@@ -126,10 +131,13 @@ class ChunkedColumn:
         return whole if dtype is None else whole.astype(dtype)
 
 
-def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: Any, null_value: Any) -> np.ndarray:
-    """``fn(value)`` per row of a (dictionary or plain) string column, through a per-chunk lookup table."""
+def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: Any, null_value: Any,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """``fn(value)`` per row of a (dictionary or plain) string column, through a per-chunk lookup
+    table (written into ``out`` when given)."""
     col = table.column(name)
-    out = np.empty(len(col), dtype)  # each chunk written into its slice (no concatenation)
+    if out is None:
+        out = np.empty(len(col), dtype)  # each chunk written into its slice (no concatenation)
     pos = 0
     luts: dict[tuple[int, ...], np.ndarray] = {}  # row groups of one Parquet file often share a dictionary
     for ch in col.chunks:
@@ -184,3 +192,75 @@ def clear_pfns(pfn: np.ndarray, failed: np.ndarray, ev: np.ndarray, out: np.ndar
     out[0] = cnt
     out[1] = lo
     out[2] = hi
+
+
+#: rows per read of ``read_parquet_columns`` (whole row groups, at least one)
+SLICE_ROWS = 1 << 19
+
+
+def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
+                         mapped: dict[str, tuple[Callable[[Any], Any], Any, Any]],
+                         rest: list[str]) -> tuple[dict[str, np.ndarray], pa.Table]:
+    """Columns of a Parquet file as flat arrays, read straight into them a few row groups at a
+    time; and the columns ``rest`` as an Arrow table.
+
+    ``flat``: name -> (dtype, null) (``column_values``); ``mapped``: a string column through
+    ``dictionary_map``, name -> (fn, dtype, null).  Reading the whole table first and copying
+    it afterwards costs a table-sized allocation of fresh pages (on the shared VM a first-touch
+    fault costs more than the copy); here one read's Arrow buffers are freed before the read
+    after next, so the allocator hands the same memory back, and decoding the next row groups
+    (Arrow's threads, no GIL) overlaps the copies of the last ones.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    meta = pf.metadata
+    n = meta.num_rows
+    out = {c: np.empty(n, dt) for c, (dt, _) in flat.items()}
+    out.update({c: np.empty(n, dt) for c, (_, dt, _) in mapped.items()})
+    cols = [*flat, *mapped]
+    slices: list[list[int]] = []
+    g = 0
+    while g < meta.num_row_groups:
+        h, rows = g + 1, meta.row_group(g).num_rows
+        while h < meta.num_row_groups and rows + meta.row_group(h).num_rows <= SLICE_ROWS:
+            rows += meta.row_group(h).num_rows
+            h += 1
+        slices.append(list(range(g, h)))
+        g = h
+    pos = 0
+    with ThreadPoolExecutor(2) as pool:
+        rest_f = pool.submit(pq.read_table, path, columns=list(rest))
+        nxt = pool.submit(pf.read_row_groups, slices[0], columns=cols) if slices else None
+        for i in range(len(slices)):
+            assert nxt is not None
+            t = nxt.result()
+            nxt = pool.submit(pf.read_row_groups, slices[i + 1], columns=cols) if i + 1 < len(slices) else None
+            m = t.num_rows
+            for c, (_, null) in flat.items():
+                column_values_into(t.column(c), out[c][pos:pos + m], null)
+            for c, (fn, dt, null) in mapped.items():
+                dictionary_map(t, c, fn, dt, null, out=out[c][pos:pos + m])
+            pos += m
+            del t
+        rest_t = rest_f.result()
+    if pos != n or rest_t.num_rows != n:
+        raise ValueError(f"{path}: {pos} rows read, the file's footer says {n}")
+    return out, rest_t
+
+
+@kernel_entry
+def pfn_bounds(pfn: np.ndarray, out: np.ndarray) -> None:
+    """``out`` = [lowest pfn above 0 (-1: none), highest pfn] (nulls as -1)."""
+    lo = np.int64(-1)
+    hi = np.int64(-1)
+    for k in range(pfn.shape[0]):
+        p = pfn[k]
+        if p > 0 and (lo < 0 or p < lo):
+            lo = p
+        if p > hi:
+            hi = p
+    out[0] = lo
+    out[1] = hi

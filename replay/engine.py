@@ -160,9 +160,14 @@ def event_arrays(table: pa.Table, *, with_gfp: bool = True) -> EventArrays:
         gfp=gfp,
         seq=seq_column(table),
     )
+    return _finish_event_arrays(ea, _col(table, "failed", np.int8, 0), table)
+
+
+def _finish_event_arrays(ea: EventArrays, failed: np.ndarray, table: pa.Table) -> EventArrays:
+    """No pfn for failed allocations and unknown events; the deferred-free and
+    ``__free_pages_core`` marks (``table``: its ``comm`` column)."""
     from replay.columns import clear_pfns
 
-    failed = _col(table, "failed", np.int8, 0)
     rng = np.zeros(3, np.int64)  # valid pfns: count, min, max
     clear_pfns(ea.pfn, failed, ea.ev, rng)
     ea.deferred = mark_deferred_frees(ea.ev, ea.pfn, rng=(int(rng[0]), int(rng[1]), int(rng[2])))
@@ -170,6 +175,43 @@ def event_arrays(table: pa.Table, *, with_gfp: bool = True) -> EventArrays:
     if core.any():
         ea.deferred[core & (ea.ev == EV_FREE)] |= FL_FREE_CORE
     return ea
+
+
+#: the columns of a Parquet event table that ``event_arrays_from_parquet`` leaves in Arrow (the
+#: results tables read them at a few rows, or group by them once)
+TABLE_COLUMNS = ("comm", "pid", "seq")
+
+
+def event_arrays_from_parquet(path: Any, *, with_gfp: bool = True
+                              ) -> tuple[EventArrays, pa.Table, tuple[int | None, int]]:
+    """``event_arrays`` of a Parquet event table (``parsers.schema``), read straight into the
+    flat columns (``replay.columns.read_parquet_columns``: no table-sized Arrow copy first).
+
+    Returns the arrays, the ``TABLE_COLUMNS`` as an Arrow table, and the lowest pfn above 0
+    (None: no pfn) and the highest of the trace as written (the layout's range when no
+    snapshot gives one)."""
+    import pyarrow.parquet as pq
+
+    from replay.columns import pfn_bounds, read_parquet_columns
+
+    gfp_col = with_gfp and "gfp_mask" in pq.read_schema(path).names
+    flat: dict[str, tuple[Any, int]] = {
+        "ts_ns": (np.int64, 0), "cpu": (np.int32, 0), "pfn": (np.int64, -1), "order": (np.int8, 0),
+        "migratetype": (np.int8, -1), "percpu_refill": (np.int8, -1), "fallback_order": (np.int8, -1),
+        "fallback_migratetype": (np.int8, -1), "change_ownership": (np.int8, -1), "failed": (np.int8, 0)}
+    if gfp_col:
+        flat["gfp_mask"] = (np.int64, -1)
+    mapped = {"event": (lambda n: int(EVENT_BY_NAME[n]) if n in EVENT_BY_NAME else -1, np.int8, -1)}
+    c, table = read_parquet_columns(path, flat, mapped, list(TABLE_COLUMNS))
+    n = table.num_rows
+    bounds = np.zeros(2, np.int64)
+    pfn_bounds(c["pfn"], bounds)
+    gfp = c["gfp_mask"] if gfp_col else np.full(n if with_gfp else 1, -1, np.int64)
+    ea = EventArrays(ev=c["event"], ts=c["ts_ns"], cpu=c["cpu"], pfn=c["pfn"], order=c["order"], mt=c["migratetype"],
+                     refill=c["percpu_refill"], fb_order=c["fallback_order"], fb_mt=c["fallback_migratetype"],
+                     chown=c["change_ownership"], gfp=gfp, seq=seq_column(table))
+    ea = _finish_event_arrays(ea, c["failed"], table)
+    return ea, table, (int(bounds[0]) if bounds[0] > 0 else None, int(bounds[1]))
 
 
 #: ``EventArrays.deferred`` bits
@@ -504,11 +546,12 @@ def run_loop(mode: str, st: ModelState, ea: EventArrays, *, zone_kind: np.ndarra
 
 def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snapshot: "MemoryLayout | None" = None,
            boot: bool | None = None, check_every: int = 0, metadata: dict[str, str] | None = None,
-           prepare_only: bool = False) -> ReplayOutput:
+           prepare_only: bool = False, events: EventArrays | None = None) -> ReplayOutput:
     """Replay ``table`` through the model of ``layout`` (``mode``: ``exact`` or ``simulate``).
 
     ``snapshot`` (a layout read from ``proc_before``) seeds the initial free blocks; ``boot``
     (default: no snapshot and the first event within 5 s of boot) starts from the boot layout.
+    ``events``: the table's ``event_arrays`` already made (``event_arrays_from_parquet``).
     """
     from replay.initial_state import infer_initial_state, model_zones
     from replay.invariants import check_invariants
@@ -516,7 +559,7 @@ def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snap
 
     if mode not in ("exact", "simulate"):
         raise ValueError(f"unknown mode {mode!r} (exact, simulate)")
-    ea = event_arrays(table, with_gfp=mode != "exact")
+    ea = events if events is not None else event_arrays(table, with_gfp=mode != "exact")
     if boot is None:
         boot = snapshot is None and len(ea) > 0 and int(ea.ts.min()) < 5_000_000_000
     if boot:

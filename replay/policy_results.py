@@ -434,21 +434,23 @@ def group_events(comm_idx: np.ndarray, pid: np.ndarray, cpu: np.ndarray, ev: np.
     return nd
 
 
-def result_context(table: pa.Table, pols: list[str]) -> ResultContext:
-    """From the event table alone, so it can be built while ``prepare`` runs."""
+def result_context(table: pa.Table, pols: list[str], events: Any = None) -> ResultContext:
+    """From the event table alone (its ``cpu`` and ``event`` from ``events``, the replay's
+    ``EventArrays``, when given), so it can be built while ``prepare`` runs."""
     from replay.columns import column_values
     from replay.engine import event_codes
 
     comm, pid = _comm_pid(table)
     comm_names = comm.dictionary.to_pylist()
     comm_idx = column_values(pa.table({"i": comm.indices}), "i", np.int32, 0, writable=False)
-    cpu = column_values(table, "cpu", np.int32, 0, writable=False)  # as replay.engine.event_arrays reads it
+    # as replay.engine.event_arrays reads it
+    cpu = events.cpu if events is not None else column_values(table, "cpu", np.int32, 0, writable=False)
     ncpu = int(cpu.max()) + 1 if len(cpu) else 1
     # (comm, pid) groups, in sorted order, shared by every policy: a few hundred distinct keys
     # among millions of events, found with a small hash table in one compiled pass
     span = int(pid.max()) + 2 if len(pid) else 1
     proc_key = np.empty(len(pid), np.int32)
-    ev = event_codes(table)
+    ev = events.ev if events is not None else event_codes(table)
     bits = 12
     while True:
         table_keys = np.full(1 << bits, -1, np.int64)

@@ -74,11 +74,13 @@ class Prepared:
 
 
 def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any = None, boot: bool | None = None,
-            metadata: dict[str, str] | None = None, cal: Calibration | None = None) -> Prepared:
+            metadata: dict[str, str] | None = None, cal: Calibration | None = None,
+            events: Any = None) -> Prepared:
     from replay.initial_state import model_zones
     from replay.simulate import zone_kinds
 
-    base = replay(table, layout, mode=mode, snapshot=snapshot, boot=boot, metadata=metadata, prepare_only=True)
+    base = replay(table, layout, mode=mode, snapshot=snapshot, boot=boot, metadata=metadata, prepare_only=True,
+                  events=events)
     if cal is None:  # on the columns just built (one compiled pass)
         ea = base.events
         cal = calibrate_events(ea.ev, ea.ts, ea.cpu, ea.refill)

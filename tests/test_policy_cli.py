@@ -215,3 +215,22 @@ def test_real_demo_report_draws_every_chart_in_chromium(all_results: tuple[Path,
     assert list(charts) == list(CHART_KINDS)
     for c in charts.values():
         assert c["rendered"] == "true" and c["svgs"] >= 1, c
+
+
+def test_damaged_parquet_input_is_one_line_error(tmp_path: Path) -> None:
+    """A Parquet event table cut short, or damaged inside its row groups: one line on stderr,
+    exit 1, no traceback (the row groups are read a few at a time in reader threads)."""
+    from parsers.api import parse_to_parquet
+    from tests.test_cli import assert_one_line_failure
+
+    good = tmp_path / "events.parquet"
+    parse_to_parquet([SMALL / "trace.txt.zst"], good)
+    data = bytearray(good.read_bytes())
+    (tmp_path / "cut.parquet").write_bytes(bytes(data[: len(data) // 2]))
+    for i in range(len(data) // 5, 3 * len(data) // 5, 7):  # footer intact, pages garbled
+        data[i] ^= 0x5A
+    (tmp_path / "garbled.parquet").write_bytes(bytes(data))
+    for name in ("cut", "garbled"):
+        res = _cli("replay", tmp_path / f"{name}.parquet", "--all-policies", "-o", tmp_path / name)
+        assert_one_line_failure(res, f"{name}.parquet", "unreadable Parquet file", code=1)
+        assert not (tmp_path / name / "summary.parquet").exists()

@@ -39,7 +39,7 @@ def _same_results(prep: Any, table: Any, names: list[str], costs: str, **kw: Any
     """Replay every policy in full, on the recorded baseline visiting every event, and on it
     visiting only the events that can matter; return the sparse delta runs."""
     cost = COST_PRESETS[costs]
-    ctx = result_context(table, names)
+    ctx = result_context(table, names, prep.events)
     base = run_policy(prep, PRESETS["none"], cost, record=True, **kw)
     assert base.dfree is not None and base.method == "full"
     runs = []
@@ -116,8 +116,8 @@ def test_delta_replay_equals_full_replay_on_real_traces(trace: str, snapshot: st
     path = TRACES / trace
     if not path.exists():
         pytest.skip(f"{path} not available")
-    table, _md, layout, snap, _end = _load(path, TRACES / snapshot if snapshot else None, None, None, None)
-    prep = prepare(table, layout, mode="exact", snapshot=snap)
+    table, ea, _md, layout, snap, _end = _load(path, TRACES / snapshot if snapshot else None, None, None, None)
+    prep = prepare(table, layout, mode="exact", snapshot=snap, events=ea)
     runs = _same_results(prep, table, list(PRESET_ORDER[1:]), costs)
     assert {r.method for r in runs} == {"delta"}
     # the walk skips per-CPU list hits and the middle of zone->lock batches (a zone near its

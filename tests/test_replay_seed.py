@@ -244,3 +244,77 @@ def test_untouched_pageblocks_are_typed_from_pagetypeinfo() -> None:
     st3, rep3 = infer_initial_state(*args, snapshot=snap, seed_migratetypes=False)
     assert rep3["seed_vs_pagetypeinfo"]["Normal"]["Movable"] == 2048
     assert (st3.pb_mt == 1).all()
+
+
+_EA_FIELDS = ("ev", "ts", "cpu", "pfn", "order", "mt", "refill", "fb_order", "fb_mt", "chown", "gfp", "deferred")
+
+
+def _assert_same_event_arrays(got: Any, want: Any) -> None:
+    for f in _EA_FIELDS:
+        g, w = getattr(got, f), getattr(want, f)
+        assert g.dtype == w.dtype, f
+        assert np.array_equal(g, w), f
+        assert g.flags.writeable and g.flags.c_contiguous, f  # the same array types for the kernels
+    assert np.array_equal(np.asarray(got.seq), np.asarray(want.seq))
+
+
+@pytest.mark.parametrize("slice_rows", [1, 3, 1 << 19])
+@pytest.mark.parametrize("with_gfp", [False, True])
+def test_parquet_event_arrays_equal_the_table_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   slice_rows: int, with_gfp: bool) -> None:
+    """Row groups read a few at a time straight into the flat columns give ``event_arrays`` of the
+    whole table: nulls, booleans, a dictionary that differs per row group, failed allocations,
+    unknown pfns, a ``pgdatinit`` free, deferred frees; the pfn range is the Arrow one."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    import replay.columns as C
+    from replay.engine import TABLE_COLUMNS, event_arrays_from_parquet
+
+    rows = [
+        _ev(10, 0, "mm_page_alloc_zone_locked", 4096, migratetype=1, percpu_refill=True, comm="a", pid=3),
+        _ev(20, 1, "mm_page_alloc", 4097, gfp_mask=0xCC0, migratetype=0, comm="b", pid=4),
+        _ev(30, 0, "mm_page_alloc", None, failed=True, gfp_mask=0x2800),
+        _ev(40, 2, "mm_page_free", 4200, order=3, comm="pgdatinit0", pid=1),
+        _ev(50, 1, "mm_page_free", 4097, comm="b", pid=4),
+        _ev(60, 1, "mm_page_free_batched", 4097),
+        _ev(70, 3, "mm_page_pcpu_drain", 4096, migratetype=1),
+        _ev(80, 0, "mm_page_alloc_extfrag", 4300, fallback_order=2, fallback_migratetype=1, change_ownership=True),
+        _ev(90, 1, "mm_page_alloc", 0, migratetype=2, gfp_mask=0xCC0),
+    ]
+    table = make_events(rows)
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, row_group_size=2)  # each row group with its own dictionaries
+    monkeypatch.setattr(C, "SLICE_ROWS", slice_rows)
+    got, rest, (lo, hi) = event_arrays_from_parquet(path, with_gfp=with_gfp)
+    _assert_same_event_arrays(got, event_arrays(pq.read_table(path), with_gfp=with_gfp))
+    assert tuple(rest.column_names) == TABLE_COLUMNS and rest.num_rows == len(rows)
+    col = table.column("pfn")
+    assert (lo, hi) == (pc.min(pc.filter(col, pc.greater(col, 0))).as_py(), pc.max(col).as_py()) == (4096, 4300)
+
+
+def test_parquet_event_arrays_of_a_real_trace(tmp_path: Path) -> None:
+    """A real capture parsed to Parquet (the parser's row groups): the same columns as the
+    whole-table path, and the same replay."""
+    import pyarrow.parquet as pq
+
+    from parsers.api import parse_to_parquet
+    from replay.engine import event_arrays_from_parquet
+
+    from tests.conftest import shared_traces
+    from tests.util_replay import tiny_layout_for
+
+    src = (shared_traces() or Path("/nonexistent")) / "debian12-6.1-boot" / "trace.txt.zst"
+    if not src.exists():
+        pytest.skip(f"{src} not available")
+    path = tmp_path / "boot.parquet"
+    parse_to_parquet([src], path)
+    assert pq.ParquetFile(path).metadata.num_row_groups >= 1
+    got, rest, _ = event_arrays_from_parquet(path, with_gfp=False)
+    whole = pq.read_table(path)
+    _assert_same_event_arrays(got, event_arrays(whole, with_gfp=False))
+    layout = tiny_layout_for(whole)
+    a = replay(rest, layout, mode="exact", boot=True, events=got)
+    b = replay(whole, layout, mode="exact", boot=True)
+    assert counts_by_name(a.acount) == counts_by_name(b.acount)
+    assert np.array_equal(a.out_sec, b.out_sec) and np.array_equal(a.state.pg_state, b.state.pg_state)
