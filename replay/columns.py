@@ -260,7 +260,6 @@ def pfn_bounds(pfn: np.ndarray, out: np.ndarray) -> None:
         p = pfn[k]
         if p > 0 and (lo < 0 or p < lo):
             lo = p
-        if p > hi:
-            hi = p
+        hi = max(hi, p)
     out[0] = lo
     out[1] = hi

@@ -8,6 +8,8 @@ whether the delta walk visits only the events that can matter (the default) or e
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +183,25 @@ def test_interleaved_sections_are_visited_event_by_event() -> None:
     a, b = overlapping[0]
     assert run.visited >= members[b]
     _same_results(prep, table, list(PRESET_ORDER[1:]), "tdx-4k", firmware_accepted_bytes=FW_ACCEPTED)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_followers_yield_the_cpu_to_the_baseline() -> None:
+    """A follower thread lowers its own priority only (the baseline and the main thread keep theirs)."""
+    import os
+    import threading
+
+    from replay.cli_replay import FOLLOWER_NICE, _yield_to_baseline
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+
+    def follower() -> None:
+        _yield_to_baseline()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    t = threading.Thread(target=follower)
+    t.start()
+    t.join()
+    assert seen == [max(mine, FOLLOWER_NICE)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine

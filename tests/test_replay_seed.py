@@ -300,7 +300,6 @@ def test_parquet_event_arrays_of_a_real_trace(tmp_path: Path) -> None:
 
     from parsers.api import parse_to_parquet
     from replay.engine import event_arrays_from_parquet
-
     from tests.conftest import shared_traces
     from tests.util_replay import tiny_layout_for
 
