@@ -604,16 +604,21 @@ def anomalies_table(prep: Prepared, run: PolicyRun) -> pa.Table:
     ea = prep.events
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
-    ev_codes = np.where(ea.ev < 0, 0, ea.ev).astype(np.int32)
-    ai = np.nonzero(run.out_anom)[0]
+    ai = np.flatnonzero(run.out_anom)
     codes = run.out_anom[ai].astype(np.int32)
+    ev = ea.ev[ai]
+    kinds = [KIND_BY_CODE.get(c) for c in range(len(kind_names))]
+    explained = np.array([bool(k and k.explained) for k in kinds], bool)
+    # the kernel paths as a dictionary over the kinds, decoded to plain strings as before
+    paths = _dict_codes(codes, [k.kernel_path if k else "" for k in kinds]).cast(pa.string())
     return pa.table({
         "seq": pa.array(ea.seq[ai], pa.int64()), "ts_ns": pa.array(ea.ts[ai], pa.int64()),
-        "cpu": pa.array(ea.cpu[ai], pa.int32()), "event": _dict_codes(ev_codes[ai], list(EVENT_NAMES)),
+        "cpu": pa.array(ea.cpu[ai], pa.int32()),
+        "event": _dict_codes(np.where(ev < 0, 0, ev).astype(np.int32), list(EVENT_NAMES)),
         "pfn": pa.array(ea.pfn[ai], pa.int64()), "order": pa.array(ea.order[ai], pa.int8()),
         "kind": _dict_codes(codes, kind_names),
-        "explained": pa.array([KIND_BY_CODE[int(c)].explained for c in codes], pa.bool_()),
-        "kernel_path": pa.array([KIND_BY_CODE[int(c)].kernel_path for c in codes], pa.string()),
+        "explained": pa.array(explained[codes], pa.bool_()),
+        "kernel_path": paths,
     })
 
 
