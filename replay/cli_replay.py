@@ -40,22 +40,27 @@ def _load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, st
     from parsers.api import is_parquet, load_events, read_metadata
     from parsers.errors import SchemaMismatchError
     from parsers.schema import check_schema
-    from replay.engine import event_arrays_from_parquet
+    from replay.columns import read_event_columns
 
     if not is_parquet(trace):
         table, md = load_events(trace)
         return table, md, None, None
     import pyarrow as pa
 
+    with_gfp = mode != "exact"
     try:
         problems = check_schema(pq.read_schema(trace))
         if problems:
             raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
-        ea, table, bounds = event_arrays_from_parquet(trace, with_gfp=mode != "exact")
+        # no numba needed to read: the columns fill while it loads on the other threads
+        cols, table = read_event_columns(trace, with_gfp=with_gfp)
         md = read_metadata(trace)
     except (pa.ArrowException, OSError) as e:  # cut short, damaged pages...: say which file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{trace}: unreadable Parquet file: {msg}") from None
+    from replay.engine import event_arrays_from_columns
+
+    ea, bounds = event_arrays_from_columns(cols, table, with_gfp=with_gfp)
     return table, md, ea, bounds
 
 
@@ -428,16 +433,16 @@ def _tiny_table(pfn: int) -> Any:
 def _warm_exact(pols: list[Any], cost: Any) -> None:
     """Load the kernels of ``prepare`` and of the recording baseline from numba's cache on a tiny
     table, on a side thread while the trace's Parquet file is read (Arrow reads it without the
-    GIL): the replay then finds them loaded.  The other policies' kernels (the delta walk, the
-    acceptance paths) load in their own threads while the baseline replays (it needs no GIL);
-    no tables are built (plain Python, nothing to load).  Best effort: any failure here only
-    means they load later."""
+    GIL): the replay then finds them loaded, and the results tables' (``event_rows``).  The
+    other policies' kernels (the delta walk, the acceptance paths) load in their own threads
+    while the baseline replays (it needs no GIL).  Best effort: any failure here only means
+    they load later."""
     try:
         import tempfile
 
         from replay.engine import event_arrays_from_parquet
         from replay.layout import infer_layout
-        from replay.policy_results import result_context
+        from replay.policy_results import policy_tables, result_context
         from replay.policy_run import prepare, run_policy
 
         # a 100 MiB layout of which the firmware accepts 8 MiB, and a page at 26 MiB, in memory
@@ -452,8 +457,9 @@ def _warm_exact(pols: list[Any], cost: Any) -> None:
             ea, table, _ = event_arrays_from_parquet(path, with_gfp=False)
         layout = infer_layout((1 << 14) - (1 << 12), (1 << 14) + (1 << 13), nr_cpus=2)
         prep = prepare(table, layout, mode="exact", events=ea)
-        result_context(table, [p.name for p in pols], ea)
-        run_policy(prep, pols[0], cost, record=True, firmware_accepted_bytes=fw)
+        ctx = result_context(table, [p.name for p in pols], ea)
+        base = run_policy(prep, pols[0], cost, record=True, firmware_accepted_bytes=fw)
+        policy_tables(prep, base, ctx)
     except Exception:  # noqa: BLE001 - a warm-up only
         pass
 

@@ -7,6 +7,10 @@ Arrow value buffer is viewed zero-copy and cast/copied once, bit-packed booleans
 bitmaps are unpacked with ``np.unpackbits``, and the null slots (whose values Arrow leaves
 undefined) are overwritten with the sentinel.  Dictionary columns (``event``, ``comm``) are
 mapped through a per-chunk lookup table on the indices.
+
+A Parquet event table is read straight into the flat columns, a few row groups at a time
+(``read_parquet_columns``).  Nothing here imports numba: the replay starts reading its trace
+while numba and the replay kernels load on other threads.
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
-
-from replay.state import kernel_entry
 
 
 def _bits(buf: pa.Buffer, offset: int, n: int) -> np.ndarray:
@@ -91,7 +93,7 @@ def _chunk_into(arr: pa.Array, dst: np.ndarray, null: int) -> bool:
     else:
         return False
     if arr.null_count and bufs[0] is not None:
-        apply_validity(dst, np.frombuffer(bufs[0], np.uint8, count=(off + n + 7) // 8), off, null)
+        np.putmask(dst, ~_bits(bufs[0], off, n), null)
     return True
 
 
@@ -164,36 +166,6 @@ def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: 
     return out
 
 
-@kernel_entry
-def apply_validity(vals: np.ndarray, bitmap: np.ndarray, off: int, null: int) -> None:
-    """``vals[k] = null`` where bit ``off + k`` of the Arrow validity bitmap is 0."""
-    for k in range(vals.shape[0]):
-        b = off + k
-        if not (bitmap[b >> 3] >> (b & 7)) & 1:
-            vals[k] = null
-
-
-@kernel_entry
-def clear_pfns(pfn: np.ndarray, failed: np.ndarray, ev: np.ndarray, out: np.ndarray) -> None:
-    """pfn -1 for failed allocations and unknown events; ``out`` = [valid count, min, max]."""
-    cnt = 0
-    lo = np.int64(1) << 62
-    hi = np.int64(-1)
-    for k in range(pfn.shape[0]):
-        if failed[k] != 0 or ev[k] < 0:
-            pfn[k] = -1
-        p = pfn[k]
-        if p >= 0:
-            cnt += 1
-            if p < lo:
-                lo = p
-            if p > hi:
-                hi = p
-    out[0] = cnt
-    out[1] = lo
-    out[2] = hi
-
-
 #: rows per read of ``read_parquet_columns`` (whole row groups, at least one)
 SLICE_ROWS = 1 << 19
 
@@ -251,15 +223,34 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
     return out, rest_t
 
 
-@kernel_entry
-def pfn_bounds(pfn: np.ndarray, out: np.ndarray) -> None:
-    """``out`` = [lowest pfn above 0 (-1: none), highest pfn] (nulls as -1)."""
-    lo = np.int64(-1)
-    hi = np.int64(-1)
-    for k in range(pfn.shape[0]):
-        p = pfn[k]
-        if p > 0 and (lo < 0 or p < lo):
-            lo = p
-        hi = max(hi, p)
-    out[0] = lo
-    out[1] = hi
+#: ``read_event_columns``: the flat columns of the canonical table the replay reads (name ->
+#: (dtype, null)), as ``replay.engine.EventArrays`` holds them
+EVENT_COLUMNS: dict[str, tuple[Any, int]] = {
+    "ts_ns": (np.int64, 0), "cpu": (np.int32, 0), "pfn": (np.int64, -1), "order": (np.int8, 0),
+    "migratetype": (np.int8, -1), "percpu_refill": (np.int8, -1), "fallback_order": (np.int8, -1),
+    "fallback_migratetype": (np.int8, -1), "change_ownership": (np.int8, -1), "failed": (np.int8, 0)}
+#: the columns of a Parquet event table that stay in Arrow (the results tables read them at a
+#: few rows, or group by them once)
+TABLE_COLUMNS = ("comm", "pid", "seq")
+
+
+def event_code(name: Any) -> int:
+    """``parsers.schema.Event`` code of a tracepoint name (-1: not a page-allocator event)."""
+    from parsers.schema import EVENT_BY_NAME
+
+    return int(EVENT_BY_NAME[name]) if name in EVENT_BY_NAME else -1
+
+
+def read_event_columns(path: Any, *, with_gfp: bool = True) -> tuple[dict[str, np.ndarray], pa.Table]:
+    """The ``EVENT_COLUMNS`` (plus ``event`` as codes, and ``gfp_mask`` when asked and present)
+    of a Parquet event table as flat arrays, and its ``TABLE_COLUMNS`` as an Arrow table.
+
+    No numba here (NumPy and Arrow only): the replay starts reading the trace at once, while
+    numba and the replay kernels load on other threads (``replay.engine.event_arrays_from_columns``
+    finishes the columns)."""
+    import pyarrow.parquet as pq
+
+    flat = dict(EVENT_COLUMNS)
+    if with_gfp and "gfp_mask" in pq.read_schema(path).names:
+        flat["gfp_mask"] = (np.int64, -1)
+    return read_parquet_columns(path, flat, {"event": (event_code, np.int8, -1)}, list(TABLE_COLUMNS))

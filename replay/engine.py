@@ -163,11 +163,42 @@ def event_arrays(table: pa.Table, *, with_gfp: bool = True) -> EventArrays:
     return _finish_event_arrays(ea, _col(table, "failed", np.int8, 0), table)
 
 
+@kernel_entry
+def clear_pfns(pfn: np.ndarray, failed: np.ndarray, ev: np.ndarray, out: np.ndarray) -> None:
+    """pfn -1 for failed allocations and unknown events; ``out`` = [valid count, min, max]."""
+    cnt = 0
+    lo = np.int64(1) << 62
+    hi = np.int64(-1)
+    for k in range(pfn.shape[0]):
+        if failed[k] != 0 or ev[k] < 0:
+            pfn[k] = -1
+        p = pfn[k]
+        if p >= 0:
+            cnt += 1
+            lo = min(lo, p)
+            hi = max(hi, p)
+    out[0] = cnt
+    out[1] = lo
+    out[2] = hi
+
+
+@kernel_entry
+def pfn_bounds(pfn: np.ndarray, out: np.ndarray) -> None:
+    """``out`` = [lowest pfn above 0 (-1: none), highest pfn] (nulls as -1)."""
+    lo = np.int64(-1)
+    hi = np.int64(-1)
+    for k in range(pfn.shape[0]):
+        p = pfn[k]
+        if p > 0 and (lo < 0 or p < lo):
+            lo = p
+        hi = max(hi, p)
+    out[0] = lo
+    out[1] = hi
+
+
 def _finish_event_arrays(ea: EventArrays, failed: np.ndarray, table: pa.Table) -> EventArrays:
     """No pfn for failed allocations and unknown events; the deferred-free and
     ``__free_pages_core`` marks (``table``: its ``comm`` column)."""
-    from replay.columns import clear_pfns
-
     rng = np.zeros(3, np.int64)  # valid pfns: count, min, max
     clear_pfns(ea.pfn, failed, ea.ev, rng)
     ea.deferred = mark_deferred_frees(ea.ev, ea.pfn, rng=(int(rng[0]), int(rng[1]), int(rng[2])))
@@ -177,41 +208,34 @@ def _finish_event_arrays(ea: EventArrays, failed: np.ndarray, table: pa.Table) -
     return ea
 
 
-#: the columns of a Parquet event table that ``event_arrays_from_parquet`` leaves in Arrow (the
-#: results tables read them at a few rows, or group by them once)
-TABLE_COLUMNS = ("comm", "pid", "seq")
-
-
 def event_arrays_from_parquet(path: Any, *, with_gfp: bool = True
                               ) -> tuple[EventArrays, pa.Table, tuple[int | None, int]]:
     """``event_arrays`` of a Parquet event table (``parsers.schema``), read straight into the
-    flat columns (``replay.columns.read_parquet_columns``: no table-sized Arrow copy first).
+    flat columns (``replay.columns.read_event_columns``: no table-sized Arrow copy first).
 
-    Returns the arrays, the ``TABLE_COLUMNS`` as an Arrow table, and the lowest pfn above 0
-    (None: no pfn) and the highest of the trace as written (the layout's range when no
-    snapshot gives one)."""
-    import pyarrow.parquet as pq
+    Returns the arrays, the ``columns.TABLE_COLUMNS`` as an Arrow table, and the pfn range (see
+    ``event_arrays_from_columns``)."""
+    from replay.columns import read_event_columns
 
-    from replay.columns import pfn_bounds, read_parquet_columns
+    c, table = read_event_columns(path, with_gfp=with_gfp)
+    ea, bounds = event_arrays_from_columns(c, table, with_gfp=with_gfp)
+    return ea, table, bounds
 
-    gfp_col = with_gfp and "gfp_mask" in pq.read_schema(path).names
-    flat: dict[str, tuple[Any, int]] = {
-        "ts_ns": (np.int64, 0), "cpu": (np.int32, 0), "pfn": (np.int64, -1), "order": (np.int8, 0),
-        "migratetype": (np.int8, -1), "percpu_refill": (np.int8, -1), "fallback_order": (np.int8, -1),
-        "fallback_migratetype": (np.int8, -1), "change_ownership": (np.int8, -1), "failed": (np.int8, 0)}
-    if gfp_col:
-        flat["gfp_mask"] = (np.int64, -1)
-    mapped = {"event": (lambda n: int(EVENT_BY_NAME[n]) if n in EVENT_BY_NAME else -1, np.int8, -1)}
-    c, table = read_parquet_columns(path, flat, mapped, list(TABLE_COLUMNS))
+
+def event_arrays_from_columns(c: dict[str, np.ndarray], table: pa.Table, *, with_gfp: bool = True
+                              ) -> tuple[EventArrays, tuple[int | None, int]]:
+    """``EventArrays`` from ``replay.columns.read_event_columns``' flat columns and table; and the
+    lowest pfn above 0 (None: no pfn) and the highest of the trace as written (the layout's
+    range when no snapshot gives one)."""
     n = table.num_rows
     bounds = np.zeros(2, np.int64)
     pfn_bounds(c["pfn"], bounds)
-    gfp = c["gfp_mask"] if gfp_col else np.full(n if with_gfp else 1, -1, np.int64)
+    gfp = c["gfp_mask"] if "gfp_mask" in c else np.full(n if with_gfp else 1, -1, np.int64)
     ea = EventArrays(ev=c["event"], ts=c["ts_ns"], cpu=c["cpu"], pfn=c["pfn"], order=c["order"], mt=c["migratetype"],
                      refill=c["percpu_refill"], fb_order=c["fallback_order"], fb_mt=c["fallback_migratetype"],
                      chown=c["change_ownership"], gfp=gfp, seq=seq_column(table))
     ea = _finish_event_arrays(ea, c["failed"], table)
-    return ea, table, (int(bounds[0]) if bounds[0] > 0 else None, int(bounds[1]))
+    return ea, (int(bounds[0]) if bounds[0] > 0 else None, int(bounds[1]))
 
 
 #: ``EventArrays.deferred`` bits

@@ -94,8 +94,9 @@ def _comm_pid(table: pa.Table) -> tuple[pa.Array, np.ndarray]:
 
 
 def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.Array, pid: np.ndarray,
-            rows: np.ndarray | None = None) -> pa.Table:
-    """The per-event rows of one run: every event, or the events at indices ``rows``."""
+            rows: np.ndarray | None = None, ncpu: int | None = None) -> pa.Table:
+    """The per-event rows of one run: every event, or the events at indices ``rows`` (``ncpu``:
+    above the highest CPU number)."""
     def sel(a: np.ndarray) -> np.ndarray:
         return a if rows is None else a[rows]
 
@@ -109,34 +110,111 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     rix = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
-    ev = sel(ea.ev)
-    ev_codes = np.where(ev < 0, 0, ev).astype(np.int32)
     znames = list(prep.zone_names) or ["?"]
-    pfn = sel(ea.pfn)
+    if n and bool(np.all(rix[1:] >= rix[:-1])):
+        # one compiled pass over the rows, the charge log and the handled events (no GIL)
+        c = {k: np.empty(n, dt) for k, dt in _EVENT_ROW_COLUMNS}
+        event_rows(rix, ea.ts, ea.cpu, ea.ev, ea.pfn, ea.order, run.out_zone, run.out_anom, run.out_sec, run.elog,
+                   run.handled, run.firmware, run.accepted, run.forced,
+                   ncpu if ncpu is not None else int(ea.cpu.max()) + 1, c["ts"], c["vts"],
+                   c["cpu"], c["ev"], c["pfn"], c["order"], c["zone"], c["anom"], c["sec"], c["added"], c["wait"],
+                   c["hold"], c["fw"], c["acc"], c["forced"])
+        ev_codes, pfn, zone, anom = c["ev"], c["pfn"], c["zone"], c["anom"]
+        ts, vts, cpu, order, sec = c["ts"], c["vts"], c["cpu"], c["order"], c["sec"]
+        added, wait, hold, fw, acc, forced = c["added"], c["wait"], c["hold"], c["fw"], c["acc"], c["forced"]
+    else:  # (rows out of order: the same columns with array operations)
+        ev = sel(ea.ev)
+        ev_codes = np.where(ev < 0, 0, ev).astype(np.int32)
+        pfn = sel(ea.pfn)
+        zone, anom = sel(run.out_zone), sel(run.out_anom)
+        ts, vts, cpu, order, sec = (sel(ea.ts), run.vts_at(rix), sel(ea.cpu), sel(ea.order),
+                                    sel(run.out_sec).astype(np.int64))
+        added, wait, hold = (run.charges_at(EL_ADDED, rix), run.charges_at(EL_WAIT, rix),
+                             run.charges_at(EL_HOLD, rix))
+        fw, acc, forced = hsel(run.firmware), hsel(run.accepted), hsel(run.forced)
     model_pfn = pfn if run.out_pfn is ea.pfn else sel(run.out_pfn)  # exact mode: the trace's pfns
-    zone, anom = sel(run.out_zone), sel(run.out_anom)
     return pa.table({
         "policy": _const_dict(n, pi, pols),
         "seq": pa.array(np.asarray(sel(ea.seq)), pa.int64()),
-        "ts_ns": pa.array(sel(ea.ts), pa.int64()),
-        "vts_ns": pa.array(run.vts_at(rix), pa.int64()),
-        "cpu": pa.array(sel(ea.cpu), pa.int32()),
+        "ts_ns": pa.array(ts, pa.int64()),
+        "vts_ns": pa.array(vts, pa.int64()),
+        "cpu": pa.array(cpu, pa.int32()),
         "comm": comm,
         "pid": pa.array(sel(pid), pa.int32()),
         "event": _dict_codes(ev_codes, list(EVENT_NAMES)),
         "pfn": pa.array(pfn, pa.int64(), mask=pfn < 0),
         "model_pfn": pa.array(model_pfn, pa.int64(), mask=model_pfn < 0),
-        "order": pa.array(sel(ea.order), pa.int8()),
+        "order": pa.array(order, pa.int8()),
         "zone": _dict_codes(np.maximum(zone, 0), znames, mask=zone < 0),
         "anomaly": _dict_codes(anom.astype(np.int32), kind_names, mask=anom == 0),
-        "section": pa.array(sel(run.out_sec).astype(np.int64), pa.int64()),
-        "added_ns": pa.array(run.charges_at(EL_ADDED, rix), pa.int64()),
-        "lock_wait_ns": pa.array(run.charges_at(EL_WAIT, rix), pa.int64()),
-        "lock_hold_ns": pa.array(run.charges_at(EL_HOLD, rix), pa.int64()),
-        "firmware_ns": pa.array(hsel(run.firmware), pa.int64()),
-        "accepted_bytes": pa.array(hsel(run.accepted), pa.int64()),
-        "forced": pa.array(hsel(run.forced).astype(bool), pa.bool_()),
+        "section": pa.array(sec, pa.int64()),
+        "added_ns": pa.array(added, pa.int64()),
+        "lock_wait_ns": pa.array(wait, pa.int64()),
+        "lock_hold_ns": pa.array(hold, pa.int64()),
+        "firmware_ns": pa.array(fw, pa.int64()),
+        "accepted_bytes": pa.array(acc, pa.int64()),
+        "forced": pa.array(forced.astype(bool), pa.bool_()),
     })
+
+
+#: ``event_rows``' output columns and their types
+_EVENT_ROW_COLUMNS = (("ts", np.int64), ("vts", np.int64), ("cpu", np.int32), ("ev", np.int32), ("pfn", np.int64),
+                      ("order", np.int8), ("zone", np.int8), ("anom", np.int8), ("sec", np.int64),
+                      ("added", np.int64), ("wait", np.int64), ("hold", np.int64), ("fw", np.int64),
+                      ("acc", np.int64), ("forced", np.int8))
+
+
+@kernel_entry
+def event_rows(rows: np.ndarray, ts: np.ndarray, cpu: np.ndarray, ev: np.ndarray, pfn: np.ndarray,
+               order: np.ndarray, out_zone: np.ndarray, out_anom: np.ndarray, out_sec: np.ndarray, elog: np.ndarray,
+               handled: np.ndarray, firmware: np.ndarray, accepted: np.ndarray, forced: np.ndarray, ncpu: int,
+               o_ts: np.ndarray, o_vts: np.ndarray, o_cpu: np.ndarray, o_ev: np.ndarray, o_pfn: np.ndarray,
+               o_order: np.ndarray, o_zone: np.ndarray, o_anom: np.ndarray, o_sec: np.ndarray, o_added: np.ndarray,
+               o_wait: np.ndarray, o_hold: np.ndarray, o_fw: np.ndarray, o_acc: np.ndarray,
+               o_forced: np.ndarray) -> None:
+    """The events table's columns at ``rows`` (ascending): the event's own, its virtual time
+    (``PolicyRun.vts_at``: trace time plus the added time logged on its CPU strictly before it),
+    its charges (``charges_at``: the first log row of the event) and what the driver wrote at
+    handled events (``handled_values``), in one merge of the rows with the log and the handled
+    events."""
+    cum = np.zeros(ncpu, np.int64)
+    ne = elog.shape[0]
+    nh = handled.shape[0]
+    j = 0
+    h = 0
+    for r in range(rows.shape[0]):
+        k = rows[r]
+        while j < ne and elog[j, EL_K] < k:
+            cum[cpu[elog[j, EL_K]]] += elog[j, EL_ADDED]
+            j += 1
+        c = cpu[k]
+        o_ts[r] = ts[k]
+        o_vts[r] = ts[k] + cum[c]
+        o_cpu[r] = c
+        o_ev[r] = max(ev[k], 0)
+        o_pfn[r] = pfn[k]
+        o_order[r] = order[k]
+        o_zone[r] = out_zone[k]
+        o_anom[r] = out_anom[k]
+        o_sec[r] = out_sec[k]
+        if j < ne and elog[j, EL_K] == k:
+            o_added[r] = elog[j, EL_ADDED]
+            o_wait[r] = elog[j, EL_WAIT]
+            o_hold[r] = elog[j, EL_HOLD]
+        else:
+            o_added[r] = 0
+            o_wait[r] = 0
+            o_hold[r] = 0
+        while h < nh and handled[h] < k:
+            h += 1
+        if h < nh and handled[h] == k:
+            o_fw[r] = firmware[k]
+            o_acc[r] = accepted[k]
+            o_forced[r] = forced[k]
+        else:
+            o_fw[r] = 0
+            o_acc[r] = 0
+            o_forced[r] = 0
 
 
 #: lock_sections.kind categories (docs/results.md)
@@ -507,7 +585,7 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
     ea = prep.events
     charged = charged_events(run)
     rows_idx = None if all_events else charged
-    out: dict[str, pa.Table] = {"events": _events(prep, run, pi, pols, ctx.comm, ctx.pid, rows_idx)}
+    out: dict[str, pa.Table] = {"events": _events(prep, run, pi, pols, ctx.comm, ctx.pid, rows_idx, ctx.ncpu)}
     acts = _Actions(run)
     sec = _sections(prep, run, acts)
     m = len(sec["lock"])

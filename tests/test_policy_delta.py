@@ -9,7 +9,6 @@ whether the delta walk visits only the events that can matter (the default) or e
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +204,30 @@ def test_followers_yield_the_cpu_to_the_baseline() -> None:
     t.join()
     assert seen == [max(mine, FOLLOWER_NICE)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+
+
+def test_event_rows_equal_the_array_operations() -> None:
+    """The events table's columns from ``event_rows`` (one compiled merge of the rows with the
+    charge log and the handled events) equal the per-column array operations (``vts_at``,
+    ``charges_at``, ``handled_values``) they replace, for every policy, at the charged rows and
+    at every event."""
+    from replay.policy_results import _events, charged_events
+
+    rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
+    table = make_events(rows)
+    prep = prepare(table, tiny_layout(1 << 21), mode="exact", boot=True)
+    names = list(PRESET_ORDER)
+    ctx = result_context(table, names)
+    cost = COST_PRESETS["tdx-4k"]
+    charged_somewhere = 0
+    for name in names:
+        run = run_policy(prep, PRESETS[name], cost)
+        pi = names.index(name)
+        for idx in (charged_events(run), np.arange(len(prep.events), dtype=np.int64)):
+            fast = _events(prep, run, pi, names, ctx.comm, ctx.pid, idx, ctx.ncpu)
+            # rows in descending order take the array operations; put them back in order
+            slow = _events(prep, run, pi, names, ctx.comm, ctx.pid, idx[::-1].copy()).take(
+                np.arange(len(idx))[::-1].copy())
+            assert fast.equals(slow), name
+            charged_somewhere += int(np.count_nonzero(fast.column("added_ns").to_numpy()))
+    assert charged_somewhere > 0  # some policy added latency: the charges were compared

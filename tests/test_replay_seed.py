@@ -269,7 +269,8 @@ def test_parquet_event_arrays_equal_the_table_path(tmp_path: Path, monkeypatch: 
     import pyarrow.parquet as pq
 
     import replay.columns as C
-    from replay.engine import TABLE_COLUMNS, event_arrays_from_parquet
+    from replay.columns import TABLE_COLUMNS
+    from replay.engine import event_arrays_from_parquet
 
     rows = [
         _ev(10, 0, "mm_page_alloc_zone_locked", 4096, migratetype=1, percpu_refill=True, comm="a", pid=3),
