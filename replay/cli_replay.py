@@ -33,14 +33,14 @@ def _parse_size(text: str) -> int:
 
 def _load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str], Any, Any]:
     """The canonical table, its metadata, and for a Parquet file its ``EventArrays`` and pfn
-    range (``replay.engine.event_arrays_from_parquet``: the table then holds only the columns
-    the results read; exact mode never reads the gfp mask: the trace places every page)."""
+    range (``replay.columns.read_event_columns``: the table then holds only the columns the
+    results read; exact mode never reads the gfp mask: the trace places every page)."""
     import pyarrow.parquet as pq
 
     from parsers.api import is_parquet, load_events, read_metadata
     from parsers.errors import SchemaMismatchError
     from parsers.schema import check_schema
-    from replay.columns import read_event_columns
+    from replay.columns import event_table, read_event_columns
 
     if not is_parquet(trace):
         table, md = load_events(trace)
@@ -53,13 +53,14 @@ def _load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, st
         if problems:
             raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
         # no numba needed to read: the columns fill while it loads on the other threads
-        cols, table = read_event_columns(trace, with_gfp=with_gfp)
+        cols, names = read_event_columns(trace, with_gfp=with_gfp)
         md = read_metadata(trace)
     except (pa.ArrowException, OSError) as e:  # cut short, damaged pages...: say which file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{trace}: unreadable Parquet file: {msg}") from None
     from replay.engine import event_arrays_from_columns
 
+    table = event_table(cols, names)
     ea, bounds = event_arrays_from_columns(cols, table, with_gfp=with_gfp)
     return table, md, ea, bounds
 

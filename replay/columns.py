@@ -172,16 +172,17 @@ SLICE_ROWS = 1 << 19
 
 def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
                          mapped: dict[str, tuple[Callable[[Any], Any], Any, Any]],
-                         rest: list[str]) -> tuple[dict[str, np.ndarray], pa.Table]:
+                         alloc: Callable[[str, int, Any], np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Columns of a Parquet file as flat arrays, read straight into them a few row groups at a
-    time; and the columns ``rest`` as an Arrow table.
+    time.
 
     ``flat``: name -> (dtype, null) (``column_values``); ``mapped``: a string column through
-    ``dictionary_map``, name -> (fn, dtype, null).  Reading the whole table first and copying
-    it afterwards costs a table-sized allocation of fresh pages (on the shared VM a first-touch
-    fault costs more than the copy); here one read's Arrow buffers are freed before the read
-    after next, so the allocator hands the same memory back, and decoding the next row groups
-    (Arrow's threads, no GIL) overlaps the copies of the last ones.
+    ``dictionary_map``, name -> (fn, dtype, null); ``alloc(name, n, dtype)``: where each column
+    goes (default: fresh arrays).  Reading the whole table first and copying it afterwards costs
+    a table-sized allocation of fresh pages (on the shared VM a first-touch fault costs more
+    than the copy); here one read's Arrow buffers are freed before the read after next, so the
+    allocator hands the same memory back, and decoding the next row groups (Arrow's threads, no
+    GIL) overlaps the copies of the last ones.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -190,8 +191,9 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
     pf = pq.ParquetFile(path)
     meta = pf.metadata
     n = meta.num_rows
-    out = {c: np.empty(n, dt) for c, (dt, _) in flat.items()}
-    out.update({c: np.empty(n, dt) for c, (_, dt, _) in mapped.items()})
+    new = alloc or (lambda name, size, dt: np.empty(size, dt))
+    out = {c: new(c, n, dt) for c, (dt, _) in flat.items()}
+    out.update({c: new(c, n, dt) for c, (_, dt, _) in mapped.items()})
     cols = [*flat, *mapped]
     slices: list[list[int]] = []
     g = 0
@@ -203,9 +205,7 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
         slices.append(list(range(g, h)))
         g = h
     pos = 0
-    with ThreadPoolExecutor(2) as pool:
-        # (ParquetFile, not pq.read_table: no pyarrow.dataset import, ~40 ms)
-        rest_f = pool.submit(pq.ParquetFile(path).read, columns=list(rest))
+    with ThreadPoolExecutor(1) as pool:
         nxt = pool.submit(pf.read_row_groups, slices[0], columns=cols) if slices else None
         for i in range(len(slices)):
             assert nxt is not None
@@ -218,20 +218,21 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
                 dictionary_map(t, c, fn, dt, null, out=out[c][pos:pos + m])
             pos += m
             del t
-        rest_t = rest_f.result()
-    if pos != n or rest_t.num_rows != n:
+    if pos != n:
         raise ValueError(f"{path}: {pos} rows read, the file's footer says {n}")
-    return out, rest_t
+    return out
 
 
 #: ``read_event_columns``: the flat columns of the canonical table the replay reads (name ->
-#: (dtype, null)), as ``replay.engine.EventArrays`` holds them
+#: (dtype, null)), as ``replay.engine.EventArrays`` holds them, and ``pid``/``seq`` for the
+#: results tables
 EVENT_COLUMNS: dict[str, tuple[Any, int]] = {
     "ts_ns": (np.int64, 0), "cpu": (np.int32, 0), "pfn": (np.int64, -1), "order": (np.int8, 0),
     "migratetype": (np.int8, -1), "percpu_refill": (np.int8, -1), "fallback_order": (np.int8, -1),
-    "fallback_migratetype": (np.int8, -1), "change_ownership": (np.int8, -1), "failed": (np.int8, 0)}
-#: the columns of a Parquet event table that stay in Arrow (the results tables read them at a
-#: few rows, or group by them once)
+    "fallback_migratetype": (np.int8, -1), "change_ownership": (np.int8, -1), "failed": (np.int8, 0),
+    "pid": (np.int32, -1), "seq": (np.int64, 0)}
+#: the columns ``event_table`` gives the results tables as Arrow (they read them at a few rows,
+#: or group by them once)
 TABLE_COLUMNS = ("comm", "pid", "seq")
 
 
@@ -242,16 +243,50 @@ def event_code(name: Any) -> int:
     return int(EVENT_BY_NAME[name]) if name in EVENT_BY_NAME else -1
 
 
-def read_event_columns(path: Any, *, with_gfp: bool = True) -> tuple[dict[str, np.ndarray], pa.Table]:
-    """The ``EVENT_COLUMNS`` (plus ``event`` as codes, and ``gfp_mask`` when asked and present)
-    of a Parquet event table as flat arrays, and its ``TABLE_COLUMNS`` as an Arrow table.
-
-    No numba here (NumPy and Arrow only): the replay starts reading the trace at once, while
-    numba and the replay kernels load on other threads (``replay.engine.event_arrays_from_columns``
-    finishes the columns)."""
+def event_column_types(path: Any, *, with_gfp: bool = True) -> dict[str, Any]:
+    """The flat columns ``read_event_columns`` makes of the Parquet event table at ``path``, and
+    their dtypes (``event`` and ``comm`` as codes)."""
     import pyarrow.parquet as pq
 
-    flat = dict(EVENT_COLUMNS)
+    out = {c: dt for c, (dt, _) in EVENT_COLUMNS.items()}
+    out.update(event=np.int8, comm=np.int32)
     if with_gfp and "gfp_mask" in pq.read_schema(path).names:
-        flat["gfp_mask"] = (np.int64, -1)
-    return read_parquet_columns(path, flat, {"event": (event_code, np.int8, -1)}, list(TABLE_COLUMNS))
+        out["gfp_mask"] = np.int64
+    return out
+
+
+def read_event_columns(path: Any, *, with_gfp: bool = True,
+                       alloc: Callable[[str, int, Any], np.ndarray] | None = None
+                       ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The ``EVENT_COLUMNS`` of a Parquet event table as flat arrays, with ``event`` as
+    ``parsers.schema.Event`` codes, ``comm`` as codes into the returned names, and ``gfp_mask``
+    when asked and present.
+
+    The names are in the order Arrow's dictionary unification gives them (each row group's
+    dictionary in turn, new names appended), so that ``event_table`` is the ``comm`` column a
+    whole-table read and ``combine_chunks`` would give.  No numba here (NumPy and Arrow only):
+    ``replay.engine.event_arrays_from_columns`` finishes the columns."""
+    types = event_column_types(path, with_gfp=with_gfp)
+    flat = {c: EVENT_COLUMNS.get(c, (np.int64, -1)) for c in types if c not in ("event", "comm")}
+    names: dict[str, int] = {}
+
+    def intern(name: Any) -> int:
+        return names.setdefault(str(name), len(names))
+
+    cols = read_parquet_columns(path, flat, {"event": (event_code, np.int8, -1), "comm": (intern, np.int32, -1)},
+                                alloc=alloc)
+    return cols, list(names)
+
+
+def event_table(cols: dict[str, np.ndarray], comm_names: list[str]) -> pa.Table:
+    """``TABLE_COLUMNS`` of ``read_event_columns``' columns as a one-chunk Arrow table (zero-copy)."""
+    n = len(cols["comm"])
+    codes = cols["comm"]
+    missing = codes < 0
+    comm = pa.DictionaryArray.from_arrays(
+        pa.Array.from_buffers(pa.int32(), n, [pa.py_buffer(np.packbits(~missing, bitorder="little"))
+                                              if missing.any() else None, pa.py_buffer(codes)]),
+        pa.array(comm_names, pa.string()))
+    return pa.table({"comm": comm,
+                     "pid": pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(cols["pid"])]),
+                     "seq": pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(cols["seq"])])})

@@ -215,9 +215,10 @@ def event_arrays_from_parquet(path: Any, *, with_gfp: bool = True
 
     Returns the arrays, the ``columns.TABLE_COLUMNS`` as an Arrow table, and the pfn range (see
     ``event_arrays_from_columns``)."""
-    from replay.columns import read_event_columns
+    from replay.columns import event_table, read_event_columns
 
-    c, table = read_event_columns(path, with_gfp=with_gfp)
+    c, names = read_event_columns(path, with_gfp=with_gfp)
+    table = event_table(c, names)
     ea, bounds = event_arrays_from_columns(c, table, with_gfp=with_gfp)
     return ea, table, bounds
 

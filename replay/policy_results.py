@@ -85,7 +85,8 @@ def _held_name(held: int) -> str:
 
 
 def _comm_pid(table: pa.Table) -> tuple[pa.Array, np.ndarray]:
-    comm = table.column("comm").combine_chunks()
+    col = table.column("comm")
+    comm = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     if not pa.types.is_dictionary(comm.type):
         comm = comm.dictionary_encode()
     comm = comm.cast(pa.dictionary(pa.int32(), pa.string()))
