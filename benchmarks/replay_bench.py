@@ -1,7 +1,11 @@
 """Replay speed and model memory, side by side with parsing, in one run.
 
     .venv/bin/python benchmarks/replay_bench.py [--traces ../shared/traces] [--tiles N]
+                                                [--cli-tiles 2,3] [--cli-runs 5] [--no-cli]
 
+0. end to end (``--cli``, first, from a lean process): the large trace tiled 2 and 3 times
+   (9.8M and 14.7M events) rendered as ftrace text; ``pagereplay parse`` of it against
+   ``pagereplay replay --all-policies`` of the result, alternating (the issue's target);
 1. parse: ``parsers.api.parse_files`` on large + large + medium text traces (>= 10M events);
 2. build a >= 10M-event table by tiling the parsed large trace N times, each tile shifted to
    its own pfn range (so the tiles do not collide) and its own time range;
@@ -17,8 +21,10 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # as `pagereplay` itself runs (replay/cli.py)
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # (freed tables go back to the OS)
 from pathlib import Path
 
 import numpy as np
@@ -140,34 +146,47 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, floa
     return (wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), r1.ru_maxrss / 1024, p.returncode)
 
 
-def bench_cli(table: pa.Table, workdir: Path, costs: str) -> None:
-    """End to end, as a user runs it, on one trace: render the table as ftrace text, then time
-    ``pagereplay parse TEXT -o events.parquet`` and ``pagereplay replay events.parquet
-    --all-policies -o results/`` (the ten presets, two worker processes, results written)."""
+def bench_cli(make_table: Any, tiles: list[int], workdir: Path, costs: str, runs: int = 5) -> None:
+    """End to end, as a user runs it: for each tile count, render the tiled table as ftrace text,
+    then time ``pagereplay parse TEXT -o events.parquet`` and ``pagereplay replay events.parquet
+    --all-policies -o results/`` (the ten presets, results written), alternating, ``runs`` times.
+
+    Runs before the in-process benchmarks, with this process's tables freed: on a VM a process
+    holding several GB makes the children's first-touch page faults (and so both timings) noisy."""
+    import gc
+
     from parsers.synthetic.render import render
 
     exe = str(Path(sys.executable).with_name("pagereplay"))
-    text = workdir / "trace.txt"
-    t0 = time.perf_counter()
-    nbytes = render(table, text, fmt="ftrace", era="D")
-    print(f"end to end (CLI): {table.num_rows:,} events rendered as ftrace text ({nbytes / 2**30:.2f} GiB) "
-          f"in {time.perf_counter() - t0:.1f} s (not timed)")
-    events = workdir / "events.parquet"
-    os.sync()  # the 2 GB just written would otherwise be flushed to disk during the timed runs
-    _run([exe, "parse", str(text), "-o", str(workdir / "warm.parquet")])  # page cache and compiled caches warm
-    parse_w, replay_w = [], []
-    for i in range(3):  # alternating, median of three
-        wp, cp, mp, rc = _run([exe, "parse", str(text), "-o", str(events), "--json"])
-        print(f"  run {i + 1}: pagereplay parse                 {wp:6.2f} s wall  {cp:6.2f} s CPU  rc {rc}")
-        wr, cr, mr, rc = _run([exe, "replay", str(events), "--all-policies", "--costs", costs, "-o",
-                               str(workdir / "results"), "--json"])
-        print(f"  run {i + 1}: pagereplay replay --all-policies {wr:6.2f} s wall  {cr:6.2f} s CPU  rc {rc}")
-        parse_w.append(wp)
-        replay_w.append(wr)
-    wp, wr = sorted(parse_w)[1], sorted(replay_w)[1]
-    print(f"  median: parse {wp:.2f} s, replay --all-policies {wr:.2f} s; all ten policies / parse: x{wr / wp:.2f} wall"
-          " (target < 1)")
-    text.unlink()
+    for k in tiles:
+        table = make_table(k)
+        n = table.num_rows
+        text = workdir / "trace.txt"
+        t0 = time.perf_counter()
+        nbytes = render(table, text, fmt="ftrace", era="D")
+        del table
+        gc.collect()
+        print(f"end to end (CLI): {n:,} events ({k} tiles) rendered as ftrace text ({nbytes / 2**30:.2f} GiB) "
+              f"in {time.perf_counter() - t0:.1f} s (not timed)")
+        events = workdir / "events.parquet"
+        os.sync()  # the GBs just written would otherwise be flushed to disk during the timed runs
+        _run([exe, "parse", str(text), "-o", str(workdir / "warm.parquet")])  # page cache and compiled caches warm
+        parse_w, replay_w = [], []
+        for i in range(runs):  # alternating
+            order = ("parse", "replay") if i % 2 == 0 else ("replay", "parse")
+            for what in order:
+                if what == "parse":
+                    w, c, m, rc = _run([exe, "parse", str(text), "-o", str(events), "--json"])
+                    parse_w.append(w)
+                else:
+                    w, c, m, rc = _run([exe, "replay", str(events), "--all-policies", "--costs", costs, "-o",
+                                        str(workdir / "results"), "--json"])
+                    replay_w.append(w)
+                print(f"  run {i + 1}: pagereplay {what:7s} {w:6.2f} s wall  {c:6.2f} s CPU  rc {rc}")
+        wp, wr = sorted(parse_w)[runs // 2], sorted(replay_w)[runs // 2]
+        print(f"  {n:,} events, median of {runs}: parse {wp:.2f} s (min {min(parse_w):.2f}), replay --all-policies "
+              f"{wr:.2f} s (min {min(replay_w):.2f}); all ten policies / parse: x{wr / wp:.2f} wall (target < 1)")
+        text.unlink()
 
 
 def main() -> None:
@@ -179,10 +198,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs per policy")
     ap.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True,
                     help="also time `pagereplay parse` and `pagereplay replay --all-policies` end to end")
+    ap.add_argument("--cli-tiles", default="2,3", help="tile counts of the end-to-end runs (2: 9.8M events)")
+    ap.add_argument("--cli-runs", type=int, default=5, help="alternating runs per tile count")
     a = ap.parse_args()
     tr = Path(a.traces)
     large = tr / "debian12-6.1-large" / "trace.txt.zst"
     medium = tr / "debian12-6.1-medium" / "trace.txt.zst"
+
+    if a.cli:  # first, from a lean process (see bench_cli)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="replay_bench_") as d:
+            bench_cli(lambda k: tile(load_events(large)[0], k, 1 << 22), [int(x) for x in a.cli_tiles.split(",")],
+                      Path(d), a.costs, a.cli_runs)
 
     # warm up numba (compiled once, cached on disk) so timings are steady-state
     t0 = time.perf_counter()
@@ -242,11 +270,6 @@ def main() -> None:
 
     if a.policies != "skip":
         bench_policies(table, layout, n, n_parse / t_parse, a.policies, a.costs, a.repeat)
-    if a.cli:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="replay_bench_") as d:
-            bench_cli(table, Path(d), a.costs)
 
     lay = layout_for_guest(256 << 30, 64)
     zs = model_zones(lay)

@@ -397,23 +397,25 @@ def _nearest_sparse(nz_sorted: np.ndarray, n_zero: int, q: float) -> int:
     return int(nz_sorted[i - n_zero])
 
 
+#: the charges ``_group`` sums, as the events table names them
+_CHARGE_COLUMNS = ("added_ns", "lock_wait_ns", "lock_hold_ns", "firmware_ns", "accepted_bytes")
+
+
 def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyRun,
-           charged: np.ndarray) -> dict[str, np.ndarray]:
+           charged: np.ndarray, charges: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per-group events, allocations and the sums of what ``run`` charged (only the charged
-    events carry anything, so only they are summed)."""
+    events carry anything, so only they are summed).  ``charges``: the ``_CHARGE_COLUMNS`` at
+    the ``charged`` rows when already at hand (the events table's)."""
     k = keys[charged]
     n_groups = len(counts[0])
-
-    def s(w: np.ndarray) -> np.ndarray:
-        return np.bincount(k, weights=run.handled_values(w, charged).astype(np.float64),
-                           minlength=n_groups).astype(np.int64)
-
-    def c(col: int) -> np.ndarray:
-        return np.bincount(k, weights=run.charges_at(col, charged).astype(np.float64),
-                           minlength=n_groups).astype(np.int64)
-    return {"events": counts[0], "allocations": counts[1],
-            "added_ns": c(EL_ADDED), "lock_wait_ns": c(EL_WAIT), "lock_hold_ns": c(EL_HOLD),
-            "firmware_ns": s(run.firmware), "accepted_bytes": s(run.accepted)}
+    if charges is None:
+        charges = {"added_ns": run.charges_at(EL_ADDED, charged), "lock_wait_ns": run.charges_at(EL_WAIT, charged),
+                   "lock_hold_ns": run.charges_at(EL_HOLD, charged),
+                   "firmware_ns": run.handled_values(run.firmware, charged),
+                   "accepted_bytes": run.handled_values(run.accepted, charged)}
+    sums = {name: np.bincount(k, weights=charges[name].astype(np.float64), minlength=n_groups).astype(np.int64)
+            for name in _CHARGE_COLUMNS}
+    return {"events": counts[0], "allocations": counts[1], **sums}
 
 
 def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[str, Any],
@@ -620,12 +622,15 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
         "start_ns": pa.array(irq["start_ns"], pa.int64()), "duration_ns": pa.array(irq["duration_ns"], pa.int64()),
         "cause": _dict_codes(irq["cause"], IRQ_CAUSES),
     })
-    g = _group(ea.cpu, ctx.counts["cpu"], run, charged)
+    # the events table holds the charges at the charged rows already (unless it has every event)
+    ev_t = out["events"]
+    charges = None if all_events else {name: ev_t.column(name).to_numpy() for name in _CHARGE_COLUMNS}
+    g = _group(ea.cpu, ctx.counts["cpu"], run, charged, charges)
     present = np.nonzero(g["events"])[0]
     out["attribution_cpu"] = pa.table({"policy": _const_dict(len(present), pi, pols),
                                        "cpu": pa.array(present.astype(np.int32), pa.int32()),
                                        **{k: pa.array(v[present], pa.int64()) for k, v in g.items()}})
-    g = _group(ctx.proc_key, ctx.counts["process"], run, charged)
+    g = _group(ctx.proc_key, ctx.counts["process"], run, charged, charges)
     order = np.array(ctx.names_sorted, np.int64)
     out["attribution_process"] = pa.table({
         "policy": _const_dict(len(order), pi, pols),
