@@ -142,10 +142,16 @@ def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: 
         out = np.empty(len(col), dtype)  # each chunk written into its slice (no concatenation)
     pos = 0
     luts: dict[tuple[int, ...], np.ndarray] = {}  # row groups of one Parquet file often share a dictionary
+    encoded: list[pa.Array] = []
     for ch in col.chunks:
         n = len(ch)
         dst = out[pos:pos + n]
         pos += n
+        if pa.types.is_string(ch.type) or pa.types.is_large_string(ch.type):
+            # plain strings: Arrow encodes them (first-seen order, as combine + dictionary_encode
+            # would); kept alive so that no later dictionary reuses its buffers' addresses
+            ch = ch.dictionary_encode()
+            encoded.append(ch)
         if pa.types.is_dictionary(ch.type):
             d = ch.dictionary
             # the same dictionary buffers (alive as long as the table) -> the same lookup table

@@ -260,11 +260,14 @@ def _assert_same_event_arrays(got: Any, want: Any) -> None:
 
 @pytest.mark.parametrize("slice_rows", [1, 3, 1 << 19])
 @pytest.mark.parametrize("with_gfp", [False, True])
+@pytest.mark.parametrize("plain_strings", [False, True])
 def test_parquet_event_arrays_equal_the_table_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   slice_rows: int, with_gfp: bool) -> None:
+                                                   slice_rows: int, with_gfp: bool, plain_strings: bool) -> None:
     """Row groups read a few at a time straight into the flat columns give ``event_arrays`` of the
-    whole table: nulls, booleans, a dictionary that differs per row group, failed allocations,
-    unknown pfns, a ``pgdatinit`` free, deferred frees; the pfn range is the Arrow one."""
+    whole table: nulls, booleans, a dictionary that differs per row group (or plain strings, as
+    another writer may leave ``comm`` and ``event``), failed allocations, unknown pfns, a
+    ``pgdatinit`` free, deferred frees; the pfn range is the Arrow one; the ``comm`` column is
+    the one a whole-table read and ``combine_chunks`` give."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -284,12 +287,22 @@ def test_parquet_event_arrays_equal_the_table_path(tmp_path: Path, monkeypatch: 
         _ev(90, 1, "mm_page_alloc", 0, migratetype=2, gfp_mask=0xCC0),
     ]
     table = make_events(rows)
+    if plain_strings:
+        for name in ("comm", "event"):
+            table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(pa.string()))
     path = tmp_path / "t.parquet"
     pq.write_table(table, path, row_group_size=2)  # each row group with its own dictionaries
     monkeypatch.setattr(C, "SLICE_ROWS", slice_rows)
     got, rest, (lo, hi) = event_arrays_from_parquet(path, with_gfp=with_gfp)
-    _assert_same_event_arrays(got, event_arrays(pq.read_table(path), with_gfp=with_gfp))
+    whole = pq.read_table(path)
+    _assert_same_event_arrays(got, event_arrays(whole, with_gfp=with_gfp))
     assert tuple(rest.column_names) == TABLE_COLUMNS and rest.num_rows == len(rows)
+    comm = whole.column("comm").combine_chunks()
+    comm = comm if pa.types.is_dictionary(comm.type) else comm.dictionary_encode()
+    assert rest.column("comm").chunk(0).dictionary.to_pylist() == comm.dictionary.to_pylist()
+    assert rest.column("comm").to_pylist() == whole.column("comm").to_pylist()
+    assert rest.column("pid").to_pylist() == whole.column("pid").to_pylist()
+    assert rest.column("seq").to_pylist() == whole.column("seq").to_pylist()
     col = table.column("pfn")
     assert (lo, hi) == (pc.min(pc.filter(col, pc.greater(col, 0))).as_py(), pc.max(col).as_py()) == (4096, 4300)
 
