@@ -95,9 +95,11 @@ def _comm_pid(table: pa.Table) -> tuple[pa.Array, np.ndarray]:
 
 
 def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.Array, pid: np.ndarray,
-            rows: np.ndarray | None = None, ncpu: int | None = None) -> pa.Table:
+            rows: np.ndarray | None = None, ncpu: int | None = None, proc_key: np.ndarray | None = None,
+            sink: dict[str, np.ndarray] | None = None) -> pa.Table:
     """The per-event rows of one run: every event, or the events at indices ``rows`` (``ncpu``:
-    above the highest CPU number)."""
+    above the highest CPU number).  ``sink``: receives the rows' CPUs and, with ``proc_key``,
+    their (comm, pid) groups (``cpu``, ``proc``), gathered in the same pass."""
     def sel(a: np.ndarray) -> np.ndarray:
         return a if rows is None else a[rows]
 
@@ -112,17 +114,26 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
     znames = list(prep.zone_names) or ["?"]
+    seq_flat = isinstance(ea.seq, np.ndarray)  # (else a ChunkedColumn, read at the rows below)
     if n and bool(np.all(rix[1:] >= rix[:-1])):
         # one compiled pass over the rows, the charge log and the handled events (no GIL)
         c = {k: np.empty(n, dt) for k, dt in _EVENT_ROW_COLUMNS}
+        empty = np.zeros(0, np.int64)
         event_rows(rix, ea.ts, ea.cpu, ea.ev, ea.pfn, ea.order, run.out_zone, run.out_anom, run.out_sec, run.elog,
                    run.handled, run.firmware, run.accepted, run.forced,
-                   ncpu if ncpu is not None else int(ea.cpu.max()) + 1, c["ts"], c["vts"],
-                   c["cpu"], c["ev"], c["pfn"], c["order"], c["zone"], c["anom"], c["sec"], c["added"], c["wait"],
-                   c["hold"], c["fw"], c["acc"], c["forced"])
+                   ncpu if ncpu is not None else int(ea.cpu.max()) + 1,
+                   ea.seq if seq_flat else empty, pid, proc_key if proc_key is not None else pid,
+                   c["ts"], c["vts"], c["cpu"], c["ev"], c["pfn"], c["order"], c["zone"], c["anom"], c["sec"],
+                   c["added"], c["wait"], c["hold"], c["fw"], c["acc"], c["forced"], c["seq"], c["pid"], c["proc"])
         ev_codes, pfn, zone, anom = c["ev"], c["pfn"], c["zone"], c["anom"]
         ts, vts, cpu, order, sec = c["ts"], c["vts"], c["cpu"], c["order"], c["sec"]
         added, wait, hold, fw, acc, forced = c["added"], c["wait"], c["hold"], c["fw"], c["acc"], c["forced"]
+        seq = c["seq"] if seq_flat else np.asarray(sel(ea.seq))
+        pids = c["pid"]
+        if sink is not None:
+            sink["cpu"] = cpu
+            if proc_key is not None:
+                sink["proc"] = c["proc"]
     else:  # (rows out of order: the same columns with array operations)
         ev = sel(ea.ev)
         ev_codes = np.where(ev < 0, 0, ev).astype(np.int32)
@@ -133,15 +144,16 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
         added, wait, hold = (run.charges_at(EL_ADDED, rix), run.charges_at(EL_WAIT, rix),
                              run.charges_at(EL_HOLD, rix))
         fw, acc, forced = hsel(run.firmware), hsel(run.accepted), hsel(run.forced)
+        seq, pids = np.asarray(sel(ea.seq)), sel(pid)
     model_pfn = pfn if run.out_pfn is ea.pfn else sel(run.out_pfn)  # exact mode: the trace's pfns
     return pa.table({
         "policy": _const_dict(n, pi, pols),
-        "seq": pa.array(np.asarray(sel(ea.seq)), pa.int64()),
+        "seq": pa.array(seq, pa.int64()),
         "ts_ns": pa.array(ts, pa.int64()),
         "vts_ns": pa.array(vts, pa.int64()),
         "cpu": pa.array(cpu, pa.int32()),
         "comm": comm,
-        "pid": pa.array(sel(pid), pa.int32()),
+        "pid": pa.array(pids, pa.int32()),
         "event": _dict_codes(ev_codes, list(EVENT_NAMES)),
         "pfn": pa.array(pfn, pa.int64(), mask=pfn < 0),
         "model_pfn": pa.array(model_pfn, pa.int64(), mask=model_pfn < 0),
@@ -162,22 +174,24 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
 _EVENT_ROW_COLUMNS = (("ts", np.int64), ("vts", np.int64), ("cpu", np.int32), ("ev", np.int32), ("pfn", np.int64),
                       ("order", np.int8), ("zone", np.int8), ("anom", np.int8), ("sec", np.int64),
                       ("added", np.int64), ("wait", np.int64), ("hold", np.int64), ("fw", np.int64),
-                      ("acc", np.int64), ("forced", np.int8))
+                      ("acc", np.int64), ("forced", np.int8), ("seq", np.int64), ("pid", np.int32),
+                      ("proc", np.int32))
 
 
 @kernel_entry
 def event_rows(rows: np.ndarray, ts: np.ndarray, cpu: np.ndarray, ev: np.ndarray, pfn: np.ndarray,
                order: np.ndarray, out_zone: np.ndarray, out_anom: np.ndarray, out_sec: np.ndarray, elog: np.ndarray,
                handled: np.ndarray, firmware: np.ndarray, accepted: np.ndarray, forced: np.ndarray, ncpu: int,
+               seq: np.ndarray, pid: np.ndarray, proc_key: np.ndarray,
                o_ts: np.ndarray, o_vts: np.ndarray, o_cpu: np.ndarray, o_ev: np.ndarray, o_pfn: np.ndarray,
                o_order: np.ndarray, o_zone: np.ndarray, o_anom: np.ndarray, o_sec: np.ndarray, o_added: np.ndarray,
                o_wait: np.ndarray, o_hold: np.ndarray, o_fw: np.ndarray, o_acc: np.ndarray,
-               o_forced: np.ndarray) -> None:
-    """The events table's columns at ``rows`` (ascending): the event's own, its virtual time
-    (``PolicyRun.vts_at``: trace time plus the added time logged on its CPU strictly before it),
-    its charges (``charges_at``: the first log row of the event) and what the driver wrote at
-    handled events (``handled_values``), in one merge of the rows with the log and the handled
-    events."""
+               o_forced: np.ndarray, o_seq: np.ndarray, o_pid: np.ndarray, o_proc: np.ndarray) -> None:
+    """The events table's columns at ``rows`` (ascending): the event's own (``seq`` when given,
+    ``pid`` and its (comm, pid) group ``proc_key``), its virtual time (``PolicyRun.vts_at``:
+    trace time plus the added time logged on its CPU strictly before it), its charges
+    (``charges_at``: the first log row of the event) and what the driver wrote at handled events
+    (``handled_values``), in one merge of the rows with the log and the handled events."""
     cum = np.zeros(ncpu, np.int64)
     ne = elog.shape[0]
     nh = handled.shape[0]
@@ -198,6 +212,10 @@ def event_rows(rows: np.ndarray, ts: np.ndarray, cpu: np.ndarray, ev: np.ndarray
         o_zone[r] = out_zone[k]
         o_anom[r] = out_anom[k]
         o_sec[r] = out_sec[k]
+        if seq.shape[0]:
+            o_seq[r] = seq[k]
+        o_pid[r] = pid[k]
+        o_proc[r] = proc_key[k]
         if j < ne and elog[j, EL_K] == k:
             o_added[r] = elog[j, EL_ADDED]
             o_wait[r] = elog[j, EL_WAIT]
@@ -402,11 +420,12 @@ _CHARGE_COLUMNS = ("added_ns", "lock_wait_ns", "lock_hold_ns", "firmware_ns", "a
 
 
 def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyRun,
-           charged: np.ndarray, charges: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+           charged: np.ndarray, charges: dict[str, np.ndarray] | None = None,
+           keys_at: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-group events, allocations and the sums of what ``run`` charged (only the charged
     events carry anything, so only they are summed).  ``charges``: the ``_CHARGE_COLUMNS`` at
-    the ``charged`` rows when already at hand (the events table's)."""
-    k = keys[charged]
+    the ``charged`` rows, and ``keys_at`` their keys, when already at hand (the events table's)."""
+    k = keys_at if keys_at is not None else keys[charged]
     n_groups = len(counts[0])
     if charges is None:
         charges = {"added_ns": run.charges_at(EL_ADDED, charged), "lock_wait_ns": run.charges_at(EL_WAIT, charged),
@@ -588,7 +607,9 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
     ea = prep.events
     charged = charged_events(run)
     rows_idx = None if all_events else charged
-    out: dict[str, pa.Table] = {"events": _events(prep, run, pi, pols, ctx.comm, ctx.pid, rows_idx, ctx.ncpu)}
+    gathered: dict[str, np.ndarray] = {}
+    out: dict[str, pa.Table] = {"events": _events(prep, run, pi, pols, ctx.comm, ctx.pid, rows_idx, ctx.ncpu,
+                                                  ctx.proc_key, gathered)}
     acts = _Actions(run)
     sec = _sections(prep, run, acts)
     m = len(sec["lock"])
@@ -625,12 +646,13 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
     # the events table holds the charges at the charged rows already (unless it has every event)
     ev_t = out["events"]
     charges = None if all_events else {name: ev_t.column(name).to_numpy() for name in _CHARGE_COLUMNS}
-    g = _group(ea.cpu, ctx.counts["cpu"], run, charged, charges)
+    sub = not all_events  # the events rows are the charged events: their keys are gathered
+    g = _group(ea.cpu, ctx.counts["cpu"], run, charged, charges, gathered.get("cpu") if sub else None)
     present = np.nonzero(g["events"])[0]
     out["attribution_cpu"] = pa.table({"policy": _const_dict(len(present), pi, pols),
                                        "cpu": pa.array(present.astype(np.int32), pa.int32()),
                                        **{k: pa.array(v[present], pa.int64()) for k, v in g.items()}})
-    g = _group(ctx.proc_key, ctx.counts["process"], run, charged, charges)
+    g = _group(ctx.proc_key, ctx.counts["process"], run, charged, charges, gathered.get("proc") if sub else None)
     order = np.array(ctx.names_sorted, np.int64)
     out["attribution_process"] = pa.table({
         "policy": _const_dict(len(order), pi, pols),
