@@ -461,6 +461,10 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     present_bytes = int(sum(z.present for z in layout.zones)) * int(layout.page_size)
     ncpu = int(st.pcp_count.shape[0])
     nz = len(prep.zone_names)
+    # the boot-time cost depends on the layout and the policy only: computed before the walk (a
+    # follower would otherwise do it after the baseline, when every thread wants the GIL)
+    boot = boot_accept_cost(policy, costs, present_bytes, int(getattr(layout, "nr_cpus", ncpu) or ncpu),
+                            layout=layout, firmware_accepted_bytes=firmware_accepted_bytes).as_dict()
 
     if delta:  # the baseline's results, shared (never written here); the rest of them at the end
         src: Any = base
@@ -717,8 +721,6 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     rep["ok"] = bool(cons and rep["counters_match_pages"] and rep["pcp_counts_match"] and rep["unmerged_buddies"] == 0
                      and rep["list_errors"] == 0 and rep["overlapping_blocks"] == 0)
     accepted_ok = _all_handed_out_accepted(st, acc)
-    boot = boot_accept_cost(policy, costs, present_bytes, int(getattr(layout, "nr_cpus", ncpu) or ncpu),
-                            layout=layout, firmware_accepted_bytes=firmware_accepted_bytes).as_dict()
     return PolicyRun(
         policy=policy, costs_name=costs.name, mode=mode, st=st, acc=acc, S=S, out_anom=out_anom, out_sec=out_sec,
         out_zone=out_zone, out_pfn=out_pfn, acount=acount, elog=elog[: int(elog_n[0])].copy(), ts=ea.ts,
