@@ -66,7 +66,7 @@ def _load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, st
 
 
 def _load(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_size: str | None,
-          cpus: int | None, mode: str = "simulate") -> tuple[Any, dict[str, str], Any, Any, Any, Any]:
+          cpus: int | None, mode: str = "simulate") -> tuple[Any, Any, dict[str, str], Any, Any, Any]:
     """Events (the table, and its ``EventArrays`` when read from Parquet, else None), their
     metadata, the layout, the start and end snapshots."""
     import dataclasses
@@ -326,7 +326,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
         warm.join()
     clock.lap("warm-up")
     with ThreadPoolExecutor(1) as pool:
-        # the (comm, pid) groups (polars, NumPy and Arrow kernels without the GIL) alongside prepare
+        # the (comm, pid) groups (a compiled pass and NumPy, mostly without the GIL) alongside prepare
         ctx_f = pool.submit(result_context, table, [p.name for p in pols], events)
         prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md, events=events)
         clock.lap("prepare")

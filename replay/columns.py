@@ -177,18 +177,16 @@ SLICE_ROWS = 1 << 19
 
 
 def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
-                         mapped: dict[str, tuple[Callable[[Any], Any], Any, Any]],
-                         alloc: Callable[[str, int, Any], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                         mapped: dict[str, tuple[Callable[[Any], Any], Any, Any]]) -> dict[str, np.ndarray]:
     """Columns of a Parquet file as flat arrays, read straight into them a few row groups at a
     time.
 
     ``flat``: name -> (dtype, null) (``column_values``); ``mapped``: a string column through
-    ``dictionary_map``, name -> (fn, dtype, null); ``alloc(name, n, dtype)``: where each column
-    goes (default: fresh arrays).  Reading the whole table first and copying it afterwards costs
-    a table-sized allocation of fresh pages (on the shared VM a first-touch fault costs more
-    than the copy); here one read's Arrow buffers are freed before the read after next, so the
-    allocator hands the same memory back, and decoding the next row groups (Arrow's threads, no
-    GIL) overlaps the copies of the last ones.
+    ``dictionary_map``, name -> (fn, dtype, null).  Reading the whole table first and copying
+    it afterwards costs a table-sized allocation of fresh pages (on the shared VM a first-touch
+    fault costs more than the copy); here one read's Arrow buffers are freed before the read
+    after next, so the allocator hands the same memory back, and decoding the next row groups
+    (Arrow's threads, no GIL) overlaps the copies of the last ones.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -197,9 +195,8 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
     pf = pq.ParquetFile(path)
     meta = pf.metadata
     n = meta.num_rows
-    new = alloc or (lambda name, size, dt: np.empty(size, dt))
-    out = {c: new(c, n, dt) for c, (dt, _) in flat.items()}
-    out.update({c: new(c, n, dt) for c, (_, dt, _) in mapped.items()})
+    out = {c: np.empty(n, dt) for c, (dt, _) in flat.items()}
+    out.update({c: np.empty(n, dt) for c, (_, dt, _) in mapped.items()})
     cols = [*flat, *mapped]
     slices: list[list[int]] = []
     g = 0
@@ -230,8 +227,8 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
 
 
 #: ``read_event_columns``: the flat columns of the canonical table the replay reads (name ->
-#: (dtype, null)), as ``replay.engine.EventArrays`` holds them, and ``pid``/``seq`` for the
-#: results tables
+#: (dtype, null)): ``replay.engine.EventArrays``' own, ``failed`` (to clear the pfns of failed
+#: allocations) and ``pid``/``seq`` for the results tables
 EVENT_COLUMNS: dict[str, tuple[Any, int]] = {
     "ts_ns": (np.int64, 0), "cpu": (np.int32, 0), "pfn": (np.int64, -1), "order": (np.int8, 0),
     "migratetype": (np.int8, -1), "percpu_refill": (np.int8, -1), "fallback_order": (np.int8, -1),
@@ -261,9 +258,7 @@ def event_column_types(path: Any, *, with_gfp: bool = True) -> dict[str, Any]:
     return out
 
 
-def read_event_columns(path: Any, *, with_gfp: bool = True,
-                       alloc: Callable[[str, int, Any], np.ndarray] | None = None
-                       ) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_event_columns(path: Any, *, with_gfp: bool = True) -> tuple[dict[str, np.ndarray], list[str]]:
     """The ``EVENT_COLUMNS`` of a Parquet event table as flat arrays, with ``event`` as
     ``parsers.schema.Event`` codes, ``comm`` as codes into the returned names, and ``gfp_mask``
     when asked and present.
@@ -279,8 +274,7 @@ def read_event_columns(path: Any, *, with_gfp: bool = True,
     def intern(name: Any) -> int:
         return names.setdefault(str(name), len(names))
 
-    cols = read_parquet_columns(path, flat, {"event": (event_code, np.int8, -1), "comm": (intern, np.int32, -1)},
-                                alloc=alloc)
+    cols = read_parquet_columns(path, flat, {"event": (event_code, np.int8, -1), "comm": (intern, np.int32, -1)})
     return cols, list(names)
 
 
