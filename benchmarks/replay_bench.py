@@ -176,10 +176,10 @@ def bench_cli(make_table: Any, tiles: list[int], workdir: Path, costs: str, runs
             order = ("parse", "replay") if i % 2 == 0 else ("replay", "parse")
             for what in order:
                 if what == "parse":
-                    w, c, m, rc = _run([exe, "parse", str(text), "-o", str(events), "--json"])
+                    w, c, _rss, rc = _run([exe, "parse", str(text), "-o", str(events), "--json"])
                     parse_w.append(w)
                 else:
-                    w, c, m, rc = _run([exe, "replay", str(events), "--all-policies", "--costs", costs, "-o",
+                    w, c, _rss, rc = _run([exe, "replay", str(events), "--all-policies", "--costs", costs, "-o",
                                         str(workdir / "results"), "--json"])
                     replay_w.append(w)
                 print(f"  run {i + 1}: pagereplay {what:7s} {w:6.2f} s wall  {c:6.2f} s CPU  rc {rc}")
