@@ -246,18 +246,6 @@ def event_code(name: Any) -> int:
     return int(EVENT_BY_NAME[name]) if name in EVENT_BY_NAME else -1
 
 
-def event_column_types(path: Any, *, with_gfp: bool = True) -> dict[str, Any]:
-    """The flat columns ``read_event_columns`` makes of the Parquet event table at ``path``, and
-    their dtypes (``event`` and ``comm`` as codes)."""
-    import pyarrow.parquet as pq
-
-    out = {c: dt for c, (dt, _) in EVENT_COLUMNS.items()}
-    out.update(event=np.int8, comm=np.int32)
-    if with_gfp and "gfp_mask" in pq.read_schema(path).names:
-        out["gfp_mask"] = np.int64
-    return out
-
-
 def read_event_columns(path: Any, *, with_gfp: bool = True) -> tuple[dict[str, np.ndarray], list[str]]:
     """The ``EVENT_COLUMNS`` of a Parquet event table as flat arrays, with ``event`` as
     ``parsers.schema.Event`` codes, ``comm`` as codes into the returned names, and ``gfp_mask``
@@ -267,8 +255,11 @@ def read_event_columns(path: Any, *, with_gfp: bool = True) -> tuple[dict[str, n
     dictionary in turn, new names appended), so that ``event_table`` is the ``comm`` column a
     whole-table read and ``combine_chunks`` would give.  No numba here (NumPy and Arrow only):
     ``replay.engine.event_arrays_from_columns`` finishes the columns."""
-    types = event_column_types(path, with_gfp=with_gfp)
-    flat = {c: EVENT_COLUMNS.get(c, (np.int64, -1)) for c in types if c not in ("event", "comm")}
+    import pyarrow.parquet as pq
+
+    flat = dict(EVENT_COLUMNS)
+    if with_gfp and "gfp_mask" in pq.read_schema(path).names:
+        flat["gfp_mask"] = (np.int64, -1)
     names: dict[str, int] = {}
 
     def intern(name: Any) -> int:

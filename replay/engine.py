@@ -253,11 +253,7 @@ def free_pages_core_mask(table: pa.Table) -> np.ndarray:
     """
     from replay.columns import dictionary_map
 
-    col = table.column("comm")
-    if all(pa.types.is_dictionary(c.type) for c in col.chunks):
-        return dictionary_map(table, "comm", lambda n: bool(n) and str(n).startswith("pgdatinit"), bool, False)
-    col = col.combine_chunks()
-    return np.array([bool(n) and str(n).startswith("pgdatinit") for n in col.to_pylist()], bool)
+    return dictionary_map(table, "comm", lambda n: bool(n) and str(n).startswith("pgdatinit"), bool, False)
 
 
 def boot_free_core_mask(ea: EventArrays, pageblock_order: int) -> np.ndarray:

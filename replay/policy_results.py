@@ -97,76 +97,59 @@ def _comm_pid(table: pa.Table) -> tuple[pa.Array, np.ndarray]:
 def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.Array, pid: np.ndarray,
             rows: np.ndarray | None = None, ncpu: int | None = None, proc_key: np.ndarray | None = None,
             sink: dict[str, np.ndarray] | None = None) -> pa.Table:
-    """The per-event rows of one run: every event, or the events at indices ``rows`` (``ncpu``:
-    above the highest CPU number).  ``sink``: receives the rows' CPUs and, with ``proc_key``,
-    their (comm, pid) groups (``cpu``, ``proc``), gathered in the same pass."""
+    """The per-event rows of one run: every event, or the events at indices ``rows`` (ascending;
+    ``ncpu``: above the highest CPU number).  ``sink``: receives the rows' CPUs and, with
+    ``proc_key``, their (comm, pid) groups (``cpu``, ``proc``), gathered in the same pass."""
     def sel(a: np.ndarray) -> np.ndarray:
         return a if rows is None else a[rows]
-
-    def hsel(a: np.ndarray) -> np.ndarray:  # written only where the driver handled an event
-        return a if rows is None else run.handled_values(a, rows)
 
     ea = prep.events
     if rows is not None:
         comm = comm.take(pa.array(rows))
     n = len(ea) if rows is None else len(rows)
     rix = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    if not bool(np.all(rix[1:] >= rix[:-1])):
+        raise ValueError("event rows must be in ascending order")
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
     znames = list(prep.zone_names) or ["?"]
     seq_flat = isinstance(ea.seq, np.ndarray)  # (else a ChunkedColumn, read at the rows below)
-    if n and bool(np.all(rix[1:] >= rix[:-1])):
-        # one compiled pass over the rows, the charge log and the handled events (no GIL)
-        c = {k: np.empty(n, dt) for k, dt in _EVENT_ROW_COLUMNS}
-        empty = np.zeros(0, np.int64)
-        event_rows(rix, ea.ts, ea.cpu, ea.ev, ea.pfn, ea.order, run.out_zone, run.out_anom, run.out_sec, run.elog,
-                   run.handled, run.firmware, run.accepted, run.forced,
-                   ncpu if ncpu is not None else int(ea.cpu.max()) + 1,
-                   ea.seq if seq_flat else empty, pid, proc_key if proc_key is not None else pid,
-                   c["ts"], c["vts"], c["cpu"], c["ev"], c["pfn"], c["order"], c["zone"], c["anom"], c["sec"],
-                   c["added"], c["wait"], c["hold"], c["fw"], c["acc"], c["forced"], c["seq"], c["pid"], c["proc"])
-        ev_codes, pfn, zone, anom = c["ev"], c["pfn"], c["zone"], c["anom"]
-        ts, vts, cpu, order, sec = c["ts"], c["vts"], c["cpu"], c["order"], c["sec"]
-        added, wait, hold, fw, acc, forced = c["added"], c["wait"], c["hold"], c["fw"], c["acc"], c["forced"]
-        seq = c["seq"] if seq_flat else np.asarray(sel(ea.seq))
-        pids = c["pid"]
-        if sink is not None:
-            sink["cpu"] = cpu
-            if proc_key is not None:
-                sink["proc"] = c["proc"]
-    else:  # (rows out of order: the same columns with array operations)
-        ev = sel(ea.ev)
-        ev_codes = np.where(ev < 0, 0, ev).astype(np.int32)
-        pfn = sel(ea.pfn)
-        zone, anom = sel(run.out_zone), sel(run.out_anom)
-        ts, vts, cpu, order, sec = (sel(ea.ts), run.vts_at(rix), sel(ea.cpu), sel(ea.order),
-                                    sel(run.out_sec).astype(np.int64))
-        added, wait, hold = (run.charges_at(EL_ADDED, rix), run.charges_at(EL_WAIT, rix),
-                             run.charges_at(EL_HOLD, rix))
-        fw, acc, forced = hsel(run.firmware), hsel(run.accepted), hsel(run.forced)
-        seq, pids = np.asarray(sel(ea.seq)), sel(pid)
+    # one compiled pass over the rows, the charge log and the handled events (no GIL)
+    c = {k: np.empty(n, dt) for k, dt in _EVENT_ROW_COLUMNS}
+    event_rows(rix, ea.ts, ea.cpu, ea.ev, ea.pfn, ea.order, run.out_zone, run.out_anom, run.out_sec, run.elog,
+               run.handled, run.firmware, run.accepted, run.forced,
+               ncpu if ncpu is not None else int(ea.cpu.max()) + 1,
+               ea.seq if seq_flat else np.zeros(0, np.int64), pid, proc_key if proc_key is not None else pid,
+               c["ts"], c["vts"], c["cpu"], c["ev"], c["pfn"], c["order"], c["zone"], c["anom"], c["sec"],
+               c["added"], c["wait"], c["hold"], c["fw"], c["acc"], c["forced"], c["seq"], c["pid"], c["proc"])
+    pfn, zone, anom = c["pfn"], c["zone"], c["anom"]
+    seq = c["seq"] if seq_flat else np.asarray(sel(ea.seq))
+    if sink is not None:
+        sink["cpu"] = c["cpu"]
+        if proc_key is not None:
+            sink["proc"] = c["proc"]
     model_pfn = pfn if run.out_pfn is ea.pfn else sel(run.out_pfn)  # exact mode: the trace's pfns
     return pa.table({
         "policy": _const_dict(n, pi, pols),
         "seq": pa.array(seq, pa.int64()),
-        "ts_ns": pa.array(ts, pa.int64()),
-        "vts_ns": pa.array(vts, pa.int64()),
-        "cpu": pa.array(cpu, pa.int32()),
+        "ts_ns": pa.array(c["ts"], pa.int64()),
+        "vts_ns": pa.array(c["vts"], pa.int64()),
+        "cpu": pa.array(c["cpu"], pa.int32()),
         "comm": comm,
-        "pid": pa.array(pids, pa.int32()),
-        "event": _dict_codes(ev_codes, list(EVENT_NAMES)),
+        "pid": pa.array(c["pid"], pa.int32()),
+        "event": _dict_codes(c["ev"], list(EVENT_NAMES)),
         "pfn": pa.array(pfn, pa.int64(), mask=pfn < 0),
         "model_pfn": pa.array(model_pfn, pa.int64(), mask=model_pfn < 0),
-        "order": pa.array(order, pa.int8()),
+        "order": pa.array(c["order"], pa.int8()),
         "zone": _dict_codes(np.maximum(zone, 0), znames, mask=zone < 0),
         "anomaly": _dict_codes(anom.astype(np.int32), kind_names, mask=anom == 0),
-        "section": pa.array(sec, pa.int64()),
-        "added_ns": pa.array(added, pa.int64()),
-        "lock_wait_ns": pa.array(wait, pa.int64()),
-        "lock_hold_ns": pa.array(hold, pa.int64()),
-        "firmware_ns": pa.array(fw, pa.int64()),
-        "accepted_bytes": pa.array(acc, pa.int64()),
-        "forced": pa.array(forced.astype(bool), pa.bool_()),
+        "section": pa.array(c["sec"], pa.int64()),
+        "added_ns": pa.array(c["added"], pa.int64()),
+        "lock_wait_ns": pa.array(c["wait"], pa.int64()),
+        "lock_hold_ns": pa.array(c["hold"], pa.int64()),
+        "firmware_ns": pa.array(c["fw"], pa.int64()),
+        "accepted_bytes": pa.array(c["acc"], pa.int64()),
+        "forced": pa.array(c["forced"].astype(bool), pa.bool_()),
     })
 
 
@@ -419,20 +402,13 @@ def _nearest_sparse(nz_sorted: np.ndarray, n_zero: int, q: float) -> int:
 _CHARGE_COLUMNS = ("added_ns", "lock_wait_ns", "lock_hold_ns", "firmware_ns", "accepted_bytes")
 
 
-def _group(keys: np.ndarray, counts: tuple[np.ndarray, np.ndarray], run: PolicyRun,
-           charged: np.ndarray, charges: dict[str, np.ndarray] | None = None,
-           keys_at: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-group events, allocations and the sums of what ``run`` charged (only the charged
-    events carry anything, so only they are summed).  ``charges``: the ``_CHARGE_COLUMNS`` at
-    the ``charged`` rows, and ``keys_at`` their keys, when already at hand (the events table's)."""
-    k = keys_at if keys_at is not None else keys[charged]
+def _group(counts: tuple[np.ndarray, np.ndarray], keys: np.ndarray,
+           charges: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-group events, allocations and the sums of what a run charged: ``charges``, the
+    ``_CHARGE_COLUMNS`` at the charged events (only they carry anything), and ``keys``, their
+    groups."""
     n_groups = len(counts[0])
-    if charges is None:
-        charges = {"added_ns": run.charges_at(EL_ADDED, charged), "lock_wait_ns": run.charges_at(EL_WAIT, charged),
-                   "lock_hold_ns": run.charges_at(EL_HOLD, charged),
-                   "firmware_ns": run.handled_values(run.firmware, charged),
-                   "accepted_bytes": run.handled_values(run.accepted, charged)}
-    sums = {name: np.bincount(k, weights=charges[name].astype(np.float64), minlength=n_groups).astype(np.int64)
+    sums = {name: np.bincount(keys, weights=charges[name].astype(np.float64), minlength=n_groups).astype(np.int64)
             for name in _CHARGE_COLUMNS}
     return {"events": counts[0], "allocations": counts[1], **sums}
 
@@ -604,7 +580,6 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
     """
     pols = ctx.pols
     pi = pols.index(run.name)
-    ea = prep.events
     charged = charged_events(run)
     rows_idx = None if all_events else charged
     gathered: dict[str, np.ndarray] = {}
@@ -643,16 +618,17 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
         "start_ns": pa.array(irq["start_ns"], pa.int64()), "duration_ns": pa.array(irq["duration_ns"], pa.int64()),
         "cause": _dict_codes(irq["cause"], IRQ_CAUSES),
     })
-    # the events table holds the charges at the charged rows already (unless it has every event)
+    # the events table holds the charges at the charged rows (at every row with all_events), and
+    # their CPUs and (comm, pid) groups
     ev_t = out["events"]
-    charges = None if all_events else {name: ev_t.column(name).to_numpy() for name in _CHARGE_COLUMNS}
-    sub = not all_events  # the events rows are the charged events: their keys are gathered
-    g = _group(ea.cpu, ctx.counts["cpu"], run, charged, charges, gathered.get("cpu") if sub else None)
+    at = slice(None) if not all_events else charged
+    charges = {name: ev_t.column(name).to_numpy()[at] for name in _CHARGE_COLUMNS}
+    g = _group(ctx.counts["cpu"], gathered["cpu"][at], charges)
     present = np.nonzero(g["events"])[0]
     out["attribution_cpu"] = pa.table({"policy": _const_dict(len(present), pi, pols),
                                        "cpu": pa.array(present.astype(np.int32), pa.int32()),
                                        **{k: pa.array(v[present], pa.int64()) for k, v in g.items()}})
-    g = _group(ctx.proc_key, ctx.counts["process"], run, charged, charges, gathered.get("proc") if sub else None)
+    g = _group(ctx.counts["process"], gathered["proc"][at], charges)
     order = np.array(ctx.names_sorted, np.int64)
     out["attribution_process"] = pa.table({
         "policy": _const_dict(len(order), pi, pols),

@@ -212,18 +212,12 @@ class PolicyRun:
         """Column ``col`` (``EL_ADDED``, ``EL_WAIT``, ``EL_HOLD``, ``EL_LAT``) at events ``idx``
         (0 where not logged)."""
         idx = np.asarray(idx, np.int64)
-        memo = self.__dict__.get("_charges_memo")
-        if memo is not None and memo[0] is idx:  # the same rows, column after column
-            pos, hit = memo[1], memo[2]
-        else:
-            ks = self.elog[:, EL_K]
-            pos = np.searchsorted(ks, idx)
-            hit = pos < len(ks)
-            hit[hit] = ks[pos[hit]] == idx[hit]
-            pos = pos[hit]
-            self.__dict__["_charges_memo"] = (idx, pos, hit)
+        ks = self.elog[:, EL_K]
+        pos = np.searchsorted(ks, idx)
+        hit = pos < len(ks)
+        hit[hit] = ks[pos[hit]] == idx[hit]
         out = np.zeros(len(idx), np.int64)
-        out[hit] = self.elog[pos, col]
+        out[hit] = self.elog[pos[hit], col]
         return out
 
     def vts_at(self, idx: np.ndarray) -> np.ndarray:

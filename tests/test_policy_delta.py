@@ -209,8 +209,9 @@ def test_followers_yield_the_cpu_to_the_baseline() -> None:
 def test_event_rows_equal_the_array_operations() -> None:
     """The events table's columns from ``event_rows`` (one compiled merge of the rows with the
     charge log and the handled events) equal the per-column array operations (``vts_at``,
-    ``charges_at``, ``handled_values``) they replace, for every policy, at the charged rows and
-    at every event."""
+    ``charges_at``, ``handled_values``, plain gathers) they replace, for every policy, at the
+    charged rows and at every event; so do the CPUs and (comm, pid) groups it hands back."""
+    from replay.policy_loop import EL_ADDED, EL_HOLD, EL_WAIT
     from replay.policy_results import _events, charged_events
 
     rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
@@ -223,11 +224,28 @@ def test_event_rows_equal_the_array_operations() -> None:
     for name in names:
         run = run_policy(prep, PRESETS[name], cost)
         pi = names.index(name)
-        for idx in (charged_events(run), np.arange(len(prep.events), dtype=np.int64)):
-            fast = _events(prep, run, pi, names, ctx.comm, ctx.pid, idx, ctx.ncpu)
-            # rows in descending order take the array operations; put them back in order
-            slow = _events(prep, run, pi, names, ctx.comm, ctx.pid, idx[::-1].copy()).take(
-                np.arange(len(idx))[::-1].copy())
-            assert fast.equals(slow), name
-            charged_somewhere += int(np.count_nonzero(fast.column("added_ns").to_numpy()))
+        ea = prep.events
+        for idx in (charged_events(run), np.arange(len(ea), dtype=np.int64)):
+            sink: dict[str, np.ndarray] = {}
+            t = _events(prep, run, pi, names, ctx.comm, ctx.pid, idx, ctx.ncpu, ctx.proc_key, sink)
+            col = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names
+                   if c not in ("policy", "comm", "event", "zone", "anomaly", "pfn", "model_pfn")}
+            want = {"seq": np.asarray(ea.seq)[idx], "ts_ns": ea.ts[idx], "vts_ns": run.vts_at(idx),
+                    "cpu": ea.cpu[idx], "pid": ctx.pid[idx], "order": ea.order[idx], "section": run.out_sec[idx],
+                    "added_ns": run.charges_at(EL_ADDED, idx), "lock_wait_ns": run.charges_at(EL_WAIT, idx),
+                    "lock_hold_ns": run.charges_at(EL_HOLD, idx),
+                    "firmware_ns": run.handled_values(run.firmware, idx),
+                    "accepted_bytes": run.handled_values(run.accepted, idx),
+                    "forced": run.handled_values(run.forced, idx).astype(bool)}
+            assert set(col) == set(want), name
+            for c, w in want.items():
+                assert np.array_equal(col[c], w), (name, c)
+            ev = ea.ev[idx]
+            assert np.array_equal(t.column("event").chunk(0).indices.to_numpy(), np.where(ev < 0, 0, ev)), name
+            assert np.array_equal(t.column("pfn").fill_null(-1).to_numpy(), ea.pfn[idx]), name
+            z, a = run.out_zone[idx], run.out_anom[idx]
+            assert np.array_equal(t.column("zone").chunk(0).indices.fill_null(-1).to_numpy(), np.where(z < 0, -1, z)), name
+            assert np.array_equal(t.column("anomaly").chunk(0).indices.fill_null(0).to_numpy(), a), name
+            assert np.array_equal(sink["cpu"], ea.cpu[idx]) and np.array_equal(sink["proc"], ctx.proc_key[idx])
+            charged_somewhere += int(np.count_nonzero(col["added_ns"]))
     assert charged_somewhere > 0  # some policy added latency: the charges were compared
