@@ -121,7 +121,7 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
         print(f"  {name:24s} full {t_full:6.2f} s x{t_full / t_plain:4.2f} of none | delta {t_delta:6.3f} s"
               f" x{t_delta / t_none:5.3f} of none, visiting {r.visited / n:6.2%} of the events (every event:"
               f" {t_dense:5.2f} s) ({r.method}; round trips"
-              f" {r.yields:,}, forced {int(r.forced[r.handled].sum()):,}, accepted"
+              f" {r.yields:,}, forced {int(r.handled_forced.sum()):,}, accepted"
               f" {int(r.totals[replay.acceptance.R_BYTES]) >> 20:,} MiB, invariants"
               f" {'ok' if r.invariants_ok and r.accepted_ok else 'VIOLATED'}){shared}")
         del r

@@ -22,6 +22,10 @@ os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 # (whose fresh huge-page-backed segments made reading a 15M-event table cost 1.0-2.3 s of system
 # time instead of 0.5 s); ARROW_DEFAULT_MEMORY_POOL=mimalloc restores it.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+# NumPy's OpenBLAS starts a thread per CPU that spins after each call; the replay's only BLAS
+# call is a tiny least-squares fit (the calibration), and the spinning took a core's time from
+# the replay threads (~0.1 s per 15M-event run)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer
 from rich.console import Console
@@ -236,6 +240,12 @@ def main() -> None:  # console-script entry point
     Every output file is closed by the time a command returns; stdout and
     stderr are flushed before exiting.
     """
+    import gc
+
+    # a short-lived batch run: importing numba and loading its kernels makes hundreds of
+    # thousands of objects, and the default thresholds ran full collections over them
+    # (~0.1 s of GIL-held time per replay); cycles are still collected, less often
+    gc.set_threshold(100_000, 50, 100)
     code = 0
     try:
         app()

@@ -393,9 +393,10 @@ class PhaseClock:
 
             with open("/proc/self/statm") as f:  # resident pages now, and the peak so far
                 rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            peak, faults = ru.ru_maxrss >> 10, ru.ru_minflt  # (page faults so far: first touches)
             print(f"[timing] {name:10s} wall {wall:7.2f} s  user {user:7.2f} s  sys {sys_:7.2f} s  "
-                  f"rss {rss:6d} MiB  peak {peak:6d} MiB", file=sys.stderr)
+                  f"rss {rss:6d} MiB  peak {peak:6d} MiB  faults {faults >> 8:6d} MiB", file=sys.stderr)
 
 
 def _tiny_trace(path: Path, pfn: int) -> None:

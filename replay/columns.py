@@ -166,7 +166,9 @@ def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: 
             idx = _chunk_values(ch.indices, ity, len(lut) - 1, writable=False)  # zero-copy without nulls
             if idx is None:
                 idx = np.asarray(ch.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False), np.int64)
-            np.take(lut, idx, out=dst)
+            # (every index is in range: "clip" writes straight into ``dst``; the default "raise"
+            # goes through a temporary, whose pages cost a TLB-flushing fault each)
+            np.take(lut, idx, out=dst, mode="clip")
         else:
             dst[:] = np.array([null_value if v is None else fn(v) for v in ch.to_pylist()], dtype)
     return out

@@ -117,7 +117,7 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     # one compiled pass over the rows, the charge log and the handled events (no GIL)
     c = {k: np.empty(n, dt) for k, dt in _EVENT_ROW_COLUMNS}
     event_rows(rix, ea.ts, ea.cpu, ea.ev, ea.pfn, ea.order, run.out_zone, run.out_anom, run.out_sec, run.elog,
-               run.handled, run.firmware, run.accepted, run.forced,
+               run.handled, run.handled_firmware, run.handled_accepted, run.handled_forced,
                ncpu if ncpu is not None else int(ea.cpu.max()) + 1,
                ea.seq if seq_flat else np.zeros(0, np.int64), pid, proc_key if proc_key is not None else pid,
                c["ts"], c["vts"], c["cpu"], c["ev"], c["pfn"], c["order"], c["zone"], c["anom"], c["sec"],
@@ -174,7 +174,8 @@ def event_rows(rows: np.ndarray, ts: np.ndarray, cpu: np.ndarray, ev: np.ndarray
     ``pid`` and its (comm, pid) group ``proc_key``), its virtual time (``PolicyRun.vts_at``:
     trace time plus the added time logged on its CPU strictly before it), its charges
     (``charges_at``: the first log row of the event) and what the driver wrote at handled events
-    (``handled_values``), in one merge of the rows with the log and the handled events."""
+    (``firmware``, ``accepted``, ``forced``: one value per ``handled`` event, as
+    ``handled_values``), in one merge of the rows with the log and the handled events."""
     cum = np.zeros(ncpu, np.int64)
     ne = elog.shape[0]
     nh = handled.shape[0]
@@ -210,9 +211,9 @@ def event_rows(rows: np.ndarray, ts: np.ndarray, cpu: np.ndarray, ev: np.ndarray
         while h < nh and handled[h] < k:
             h += 1
         if h < nh and handled[h] == k:
-            o_fw[r] = firmware[k]
-            o_acc[r] = accepted[k]
-            o_forced[r] = forced[k]
+            o_fw[r] = firmware[h]
+            o_acc[r] = accepted[h]
+            o_forced[r] = forced[h]
         else:
             o_fw[r] = 0
             o_acc[r] = 0
@@ -435,7 +436,7 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
         "anomalies": total, "anomaly_rate": total / n if n else 0.0,
         "unexplained_anomaly_rate": unexplained / n if n else 0.0,
         "invariants_ok": bool(run.invariants_ok and run.accepted_ok and run.conservation_ok),
-        "forced_allocations": int(run.forced[run.handled].sum()),
+        "forced_allocations": int(run.handled_forced.sum()),
         "firmware_calls": int(A.firmware_calls(tot)), "firmware_ns": int(round(tot[A.R_FW_NS])),
         "accepted_bytes": int(tot[A.R_BYTES]), "boot_accept_ns": int(round(run.boot.get("boot_accept_ns", 0.0))),
         "zone_lock_hold_ns": int(sec["hold_ns"][zone].sum()),
@@ -559,9 +560,7 @@ def charged_events(run: PolicyRun) -> np.ndarray:
     logged = el[(el[:, EL_ADDED] != 0) | (el[:, EL_WAIT] != 0) | (el[:, EL_HOLD] != 0), EL_K]
     # firmware time, accepted bytes and forced placements are only written at the events the
     # driver handled: look there rather than read three n-long arrays (or an n-long mask)
-    touched = run.handled
-    if len(touched):
-        touched = touched[(run.firmware[touched] != 0) | (run.accepted[touched] != 0) | (run.forced[touched] != 0)]
+    touched = run.handled[(run.handled_firmware != 0) | (run.handled_accepted != 0) | (run.handled_forced != 0)]
     # the log is in event order (a few events have two rows): a merge, not a hash of every row
     rows = np.concatenate([logged, touched]).astype(np.int64)
     rows.sort(kind="stable")

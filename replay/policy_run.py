@@ -170,15 +170,17 @@ class PolicyRun:
     elog: np.ndarray
     ts: np.ndarray  # the events' trace times and CPUs (shared, read-only): virtual time of any event
     cpu: np.ndarray
-    firmware: np.ndarray
-    accepted: np.ndarray
-    forced: np.ndarray
+    #: firmware ns, bytes accepted and forced placement (0/1) at each ``handled`` event (the
+    #: only events they can be non-zero at; ``firmware``, ``accepted``, ``forced``: per event)
+    handled_firmware: np.ndarray
+    handled_accepted: np.ndarray
+    handled_forced: np.ndarray
     sec_vstart: np.ndarray
     sec_wait: np.ndarray
     sec_ext: np.ndarray
     #: one row per event whose acceptance work held zone->lock: (event, hold ns, zone, background, wait ns)
     acc_zl: np.ndarray
-    #: events the driver handled (sorted): the only ones firmware / accepted / forced can be non-zero at
+    #: events the driver handled (sorted)
     handled: np.ndarray
     actions: list[dict[str, Any]]
     ts_free: np.ndarray
@@ -237,18 +239,36 @@ class PolicyRun:
             out[sel] += cum[before]
         return out
 
-    def handled_values(self, arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """``arr[idx]`` for a per-event array only the driver writes (``firmware``, ``accepted``,
-        ``forced``: non-zero at ``handled`` events only), without reading its other pages (never
-        written, zero pages of their own: a page fault per 4 KiB read)."""
+    def handled_values(self, values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """One of the ``handled_*`` arrays at events ``idx`` (0 where the driver did not handle the event)."""
         idx = np.asarray(idx, np.int64)
-        out = np.zeros(len(idx), arr.dtype)
+        out = np.zeros(len(idx), values.dtype)
         h = self.handled
         if len(h) and len(idx):
             pos = np.minimum(np.searchsorted(h, idx), len(h) - 1)
             hit = h[pos] == idx
-            out[hit] = arr[idx[hit]]
+            out[hit] = values[pos[hit]]
         return out
+
+    def _per_event(self, values: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(self.ts), values.dtype)
+        out[self.handled] = values
+        return out
+
+    @property
+    def firmware(self) -> np.ndarray:
+        """Firmware ns per event (n-long: small runs and tests)."""
+        return self._per_event(self.handled_firmware)
+
+    @property
+    def accepted(self) -> np.ndarray:
+        """Bytes accepted per event (n-long)."""
+        return self._per_event(self.handled_accepted)
+
+    @property
+    def forced(self) -> np.ndarray:
+        """1 at each forced placement (n-long)."""
+        return self._per_event(self.handled_forced)
 
     def _dense(self, col: int) -> np.ndarray:
         out = np.zeros(len(self.ts), np.int64)
@@ -494,8 +514,11 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     # one row per event the policy charged time to (policy_loop.EL_*), grown on ACT_GROW
     elog = np.zeros((max(QUIET_MAX * 4, 1 << 18), EL_LEN), np.int64)
     elog_n = np.zeros(1, np.int64)
-    # written at the few events acceptance touches: fresh zero pages, never filled
-    firmware, accepted, forced = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int8)
+    # per handled event (a few among millions: n-long arrays written here and there would cost a
+    # page fault, and a TLB-flushing copy-on-write one after a read, per 4 KiB touched)
+    firmware: dict[int, int] = {}
+    accepted: dict[int, int] = {}
+    forced: dict[int, int] = {}
     edges = prep.edges
     nb = len(edges)
     bstate = np.zeros(1, np.int64)
@@ -595,8 +618,8 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
             acur[AC_ADDED] += int(round(r[A.R_ADDED_NS]))
             acur[AC_FWZL] += fwzl
             acur[AC_WAIT] += int(round(r[A.R_GLOBAL_LOCK_WAIT_NS] + r[A.R_ACCEPTING_SPIN_NS]))
-            firmware[k] += int(round(r[A.R_FW_NS]))
-            accepted[k] += int(r[A.R_BYTES])
+            firmware[k] = firmware.get(k, 0) + int(round(r[A.R_FW_NS]))
+            accepted[k] = accepted.get(k, 0) + int(r[A.R_BYTES])
         if zl > 0 and zone_of_blocks >= 0:
             acur[AC_ZLHOLD] += zl
             acur[AC_ZONE] = zone_of_blocks
@@ -715,11 +738,14 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     rep["ok"] = bool(cons and rep["counters_match_pages"] and rep["pcp_counts_match"] and rep["unmerged_buddies"] == 0
                      and rep["list_errors"] == 0 and rep["overlapping_blocks"] == 0)
     accepted_ok = _all_handed_out_accepted(st, acc)
+    hs = sorted(handled)
     return PolicyRun(
         policy=policy, costs_name=costs.name, mode=mode, st=st, acc=acc, S=S, out_anom=out_anom, out_sec=out_sec,
         out_zone=out_zone, out_pfn=out_pfn, acount=acount, elog=elog[: int(elog_n[0])].copy(), ts=ea.ts,
-        cpu=ea.cpu, firmware=firmware, accepted=accepted, forced=forced, sec_vstart=sec_vstart, sec_wait=sec_wait,
-        sec_ext=sec_ext, acc_zl=acc_zl, handled=np.array(sorted(handled), np.int64),
+        cpu=ea.cpu, handled_firmware=np.array([firmware.get(k, 0) for k in hs], np.int64),
+        handled_accepted=np.array([accepted.get(k, 0) for k in hs], np.int64),
+        handled_forced=np.array([forced.get(k, 0) for k in hs], np.int8), sec_vstart=sec_vstart, sec_wait=sec_wait,
+        sec_ext=sec_ext, acc_zl=acc_zl, handled=np.array(hs, np.int64),
         actions=actions, ts_free=ts_free, ts_order=ts_order, ts_unaccepted=ts_unacc.astype(np.int64),
         totals=tot, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=accepted_ok, conservation_ok=bool(A.check_conservation(acc)),

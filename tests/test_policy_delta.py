@@ -234,9 +234,9 @@ def test_event_rows_equal_the_array_operations() -> None:
                     "cpu": ea.cpu[idx], "pid": ctx.pid[idx], "order": ea.order[idx], "section": run.out_sec[idx],
                     "added_ns": run.charges_at(EL_ADDED, idx), "lock_wait_ns": run.charges_at(EL_WAIT, idx),
                     "lock_hold_ns": run.charges_at(EL_HOLD, idx),
-                    "firmware_ns": run.handled_values(run.firmware, idx),
-                    "accepted_bytes": run.handled_values(run.accepted, idx),
-                    "forced": run.handled_values(run.forced, idx).astype(bool)}
+                    "firmware_ns": run.handled_values(run.handled_firmware, idx),
+                    "accepted_bytes": run.handled_values(run.handled_accepted, idx),
+                    "forced": run.handled_values(run.handled_forced, idx).astype(bool)}
             assert set(col) == set(want), name
             for c, w in want.items():
                 assert np.array_equal(col[c], w), (name, c)
