@@ -133,6 +133,83 @@ class ChunkedColumn:
         return whole if dtype is None else whole.astype(dtype)
 
 
+class AffineRuns:
+    """An integer column stored as runs of consecutive values (``value[k] = first + k - start``
+    within a run): ``seq``, which a parser numbers in row order, is one run per file (or per
+    tile) instead of 8 bytes per event, and is read only at the rows the results keep.  Same
+    interface as ``ChunkedColumn``."""
+
+    def __init__(self, starts: np.ndarray, firsts: np.ndarray, n: int, dtype: Any) -> None:
+        self.starts = starts  # row where each run begins (ascending, starts[0] == 0)
+        self.firsts = firsts  # its value there
+        self.n = n
+        self.dtype = np.dtype(dtype)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        idx = np.asarray(idx, np.int64).reshape(-1)
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
+            raise IndexError(f"index out of range for a column of {self.n} rows")
+        r = np.searchsorted(self.starts, idx, side="right") - 1
+        return (self.firsts[r] + (idx - self.starts[r])).astype(self.dtype)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        lengths = np.diff(np.append(self.starts, self.n))
+        whole = (np.repeat(self.firsts - self.starts, lengths) + np.arange(self.n, dtype=np.int64)).astype(self.dtype)
+        return whole if dtype is None else whole.astype(dtype)
+
+
+class _RunsBuilder:
+    """``read_parquet_columns``' builder of one ``AffineRuns`` column, chunk by chunk; dense
+    (a plain array) once the column has more than a few runs per row group."""
+
+    def __init__(self, n: int, dtype: Any, null: int) -> None:
+        self.n, self.dtype, self.null = n, np.dtype(dtype), null
+        self.starts: list[np.ndarray] = []
+        self.firsts: list[np.ndarray] = []
+        self.runs = 0
+        self.last: int | None = None  # the previous chunk's last value
+        self.dense: np.ndarray | None = None
+
+    def add(self, col: pa.ChunkedArray, pos: int) -> None:
+        for ch in col.chunks:
+            m = len(ch)
+            if m == 0:
+                continue
+            v = _chunk_values(ch, self.dtype, self.null, writable=False)
+            if v is None:
+                v = _generic(ch, self.dtype, self.null)
+            if self.dense is None:
+                cuts = np.flatnonzero(v[1:] != v[:-1] + 1) + 1
+                new_run_here = self.last is None or int(v[0]) != self.last + 1
+                starts = np.concatenate([[0], cuts]) if new_run_here else cuts
+                self.runs += len(starts)
+                if self.runs > max(64, self.n >> 8):  # no longer runs: plain values
+                    self._densify(pos)
+                else:
+                    self.starts.append(starts.astype(np.int64) + pos)
+                    self.firsts.append(v[starts].astype(np.int64))
+                    self.last = int(v[-1])
+            if self.dense is not None:
+                self.dense[pos:pos + m] = v
+            pos += m
+
+    def _densify(self, pos: int) -> None:
+        self.dense = np.empty(self.n, self.dtype)
+        if pos:
+            self.dense[:pos] = np.asarray(self._runs(pos))
+
+    def _runs(self, n: int) -> AffineRuns:
+        starts = np.concatenate(self.starts) if self.starts else np.zeros(1, np.int64)
+        firsts = np.concatenate(self.firsts) if self.firsts else np.zeros(1, np.int64)
+        return AffineRuns(starts, firsts, n, self.dtype)
+
+    def result(self) -> Any:
+        return self.dense if self.dense is not None else self._runs(self.n)
+
+
 def dictionary_map(table: pa.Table, name: str, fn: Callable[[Any], Any], dtype: Any, null_value: Any,
                    out: np.ndarray | None = None) -> np.ndarray:
     """``fn(value)`` per row of a (dictionary or plain) string column, through a per-chunk lookup
@@ -179,12 +256,15 @@ SLICE_ROWS = 1 << 19
 
 
 def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
-                         mapped: dict[str, tuple[Callable[[Any], Any], Any, Any]]) -> dict[str, np.ndarray]:
+                         mapped: dict[str, tuple[Callable[[Any], Any], Any, Any]],
+                         runs: dict[str, tuple[Any, int]] | None = None) -> dict[str, Any]:
     """Columns of a Parquet file as flat arrays, read straight into them a few row groups at a
     time.
 
     ``flat``: name -> (dtype, null) (``column_values``); ``mapped``: a string column through
-    ``dictionary_map``, name -> (fn, dtype, null).  Reading the whole table first and copying
+    ``dictionary_map``, name -> (fn, dtype, null); ``runs``: name -> (dtype, null), an
+    ``AffineRuns`` when the column is runs of consecutive values (else a flat array: see
+    ``_RunsBuilder``).  Reading the whole table first and copying
     it afterwards costs a table-sized allocation of fresh pages (on the shared VM a first-touch
     fault costs more than the copy); here one read's Arrow buffers are freed before the read
     after next, so the allocator hands the same memory back, and decoding the next row groups
@@ -197,9 +277,10 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
     pf = pq.ParquetFile(path)
     meta = pf.metadata
     n = meta.num_rows
-    out = {c: np.empty(n, dt) for c, (dt, _) in flat.items()}
+    out: dict[str, Any] = {c: np.empty(n, dt) for c, (dt, _) in flat.items()}
     out.update({c: np.empty(n, dt) for c, (_, dt, _) in mapped.items()})
-    cols = [*flat, *mapped]
+    builders = {c: _RunsBuilder(n, dt, null) for c, (dt, null) in (runs or {}).items()}
+    cols = [*flat, *mapped, *builders]
     slices: list[list[int]] = []
     g = 0
     while g < meta.num_row_groups:
@@ -221,10 +302,13 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
                 column_values_into(t.column(c), out[c][pos:pos + m], null)
             for c, (fn, dt, null) in mapped.items():
                 dictionary_map(t, c, fn, dt, null, out=out[c][pos:pos + m])
+            for c, b in builders.items():
+                b.add(t.column(c), pos)
             pos += m
             del t
     if pos != n:
         raise ValueError(f"{path}: {pos} rows read, the file's footer says {n}")
+    out.update({c: b.result() for c, b in builders.items()})
     return out
 
 
@@ -235,10 +319,13 @@ EVENT_COLUMNS: dict[str, tuple[Any, int]] = {
     "ts_ns": (np.int64, 0), "cpu": (np.int32, 0), "pfn": (np.int64, -1), "order": (np.int8, 0),
     "migratetype": (np.int8, -1), "percpu_refill": (np.int8, -1), "fallback_order": (np.int8, -1),
     "fallback_migratetype": (np.int8, -1), "change_ownership": (np.int8, -1), "failed": (np.int8, 0),
-    "pid": (np.int32, -1), "seq": (np.int64, 0)}
-#: the columns ``event_table`` gives the results tables as Arrow (they read them at a few rows,
-#: or group by them once)
-TABLE_COLUMNS = ("comm", "pid", "seq")
+    "pid": (np.int32, -1)}
+#: ``read_event_columns``' columns kept as ``AffineRuns`` when they are runs (``seq``: parsers
+#: number the events in row order; the results read it at a few rows)
+EVENT_RUN_COLUMNS: dict[str, tuple[Any, int]] = {"seq": (np.int64, 0)}
+#: the columns ``event_table`` gives the results tables as Arrow (they group by them once;
+#: ``seq`` goes to ``EventArrays.seq`` as it is)
+TABLE_COLUMNS = ("comm", "pid")
 
 
 def event_code(name: Any) -> int:
@@ -248,10 +335,10 @@ def event_code(name: Any) -> int:
     return int(EVENT_BY_NAME[name]) if name in EVENT_BY_NAME else -1
 
 
-def read_event_columns(path: Any, *, with_gfp: bool = True) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_event_columns(path: Any, *, with_gfp: bool = True) -> tuple[dict[str, Any], list[str]]:
     """The ``EVENT_COLUMNS`` of a Parquet event table as flat arrays, with ``event`` as
-    ``parsers.schema.Event`` codes, ``comm`` as codes into the returned names, and ``gfp_mask``
-    when asked and present.
+    ``parsers.schema.Event`` codes, ``comm`` as codes into the returned names, ``gfp_mask``
+    when asked and present, and ``seq`` (``EVENT_RUN_COLUMNS``) as ``AffineRuns`` when it is runs.
 
     The names are in the order Arrow's dictionary unification gives them (each row group's
     dictionary in turn, new names appended), so that ``event_table`` is the ``comm`` column a
@@ -267,11 +354,12 @@ def read_event_columns(path: Any, *, with_gfp: bool = True) -> tuple[dict[str, n
     def intern(name: Any) -> int:
         return names.setdefault(str(name), len(names))
 
-    cols = read_parquet_columns(path, flat, {"event": (event_code, np.int8, -1), "comm": (intern, np.int32, -1)})
+    cols = read_parquet_columns(path, flat, {"event": (event_code, np.int8, -1), "comm": (intern, np.int32, -1)},
+                                EVENT_RUN_COLUMNS)
     return cols, list(names)
 
 
-def event_table(cols: dict[str, np.ndarray], comm_names: list[str]) -> pa.Table:
+def event_table(cols: dict[str, Any], comm_names: list[str]) -> pa.Table:
     """``TABLE_COLUMNS`` of ``read_event_columns``' columns as a one-chunk Arrow table (zero-copy)."""
     n = len(cols["comm"])
     codes = cols["comm"]
@@ -280,6 +368,4 @@ def event_table(cols: dict[str, np.ndarray], comm_names: list[str]) -> pa.Table:
         pa.Array.from_buffers(pa.int32(), n, [pa.py_buffer(np.packbits(~missing, bitorder="little"))
                                               if missing.any() else None, pa.py_buffer(codes)]),
         pa.array(comm_names, pa.string()))
-    return pa.table({"comm": comm,
-                     "pid": pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(cols["pid"])]),
-                     "seq": pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(cols["seq"])])})
+    return pa.table({"comm": comm, "pid": pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(cols["pid"])])})

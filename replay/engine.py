@@ -98,7 +98,7 @@ class EventArrays:
     fb_mt: np.ndarray
     chown: np.ndarray
     gfp: np.ndarray
-    seq: Any  # np.ndarray, or a columns.ChunkedColumn (read at rows only)
+    seq: Any  # np.ndarray, or a columns.ChunkedColumn / AffineRuns (read at rows only)
     deferred: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     #: per page index: the first event touching it (-1: none), from the initial-state pass
     first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -223,7 +223,7 @@ def event_arrays_from_parquet(path: Any, *, with_gfp: bool = True
     return ea, table, bounds
 
 
-def event_arrays_from_columns(c: dict[str, np.ndarray], table: pa.Table, *, with_gfp: bool = True
+def event_arrays_from_columns(c: dict[str, Any], table: pa.Table, *, with_gfp: bool = True
                               ) -> tuple[EventArrays, tuple[int | None, int]]:
     """``EventArrays`` from ``replay.columns.read_event_columns``' flat columns and table; and the
     lowest pfn above 0 (None: no pfn) and the highest of the trace as written (the layout's
@@ -234,7 +234,7 @@ def event_arrays_from_columns(c: dict[str, np.ndarray], table: pa.Table, *, with
     gfp = c["gfp_mask"] if "gfp_mask" in c else np.full(n if with_gfp else 1, -1, np.int64)
     ea = EventArrays(ev=c["event"], ts=c["ts_ns"], cpu=c["cpu"], pfn=c["pfn"], order=c["order"], mt=c["migratetype"],
                      refill=c["percpu_refill"], fb_order=c["fallback_order"], fb_mt=c["fallback_migratetype"],
-                     chown=c["change_ownership"], gfp=gfp, seq=seq_column(table))
+                     chown=c["change_ownership"], gfp=gfp, seq=c["seq"])
     ea = _finish_event_arrays(ea, c["failed"], table)
     return ea, (int(bounds[0]) if bounds[0] > 0 else None, int(bounds[1]))
 

@@ -113,7 +113,7 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     kind_names = [""] + [KIND_BY_CODE[c].name if c in KIND_BY_CODE else f"kind_{c}"
                          for c in range(1, max(KIND_BY_CODE) + 1)]
     znames = list(prep.zone_names) or ["?"]
-    seq_flat = isinstance(ea.seq, np.ndarray)  # (else a ChunkedColumn, read at the rows below)
+    seq_flat = isinstance(ea.seq, np.ndarray)  # (else a ChunkedColumn or AffineRuns, read at the rows below)
     # one compiled pass over the rows, the charge log and the handled events (no GIL)
     c = {k: np.empty(n, dt) for k, dt in _EVENT_ROW_COLUMNS}
     event_rows(rix, ea.ts, ea.cpu, ea.ev, ea.pfn, ea.order, run.out_zone, run.out_anom, run.out_sec, run.elog,
