@@ -553,13 +553,10 @@ def mark_free_pages(st: ModelState, out: np.ndarray) -> None:
 def clear_units_in_use(bitmap: np.ndarray, ok: np.ndarray, listed: np.ndarray, pfn_base: int, block_order: int,
                        phys: int, unit: int, pbase: int) -> None:
     """Accept (clear) every unaccepted unit with a page the trace's initial state has in use:
-    ``ok`` marks the free pages (``mark_free_pages``); pages of listed blocks count as free."""
+    ``ok`` marks the free pages (``mark_free_pages``; read only: several replays share it);
+    pages of listed blocks (``listed[b]`` != 0 for block ``b``) count as free."""
     npages = ok.shape[0]
-    for b in listed:
-        s = pfn_base + (b << block_order) - pbase
-        e = s + (1 << block_order)
-        for j in range(s if s > 0 else 0, e if e < npages else npages):
-            ok[j] = 1
+    nb = listed.shape[0]
     for u in range(bitmap.shape[0]):
         if bitmap[u] == 0:
             continue
@@ -567,8 +564,10 @@ def clear_units_in_use(bitmap: np.ndarray, ok: np.ndarray, listed: np.ndarray, p
         e = s + unit
         for j in range(s if s > 0 else 0, e if e < npages else npages):
             if ok[j] == 0:
-                bitmap[u] = 0
-                break
+                b = (j + pbase - pfn_base) >> block_order
+                if not (0 <= j + pbase - pfn_base and b < nb and listed[b] != 0):
+                    bitmap[u] = 0
+                    break
 
 
 @kernel_entry

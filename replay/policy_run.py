@@ -67,10 +67,26 @@ class Prepared:
     calib: np.ndarray
     edges: np.ndarray
     metadata: dict[str, str] = field(default_factory=dict)
+    #: ``mark_free_pages`` of the initial state (``initial_free_pages``): the same for every
+    #: delta replay, which shares that state
+    _free_pages: np.ndarray | None = field(default=None, repr=False)
+    _free_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def events(self) -> EventArrays:
         return self.base.events
+
+    def initial_free_pages(self) -> np.ndarray:
+        """1 for every page inside a free buddy block of the initial state (computed once)."""
+        from replay.policy_loop import mark_free_pages
+
+        with self._free_lock:
+            if self._free_pages is None:
+                st = self.base.state
+                ok = np.zeros(len(st.pg_state), np.uint8)
+                mark_free_pages(st, ok)
+                self._free_pages = ok
+            return self._free_pages
 
 
 def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any = None, boot: bool | None = None,
@@ -389,12 +405,14 @@ def _policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.nd
     return pp
 
 
-def _reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = False) -> None:
+def _reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = False,
+               prep: Prepared | None = None) -> None:
     """Make the acceptance state agree with the trace's initial buddy state (see module doc).
 
     ``counters_only``: ``st`` shares the initial buddy state with other runs and only its
     ``z_nr_free`` is private: a listed block that is a whole free block there leaves the free
-    counter, not the lists (``replay.policy_delta``)."""
+    counter, not the lists (``replay.policy_delta``); its free pages are then ``prep``'s
+    ``initial_free_pages``."""
     bo = int(acc.geo[A.G_BLOCK_ORDER])
     bpages = 1 << bo
     unit = int(acc.geo[A.G_UNIT_PAGES])
@@ -419,9 +437,12 @@ def _reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = Fals
     # units still unaccepted must be wholly free (buddy) or inside a listed block
     from replay.policy_loop import clear_units_in_use, mark_free_pages
 
-    ok = np.zeros(len(st.pg_state), np.uint8)
-    mark_free_pages(st, ok)
-    listed = np.nonzero(acc.blk_state == A.B_LISTED)[0].astype(np.int64)
+    if counters_only and prep is not None:  # the page arrays are the initial state's, unchanged
+        ok = prep.initial_free_pages()
+    else:
+        ok = np.zeros(len(st.pg_state), np.uint8)
+        mark_free_pages(st, ok)
+    listed = (acc.blk_state == A.B_LISTED).view(np.uint8)
     clear_units_in_use(acc.bitmap, ok, listed, int(acc.geo[A.G_PFN_BASE]), bo, phys, unit, int(st.geo[0]))
 
 
@@ -467,7 +488,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     delta = (base is not None and (live is not None or base.dfree is not None) and mode == "exact"
              and bo == int(st0.geo[1]) - 1)
     st = st0._replace(z_nr_free=st0.z_nr_free.copy()) if delta else copy_state(st0, arena)
-    _reconcile(st, acc, counters_only=delta)
+    _reconcile(st, acc, counters_only=delta, prep=prep)
     pp = _policy_params(policy, pv, mode)
     out_pfns = model.out_pfns
     unit_bytes = int(acc.geo[A.G_UNIT_PAGES]) * A.PAGE_SIZE
