@@ -733,6 +733,13 @@ def results_metadata(prep: Prepared, runs: list[Any], costs: Any, *, seed: int =
     return out
 
 
+def _dictionary_columns(t: pa.Table) -> list[str]:
+    """The columns Parquet dictionary-encodes: all but the 64-bit numbers (times, pfns, ns and
+    byte counts: mostly distinct values, whose dictionary Arrow would build and then drop)."""
+    return [f.name for f in t.schema
+            if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) or f.type.bit_width < 64]
+
+
 def write_policy_results(folder: str | Path, tables: dict[str, pa.Table], metadata: dict[str, str],
                          extra_tables: dict[str, pa.Table] | None = None) -> list[Path]:
     """Write each table to ``folder/<name>.parquet`` (fixed writer options: deterministic bytes)."""
@@ -744,7 +751,8 @@ def write_policy_results(folder: str | Path, tables: dict[str, pa.Table], metada
         name, t = item
         p = d / f"{name}.parquet"
         pq.write_table(t.replace_schema_metadata({**md, "pagereplay.table": name}), p, compression="zstd",
-                       use_dictionary=True, write_statistics=True, row_group_size=1 << 20, store_schema=True)
+                       use_dictionary=_dictionary_columns(t), write_statistics=True, row_group_size=1 << 20,
+                       store_schema=True)
         return p
 
     from concurrent.futures import ThreadPoolExecutor
