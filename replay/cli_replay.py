@@ -298,6 +298,11 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     del check, check_every  # the invariants are checked at the end of every policy's replay
     clock = PhaseClock()
     pols = resolve_policies(policies, all_presets, policies_file)  # cheap: a bad name fails at once
+    # Arrow (>= 21) registers most compute kernels when pyarrow.compute is first imported, which
+    # a thread's first cast or take does; a Parquet read on another thread meanwhile could miss
+    # "cast" in the half-filled registry ("No function registered with name: cast", seen about
+    # once in a hundred runs): register them before any thread starts
+    import pyarrow.compute  # noqa: F401
     reader = ThreadPoolExecutor(1)
     # Arrow reads the trace without the GIL while this thread imports numba and the replay
     # modules, and the side thread loads the kernels from numba's cache (both hold the GIL)

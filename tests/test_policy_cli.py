@@ -234,3 +234,35 @@ def test_damaged_parquet_input_is_one_line_error(tmp_path: Path) -> None:
         res = _cli("replay", tmp_path / f"{name}.parquet", "--all-policies", "-o", tmp_path / name)
         assert_one_line_failure(res, f"{name}.parquet", "unreadable Parquet file", code=1)
         assert not (tmp_path / name / "summary.parquet").exists()
+
+
+def test_arrow_compute_is_registered_before_the_replay_threads_start(tmp_path: Path) -> None:
+    """Arrow registers its compute kernels when ``pyarrow.compute`` is first imported; a Parquet
+    read on another thread during that registration once failed ("No function registered with
+    name: cast").  A fresh process replaying a Parquet trace imports it on the main thread while
+    it is the only thread."""
+    import subprocess
+    import sys
+
+    from parsers.api import parse_to_parquet
+
+    trace = tmp_path / "events.parquet"
+    parse_to_parquet([SMALL / "trace.txt.zst"], trace)
+    code = (
+        "import sys, threading\n"
+        "class Hook:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'pyarrow._compute':\n"
+        "            print('compute imported on', threading.current_thread().name, 'threads', threading.active_count(),\n"
+        "                  file=sys.stderr)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hook())\n"
+        "from replay.cli_replay import run_replay\n"
+        "from pathlib import Path\n"
+        f"run_replay(Path({str(trace)!r}), 'exact', Path({str(tmp_path / 'out')!r}), all_presets=True)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("compute imported on")]
+    assert lines == ["compute imported on MainThread threads 1"], p.stderr[-2000:]
+    assert (tmp_path / "out" / "summary.parquet").exists()
