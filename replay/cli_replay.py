@@ -333,7 +333,8 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     with ThreadPoolExecutor(1) as pool:
         # the (comm, pid) groups (a compiled pass and NumPy, mostly without the GIL) alongside prepare
         ctx_f = pool.submit(result_context, table, [p.name for p in pols], events)
-        prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md, events=events)
+        prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md, events=events,
+                       spare_state=mode == "exact")
         clock.lap("prepare")
         ctx = ctx_f.result()
     clock.lap("context")

@@ -71,10 +71,23 @@ class Prepared:
     #: delta replay, which shares that state
     _free_pages: np.ndarray | None = field(default=None, repr=False)
     _free_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: ``prepare(spare_state=True)``: a copy of the initial state made on a side thread while
+    #: ``prepare`` finished, for the first full replay (``state_copy``)
+    _spare: Any = field(default=None, repr=False)
 
     @property
     def events(self) -> EventArrays:
         return self.base.events
+
+    def state_copy(self) -> ModelState:
+        """A private copy of the initial state: the spare one the first time (waited for), then new ones."""
+        with self._free_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.join()
+            if spare.state is not None:
+                return spare.state
+        return copy_state(self.base.state)
 
     def initial_free_pages(self) -> np.ndarray:
         """1 for every page inside a free buddy block of the initial state (computed once)."""
@@ -89,14 +102,33 @@ class Prepared:
             return self._free_pages
 
 
+class _SpareCopy(threading.Thread):
+    """``copy_state`` on a side thread (its page faults off the replay's critical path)."""
+
+    def __init__(self, st: ModelState) -> None:
+        super().__init__(daemon=True)
+        self._st = st
+        self.state: ModelState | None = None
+
+    def run(self) -> None:
+        self.state = copy_state(self._st)
+
+
 def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any = None, boot: bool | None = None,
             metadata: dict[str, str] | None = None, cal: Calibration | None = None,
-            events: Any = None) -> Prepared:
+            events: Any = None, spare_state: bool = False) -> Prepared:
+    """The policy-independent inputs: event columns, initial state (``engine.replay`` with
+    ``prepare_only``), calibration, the time series' bucket edges.  ``spare_state``: also start
+    copying the initial state for the first full replay (``Prepared.state_copy``: the recording
+    baseline's copy is then made while the calibration runs, not after)."""
     from replay.initial_state import model_zones
     from replay.simulate import zone_kinds
 
     base = replay(table, layout, mode=mode, snapshot=snapshot, boot=boot, metadata=metadata, prepare_only=True,
                   events=events)
+    spare = _SpareCopy(base.state) if spare_state else None
+    if spare is not None:
+        spare.start()
     if cal is None:  # on the columns just built (one compiled pass)
         ea = base.events
         cal = calibrate_events(ea.ev, ea.ts, ea.cpu, ea.refill)
@@ -115,7 +147,7 @@ def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any 
                     zone_nodes=[int(getattr(z, "node", 0)) for z in zones], zmap=zmap,
                     zkind=zone_kinds([z.name for z in zones]),
                     wmark_low=np.array([z.wmark_low for z in zones], np.int64), cal=cal, calib=calib, edges=edges,
-                    metadata=dict(metadata or {}))
+                    metadata=dict(metadata or {}), _spare=spare)
 
 
 def copy_state(st: ModelState, arena: "Arena | None" = None) -> ModelState:
@@ -487,7 +519,10 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     live = base if isinstance(base, BaselineFeed) else None
     delta = (base is not None and (live is not None or base.dfree is not None) and mode == "exact"
              and bo == int(st0.geo[1]) - 1)
-    st = st0._replace(z_nr_free=st0.z_nr_free.copy()) if delta else copy_state(st0, arena)
+    if delta:
+        st = st0._replace(z_nr_free=st0.z_nr_free.copy())
+    else:
+        st = copy_state(st0, arena) if arena is not None else prep.state_copy()
     _reconcile(st, acc, counters_only=delta, prep=prep)
     pp = _policy_params(policy, pv, mode)
     out_pfns = model.out_pfns

@@ -249,3 +249,21 @@ def test_event_rows_equal_the_array_operations() -> None:
             assert np.array_equal(sink["cpu"], ea.cpu[idx]) and np.array_equal(sink["proc"], ctx.proc_key[idx])
             charged_somewhere += int(np.count_nonzero(col["added_ns"]))
     assert charged_somewhere > 0  # some policy added latency: the charges were compared
+
+
+def test_spare_state_copy_is_the_initial_state_once() -> None:
+    """``prepare(spare_state=True)``: the first ``state_copy`` is the copy made on the side thread,
+    equal to the initial state and not sharing its arrays; later ones are fresh copies."""
+    from replay.cli_replay import _tiny_table
+    from replay.engine import event_arrays
+    from replay.layout import infer_layout
+    from replay.policy_run import prepare
+
+    table = _tiny_table(6656)
+    layout = infer_layout((1 << 14) - (1 << 12), (1 << 14) + (1 << 13), nr_cpus=2)
+    prep = prepare(table, layout, mode="exact", events=event_arrays(table, with_gfp=False), spare_state=True)
+    first, second = prep.state_copy(), prep.state_copy()
+    for a, b, c in zip(prep.base.state, first, second):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+        assert not np.shares_memory(a, b) and not np.shares_memory(a, c) and not np.shares_memory(b, c)
+    assert prep._spare is None
