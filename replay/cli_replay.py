@@ -323,7 +323,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     from replay.engine import ReplayOutput
     from replay.policy_results import (anomalies_table, combine_policy_tables, result_context, results_metadata,
                                        write_policy_results)
-    from replay.policy_run import prepare
+    from replay.policy_run import prefault_outputs, prepare
     from replay.results import end_snapshot_report, summary_dict
 
     clock.lap("load")
@@ -333,10 +333,14 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     with ThreadPoolExecutor(1) as pool:
         # the (comm, pid) groups (a compiled pass and NumPy, mostly without the GIL) alongside prepare
         ctx_f = pool.submit(result_context, table, [p.name for p in pols], events)
+        # then, on the same thread (idle until prepare ends), the baseline's per-event arrays
+        outputs_f = pool.submit(prefault_outputs, table.num_rows) if mode == "exact" else None
         prep = prepare(table, layout, mode=mode, snapshot=snap, boot=boot, metadata=md, events=events,
                        spare_state=mode == "exact")
         clock.lap("prepare")
         ctx = ctx_f.result()
+        if outputs_f is not None:
+            prep.give_outputs(outputs_f.result())
     clock.lap("context")
     # a plain replay (the baseline alone) keeps every input event's row: its per-event model result
     all_events = all_events or len(pols) == 1

@@ -74,6 +74,22 @@ class Prepared:
     #: ``prepare(spare_state=True)``: a copy of the initial state made on a side thread while
     #: ``prepare`` finished, for the first full replay (``state_copy``)
     _spare: Any = field(default=None, repr=False)
+    #: ``prefault_outputs``' arrays (``give_outputs``): the recording baseline's per-event
+    #: output arrays, made (and their pages touched) ahead on an idle thread
+    _outputs: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def give_outputs(self, outputs: dict[str, np.ndarray]) -> None:
+        """``prefault_outputs``' arrays for the recording baseline (ignored unless they fit)."""
+        n = len(self.events)
+        if all(len(a) == n for a in outputs.values()):
+            with self._free_lock:
+                self._outputs = outputs
+
+    def take_outputs(self) -> dict[str, np.ndarray] | None:
+        """``give_outputs``' arrays, once (None if not given, or already taken)."""
+        with self._free_lock:
+            out, self._outputs = self._outputs, None
+        return out
 
     @property
     def events(self) -> EventArrays:
@@ -100,6 +116,14 @@ class Prepared:
                 mark_free_pages(st, ok)
                 self._free_pages = ok
             return self._free_pages
+
+
+def prefault_outputs(n: int) -> dict[str, np.ndarray]:
+    """The per-event arrays a recording exact-mode baseline fills for every event (``out_sec``
+    and ``out_zone`` at -1, ``dfree`` at 0), with their pages touched here, on a thread with
+    nothing else to do, rather than in the baseline's first steps (``Prepared.give_outputs``)."""
+    return {"out_sec": np.full(n, -1, np.int32), "out_zone": np.full(n, -1, np.int8),
+            "dfree": np.full(n, 0, np.int32)}  # (np.full writes every page; np.zeros would not)
 
 
 class _SpareCopy(threading.Thread):
@@ -536,6 +560,7 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     boot = boot_accept_cost(policy, costs, present_bytes, int(getattr(layout, "nr_cpus", ncpu) or ncpu),
                             layout=layout, firmware_accepted_bytes=firmware_accepted_bytes).as_dict()
 
+    made: dict[str, np.ndarray] | None = None
     if delta:  # the baseline's results, shared (never written here); the rest of them at the end
         src: Any = base
         if live is not None:
@@ -545,15 +570,22 @@ def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     else:
         S = new_sections(n, ncpu)
         out_anom = mem.full("out_anom", n, np.int8)
-        out_sec = mem.full("out_sec", n, np.int32, -1)
-        out_zone = mem.full("out_zone", n, np.int8, -1)
+        made = prep.take_outputs() if record and mode == "exact" and arena is None else None
+        if made is not None:
+            out_sec, out_zone = made["out_sec"], made["out_zone"]
+        else:
+            out_sec = mem.full("out_sec", n, np.int32, -1)
+            out_zone = mem.full("out_zone", n, np.int8, -1)
         if mode == "exact":  # the trace's pfns (exact mode places nothing itself): shared, not copied
             out_pfn = ea.pfn
         else:
             out_pfn = mem.empty("out_pfn", n, np.int64)
             np.copyto(out_pfn, ea.pfn)
         acount = np.zeros(prep.base.acount.shape[0], np.int64)
-    dfree = np.zeros(n if record and mode == "exact" else 0, np.int32)
+    if made is not None:
+        dfree = made["dfree"]
+    else:
+        dfree = np.zeros(n if record and mode == "exact" else 0, np.int32)
     simmap = new_sim_map(st) if mode == "simulate" else np.zeros(1, np.int32)
     delay = np.zeros(ncpu, np.int64)
     pend = np.zeros(2 * ncpu, np.int64)

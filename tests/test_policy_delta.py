@@ -267,3 +267,22 @@ def test_spare_state_copy_is_the_initial_state_once() -> None:
         assert np.array_equal(a, b) and np.array_equal(a, c)
         assert not np.shares_memory(a, b) and not np.shares_memory(a, c) and not np.shares_memory(b, c)
     assert prep._spare is None
+
+
+def test_prefaulted_outputs_are_taken_once_and_match_fresh_ones() -> None:
+    """``prefault_outputs``: -1 sections and zones, 0 free-page deltas, for the first recording
+    baseline only; arrays of another length are ignored."""
+    from replay.cli_replay import _tiny_table
+    from replay.engine import event_arrays
+    from replay.layout import infer_layout
+    from replay.policy_run import prefault_outputs, prepare
+
+    table = _tiny_table(6656)
+    layout = infer_layout((1 << 14) - (1 << 12), (1 << 14) + (1 << 13), nr_cpus=2)
+    prep = prepare(table, layout, mode="exact", events=event_arrays(table, with_gfp=False))
+    prep.give_outputs(prefault_outputs(len(prep.events) + 1))  # wrong length: ignored
+    assert prep.take_outputs() is None
+    made = prefault_outputs(len(prep.events))
+    assert (made["out_sec"] == -1).all() and (made["out_zone"] == -1).all() and (made["dfree"] == 0).all()
+    prep.give_outputs(made)
+    assert prep.take_outputs() is made and prep.take_outputs() is None
