@@ -192,8 +192,8 @@ def _record(prep: Any, policy: Any, costs: Any, feed: Any) -> Any:
     return run
 
 
-def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], costs: Any,
-                       all_events: bool) -> tuple[Any, dict[str, tuple[Any, Any, float]]]:
+def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], costs: Any, all_events: bool,
+                       on_baseline: Any = None) -> tuple[Any, dict[str, tuple[Any, Any, float]]]:
     """Exact mode: the baseline in one thread, each other policy in a thread of its own that
     follows it (``replay.policy_run.BaselineFeed``: up to the baseline's safe point, reported
     every 1M events; the compiled walks release the GIL, so the followers' Python, mostly
@@ -210,12 +210,14 @@ def _run_exact_threads(prep: Any, ctx: Any, policies: list[Any], costs: Any,
         futures = {p.name: pool.submit(_follow, prep, ctx, p, costs, feed, all_events) for p in policies[1:]}
         base = fb.result()
         done = {base.name: (*policy_tables(prep, base, ctx, all_events=all_events), base.seconds)}
+        if on_baseline is not None:
+            on_baseline(base)
         done.update((name, f.result()) for name, f in futures.items())
     return base, done
 
 
 def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, workers: int = 2,
-                 all_events: bool = False) -> tuple[Any, list[Any], dict[str, float]]:
+                 all_events: bool = False, on_baseline: Any = None) -> tuple[Any, list[Any], dict[str, float]]:
     """Run every policy on ``prep``, ``none`` (policies[0]) first.  In exact mode the baseline
     records each event's change of free pages and every other policy replays on its results
     (``replay.policy_delta``; in full where those would not hold) in a thread that follows the
@@ -224,13 +226,18 @@ def run_policies(prep: Any, ctx: Any, policies: list[Any], costs: Any, *, worker
     unaccepted when the trace starts (``accepts_nothing``: firmware-eager, kernel-eager) takes
     the baseline's replay with its own boot cost (``baseline_run_as``) instead of replaying it.
 
+    ``on_baseline(run)``: called with the ``none`` run once it is done (with the followers still
+    running, in exact mode: work that needs only the baseline, off the critical path).
+
     Returns the ``none`` run (its model state feeds the end-snapshot check), each policy's
     ``policy_tables`` result in order, and the replay seconds per policy.
     """
     if prep.mode == "exact" and len(policies) > 1 and workers > 1:
-        base, done = _run_exact_threads(prep, ctx, policies, costs, all_events)
+        base, done = _run_exact_threads(prep, ctx, policies, costs, all_events, on_baseline)
     else:
         base, done = _run_in_processes(prep, ctx, policies, costs, workers, all_events)
+        if on_baseline is not None:
+            on_baseline(base)
     parts = [done[base.name][:2]]
     seconds = {base.name: base.seconds}
     for p in policies[1:]:
@@ -344,7 +351,9 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     clock.lap("context")
     # a plain replay (the baseline alone) keeps every input event's row: its per-event model result
     all_events = all_events or len(pols) == 1
-    base, parts, seconds = run_policies(prep, ctx, pols, cost, workers=workers, all_events=all_events)
+    anomalies: list[Any] = []  # (the baseline's, built while the other policies finish)
+    base, parts, seconds = run_policies(prep, ctx, pols, cost, workers=workers, all_events=all_events,
+                                        on_baseline=lambda run: anomalies.append(anomalies_table(prep, run)))
     clock.lap("policies")
     out = ReplayOutput(mode=mode, events=prep.events, state=base.st, sections=base.S, out_anom=base.out_anom,
                        out_sec=base.out_sec, out_zone=base.out_zone, out_pfn=base.out_pfn, acount=base.acount,
@@ -365,7 +374,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
             endrep["total_diff_minus_migrations"] = diff - vm.get("pgmigrate_success", 0)
     summary = summary_dict(out, prep.cal, endrep)
     summary["input"] = str(trace)
-    tables, rows = combine_policy_tables(parts, anomalies_table(prep, base))
+    tables, rows = combine_policy_tables(parts, anomalies[0])
     meta = results_metadata(prep, pols, cost, extra={"snapshot": str(snapshot or ""),
                                                      "end_snapshot": str(end_snapshot or "")})
     clock.lap("tables")
