@@ -260,7 +260,7 @@ def test_arrow_compute_is_registered_before_the_replay_threads_start(tmp_path: P
         "from replay.cli_replay import run_replay\n"
         "from pathlib import Path\n"
         f"run_replay(Path({str(trace)!r}), 'exact', Path({str(tmp_path / 'out')!r}), all_presets=True)\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False,
                        cwd=Path(__file__).resolve().parents[1])
     assert p.returncode == 0, p.stderr[-2000:]
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("compute imported on")]
