@@ -377,9 +377,11 @@ class BaselineFeed:
     its live per-event arrays, the delta index built so far and the safe point, for the delta
     replays of other policies that follow it in other threads (``run_policy(base=feed)``).
 
-    After every ``FEED_CHUNK`` events the baseline extends the index and reports the safe point:
+    After every ``FEED_CHUNK`` events the baseline reports how far it got and the safe point:
     every event before it is replayed and every zone->lock section opened before it is closed
-    (its sums are final).  A follower walks up to it, then waits for the next report; the
+    (its sums are final).  The first follower to need them extends the index over the reported
+    events (off the baseline's critical path); a follower walks up to the safe point, then waits
+    for the next report; the
     compiled walks release the GIL, so the followers' Python (acceptance round trips) runs
     beside the baseline.  While the baseline runs, the followers' compiled walks share
     ``slots`` CPUs (one fewer than the machine has); when it is done they get one more."""
@@ -393,6 +395,8 @@ class BaselineFeed:
         self._cv = threading.Condition()
         self.n = len(prep.events)
         self.index = new_index(prep, self.n)
+        self._index_lock = threading.Lock()
+        self.reported = 0  # events the baseline has replayed (the index may lag: _extend_index)
         self.safe = 0
         self.run: PolicyRun | None = None
         self.error: BaseException | None = None
@@ -406,21 +410,26 @@ class BaselineFeed:
         self.ts_free, self.ts_order = ts_free, ts_order
 
     def advance(self, k: int) -> None:
-        """The baseline has replayed the events before ``k``: extend the index, report the safe point."""
+        """The baseline has replayed the events before ``k``: report them and the safe point."""
         S = self.S
         assert S is not None
-        self.index.extend(S, self.out_sec, self.out_zone, self.dfree, k)
         safe = k
         for sid in S.cur.tolist():  # a CPU's open section may still take events
             if sid >= 0:
                 safe = min(safe, int(S.first[sid]))
         with self._cv:
+            self.reported = max(self.reported, k)
             self.safe = max(self.safe, safe)
             self._cv.notify_all()
 
+    def _extend_index(self, k: int) -> None:
+        """The index over the baseline's events before ``k`` (all reported: their rows are final)."""
+        with self._index_lock:
+            self.index.extend(self.S, self.out_sec, self.out_zone, self.dfree, k)
+
     def finish(self, run: PolicyRun | None, error: BaseException | None = None) -> None:
         if run is not None and run.dfree is not None and self.S is not None:
-            self.index.extend(self.S, self.out_sec, self.out_zone, self.dfree, self.n)
+            self._extend_index(self.n)
             run.delta_index = self.index
         with self._cv:
             self.run, self.error = run, error
@@ -435,7 +444,10 @@ class BaselineFeed:
                 self._cv.wait()
             if self.error is not None:
                 raise RuntimeError("the baseline replay failed") from self.error
-            return self.safe if self.run is None else self.n
+            limit, reported = (self.safe, self.reported) if self.run is None else (self.n, self.n)
+        if reported and self.S is not None:
+            self._extend_index(reported)
+        return limit
 
     def result(self) -> PolicyRun:
         with self._cv:
