@@ -43,6 +43,13 @@ def _chunk_values(arr: pa.Array, dtype: Any, null: int, writable: bool = True) -
     return out if _chunk_into(arr, out, null) else None
 
 
+def _chunk_view(arr: pa.Array, dtype: Any, null: int) -> np.ndarray:
+    """One chunk as a read-only ``dtype`` array: a view of the Arrow buffer where possible
+    (``_chunk_values(writable=False)``), else converted."""
+    v = _chunk_values(arr, dtype, null, writable=False)
+    return v if v is not None else _generic(arr, dtype, null)
+
+
 def column_values(table: pa.Table, name: str, dtype: Any, null: int, *, writable: bool = True) -> np.ndarray:
     """Column ``name`` as a ``dtype`` array, nulls as ``null`` (any chunking).
 
@@ -103,10 +110,8 @@ class ChunkedColumn:
     it at a few thousand rows), a contiguous copy would cost its size in fresh pages."""
 
     def __init__(self, col: pa.ChunkedArray, dtype: Any, null: int) -> None:
-        self._chunks: list[np.ndarray] = []
-        for ch in col.chunks:  # zero-copy views of the Arrow buffers where the chunk has no nulls
-            v = _chunk_values(ch, dtype, null, writable=False)
-            self._chunks.append(v if v is not None else _generic(ch, dtype, null))
+        # zero-copy views of the Arrow buffers where the chunk has no nulls
+        self._chunks: list[np.ndarray] = [_chunk_view(ch, dtype, null) for ch in col.chunks]
         self._ends = np.cumsum([len(c) for c in self._chunks], dtype=np.int64)
         self.dtype = np.dtype(dtype)
 
@@ -178,9 +183,7 @@ class _RunsBuilder:
             m = len(ch)
             if m == 0:
                 continue
-            v = _chunk_values(ch, self.dtype, self.null, writable=False)
-            if v is None:
-                v = _generic(ch, self.dtype, self.null)
+            v = _chunk_view(ch, self.dtype, self.null)
             if self.dense is None:
                 cuts = np.flatnonzero(v[1:] != v[:-1] + 1) + 1
                 new_run_here = self.last is None or int(v[0]) != self.last + 1
@@ -314,7 +317,7 @@ def read_parquet_columns(path: Any, flat: dict[str, tuple[Any, int]],
 
 #: ``read_event_columns``: the flat columns of the canonical table the replay reads (name ->
 #: (dtype, null)): ``replay.engine.EventArrays``' own, ``failed`` (to clear the pfns of failed
-#: allocations) and ``pid``/``seq`` for the results tables
+#: allocations) and ``pid`` for the results tables (``seq``: ``EVENT_RUN_COLUMNS``)
 EVENT_COLUMNS: dict[str, tuple[Any, int]] = {
     "ts_ns": (np.int64, 0), "cpu": (np.int32, 0), "pfn": (np.int64, -1), "order": (np.int8, 0),
     "migratetype": (np.int8, -1), "percpu_refill": (np.int8, -1), "fallback_order": (np.int8, -1),

@@ -70,7 +70,8 @@ class Prepared:
     #: ``mark_free_pages`` of the initial state (``initial_free_pages``): the same for every
     #: delta replay, which shares that state
     _free_pages: np.ndarray | None = field(default=None, repr=False)
-    _free_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: guards the three hand-overs (``_free_pages``, ``_spare``, ``_outputs``) between threads
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: ``prepare(spare_state=True)``: a copy of the initial state made on a side thread while
     #: ``prepare`` finished, for the first full replay (``state_copy``)
     _spare: Any = field(default=None, repr=False)
@@ -82,12 +83,12 @@ class Prepared:
         """``prefault_outputs``' arrays for the recording baseline (ignored unless they fit)."""
         n = len(self.events)
         if all(len(a) == n for a in outputs.values()):
-            with self._free_lock:
+            with self._lock:
                 self._outputs = outputs
 
     def take_outputs(self) -> dict[str, np.ndarray] | None:
         """``give_outputs``' arrays, once (None if not given, or already taken)."""
-        with self._free_lock:
+        with self._lock:
             out, self._outputs = self._outputs, None
         return out
 
@@ -97,7 +98,7 @@ class Prepared:
 
     def state_copy(self) -> ModelState:
         """A private copy of the initial state: the spare one the first time (waited for), then new ones."""
-        with self._free_lock:
+        with self._lock:
             spare, self._spare = self._spare, None
         if spare is not None:
             spare.join()
@@ -109,7 +110,7 @@ class Prepared:
         """1 for every page inside a free buddy block of the initial state (computed once)."""
         from replay.policy_loop import mark_free_pages
 
-        with self._free_lock:
+        with self._lock:
             if self._free_pages is None:
                 st = self.base.state
                 ok = np.zeros(len(st.pg_state), np.uint8)
