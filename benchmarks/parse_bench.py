@@ -654,7 +654,7 @@ def print_table(results: dict) -> None:
 
 
 def _sources_digest() -> str:
-    """sha256 over parsers/*.py and replay/cli.py: which code the figures belong to."""
+    """sha256 over parsers/*.py and replay/cli/__init__.py: which code the figures belong to."""
     import hashlib
 
     root = Path(__file__).resolve().parents[1]

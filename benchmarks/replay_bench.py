@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # as `pagereplay` itself runs (replay/cli.py)
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # as `pagereplay` itself runs (replay/cli/__init__.py)
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # (freed tables go back to the OS)
 from pathlib import Path
 
@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from parsers.api import load_events, parse_files  # noqa: E402
-from replay.engine import event_arrays, replay, run_loop  # noqa: E402
-from replay.initial_state import infer_initial_state, model_zones  # noqa: E402
-from replay.layout import infer_layout, layout_for_guest  # noqa: E402
-from replay.simulate import zone_kinds  # noqa: E402
-from replay.state import new_state, state_bytes_per_page  # noqa: E402
+from replay.model.engine import event_arrays, replay, run_loop  # noqa: E402
+from replay.model.initial_state import infer_initial_state, model_zones  # noqa: E402
+from replay.model.layout import infer_layout, layout_for_guest  # noqa: E402
+from replay.model.simulate import zone_kinds  # noqa: E402
+from replay.model.state import new_state, state_bytes_per_page  # noqa: E402
 
 
 def tile(table: pa.Table, tiles: int, pfn_stride: int) -> pa.Table:
@@ -67,15 +67,14 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
     pages for the delta replays), then each policy twice: its full replay (``run_policy`` alone:
     acceptance state from the layout, reconciliation, the compiled loop with its acceptance round
     trips, invariants, boot cost; a reused buffer arena, as a worker would) and its delta replay on
-    the recorded baseline (``replay.policy_delta``, what ``replay`` runs: the walk that visits only
+    the recorded baseline (``replay.policy.delta``, what ``replay`` runs: the walk that visits only
     the events that can matter; the walk over every event is timed beside it).  Best of ``repeat``.
     """
     import gc
 
-    import replay.acceptance  # noqa: F401  (import order: acceptance before acceptance_boot)
-    from replay.costs import get_costs
-    from replay.policies import PRESET_ORDER, all_policies
-    from replay.policy_run import Arena, accepts_nothing, delta_index, prepare, run_policy
+    from replay.acceptance.costs import get_costs
+    from replay.acceptance.policies import PRESET_ORDER, all_policies
+    from replay.policy.run import Arena, accepts_nothing, delta_index, prepare, run_policy
 
     pols = all_policies()
     names = list(PRESET_ORDER) if which == "all" else ["none", *[p for p in which.split(",") if p != "none"]]
@@ -122,7 +121,7 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
               f" x{t_delta / t_none:5.3f} of none, visiting {r.visited / n:6.2%} of the events (every event:"
               f" {t_dense:5.2f} s) ({r.method}; round trips"
               f" {r.yields:,}, forced {int(r.handled_forced.sum()):,}, accepted"
-              f" {int(r.totals[replay.acceptance.R_BYTES]) >> 20:,} MiB, invariants"
+              f" {int(r.totals[replay.acceptance.unaccepted.R_BYTES]) >> 20:,} MiB, invariants"
               f" {'ok' if r.invariants_ok and r.accepted_ok else 'VIOLATED'}){shared}")
         del r
     print(f"  all {len(names)} policies: baseline {t_none:.2f} s + delta replays {total_delta:.2f} s"
@@ -226,12 +225,9 @@ def main() -> None:
     replay(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="exact")
     replay(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="simulate")
     if a.policies != "skip":
-        import importlib
-
-        importlib.import_module("replay.acceptance")  # import order: acceptance before acceptance_boot
-        from replay.costs import get_costs
-        from replay.policies import all_policies
-        from replay.policy_run import prepare, run_policy
+        from replay.acceptance.costs import get_costs
+        from replay.acceptance.policies import all_policies
+        from replay.policy.run import prepare, run_policy
 
         prep = prepare(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="exact")
         base = run_policy(prep, all_policies()["none"], get_costs(a.costs), record=True)

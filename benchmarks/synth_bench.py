@@ -9,7 +9,7 @@ Stages, each timed on its own (wall clock, best of ``--runs``):
 
 1. ``generate``: workload requests (``parsers.synthetic.workloads``), streamed and discarded;
 2. ``synth``: requests -> canonical events -> Parquet (``pagereplay synth -o``), streamed, with
-   the engine emitter (``replay.synth_emit``, the default of ``pagereplay synth``) and/or the
+   the engine emitter (``replay.synth.emit``, the default of ``pagereplay synth``) and/or the
    stand-in (``--emitter both``: ``synth_standin`` too; render and parse use the first);
 3. ``render``: that Parquet -> kernel text (``--text``), batch by batch;
 4. ``parse``: the text -> Parquet with ``parsers.api.parse_to_parquet`` (the baseline the
@@ -41,7 +41,7 @@ from parsers.synthetic.config import load_config, parse_size  # noqa: E402
 from parsers.synthetic.pipeline import render_parquet, write_parquet  # noqa: E402
 from parsers.synthetic.render import RenderOptions  # noqa: E402
 from parsers.synthetic.workloads import RequestGenerator  # noqa: E402
-from replay.synth_emit import EngineEmitter  # noqa: E402
+from replay.synth.emit import EngineEmitter  # noqa: E402
 
 EMITTERS = {"engine": EngineEmitter, "standin": None}
 

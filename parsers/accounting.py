@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _scan
+from .scan import kernels as _scan
 from .schema import EVENT_NAMES
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import _scan
+from .scan import kernels as _scan
 from .accounting import Accounting, FileAccounting
 from .arrow_columns import _bool_column, _column, _GfpInterner, _Interner, _nulls
 from .errors import SchemaMismatchError, StrictModeError, TraceFormatError, TraceInputError

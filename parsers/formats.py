@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import _scan
+from .scan import kernels as _scan
 
 FORMATS = ("ftrace", "trace-cmd", "perf")
 FORMAT_CODE = {None: _scan.FMT_AUTO, "ftrace": _scan.FMT_FTRACE, "trace-cmd": _scan.FMT_FTRACE, "perf": _scan.FMT_PERF}

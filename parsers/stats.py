@@ -4,7 +4,7 @@ Everything here is vectorised polars over the canonical event table
 (:mod:`parsers.schema`): no Python loop runs per event, so a 5M-event table is
 summarised in seconds.  The result of :func:`info_summary` is a plain
 JSON-serialisable dict (layout in the docstring of :func:`info_summary`);
-rendering lives in ``replay/console.py``.
+rendering lives in ``replay/report/console.py``.
 
 Models reproduced
 -----------------

@@ -1,6 +1,6 @@
 """Synthetic page-allocator traces: workload models, a stand-in emitter, the text renderer.
 
-The default emitter of ``pagereplay synth`` is the replay engine's (``replay.synth_emit``).
+The default emitter of ``pagereplay synth`` is the replay engine's (``replay.synth.emit``).
 
 * :mod:`parsers.synthetic.workloads` -- workload models as data; they generate *requests*
   (allocations and frees with cpu, task, time, order, migratetype, gfp, lifetime).

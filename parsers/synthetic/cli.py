@@ -1,4 +1,4 @@
-"""``pagereplay synth``: wiring only (the lead adds ``register(app)`` to ``replay/cli.py``)."""
+"""``pagereplay synth``: wiring only (the lead adds ``register(app)`` to ``replay/cli/__init__.py``)."""
 
 from __future__ import annotations
 

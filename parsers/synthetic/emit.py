@@ -91,7 +91,7 @@ class EmitParams:
 def ram_ranges(memory: int, p: "EmitParams") -> list[tuple[int, int]]:
     """Usable pfn ranges [lo, hi) of the guest.
 
-    ``layout="qemu"``: the e820 map of a qemu pc guest as ``replay.layout`` infers it (RAM split
+    ``layout="qemu"``: the e820 map of a qemu pc guest as ``replay.model.layout`` infers it (RAM split
     at 3 GiB when the guest has >= 3.5 GiB, the rest from 4 GiB; the BIOS hole and the top 47
     low pages reserved), so exact replay of the output stays in range; ``"flat"``: one range.
     Pages below ``base_pfn`` (the 16 MiB DMA zone by default) are left out: nothing but
@@ -681,7 +681,7 @@ def check_pages(table: pa.Table, examples: dict[str, list[int]] | None = None) -
             elif st is not None and st[1] != o:
                 bad["free_order"] += 1
             # a first-seen block of pageblock order or more is __free_pages_core() (memblock, deferred
-            # init): straight to the buddy lists, as replay.engine.boot_free_core_mask() reads it
+            # init): straight to the buddy lists, as replay.model.engine.boot_free_core_mask() reads it
             # (a first-seen THP-order free is ambiguous: core, or a pre-trace THP page to a per-CPU list)
             core = st is None and o >= THP_ORDER
             if core and o == THP_ORDER:

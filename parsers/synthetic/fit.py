@@ -7,10 +7,10 @@ halves the steps (down to a quarter), one more at that size ends the search.
 Each evaluation generates a trace as long as the real one (``duration_s`` = the real span), runs
 it through an emitter and compares :func:`compare.trace_stats`.  The emitter is a factory
 (``pipeline.EmitterFactory``; default: the stand-in :class:`~.emit.Emitter`): parsers/ never imports
-replay/, so the replay engine's emitter is passed in by ``replay.synth_fit``.
+replay/, so the replay engine's emitter is passed in by ``replay.synth.fit``.
 
     python -m parsers.synthetic.fit churn /tmp/medium.parquet [SAMPLES [ROUNDS]]   # stand-in emitter
-    python -m replay.synth_fit churn /tmp/medium.parquet [SAMPLES [ROUNDS]]        # engine emitter (the default one)
+    python -m replay.synth.fit churn /tmp/medium.parquet [SAMPLES [ROUNDS]]        # engine emitter (the default one)
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ EMITTER = "stand-in: parsers.synthetic.emit (plain pfn allocator + 6.1 per-CPU l
 #: ``EmitterFactory(machine, emit_params, phases=..., source=...)`` returns an object with
 #: ``feed(request_batch) -> Iterator[RecordBatch]`` and ``finish() -> Iterator[RecordBatch]``
 #: (optional: ``DESCRIPTION``, ``pcp_info()``).  parsers/ never imports replay/: the replay
-#: engine's emitter (``replay.synth_emit.EngineEmitter``) is injected by its caller
-#: (``replay.cli_synth`` for ``pagereplay synth``); the default is the stand-in.
+#: engine's emitter (``replay.synth.emit.EngineEmitter``) is injected by its caller
+#: (``replay.cli.synth`` for ``pagereplay synth``); the default is the stand-in.
 EmitterFactory = Callable[..., Any]
 
 

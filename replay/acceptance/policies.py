@@ -1,0 +1,485 @@
+"""Memory-acceptance policies as data: named points in one small design space.
+
+A policy says *when* unaccepted memory is accepted (``trigger``), *how much* at a time
+(``unit_bytes``, ``block_order``, ``guard_unit``, ``accept_target``), *what is held* while the
+firmware call runs (``held_during_call``) and *how the bitmap is locked* (``bitmap_locking``).
+The acceptance model (:mod:`replay.acceptance.unaccepted`) reads these fields; it never switches on the
+policy name, so a user-defined policy from TOML runs through exactly the same code.
+
+The ten presets follow spec §6 and kernel-notes §1.5 (P0..P6).  Each carries the kernel
+function it models, the version and the mailing-list / commit reference.
+
+TOML (``--file policies.toml``)::
+
+    [policy.my-promo-4x]          # table name = policy name
+    base = "list-promo"           # optional: start from a preset, override some keys
+    description = "promo, but 8 MiB units"
+    unit_bytes = "8M"             # int bytes or "4K"/"2M"/"1G"
+    held_during_call = ["irqs_off"]
+
+Errors (:class:`PolicyConfigError`) name the file, the policy table, the key and the allowed
+values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parsers.errors import PagereplayError
+from replay.acceptance.tomlconf import read_named_tables
+
+__all__ = [
+    "AcceptancePolicy", "PolicyConfigError", "PRESETS", "PRESET_ORDER", "TRIGGERS",
+    "HELD_KINDS", "BITMAP_LOCKING", "ACCEPT_TARGETS", "COLLISIONS", "CALLS_MODELS",
+    "ACCEPT_SCOPES", "get_policy", "load_policies", "all_policies", "parse_size",
+    "policy_vector",
+]
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+# ------------------------------------------------------------------ the design space (allowed values)
+TRIGGERS = ("none", "firmware_boot", "kernel_boot", "on_buddy_alloc", "post_alloc",
+            "watermark_fail", "every_zone_visit", "background")
+HELD_KINDS = ("zone_lock", "global_lock", "irqs_off")
+BITMAP_LOCKING = ("global_spinlock", "atomic_bits", "lockless_test")
+ACCEPT_TARGETS = ("none", "high", "promo")
+#: accepting_list collision handling: "none" = no accepting_list (the global lock, held across
+#: the call, serialises everything: 6.5); "spin_retry" = 6.6+ drop-lock-and-retry busy wait.
+COLLISIONS = ("none", "spin_retry")
+#: firmware calls per unit: "merged" = what the merged arch code issues (TDX: try 2M then 4K
+#: TDG.MEM.PAGE.ACCEPT; SNP: PSC VMGEXIT + PVALIDATE 2M, 4K on size mismatch); "mapgpa+accept"
+#: = Kirill's 2021 plan ("one MapGPA and one TDACCEPTPAGE" per 2M run); "per-4k" = Dave
+#: Hansen's 2021 review estimate (512 4K calls per 2 MiB, whatever the host backing).
+CALLS_MODELS = ("merged", "mapgpa+accept", "per-4k")
+#: what a trigger accepts: whole MAX_PAGE_ORDER blocks taken off ``zone->unaccepted_pages``
+#: ("block"), the bitmap units covering the block the buddy is handling ("covering_units"),
+#: everything at boot ("all"), nothing ("nothing").
+ACCEPT_SCOPES = ("nothing", "all", "block", "covering_units")
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class PolicyConfigError(PagereplayError, ValueError):
+    """A policy definition (preset override or TOML file) is invalid; names file, key, allowed values."""
+
+
+def parse_size(value: Any, *, where: str = "<value>") -> int:
+    """Bytes from an int or a string such as ``"2M"``, ``"4KiB"``, ``"1G"`` (binary units)."""
+    if isinstance(value, bool):
+        raise PolicyConfigError(f"{where}: expected a size (bytes or e.g. \"2M\"), got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(m.group(1)) * _SUFFIX[m.group(2).upper()]
+    raise PolicyConfigError(f"{where}: expected a size (bytes or e.g. \"2M\", \"4K\"), got {value!r}")
+
+
+@dataclass(frozen=True)
+class AcceptancePolicy:
+    """One acceptance policy (a point in the design space of spec §6).
+
+    Fields
+    ------
+    trigger
+        When acceptance runs: ``none`` (plain VM), ``firmware_boot`` (OVMF/TDVF accepts all before
+        ExitBootServices), ``kernel_boot`` (``accept_memory=eager``: ``__free_pages_core`` accepts
+        each block as memblock / deferred init frees it), ``on_buddy_alloc`` (v1:
+        ``del_page_from_free_list``), ``post_alloc`` (v2-v7: ``post_alloc_hook``),
+        ``watermark_fail`` (6.5-6.10 ``try_to_accept_memory`` after a failed watermark check or
+        rmqueue), ``every_zone_visit`` (6.11+ ``cond_accept_memory`` at each zone iteration of
+        ``get_page_from_freelist``), ``background`` (P6: every_zone_visit plus a kthread).
+    unit_bytes
+        EFI bitmap ``unit_size`` (x86: ``PMD_SIZE`` = 2 MiB).
+    block_order
+        Order of the blocks on ``zone->unaccepted_pages`` (``MAX_PAGE_ORDER`` = 10: 4 MiB).
+    guard_unit
+        ``accept_memory()`` / ``range_contains_unaccepted_memory()`` extend a unit-aligned end
+        by one unit (load_unaligned_zeropad fix, v6.5).  v1..v7 had no guard.
+    held_during_call
+        What is held while ``arch_accept_memory()`` runs: any of ``zone_lock``, ``global_lock``
+        (``unaccepted_memory_lock``), ``irqs_off``.
+    bitmap_locking
+        ``global_spinlock`` (test and clear under the global lock), ``atomic_bits`` (Kirill's v1
+        review reply: atomic ``clear_bit()`` loop, no global lock), ``lockless_test`` (Dave's
+        ``maybe_accept_page()``: test without a lock, lock only when a bit is set).
+    accept_target
+        Watermark that list policies fill accepted free memory up to: ``high`` (6.5) or
+        ``promo`` (6.12).
+    one_block_when_wmark_zero
+        800f1059c99e: accept one block per call while watermarks are still 0 (early boot).
+    unaccepted_unusable
+        6.5-6.10 ``__zone_watermark_unusable_free()`` counts NR_UNACCEPTED as unusable.
+    collision
+        accepting_list handling (see :data:`COLLISIONS`).
+    accept_scope
+        What one trigger accepts (see :data:`ACCEPT_SCOPES`).
+    background_rate_bytes_s, background_cpu_budget, background_start_ns
+        P6 only: bytes/s the acceptor may accept, fraction of one CPU it may use, and when it
+        starts (after the scheduler is up).
+    init_threads
+        Threads accepting at boot for ``kernel_boot`` / ``firmware_boot`` (0 = one per vCPU of
+        the node, as ``deferred_page_init_max_threads()``).
+    calls_model
+        Firmware calls per unit (see :data:`CALLS_MODELS`).
+    kernel_ref, kernel_version, history_ref
+        The modelled kernel function / commit / thread, the version range, and the
+        kernel-notes §1.5 id.
+    """
+
+    name: str
+    description: str
+    trigger: str
+    unit_bytes: int = 2 * MiB
+    block_order: int = 10
+    guard_unit: bool = True
+    held_during_call: tuple[str, ...] = ("irqs_off",)
+    bitmap_locking: str = "global_spinlock"
+    accept_target: str = "none"
+    one_block_when_wmark_zero: bool = False
+    unaccepted_unusable: bool = False
+    collision: str = "spin_retry"
+    accept_scope: str = "block"
+    background_rate_bytes_s: float = 0.0
+    background_cpu_budget: float = 0.0
+    background_start_ns: int = 0
+    init_threads: int = 0
+    calls_model: str = "merged"
+    kernel_ref: str = ""
+    kernel_version: str = ""
+    history_ref: str = ""
+    source: str = "preset"
+
+    def __post_init__(self) -> None:
+        where = f"{self.source}: [policy.{self.name}]"
+        object.__setattr__(self, "held_during_call", tuple(self.held_during_call))
+        _check_choice(where, "trigger", self.trigger, TRIGGERS)
+        _check_choice(where, "bitmap_locking", self.bitmap_locking, BITMAP_LOCKING)
+        _check_choice(where, "accept_target", self.accept_target, ACCEPT_TARGETS)
+        _check_choice(where, "collision", self.collision, COLLISIONS)
+        _check_choice(where, "calls_model", self.calls_model, CALLS_MODELS)
+        _check_choice(where, "accept_scope", self.accept_scope, ACCEPT_SCOPES)
+        for h in self.held_during_call:
+            _check_choice(where, "held_during_call", h, HELD_KINDS)
+        if len(set(self.held_during_call)) != len(self.held_during_call):
+            raise PolicyConfigError(f"{where} key 'held_during_call': duplicate entries "
+                                    f"{list(self.held_during_call)}")
+        u = self.unit_bytes
+        if not isinstance(u, int) or u < 4096 or u & (u - 1):
+            raise PolicyConfigError(f"{where} key 'unit_bytes': {u!r} is not a power of two >= 4096 "
+                                    "(allowed: 4K .. e.g. 2M (x86 PMD_SIZE), 128M)")
+        if not isinstance(self.block_order, int) or not 0 <= self.block_order <= 20:
+            raise PolicyConfigError(f"{where} key 'block_order': {self.block_order!r}; allowed 0..20 "
+                                    "(MAX_PAGE_ORDER, 10 on x86-64)")
+        for k in ("background_rate_bytes_s", "background_cpu_budget"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise PolicyConfigError(f"{where} key '{k}': {v!r}; allowed: a number >= 0")
+        if self.background_cpu_budget > 1.0:
+            raise PolicyConfigError(f"{where} key 'background_cpu_budget': {self.background_cpu_budget!r}; "
+                                    "allowed: 0 .. 1 (fraction of one CPU)")
+        for k in ("background_start_ns", "init_threads"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise PolicyConfigError(f"{where} key '{k}': {v!r}; allowed: an integer >= 0")
+        # combinations the kernel code cannot produce
+        if self.trigger in ("watermark_fail", "every_zone_visit", "background"):
+            if self.accept_scope != "block":
+                raise PolicyConfigError(f"{where} key 'accept_scope': list triggers accept whole "
+                                        f"blocks; allowed with trigger={self.trigger!r}: 'block'")
+            if self.accept_target == "none":
+                raise PolicyConfigError(f"{where} key 'accept_target': trigger {self.trigger!r} needs "
+                                        "a watermark; allowed: 'high', 'promo'")
+        if self.trigger == "background" and self.background_rate_bytes_s <= 0 \
+                and self.background_cpu_budget <= 0:
+            raise PolicyConfigError(f"{where} keys 'background_rate_bytes_s'/'background_cpu_budget': "
+                                    "a background policy needs a rate or a CPU budget > 0")
+        if self.trigger in ("on_buddy_alloc", "post_alloc") and self.accept_scope != "covering_units":
+            raise PolicyConfigError(f"{where} key 'accept_scope': trigger {self.trigger!r} accepts the "
+                                    "units covering the block; allowed: 'covering_units'")
+        if self.trigger == "none" and self.accept_scope != "nothing":
+            raise PolicyConfigError(f"{where} key 'accept_scope': trigger 'none' accepts nothing; "
+                                    "allowed: 'nothing'")
+        if self.trigger in ("firmware_boot", "kernel_boot") and self.accept_scope != "all":
+            raise PolicyConfigError(f"{where} key 'accept_scope': boot triggers accept everything; "
+                                    "allowed: 'all'")
+        if "zone_lock" in self.held_during_call and self.trigger != "on_buddy_alloc":
+            raise PolicyConfigError(f"{where} key 'held_during_call': zone_lock can only be held "
+                                    "around the call by trigger 'on_buddy_alloc' (v1)")
+
+    # -------------------------------------------------------------- derived
+    @property
+    def lazy(self) -> bool:
+        """Blocks go on ``zone->unaccepted_pages`` at boot (``lazy_accept`` and a list trigger)."""
+        return self.trigger in ("watermark_fail", "every_zone_visit", "background")
+
+    @property
+    def has_unaccepted_table(self) -> bool:
+        """The kernel sees an EFI unaccepted-memory table (False: plain VM or firmware-eager)."""
+        return self.trigger not in ("none", "firmware_boot")
+
+    @property
+    def block_bytes(self) -> int:
+        return 4096 << self.block_order
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["held_during_call"] = list(self.held_during_call)
+        return d
+
+    def replace(self, **changes: Any) -> "AcceptancePolicy":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise PolicyConfigError(f"{where} key '{key}': {value!r} is not allowed; "
+                                f"allowed: {', '.join(allowed)}")
+
+
+# ------------------------------------------------------------------ presets (spec §6, kernel-notes §1.5)
+_L = "kernel-notes §1.5"
+PRESETS: dict[str, AcceptancePolicy] = {p.name: p for p in [
+    AcceptancePolicy(
+        name="none", description="everything accepted (plain VM): the baseline of every delta",
+        trigger="none", accept_scope="nothing", held_during_call=(), collision="none",
+        kernel_ref="no unaccepted table (efi_get_unaccepted_table() == NULL)",
+        kernel_version="any", history_ref="baseline"),
+    AcceptancePolicy(
+        name="firmware-eager",
+        description="OVMF/TDVF accepts all memory before ExitBootServices (no lazy accept)",
+        trigger="firmware_boot", accept_scope="all", held_during_call=(), collision="none",
+        init_threads=1,
+        kernel_ref="firmware AcceptAllMemory(); kernel without unaccepted-memory support or "
+                   "firmware without the memory-acceptance protocol (x86/efi: Safely enable "
+                   "unaccepted memory in UEFI)",
+        kernel_version="pre-6.5 / any", history_ref=f"P0 ({_L})"),
+    AcceptancePolicy(
+        name="kernel-eager",
+        description="accept_memory=eager: __free_pages_core accepts each block as memblock / "
+                    "deferred-init threads free it",
+        trigger="kernel_boot", accept_scope="all", held_during_call=("irqs_off",),
+        collision="spin_retry", init_threads=0,
+        kernel_ref="mm/page_alloc.c __free_pages_core() with lazy_accept=false; "
+                   "mm/mm_init.c deferred_init_memmap() padata threads",
+        kernel_version="6.5+", history_ref=f"P1 ({_L}); v9 20230330114956.20342-1-"),
+    AcceptancePolicy(
+        name="v1-buddy-global-lock",
+        description="2021 v1: accept in del_page_from_free_list() under zone->lock plus the global "
+                    "bitmap spinlock",
+        trigger="on_buddy_alloc", accept_scope="covering_units", guard_unit=False,
+        held_during_call=("zone_lock", "global_lock", "irqs_off"), bitmap_locking="global_spinlock",
+        collision="none",
+        kernel_ref="del_page_from_free_list() -> clear_page_offline() (v1 patch 1)",
+        kernel_version="RFC v1 (Aug 2021), rejected",
+        history_ref=f"P2 ({_L}); 20210810062626.1012-1-kirill.shutemov@linux.intel.com"),
+    AcceptancePolicy(
+        name="v1-buddy-atomic-bitmap",
+        description="v1 with the global lock replaced by atomic per-bit clears (review reply)",
+        trigger="on_buddy_alloc", accept_scope="covering_units", guard_unit=False,
+        held_during_call=("zone_lock", "irqs_off"), bitmap_locking="atomic_bits", collision="none",
+        kernel_ref="del_page_from_free_list() -> clear_page_offline() with clear_bit() loop",
+        kernel_version="proposed in the v1 review (Aug 2021)",
+        history_ref=f"P2 variant ({_L}); 20210812210846.bfalflrvn4bfpyyh@box.shutemov.name"),
+    AcceptancePolicy(
+        name="post-alloc",
+        description="v2-v7 / review counter-proposal: accept the allocated block's units after "
+                    "zone->lock is dropped; lockless bitmap test first, global lock around the call",
+        trigger="post_alloc", accept_scope="covering_units", guard_unit=False,
+        held_during_call=("global_lock", "irqs_off"), bitmap_locking="lockless_test",
+        collision="none",
+        kernel_ref="post_alloc_hook() -> accept_page(page, order) (v3); maybe_accept_page() "
+                   "(25312492-5d67-e5b0-1a51-b6880f45a550@intel.com)",
+        kernel_version="RFC v2-v7 (2022)",
+        history_ref=f"P3 ({_L}); 20220111113314.27173-1-"),
+    AcceptancePolicy(
+        name="list-6.5",
+        description="per-zone unaccepted_pages list of 4 MiB blocks accepted on watermark failure "
+                    "up to high; global lock held across the firmware call",
+        trigger="watermark_fail", accept_scope="block", accept_target="high",
+        unaccepted_unusable=True, held_during_call=("global_lock", "irqs_off"),
+        bitmap_locking="global_spinlock", collision="none",
+        kernel_ref="mm/page_alloc.c try_to_accept_memory(); drivers/firmware/efi/"
+                   "unaccepted_memory.c accept_memory() @ 2053bc57f367",
+        kernel_version="6.5", history_ref=f"P4 ({_L}); dcdfdd40fa82"),
+    AcceptancePolicy(
+        name="list-6.6",
+        description="list-6.5 with accepting_list: global lock dropped during the call, IRQs off",
+        trigger="watermark_fail", accept_scope="block", accept_target="high",
+        unaccepted_unusable=True, held_during_call=("irqs_off",),
+        bitmap_locking="global_spinlock", collision="spin_retry",
+        kernel_ref="efi/unaccepted: Fix soft lockups caused by parallel memory acceptance "
+                   "(50e782a86c98)",
+        kernel_version="6.6-6.10", history_ref=f"P4 ({_L}); 20231016163122.12855-1-"),
+    AcceptancePolicy(
+        name="list-promo",
+        description="current upstream: cond_accept_memory() at every zone visit up to the promo "
+                    "watermark; one block per call while watermarks are zero",
+        trigger="every_zone_visit", accept_scope="block", accept_target="promo",
+        one_block_when_wmark_zero=True, held_during_call=("irqs_off",),
+        bitmap_locking="global_spinlock", collision="spin_retry",
+        kernel_ref="mm/page_alloc.c cond_accept_memory(), try_to_accept_memory_one(), "
+                   "__accept_page() (6.12); 800f1059c99e (watermarks zero)",
+        kernel_version="6.12+", history_ref=f"P5 ({_L}); 20240809114854.3745464-1-"),
+    AcceptancePolicy(
+        name="background",
+        description="list-promo plus a background acceptor thread with a rate / CPU budget "
+                    "(proposed only)",
+        trigger="background", accept_scope="block", accept_target="promo",
+        one_block_when_wmark_zero=True, held_during_call=("irqs_off",),
+        bitmap_locking="global_spinlock", collision="spin_retry",
+        background_rate_bytes_s=float(1 * GiB), background_cpu_budget=0.5,
+        background_start_ns=1_000_000_000,
+        kernel_ref="strategy #3 of dcdfdd40fa82's commit message (never merged)",
+        kernel_version="proposed only", history_ref=f"P6 ({_L})"),
+]}
+PRESET_ORDER = tuple(PRESETS)
+
+_FIELDS = {f.name: f for f in dataclasses.fields(AcceptancePolicy)}
+_BOOL_KEYS = {k for k, f in _FIELDS.items() if f.type in ("bool", bool)}
+_INT_KEYS = {"block_order", "background_start_ns", "init_threads"}
+_FLOAT_KEYS = {"background_rate_bytes_s", "background_cpu_budget"}
+_STR_KEYS = {"description", "trigger", "bitmap_locking", "accept_target", "collision",
+             "calls_model", "accept_scope", "kernel_ref", "kernel_version", "history_ref"}
+
+
+def _from_table(name: str, table: Mapping[str, Any], source: str) -> AcceptancePolicy:
+    where = f"{source}: [policy.{name}]"
+    if not isinstance(table, Mapping):
+        raise PolicyConfigError(f"{where}: expected a table of keys, got {type(table).__name__}")
+    base_name = table.get("base")
+    if base_name is not None:
+        if base_name not in PRESETS:
+            raise PolicyConfigError(f"{where} key 'base': {base_name!r} is not a preset; "
+                                    f"allowed: {', '.join(PRESET_ORDER)}")
+        values = PRESETS[base_name].as_dict()
+    else:
+        if "trigger" not in table:
+            raise PolicyConfigError(f"{where}: key 'trigger' is required without 'base'; "
+                                    f"allowed: {', '.join(TRIGGERS)}")
+        values = {"description": ""}
+    allowed_keys = sorted(set(_FIELDS) - {"name", "source"}) + ["base"]
+    for key, v in table.items():
+        if key == "base":
+            continue
+        if key not in _FIELDS or key in ("name", "source"):
+            raise PolicyConfigError(f"{where}: unknown key '{key}'; allowed: {', '.join(allowed_keys)}")
+        kw = f"{where} key '{key}'"
+        if key == "unit_bytes":
+            v = parse_size(v, where=kw)
+        elif key == "held_during_call":
+            if isinstance(v, str):
+                v = [v]
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise PolicyConfigError(f"{kw}: expected a list of strings; allowed items: "
+                                        f"{', '.join(HELD_KINDS)}")
+            v = tuple(v)
+        elif key in _BOOL_KEYS:
+            if not isinstance(v, bool):
+                raise PolicyConfigError(f"{kw}: expected true or false, got {v!r}")
+        elif key in _INT_KEYS:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise PolicyConfigError(f"{kw}: expected an integer, got {v!r}")
+        elif key in _FLOAT_KEYS:
+            if key == "background_rate_bytes_s" and isinstance(v, str):
+                v = float(parse_size(v, where=kw))
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise PolicyConfigError(f"{kw}: expected a number, got {v!r}")
+            v = float(v)
+        elif key in _STR_KEYS:
+            if not isinstance(v, str):
+                raise PolicyConfigError(f"{kw}: expected a string, got {v!r}")
+        values[key] = v
+    values["name"] = name
+    values["source"] = source
+    if base_name is not None and "history_ref" not in table:
+        values["history_ref"] = f"user policy based on {base_name}: {values.get('history_ref', '')}"
+    return AcceptancePolicy(**values)
+
+
+def load_policies(path: str | Path) -> dict[str, AcceptancePolicy]:
+    """User policies from a TOML file: one ``[policy.NAME]`` table each (see module doc)."""
+    p, tables = read_named_tables(path, "policy", PolicyConfigError, file_kind="policy", item="policy")
+    out: dict[str, AcceptancePolicy] = {}
+    for name, table in tables.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+            raise PolicyConfigError(f"{p}: [policy.{name}]: policy names use letters, digits, '-', "
+                                    "'_', '.', '+'")
+        out[name] = _from_table(name, table, str(p))
+    return out
+
+
+def all_policies(files: Iterable[str | Path] = ()) -> dict[str, AcceptancePolicy]:
+    """Presets followed by the policies of ``files`` (a user policy may shadow a preset name)."""
+    out = dict(PRESETS)
+    for f in files:
+        out.update(load_policies(f))
+    return out
+
+
+def get_policy(name: str, files: Iterable[str | Path] = ()) -> AcceptancePolicy:
+    """A preset or user policy by name; unknown names list the choices."""
+    pols = all_policies(files)
+    if name not in pols:
+        raise PolicyConfigError(f"unknown policy {name!r}; allowed: {', '.join(pols)}")
+    return pols[name]
+
+
+# ------------------------------------------------------------------ flat vector for compiled loops
+# Indices into the int64 policy vector the hot functions of replay.acceptance.unaccepted read.
+PV_TRIGGER = 0
+PV_UNIT_PAGES = 1
+PV_BLOCK_ORDER = 2
+PV_GUARD = 3
+PV_HELD = 4  # bitmask: 1 zone_lock, 2 global_lock, 4 irqs_off
+PV_BITMAP_LOCKING = 5
+PV_TARGET = 6
+PV_ONE_BLOCK_ZERO = 7
+PV_UNUSABLE = 8
+PV_COLLISION = 9
+PV_SCOPE = 10
+PV_CALLS_MODEL = 11
+PV_LAZY = 12
+PV_BG_RATE = 13  # bytes per second
+PV_BG_BUDGET_PPM = 14  # CPU budget in millionths of one CPU
+PV_BG_START_NS = 15
+PV_LEN = 16
+HELD_ZONE_LOCK = 1
+HELD_GLOBAL_LOCK = 2
+HELD_IRQS_OFF = 4
+
+
+def policy_vector(policy: AcceptancePolicy, page_size: int = 4096) -> np.ndarray:
+    """The policy as an int64 array (indices ``PV_*``) for numba-style hot functions."""
+    v = np.zeros(PV_LEN, dtype=np.int64)
+    v[PV_TRIGGER] = TRIGGERS.index(policy.trigger)
+    v[PV_UNIT_PAGES] = max(1, policy.unit_bytes // page_size)
+    v[PV_BLOCK_ORDER] = policy.block_order
+    v[PV_GUARD] = int(policy.guard_unit)
+    held = 0
+    for h in policy.held_during_call:
+        held |= {"zone_lock": HELD_ZONE_LOCK, "global_lock": HELD_GLOBAL_LOCK,
+                 "irqs_off": HELD_IRQS_OFF}[h]
+    v[PV_HELD] = held
+    v[PV_BITMAP_LOCKING] = BITMAP_LOCKING.index(policy.bitmap_locking)
+    v[PV_TARGET] = ACCEPT_TARGETS.index(policy.accept_target)
+    v[PV_ONE_BLOCK_ZERO] = int(policy.one_block_when_wmark_zero)
+    v[PV_UNUSABLE] = int(policy.unaccepted_unusable)
+    v[PV_COLLISION] = COLLISIONS.index(policy.collision)
+    v[PV_SCOPE] = ACCEPT_SCOPES.index(policy.accept_scope)
+    v[PV_CALLS_MODEL] = CALLS_MODELS.index(policy.calls_model)
+    v[PV_LAZY] = int(policy.lazy)
+    v[PV_BG_RATE] = int(policy.background_rate_bytes_s)
+    v[PV_BG_BUDGET_PPM] = int(round(policy.background_cpu_budget * 1_000_000))
+    v[PV_BG_START_NS] = policy.background_start_ns
+    return v
