@@ -60,14 +60,21 @@ NS_20S = 20_000_000_000
 
 
 def _dict(values: list[str] | np.ndarray, categories: list[str]) -> pa.DictionaryArray:
+    categories = list(dict.fromkeys(categories))  # each value once (see _dict_codes)
     pos = {c: i for i, c in enumerate(categories)}
     idx = pa.array([None if v is None else pos[v] for v in values], pa.int32())
     return pa.DictionaryArray.from_arrays(idx, pa.array(categories, pa.string()))
 
 
 def _dict_codes(codes: np.ndarray, categories: list[str], mask: np.ndarray | None = None) -> pa.DictionaryArray:
-    idx = pa.array(np.asarray(codes, np.int32), pa.int32(), mask=mask)
-    return pa.DictionaryArray.from_arrays(idx, pa.array(categories, pa.string()))
+    codes = np.asarray(codes, np.int32)
+    uniq = list(dict.fromkeys(categories))
+    if len(uniq) != len(categories):
+        # one value once: Parquet's dictionary page for a dictionary that repeats a value (two
+        # nodes' "Normal" zones) was written with uninitialised bytes, a different file each run
+        codes = np.array([uniq.index(c) for c in categories], np.int32)[codes]
+    idx = pa.array(codes, pa.int32(), mask=mask)
+    return pa.DictionaryArray.from_arrays(idx, pa.array(uniq, pa.string()))
 
 
 def _const_dict(n: int, i: int, categories: list[str]) -> pa.DictionaryArray:

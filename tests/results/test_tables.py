@@ -44,3 +44,25 @@ def test_chunked_column_reads_rows_as_the_contiguous_column() -> None:
     assert np.array_equal(lazy[rows], flat[rows])
     assert np.array_equal(lazy[np.zeros(0, np.int64)], flat[:0])
     assert np.array_equal(np.asarray(lazy), flat) and np.asarray(lazy)[33] == 0
+
+
+def test_repeated_zone_names_make_one_dictionary_entry_and_the_same_file(tmp_path) -> None:
+    """Two nodes' zones share names ("Normal"): the dictionary holds each name once, the values
+    are the names the codes stood for, and the Parquet file is the same bytes every time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from replay.results.tables import _dict, _dict_codes
+
+    names = ["DMA", "DMA32", "Normal", "Normal"]
+    a = _dict_codes(np.array([0, 1, 2, 3, 3], np.int32), names)
+    assert a.dictionary.to_pylist() == ["DMA", "DMA32", "Normal"]
+    assert a.to_pylist() == ["DMA", "DMA32", "Normal", "Normal", "Normal"]
+    b = _dict(["Normal", "DMA"], names)
+    assert b.dictionary.to_pylist() == ["DMA", "DMA32", "Normal"] and b.to_pylist() == ["Normal", "DMA"]
+    blobs = set()
+    for i in range(5):
+        p = tmp_path / f"z{i}.parquet"
+        pq.write_table(pa.table({"zone": a}), p, compression="zstd")
+        blobs.add(p.read_bytes())
+    assert len(blobs) == 1
