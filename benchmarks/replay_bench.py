@@ -72,9 +72,12 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
     """
     import gc
 
+    import replay.acceptance.unaccepted as A
     from replay.acceptance.costs import get_costs
     from replay.acceptance.policies import PRESET_ORDER, all_policies
-    from replay.policy.run import Arena, accepts_nothing, delta_index, prepare, run_policy
+    from replay.pipeline.schedule import Arena
+    from replay.policy.prepare import prepare
+    from replay.policy.run import FinishedBaseline, accepts_nothing, run_full, run_policy
 
     pols = all_policies()
     names = list(PRESET_ORDER) if which == "all" else ["none", *[p for p in which.split(",") if p != "none"]]
@@ -95,23 +98,23 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
         return b, r
 
     arena = Arena()
-    run_policy(prep, pols["none"], cost, arena=arena)  # the arena's first touch, untimed
-    t_none, base = best(lambda: run_policy(prep, pols["none"], cost, record=True))
-    t_plain, _ = best(lambda: run_policy(prep, pols["none"], cost, arena=arena))
+    run_full(prep, pols["none"], cost, buffers=arena)  # the arena's first touch, untimed
+    t_none, base = best(lambda: run_full(prep, pols["none"], cost, record=True))
+    t_plain, _ = best(lambda: run_full(prep, pols["none"], cost, buffers=arena))
     print(f"  {'none':24s} {t_none:6.2f} s = {n / t_none / 1e6:6.2f} M events/s (recording the baseline;"
           f" {t_plain:.2f} s without)")
     t0 = time.perf_counter()
-    delta_index(prep, base)
+    base = FinishedBaseline(prep, base)
     t_index = time.perf_counter() - t0
     print(f"  delta index (section sums, visited events, buckets): {t_index:.3f} s, once per baseline")
     total_full, total_delta, total_dense = 0.0, 0.0, 0.0
     worst = 0.0
     for name in names[1:]:
-        t_full, r = best(lambda: run_policy(prep, pols[name], cost, arena=arena))
+        t_full, r = best(lambda: run_full(prep, pols[name], cost, buffers=arena))
         del r
-        t_dense, r = best(lambda: run_policy(prep, pols[name], cost, base=base, sparse=False))
+        t_dense, r = best(lambda: run_policy(prep, pols[name], cost, baseline=base, sparse=False))
         del r
-        t_delta, r = best(lambda: run_policy(prep, pols[name], cost, base=base))
+        t_delta, r = best(lambda: run_policy(prep, pols[name], cost, baseline=base))
         total_full += t_full
         total_delta += t_delta
         total_dense += t_dense
@@ -121,7 +124,7 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
               f" x{t_delta / t_none:5.3f} of none, visiting {r.visited / n:6.2%} of the events (every event:"
               f" {t_dense:5.2f} s) ({r.method}; round trips"
               f" {r.yields:,}, forced {int(r.handled_forced.sum()):,}, accepted"
-              f" {int(r.totals[replay.acceptance.unaccepted.R_BYTES]) >> 20:,} MiB, invariants"
+              f" {int(r.totals[A.R_BYTES]) >> 20:,} MiB, invariants"
               f" {'ok' if r.invariants_ok and r.accepted_ok else 'VIOLATED'}){shared}")
         del r
     print(f"  all {len(names)} policies: baseline {t_none:.2f} s + delta replays {total_delta:.2f} s"
@@ -227,13 +230,14 @@ def main() -> None:
     if a.policies != "skip":
         from replay.acceptance.costs import get_costs
         from replay.acceptance.policies import all_policies
-        from replay.policy.run import prepare, run_policy
+        from replay.policy.prepare import prepare
+        from replay.policy.run import run_full, run_policy
 
         prep = prepare(small, infer_layout(int(pfn[pfn > 0].min()), int(pfn.max()), nr_cpus=4), mode="exact")
-        base = run_policy(prep, all_policies()["none"], get_costs(a.costs), record=True)
+        base = run_full(prep, all_policies()["none"], get_costs(a.costs), record=True)
         for pol in all_policies().values():
-            run_policy(prep, pol, get_costs(a.costs))
-            run_policy(prep, pol, get_costs(a.costs), base=base)
+            run_full(prep, pol, get_costs(a.costs))
+            run_policy(prep, pol, get_costs(a.costs), baseline=base)
         del prep, base
     print(f"warm-up (numba compile or cache load): {time.perf_counter() - t0:.1f} s")
 

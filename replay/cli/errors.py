@@ -20,8 +20,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on stderr; return the ``typer.Exit`` to raise."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True,
+    # the message names user input (a [policy.NAME] table, a path): never read as markup
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", markup=True,
                                                                 highlight=False)
     return typer.Exit(code)
 

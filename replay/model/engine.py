@@ -566,18 +566,25 @@ def run_loop(mode: str, st: ModelState, ea: EventArrays, *, zone_kind: np.ndarra
     return S, out_anom, out_sec, out_zone, out_pfn, acount, reports
 
 
-def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snapshot: "MemoryLayout | None" = None,
-           boot: bool | None = None, check_every: int = 0, metadata: dict[str, str] | None = None,
-           prepare_only: bool = False, events: EventArrays | None = None) -> ReplayOutput:
-    """Replay ``table`` through the model of ``layout`` (``mode``: ``exact`` or ``simulate``).
+@dataclass
+class InitialModel:
+    """A trace's event columns and the model state it starts from (``prepare_events``)."""
+
+    events: EventArrays
+    state: ModelState
+    initial: dict[str, Any]  # the initial-state report (``initial_state.infer_initial_state``)
+    zone_names: list[str]
+
+
+def prepare_events(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact",
+                   snapshot: "MemoryLayout | None" = None, boot: bool | None = None,
+                   events: EventArrays | None = None) -> InitialModel:
+    """The event columns of ``table`` (or ``events``, already made) and the initial model state.
 
     ``snapshot`` (a layout read from ``proc_before``) seeds the initial free blocks; ``boot``
     (default: no snapshot and the first event within 5 s of boot) starts from the boot layout.
-    ``events``: the table's ``event_arrays`` already made (``event_arrays_from_parquet``).
     """
     from replay.model.initial_state import infer_initial_state, model_zones
-    from replay.model.invariants import check_invariants
-    from replay.model.simulate import zone_kinds
 
     if mode not in ("exact", "simulate"):
         raise ValueError(f"unknown mode {mode!r} (exact, simulate)")
@@ -589,14 +596,23 @@ def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snap
     st, initial = infer_initial_state(ea.ev, ea.pfn, ea.order, ea.mt, ea.cpu, ea.fb_mt, layout,
                                       snapshot=snapshot, boot=bool(boot))
     ea.first = initial.pop("_first")
+    return InitialModel(events=ea, state=st, initial=initial, zone_names=[z.name for z in model_zones(layout)])
+
+
+def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snapshot: "MemoryLayout | None" = None,
+           boot: bool | None = None, check_every: int = 0, metadata: dict[str, str] | None = None,
+           events: EventArrays | None = None) -> ReplayOutput:
+    """Replay ``table`` through the model of ``layout`` (``mode``: ``exact`` or ``simulate``), the
+    buddy model alone (no acceptance policy: ``replay.policy`` runs those, and ``pagereplay
+    replay``); ``check_every`` > 0 checks the invariants every that many events as well as at
+    the end.  See ``prepare_events`` for the other arguments."""
+    from replay.model.initial_state import model_zones
+    from replay.model.invariants import check_invariants
+    from replay.model.simulate import zone_kinds
+
+    init = prepare_events(table, layout, mode=mode, snapshot=snapshot, boot=boot, events=events)
+    ea, st, names = init.events, init.state, init.zone_names
     zones = model_zones(layout)
-    names = [z.name for z in zones]
-    if prepare_only:
-        # columns + initial state only: replay.policy.run runs its own loop on copies of the state
-        empty = np.zeros(0, np.int8)
-        return ReplayOutput(mode=mode, events=ea, state=st, sections=new_sections(1, 1), out_anom=empty,
-                            out_sec=empty, out_zone=empty, out_pfn=empty, acount=np.zeros(N_KINDS, np.int64),
-                            zone_names=names, initial=initial, invariant_reports=[], metadata=dict(metadata or {}))
     S, out_anom, out_sec, out_zone, out_pfn, acount, reports = run_loop(
         mode, st, ea, zone_kind=zone_kinds(names), wmark_low=np.array([z.wmark_low for z in zones], np.int64),
         check_every=check_every)
@@ -604,5 +620,5 @@ def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snap
     final["after_event"] = len(ea)
     reports.append(final)
     return ReplayOutput(mode=mode, events=ea, state=st, sections=S, out_anom=out_anom, out_sec=out_sec,
-                        out_zone=out_zone, out_pfn=out_pfn, acount=acount, zone_names=names, initial=initial,
+                        out_zone=out_zone, out_pfn=out_pfn, acount=acount, zone_names=names, initial=init.initial,
                         invariant_reports=reports, metadata=dict(metadata or {}))

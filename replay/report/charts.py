@@ -24,10 +24,11 @@ import altair as alt
 import polars as pl
 
 from parsers.errors import PagereplayError
+from replay.report.format import human_bytes, human_ns
 
 __all__ = [
     "CHART_KINDS", "ChartKind", "ChartLike", "MAX_ROWS", "ResultsError", "TooManyRowsError", "check_rows",
-    "embedded_rows", "human_bytes", "human_ns", "make_chart", "policy_order", "scan_table",
+    "embedded_rows", "make_chart", "policy_order", "scan_table",
 ]
 
 MAX_ROWS = 5000
@@ -83,28 +84,6 @@ def policy_order(results_dir: str | Path, table: str = "summary") -> list[str]:
         pols.remove(REFERENCE_POLICY)
         pols.insert(0, REFERENCE_POLICY)
     return pols
-
-
-# ------------------------------------------------------------------ formatting
-def human_ns(v: float | int | None) -> str:
-    """A duration in ns in the largest unit that keeps it >= 1 (``1.50 ms``)."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    v = float(v)
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:,.2f} {unit}"
-    return f"{v:,.0f} ns"
-
-
-def human_bytes(v: float | int | None) -> str:
-    if v is None:
-        return "-"
-    v = float(v)
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(v) >= scale:
-            return f"{v / scale:,.2f} {unit}"
-    return f"{v:,.0f} B"
 
 
 # ------------------------------------------------------------------ spec checks

@@ -1,4 +1,5 @@
-"""Terminal rendering of the `pagereplay info` summary (``parsers.stats.info_summary``).
+"""Terminal rendering: the `pagereplay info` summary (``parsers.stats.info_summary``), the replay
+summary, the policies table and ``compare``.
 
 The headline block copies the layout of ``print_page_summary()`` in
 ``tools/perf/builtin-kmem.c`` (``%-30s: %'16lu   [ %'16lu KB ]``) so the figures
@@ -15,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from replay.report.format import human_ns, metric
+
 _NUM = {"justify": "right", "no_wrap": True}
 
 
@@ -29,17 +32,6 @@ def _n(v: Any) -> str:
 
 def _dot(v: int) -> str:
     return "." if not v else f"{v:,}"
-
-
-def _ns(v: Any) -> str:
-    """A duration in ns, scaled to a readable unit."""
-    if v is None:
-        return "-"
-    v = float(v)
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:,.2f} {unit}"
-    return f"{v:,.0f} ns"
 
 
 def _perf_line(label: str, sized: dict[str, int]) -> str:
@@ -64,7 +56,7 @@ def _render_headline(s: dict[str, Any], console: Console) -> None:
     t = s["time"]
     f = s["frees"]
     unit = s.get("timestamp_unit") or "ns"
-    span = _ns(t["span_ns"]) if unit == "ns" else f"{_n(t['span_ns'])} {unit}"
+    span = human_ns(t["span_ns"]) if unit == "ns" else f"{_n(t['span_ns'])} {unit}"
     console.print(
         Text(
             f"\n{t['events']:,} events over {span} (ts {_n(t['first_ts_ns'])} .. {_n(t['last_ts_ns'])} {unit}); "
@@ -184,7 +176,7 @@ _DIST_ROWS = (("pages_per_burst", "pages/burst"), ("events_per_burst", "events/b
 def _render_bursts(s: dict[str, Any], console: Console) -> None:
     ls = s["lock_sections"]
     # x86-tsc/counter clocks: durations are raw counter ticks, not ns
-    dur = _ns if (s.get("timestamp_unit") or "ns") == "ns" else (lambda v: f"{_n(v)} ticks")
+    dur = human_ns if (s.get("timestamp_unit") or "ns") == "ns" else (lambda v: f"{_n(v)} ticks")
     kinds = ("pcp_refill", "buddy_alloc", "pcp_drain")
     t = Table(title="zone->lock sections reconstructed per CPU", box=box.SIMPLE_HEAD)
     t.add_column("kind")
@@ -224,3 +216,81 @@ def render_info(summary: dict[str, Any], console: Console) -> None:
     _render_gfp(summary, console)
     _render_extfrag(summary, console)
     _render_bursts(summary, console)
+
+
+# ------------------------------------------------------------------ pagereplay replay / compare
+def print_replay_summary(s: dict[str, Any], c: Console) -> None:
+    """The baseline replay: events, anomalies, fidelity, sections, calibration, end snapshot."""
+    c.print(f"[bold]{s['mode']} replay[/]: {s['events_replayed']:,} events, "
+            f"anomalies {s['anomalies_total']:,} ({100 * s['anomaly_rate']:.3f} %), "
+            f"unexplained {s['unexplained_anomalies']:,} ({100 * s['unexplained_anomaly_rate']:.4f} %), "
+            f"invariants {'ok' if s['invariants_ok'] else 'VIOLATED'}")
+    if s["anomalies"]:
+        t = Table(title="anomalies by kind")
+        t.add_column("kind")
+        t.add_column("events", justify="right")
+        for k, v in sorted(s["anomalies"].items(), key=lambda kv: -kv[1]):
+            t.add_row(k, f"{v:,}")
+        c.print(t)
+    f = s["fidelity"]
+    c.print("fidelity: " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if v is not None))
+    c.print("lock sections: " + ", ".join(f"{k} {v:,}" for k, v in s["lock_sections"].items()))
+    cal = s["calibration"]
+    c.print(f"calibration: refill {cal['refill_base_ns']:.0f} + {cal['refill_per_block_ns']:.0f}/block ns, "
+            f"drain {cal['drain_base_ns']:.0f} + {cal['drain_per_block_ns']:.0f}/block ns")
+    if "end_snapshot" in s:
+        _print_end_snapshot(s["end_snapshot"], c)
+
+
+def _print_end_snapshot(end: dict[str, Any], c: Console) -> None:
+    t = Table(title="free pages at the end vs end snapshot")
+    for col in ("zone", "model", "snapshot", "diff", "rel", "explained", "residual", "residual rel"):
+        t.add_column(col, justify="right")
+    for z, r in end["per_zone"].items():
+        rel = r["rel_diff"]
+        rr = r.get("residual_rel")
+        t.add_row(z, f"{r['model_pages']:,}", f"{r['snapshot_pages']:,}", f"{r['diff_pages']:+,}",
+                  "-" if rel is None else f"{100 * rel:+.2f} %",
+                  "-" if r.get("explained_pages") is None else f"{r['explained_pages']:+,}",
+                  "-" if r.get("residual_pages") is None else f"{r['residual_pages']:+,}",
+                  "-" if rr is None else f"{100 * rr:+.2f} %")
+    c.print(t)
+    for z, r in end["per_zone"].items():  # replay.results.endcheck: measured terms per zone
+        ex = r.get("explained") or {}
+        if any(v for v in ex.values()):
+            c.print(f"{z}: explained by compaction: {ex.get('compaction')} pages; "
+                    + ", ".join(f"{k} {v:+,}" for k, v in ex.items() if k != "compaction" and v is not None)
+                    + f"; residual {r.get('residual_pages')}")
+
+
+def print_policies(rows: list[dict[str, Any]], output: Any, c: Console) -> None:
+    """One line per policy: what it cost."""
+    t = Table(title=f"acceptance policies ({rows[0]['cost_preset']} costs) -> {output}")
+    for col in ("policy", "forced", "fw calls", "fw time", "accepted", "zone wait", "accept wait", "IRQs-off max",
+                "alloc +p99", "alloc +max", "boot accept"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(str(r["policy"]), f"{r['forced_allocations']:,}", f"{r['firmware_calls']:,}",
+                  human_ns(r["firmware_ns"]), metric("accepted_bytes", r["accepted_bytes"]),
+                  human_ns(r["zone_lock_wait_ns"]), human_ns(r["accept_lock_wait_ns"]), human_ns(r["irqs_off_max_ns"]),
+                  human_ns(r["alloc_added_p99_ns"]), human_ns(r["alloc_added_max_ns"]), human_ns(r["boot_accept_ns"]))
+    c.print(t)
+
+
+def print_compare(cmp: dict[str, Any], keys: tuple[str, ...], c: Console) -> None:
+    """``results.compare.compare_rows``: a column per policy, deltas against the reference."""
+    rows = cmp["policies"]
+    t = Table(title=f"policies side by side (deltas against {cmp['reference']})")
+    t.add_column("metric")
+    for r in rows:
+        t.add_column(str(r["policy"]), justify="right")
+    for k in keys:
+        cells = []
+        for r in rows:
+            d = cmp["deltas"][r["policy"]].get(k, 0)
+            cell = metric(k, r.get(k))
+            if r["policy"] != cmp["reference"] and d:
+                cell += f" ({'+' if d > 0 else '-'}{metric(k, abs(d))})"
+            cells.append(cell)
+        t.add_row(k, *cells)
+    c.print(t)

@@ -22,7 +22,8 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from replay.report.charts import (CHART_KINDS, REFERENCE_POLICY, ResultsError, human_bytes, human_ns, make_chart,
+from replay.report.format import human_bytes, human_ns
+from replay.report.charts import (CHART_KINDS, REFERENCE_POLICY, ResultsError, make_chart,
                            policy_order, scan_table, table_path)
 
 __all__ = [

@@ -39,7 +39,8 @@ from replay.acceptance.costs import CALL_KIND_NAMES, NR_FIRMWARE_CALL_KINDS
 from replay.model.engine import EV_ALLOC, SECTION_KIND_NAMES
 from replay.acceptance.policies import HELD_GLOBAL_LOCK, HELD_IRQS_OFF, HELD_ZONE_LOCK
 from replay.policy.loop import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT
-from replay.policy.run import PolicyRun, Prepared
+from replay.policy.prepare import Prepared
+from replay.policy.result import PolicyRun
 from replay.model.sections import hold_times
 from replay.jit import kernel_entry
 

@@ -118,7 +118,8 @@ def test_policies_that_accept_nothing_share_the_baseline_replay(mode: str) -> No
     from replay.model.layout import load_snapshot
     from replay.acceptance.policies import all_policies
     from replay.results.tables import policy_tables, result_context
-    from replay.policy.run import accepts_nothing, baseline_run_as, prepare, run_policy
+    from replay.policy.prepare import prepare
+    from replay.policy.run import accepts_nothing, baseline_run_as, run_policy
 
     table, md = load_events(SMALL / "trace.txt.zst")
     prep = prepare(table, load_snapshot(SMALL / "proc_before"), mode=mode, metadata=md)
@@ -257,7 +258,7 @@ def test_arrow_compute_is_registered_before_the_replay_threads_start(tmp_path: P
         "                  file=sys.stderr)\n"
         "        return None\n"
         "sys.meta_path.insert(0, Hook())\n"
-        "from replay.cli.replay import run_replay\n"
+        "from replay.pipeline.job import run_replay\n"
         "from pathlib import Path\n"
         f"run_replay(Path({str(trace)!r}), 'exact', Path({str(tmp_path / 'out')!r}), all_presets=True)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False,

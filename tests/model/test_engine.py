@@ -181,13 +181,14 @@ def _cli(*args: str) -> Any:
 
 def test_cli_json_and_deterministic_parquet(tmp_path: Path) -> None:
     args = [str(SMALL / "trace.txt.zst"), "--snapshot", str(SMALL / "proc_before"),
-            "--end-snapshot", str(SMALL / "proc_after"), "--check", "--json"]
+            "--end-snapshot", str(SMALL / "proc_after"), "--check-every", "5000", "--json"]
     r1 = _cli(*args, "-o", str(tmp_path / "a"))
     assert r1.exit_code == 0, r1.output
     s = json.loads(r1.stdout)
     for key in ("events_replayed", "anomalies", "anomaly_rate", "unexplained_anomaly_rate", "invariants_ok"):
         assert key in s
     assert s["events_replayed"] == 24957 and s["invariants_ok"] is True
+    assert s["invariant_checks"] == 24957 // 5000 + 1  # every 5,000 events and at the end
     assert s["unexplained_anomaly_rate"] == 0.0
     assert s["end_snapshot"]["per_zone"]["Normal"]["diff_pages"] == 0
     r2 = _cli(*args, "-o", str(tmp_path / "b"))

@@ -3,7 +3,6 @@ gives: ``_bursts`` over ``_per_cpu_order`` for refills and drains, and the extfr
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

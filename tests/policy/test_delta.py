@@ -8,8 +8,6 @@ whether the delta walk visits only the events that can matter (the default) or e
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +18,8 @@ from hypothesis import strategies as hs
 from replay.acceptance.costs import COST_PRESETS
 from replay.acceptance.policies import PRESET_ORDER, PRESETS
 from replay.results.tables import policy_tables, result_context
-from replay.policy.run import prepare, run_policy
+from replay.policy.prepare import prepare
+from replay.policy.run import FinishedBaseline, run_full, run_policy
 from tests.conftest import require_trace_file
 from tests.model.test_properties import _gen_trace
 from tests.helpers.events import make_events
@@ -40,14 +39,14 @@ def _same_results(prep: Any, table: Any, names: list[str], costs: str, **kw: Any
     visiting only the events that can matter; return the sparse delta runs."""
     cost = COST_PRESETS[costs]
     ctx = result_context(table, names, prep.events)
-    base = run_policy(prep, PRESETS["none"], cost, record=True, **kw)
+    base = run_full(prep, PRESETS["none"], cost, record=True, **kw)
     assert base.dfree is not None and base.method == "full"
     runs = []
     for name in names:
         full = run_policy(prep, PRESETS[name], cost, **kw)
         tf, rf = policy_tables(prep, full, ctx, all_events=True)
         for sparse in (False, True):
-            delta = run_policy(prep, PRESETS[name], cost, base=base, sparse=sparse, **kw)
+            delta = run_policy(prep, PRESETS[name], cost, baseline=base, sparse=sparse, **kw)
             td, rd = policy_tables(prep, delta, ctx, all_events=True)
             assert rf == rd, (name, sparse)
             assert set(tf) == set(td), (name, sparse)
@@ -83,12 +82,12 @@ def test_a_delta_that_does_not_add_up_falls_back_to_the_full_replay() -> None:
     table = make_events(rows)
     prep = prepare(table, tiny_layout(4096), mode="exact", boot=True)
     cost = COST_PRESETS["tdx-4k"]
-    base = run_policy(prep, PRESETS["none"], cost, record=True, firmware_accepted_bytes=FW_ACCEPTED)
-    good = run_policy(prep, PRESETS["list-6.6"], cost, base=base, firmware_accepted_bytes=FW_ACCEPTED)
+    base = run_full(prep, PRESETS["none"], cost, record=True, firmware_accepted_bytes=FW_ACCEPTED)
+    good = run_policy(prep, PRESETS["list-6.6"], cost, baseline=base, firmware_accepted_bytes=FW_ACCEPTED)
     assert good.method == "delta"
     k = int(np.nonzero(base.dfree)[0][0])
     base.dfree[k] += 1
-    run = run_policy(prep, PRESETS["list-6.6"], cost, base=base, firmware_accepted_bytes=FW_ACCEPTED)
+    run = run_policy(prep, PRESETS["list-6.6"], cost, baseline=base, firmware_accepted_bytes=FW_ACCEPTED)
     assert run.method == "full"
     ctx = result_context(table, ["list-6.6"])
     assert policy_tables(prep, run, ctx, all_events=True)[1] == policy_tables(prep, good, ctx, all_events=True)[1]
@@ -99,9 +98,9 @@ def test_simulate_mode_never_uses_the_delta() -> None:
     table = make_events(rows)
     prep = prepare(table, tiny_layout(4096), mode="simulate", boot=True)
     cost = COST_PRESETS["tdx-4k"]
-    base = run_policy(prep, PRESETS["none"], cost, record=True, firmware_accepted_bytes=FW_ACCEPTED)
+    base = run_full(prep, PRESETS["none"], cost, record=True, firmware_accepted_bytes=FW_ACCEPTED)
     assert base.dfree is None
-    run = run_policy(prep, PRESETS["list-6.6"], cost, base=base, firmware_accepted_bytes=FW_ACCEPTED)
+    run = run_policy(prep, PRESETS["list-6.6"], cost, baseline=base, firmware_accepted_bytes=FW_ACCEPTED)
     assert run.method == "full"
 
 
@@ -111,12 +110,12 @@ def test_simulate_mode_never_uses_the_delta() -> None:
     ("debian12-6.1-tracecmd/trace-cmd-report.txt.zst", "debian12-6.1-tracecmd/proc_before", "tdx-2m"),
 ])
 def test_delta_replay_equals_full_replay_on_real_traces(trace: str, snapshot: str | None, costs: str) -> None:
-    from replay.cli.replay import _load
+    from replay.pipeline.inputs import load_inputs
 
     path = require_trace_file(trace)
-    table, ea, _md, layout, snap, _end = _load(path, require_trace_file(snapshot) if snapshot else None, None, None,
-                                               None)
-    prep = prepare(table, layout, mode="exact", snapshot=snap, events=ea)
+    inp = load_inputs(path, require_trace_file(snapshot) if snapshot else None, None, None, None)
+    table = inp.table
+    prep = prepare(table, inp.layout, mode="exact", snapshot=inp.snapshot, events=inp.events)
     runs = _same_results(prep, table, list(PRESET_ORDER[1:]), costs)
     assert {r.method for r in runs} == {"delta"}
     # the walk skips per-CPU list hits and the middle of zone->lock batches (a zone near its
@@ -129,7 +128,8 @@ def test_delta_replay_equals_full_replay_on_real_traces(trace: str, snapshot: st
 def test_threads_equal_one_after_the_other() -> None:
     """``run_policies``: the exact-mode policies in threads on the recorded baseline (workers 2)
     give the tables of the same policies replayed one after the other (workers 1)."""
-    from replay.cli.replay import resolve_policies, run_policies
+    from replay.pipeline.inputs import resolve_policies
+    from replay.pipeline.schedule import run_policies
 
     rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
     table = make_events(rows)
@@ -138,8 +138,11 @@ def test_threads_equal_one_after_the_other() -> None:
     pols = resolve_policies(None, True, None)
     ctx = result_context(table, [p.name for p in pols])
     cost = COST_PRESETS["snp-2m"]
-    _, threaded, _ = run_policies(prep, ctx, pols, cost, workers=2)
-    _, serial, _ = run_policies(prep, ctx, pols, cost, workers=1)
+    def tables(run: Any) -> Any:
+        return policy_tables(prep, run, ctx)
+
+    _, threaded, _ = run_policies(prep, pols, cost, tables, workers=2)
+    _, serial, _ = run_policies(prep, pols, cost, tables, workers=1)
     assert [row for _, row in threaded] == [row for _, row in serial]
     for (ta, _), (tb, _) in zip(threaded, serial):
         assert set(ta) == set(tb) and all(ta[k].equals(tb[k]) for k in ta)
@@ -150,8 +153,6 @@ def test_interleaved_sections_are_visited_event_by_event() -> None:
     """Two CPUs' ``rmqueue_bulk`` batches interleaved in trace order (per-CPU buffers merged by
     timestamp): the later section of the zone is walked event by event, not summed, and every
     policy's results still equal the full replay's."""
-    from replay.policy.run import delta_index
-
     rows = []
     for i in range(8):  # cpu 0 takes pfns 1024.., cpu 1 pfns 2048.., one event each in turn
         for c, base_pfn in ((0, 1024), (1, 2048)):
@@ -166,8 +167,8 @@ def test_interleaved_sections_are_visited_event_by_event() -> None:
     table = make_events(rows)
     prep = prepare(table, tiny_layout(4096), mode="exact", boot=True)
     cost = COST_PRESETS["tdx-4k"]
-    base = run_policy(prep, PRESETS["none"], cost, record=True, firmware_accepted_bytes=FW_ACCEPTED)
-    idx = delta_index(prep, base)
+    base = run_full(prep, PRESETS["none"], cost, record=True, firmware_accepted_bytes=FW_ACCEPTED)
+    idx = FinishedBaseline(prep, base).index(sparse=True)
     S, m = base.S, int(base.S.n[0])
     first, zone = S.first[:m], S.zone[:m]
     members = np.bincount(base.out_sec[base.out_sec >= 0], minlength=m)
@@ -176,32 +177,10 @@ def test_interleaved_sections_are_visited_event_by_event() -> None:
                    if zone[a] == zone[b] and first[b] < idx.sec_last[a] and members[a] > 1 and members[b] > 1]
     assert idx.sparse and overlapping
     # visiting every event of the later one: more visits than the two section openings
-    run = run_policy(prep, PRESETS["list-6.6"], cost, base=base, firmware_accepted_bytes=FW_ACCEPTED)
+    run = run_policy(prep, PRESETS["list-6.6"], cost, baseline=base, firmware_accepted_bytes=FW_ACCEPTED)
     a, b = overlapping[0]
     assert run.visited >= members[b]
     _same_results(prep, table, list(PRESET_ORDER[1:]), "tdx-4k", firmware_accepted_bytes=FW_ACCEPTED)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-def test_followers_yield_the_cpu_to_the_baseline() -> None:
-    """A follower thread lowers its own priority only (the baseline and the main thread keep theirs)."""
-    import os
-    import threading
-
-    from replay.cli.replay import FOLLOWER_NICE, _yield_to_baseline
-
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    seen: list[int] = []
-
-    def follower() -> None:
-        _yield_to_baseline()
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-
-    t = threading.Thread(target=follower)
-    t.start()
-    t.join()
-    assert seen == [max(mine, FOLLOWER_NICE)]
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 
 
 def test_event_rows_equal_the_array_operations() -> None:
@@ -211,6 +190,7 @@ def test_event_rows_equal_the_array_operations() -> None:
     charged rows and at every event; so do the CPUs and (comm, pid) groups it hands back."""
     from replay.policy.loop import EL_ADDED, EL_HOLD, EL_WAIT
     from replay.results.tables import _events, charged_events
+    from tests.helpers.oracles import charges_at, handled_values
 
     rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
     table = make_events(rows)
@@ -230,11 +210,11 @@ def test_event_rows_equal_the_array_operations() -> None:
                    if c not in ("policy", "comm", "event", "zone", "anomaly", "pfn", "model_pfn")}
             want = {"seq": np.asarray(ea.seq)[idx], "ts_ns": ea.ts[idx], "vts_ns": run.vts_at(idx),
                     "cpu": ea.cpu[idx], "pid": ctx.pid[idx], "order": ea.order[idx], "section": run.out_sec[idx],
-                    "added_ns": run.charges_at(EL_ADDED, idx), "lock_wait_ns": run.charges_at(EL_WAIT, idx),
-                    "lock_hold_ns": run.charges_at(EL_HOLD, idx),
-                    "firmware_ns": run.handled_values(run.handled_firmware, idx),
-                    "accepted_bytes": run.handled_values(run.handled_accepted, idx),
-                    "forced": run.handled_values(run.handled_forced, idx).astype(bool)}
+                    "added_ns": charges_at(run, EL_ADDED, idx), "lock_wait_ns": charges_at(run, EL_WAIT, idx),
+                    "lock_hold_ns": charges_at(run, EL_HOLD, idx),
+                    "firmware_ns": handled_values(run, run.handled_firmware, idx),
+                    "accepted_bytes": handled_values(run, run.handled_accepted, idx),
+                    "forced": handled_values(run, run.handled_forced, idx).astype(bool)}
             assert set(col) == set(want), name
             for c, w in want.items():
                 assert np.array_equal(col[c], w), (name, c)
@@ -247,40 +227,3 @@ def test_event_rows_equal_the_array_operations() -> None:
             assert np.array_equal(sink["cpu"], ea.cpu[idx]) and np.array_equal(sink["proc"], ctx.proc_key[idx])
             charged_somewhere += int(np.count_nonzero(col["added_ns"]))
     assert charged_somewhere > 0  # some policy added latency: the charges were compared
-
-
-def test_spare_state_copy_is_the_initial_state_once() -> None:
-    """``prepare(spare_state=True)``: the first ``state_copy`` is the copy made on the side thread,
-    equal to the initial state and not sharing its arrays; later ones are fresh copies."""
-    from replay.cli.replay import _tiny_table
-    from replay.model.engine import event_arrays
-    from replay.model.layout import infer_layout
-    from replay.policy.run import prepare
-
-    table = _tiny_table(6656)
-    layout = infer_layout((1 << 14) - (1 << 12), (1 << 14) + (1 << 13), nr_cpus=2)
-    prep = prepare(table, layout, mode="exact", events=event_arrays(table, with_gfp=False), spare_state=True)
-    first, second = prep.state_copy(), prep.state_copy()
-    for a, b, c in zip(prep.base.state, first, second):
-        assert np.array_equal(a, b) and np.array_equal(a, c)
-        assert not np.shares_memory(a, b) and not np.shares_memory(a, c) and not np.shares_memory(b, c)
-    assert prep._spare is None
-
-
-def test_prefaulted_outputs_are_taken_once_and_match_fresh_ones() -> None:
-    """``prefault_outputs``: -1 sections and zones, 0 free-page deltas, for the first recording
-    baseline only; arrays of another length are ignored."""
-    from replay.cli.replay import _tiny_table
-    from replay.model.engine import event_arrays
-    from replay.model.layout import infer_layout
-    from replay.policy.run import prefault_outputs, prepare
-
-    table = _tiny_table(6656)
-    layout = infer_layout((1 << 14) - (1 << 12), (1 << 14) + (1 << 13), nr_cpus=2)
-    prep = prepare(table, layout, mode="exact", events=event_arrays(table, with_gfp=False))
-    prep.give_outputs(prefault_outputs(len(prep.events) + 1))  # wrong length: ignored
-    assert prep.take_outputs() is None
-    made = prefault_outputs(len(prep.events))
-    assert (made["out_sec"] == -1).all() and (made["out_zone"] == -1).all() and (made["dfree"] == 0).all()
-    prep.give_outputs(made)
-    assert prep.take_outputs() is made and prep.take_outputs() is None

@@ -18,9 +18,11 @@ import pytest
 import replay.acceptance.unaccepted as A
 from replay.acceptance.costs import COST_PRESETS, CALL_KIND_NAMES, GiB
 from replay.acceptance.policies import PRESETS
-from replay.policy.run import prepare, run_policy
+from replay.policy.prepare import prepare
+from replay.policy.run import run_policy
 from replay.model.sections import DEFAULT_CALIBRATION
 from tests.helpers.events import make_events
+from tests.helpers.oracles import DenseRun
 from tests.helpers.replay import tiny_layout
 
 TDX = COST_PRESETS["tdx-4k"]
@@ -51,7 +53,7 @@ def layout():
 def run(rows, policy, mode="exact"):
     lay = layout()
     prep = prepare(make_events(rows), lay, mode=mode, boot=True, cal=DEFAULT_CALIBRATION)
-    return run_policy(prep, PRESETS[policy], TDX, firmware_accepted_bytes=FW_ACCEPTED)
+    return DenseRun(run_policy(prep, PRESETS[policy], TDX, firmware_accepted_bytes=FW_ACCEPTED))
 
 
 def zl(t, cpu, pfn, order=0, refill=False):

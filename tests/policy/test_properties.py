@@ -16,9 +16,11 @@ from hypothesis import strategies as hs
 from replay.acceptance.costs import COST_PRESETS
 from replay.model.engine import replay
 from replay.acceptance.policies import PRESETS
-from replay.policy.run import conserved_pages, prepare, run_policy
+from replay.policy.prepare import prepare
+from replay.policy.run import run_policy
 from tests.model.test_properties import _gen_trace
 from tests.helpers.events import make_events
+from tests.helpers.oracles import DenseRun, conserved_pages
 from tests.helpers.replay import tiny_layout
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -32,7 +34,7 @@ def _check(table: Any, layout: Any, mode: str, costs: str = "tdx-4k") -> None:
     prep = prepare(table, layout, mode=mode, boot=True)
     total = None
     for name in POLICIES:
-        r = run_policy(prep, PRESETS[name], COST_PRESETS[costs], firmware_accepted_bytes=FW_ACCEPTED)
+        r = DenseRun(run_policy(prep, PRESETS[name], COST_PRESETS[costs], firmware_accepted_bytes=FW_ACCEPTED))
         assert r.accepted_ok, name
         assert r.conservation_ok and r.invariant_report["pages_conserved"], (name, r.invariant_report)
         assert r.invariants_ok, (name, r.invariant_report)
@@ -91,8 +93,8 @@ def test_none_equals_the_plain_replay(ops: list[tuple[int, int, int, int]]) -> N
         return
     table = make_events(rows)
     plain = replay(table, tiny_layout(4096), mode="exact", boot=True)
-    r = run_policy(prepare(table, tiny_layout(4096), mode="exact", boot=True), PRESETS["none"],
-                   COST_PRESETS["tdx-4k"])
+    r = DenseRun(run_policy(prepare(table, tiny_layout(4096), mode="exact", boot=True), PRESETS["none"],
+                            COST_PRESETS["tdx-4k"]))
     assert np.array_equal(r.out_anom, plain.out_anom)
     assert np.array_equal(r.out_sec, plain.out_sec) and np.array_equal(r.out_zone, plain.out_zone)
     for a, b in zip(r.st, plain.state):
