@@ -218,11 +218,12 @@ def version() -> None:
 
 
 from replay.cli import policies as _policies  # noqa: E402  (each module adds its commands to app)
+from replay.cli import record as _record  # noqa: E402
 from replay.cli import replay as _replay  # noqa: E402
 from replay.cli import report as _report  # noqa: E402
 from replay.cli import synth as _synth  # noqa: E402
 
-for _m in (_replay, _report, _policies, _synth):
+for _m in (_replay, _report, _policies, _synth, _record):
     _m.register(app)
 
 
