@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from parsers.api import load_events, parse_files  # noqa: E402
-from replay.model.engine import event_arrays, replay, run_loop  # noqa: E402
+from replay.events.arrays import event_arrays  # noqa: E402
+from replay.model.engine import replay, run_loop
 from replay.model.initial_state import infer_initial_state, model_zones  # noqa: E402
 from replay.model.layout import infer_layout, layout_for_guest  # noqa: E402
 from replay.model.simulate import zone_kinds  # noqa: E402

@@ -1,4 +1,5 @@
-"""zone->lock sections: kinds, calibration of their cost, and modelled hold times.
+"""zone->lock sections: kinds, the bookkeeping the replay loops find them with, the calibration
+of their cost, and modelled hold times.
 
 Every operation that takes ``zone->lock`` in 6.1 becomes a section (the engine
 finds them while replaying, see ``replay.model.engine``):
@@ -32,6 +33,7 @@ guest: they are parameters, to be overridden for a real machine.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,7 +43,39 @@ import pyarrow as pa
 from parsers.schema import Event
 from replay.jit import kernel, kernel_entry
 
-SEC_REFILL, SEC_DRAIN, SEC_ALLOC, SEC_FREE, SEC_FALLBACK = 1, 2, 3, 4, 5
+SEC_REFILL = 1
+SEC_DRAIN = 2
+SEC_ALLOC = 3
+SEC_FREE = 4
+SEC_FALLBACK = 5
+SECTION_KIND_NAMES = {SEC_REFILL: "refill", SEC_DRAIN: "drain", SEC_ALLOC: "alloc", SEC_FREE: "free",
+                      SEC_FALLBACK: "fallback"}
+
+CUR_NONE = 0
+CUR_REFILL = 1
+CUR_DRAIN = 2
+CUR_PENDING_FB = 6
+
+Sections = namedtuple(
+    "Sections",
+    ["kind", "cpu", "zone", "start", "end", "pages", "nev", "first", "fallbacks", "owner", "n",
+     "cur", "cur_kind", "cur_order", "cur_mt", "cur_zl"],
+)
+
+
+def new_sections(cap: int, n_cpus: int) -> Sections:
+    cap = max(cap, 1)
+    return Sections(
+        kind=np.zeros(cap, np.int8), cpu=np.zeros(cap, np.int32), zone=np.zeros(cap, np.int8),
+        start=np.zeros(cap, np.int64), end=np.zeros(cap, np.int64), pages=np.zeros(cap, np.int64),
+        nev=np.zeros(cap, np.int32), first=np.zeros(cap, np.int64), fallbacks=np.zeros(cap, np.int32),
+        owner=np.zeros(cap, np.int32), n=np.zeros(1, np.int64),
+        cur=np.full(n_cpus, -1, np.int64), cur_kind=np.zeros(n_cpus, np.int64),
+        cur_order=np.zeros(n_cpus, np.int64), cur_mt=np.zeros(n_cpus, np.int64), cur_zl=np.zeros(n_cpus, np.int64),
+    )
+
+
+
 
 
 @dataclass(frozen=True)
@@ -181,7 +215,7 @@ def _scan_runs(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarr
 def calibrate(table: pa.Table, *, max_gap_ns: int = 100_000, verbose: bool = False) -> Calibration:
     """Calibrate section costs from the bursts of a real trace (see the module docstring)."""
     from replay.events.columns import column_values
-    from replay.model.engine import event_codes
+    from replay.events.arrays import event_codes
 
     return calibrate_events(event_codes(table), column_values(table, "ts_ns", np.int64, 0, writable=False),
                             column_values(table, "cpu", np.int32, 0, writable=False),
@@ -226,3 +260,46 @@ def hold_times(kind: np.ndarray, nev: np.ndarray, fallbacks: np.ndarray, cal: Ca
     hold[d] = cal.drain_base_ns + cal.drain_per_block_ns * blocks[d]
     hold += cal.steal_ns * np.asarray(fallbacks, np.float64)
     return np.rint(hold).astype(np.int64)
+
+
+# ------------------------------------------------------------------ sections as the replay finds them
+@kernel(nrt=False)
+def sec_close(S: Sections, c: int) -> None:
+    S.cur[c] = -1
+    S.cur_kind[c] = CUR_NONE
+
+
+@kernel(nrt=False)
+def sec_new(S: Sections, kind: int, c: int, z: int, t: int, k: int, owner: int, pages: int, nev: int) -> int:
+    """A new zone->lock section of CPU ``c`` in zone ``z`` from event ``k`` at time ``t``."""
+    sid = S.n[0]
+    S.n[0] += 1
+    S.kind[sid] = kind
+    S.cpu[sid] = c
+    S.zone[sid] = z
+    S.start[sid] = t
+    S.end[sid] = t
+    S.pages[sid] = pages
+    S.nev[sid] = nev
+    S.first[sid] = k
+    S.fallbacks[sid] = 0
+    S.owner[sid] = owner
+    return sid
+
+
+@kernel(nrt=False)
+def sec_open(S: Sections, c: int, kind: int, z: int, t: int, k: int, owner: int, cur_kind: int) -> int:
+    """A new section that stays open on CPU ``c`` while the trace's events add to it."""
+    sid = sec_new(S, kind, c, z, t, k, owner, 0, 0)
+    S.cur[c] = sid
+    S.cur_kind[c] = cur_kind
+    return sid
+
+
+@kernel(nrt=False)
+def sec_add(S: Sections, sid: int, t: int, pages: int) -> None:
+    S.end[sid] = t
+    S.pages[sid] += pages
+    S.nev[sid] += 1
+
+

@@ -20,7 +20,8 @@ import numpy as np
 
 from replay.model.anomalies import A_FREE_OF_PCP, A_PFN_OUT_OF_RANGE, A_SIM_ALLOC_FAILED
 from replay.model.buddy import __free_one_page, __rmqueue
-from replay.model.engine import sec_new
+from replay.events.arrays import EV_ALLOC, EV_BATCHED, EV_FREE
+from replay.model.sections import SEC_ALLOC, SEC_DRAIN, SEC_FALLBACK, SEC_FREE, SEC_REFILL, sec_new
 from replay.model.exact import release_block, set_allocated
 from replay.model.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_add, pcp_allowed_order
 from replay.model.state import (
@@ -41,9 +42,6 @@ from replay.model.state import (
     zone_of,
 )
 from replay.jit import kernel, kernel_entry
-
-EV_ALLOC, EV_ZL, EV_FREE, EV_BATCHED, EV_DRAIN, EV_EXTFRAG = 0, 1, 2, 3, 4, 5
-SEC_REFILL, SEC_DRAIN, SEC_ALLOC, SEC_FREE, SEC_FALLBACK = 1, 2, 3, 4, 5
 
 # zone kinds (enum zone_type order on x86-64)
 ZK_DMA, ZK_DMA32, ZK_NORMAL, ZK_MOVABLE = 0, 1, 2, 3

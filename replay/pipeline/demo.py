@@ -3,11 +3,14 @@ and replayed under every policy preset (``tdx-4k`` costs, exact mode)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from replay.pipeline.job import run_replay
-from replay.pipeline.schedule import start_warm_kernels
+from replay.pipeline.schedule import tiny_trace
 
 #: a pfn of the sample guest's Normal zone, for the kernels' warm-up trace
 _WARM_PFN = 0x108BC0
@@ -30,3 +33,21 @@ def demo_replay(trace: Path, results_dir: Path) -> dict[str, Any]:
         warm.wait()
     return run_replay(parsed, "exact", Path(results_dir), snapshot=before if before.is_dir() else None,
                       end_snapshot=after if after.is_dir() else None, all_presets=True, costs="tdx-4k")
+
+
+def warm_kernels(snapshot: str, pfn: int) -> None:
+    """Compile (and cache on disk) the replay and policy kernels on a tiny trace (a child process
+    of ``pagereplay demo``, so that on a fresh machine numba compiles the replay while the
+    sample is parsed)."""
+    with tempfile.TemporaryDirectory(prefix="pagereplay-warm-") as tmp:
+        t = Path(tmp) / "warm.parquet"
+        tiny_trace(t, pfn)
+        run_replay(t, "exact", Path(tmp) / "results", snapshot=Path(snapshot), end_snapshot=Path(snapshot),
+                   policies=["list-promo", "v1-buddy-global-lock", "post-alloc", "background", "kernel-eager"],
+                   costs="tdx-4k", workers=1)
+
+
+def start_warm_kernels(snapshot: Path, pfn: int) -> Any:
+    """``warm_kernels`` in a child process (returns it; ``wait()`` for it)."""
+    code = f"from replay.pipeline.demo import warm_kernels; warm_kernels({str(snapshot)!r}, {pfn})"
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -56,7 +56,7 @@ def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str
     except (pa.ArrowException, OSError) as e:  # cut short, damaged pages...: say which file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{trace}: unreadable Parquet file: {msg}") from None
-    from replay.model.engine import event_arrays_from_columns
+    from replay.events.arrays import event_arrays_from_columns
 
     table = event_table(cols, names)
     ea, bounds = event_arrays_from_columns(cols, table, with_gfp=with_gfp)

@@ -45,8 +45,8 @@ numba loads each kernel from its cache on first call (~0.15 s for the first, LLV
 ``warm_exact`` loads ``prepare``'s, the baseline's and the result tables' kernels on a side
 thread while Arrow reads the trace (a tiny Parquet trace read the same way, so the array types
 match); the followers load theirs in their own threads while the baseline replays.
-``warm_kernels`` compiles everything once in a child process (``pagereplay demo`` on a fresh
-machine, while the sample trace is parsed).
+(``pipeline.demo`` compiles everything once in a child process on a fresh machine, while the
+sample trace is parsed.)
 
 Process
 -------
@@ -485,7 +485,7 @@ def warm_exact(pols: list[Any], cost: Any) -> None:
     numba's cache on a tiny table (module docstring); best effort: a failure here only means
     they load later."""
     try:
-        from replay.model.engine import event_arrays_from_parquet
+        from replay.events.arrays import event_arrays_from_parquet
         from replay.model.layout import infer_layout
         from replay.policy.prepare import prepare
         from replay.policy.run import run_full
@@ -508,25 +508,3 @@ def warm_exact(pols: list[Any], cost: Any) -> None:
         policy_tables(prep, base, ctx)
     except Exception:  # noqa: BLE001 - a warm-up only
         pass
-
-
-def warm_kernels(snapshot: str, pfn: int) -> None:
-    """Compile (and cache on disk) the replay and policy kernels on a tiny trace (a child process
-    of ``pagereplay demo``, so that on a fresh machine numba compiles the replay while the
-    sample is parsed)."""
-    from replay.pipeline.job import run_replay
-
-    with tempfile.TemporaryDirectory(prefix="pagereplay-warm-") as tmp:
-        t = Path(tmp) / "warm.parquet"
-        tiny_trace(t, pfn)
-        run_replay(t, "exact", Path(tmp) / "results", snapshot=Path(snapshot), end_snapshot=Path(snapshot),
-                   policies=["list-promo", "v1-buddy-global-lock", "post-alloc", "background", "kernel-eager"],
-                   costs="tdx-4k", workers=1)
-
-
-def start_warm_kernels(snapshot: Path, pfn: int) -> Any:
-    """``warm_kernels`` in a child process (returns it; ``wait()`` for it)."""
-    import subprocess
-
-    code = f"from replay.pipeline.schedule import warm_kernels; warm_kernels({str(snapshot)!r}, {pfn})"
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -60,7 +60,8 @@ from typing import Any
 import numpy as np
 
 import replay.acceptance.unaccepted as A
-from replay.model.engine import EV_ALLOC, EV_EXTFRAG, EV_ZL, Sections
+from replay.events.arrays import EV_ALLOC, EV_EXTFRAG, EV_ZL
+from replay.model.sections import Sections
 from replay.policy.loop import (AC_K, AC_ZLHOLD, AC_ZONE, ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT,
                                 INT64_MAX, PP_LISTS, PP_NOACT, PP_TRIGGER, STAGE_FRESH, STAGE_VISITED,
                                 accepted_block_zone, background_tick, block_is_listed, has_unaccepted, quiet_time_step,

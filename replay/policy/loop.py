@@ -26,7 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 import replay.acceptance.unaccepted as A
-from replay.model.engine import EV_ALLOC, EV_EXTFRAG, EV_ZL, SEC_DRAIN, SEC_FREE, Sections, exact_chunk, locate
+from replay.events.arrays import EV_ALLOC, EV_EXTFRAG, EV_ZL
+from replay.model.sections import SEC_DRAIN, SEC_FREE, Sections
+from replay.model.engine import exact_chunk, locate
 from replay.model.buddy import __free_one_page as free_one_page
 from replay.model.buddy import del_page_from_free_list
 from replay.model.simulate import gfp_zone_limit, simulate_chunk, zonelist_zone

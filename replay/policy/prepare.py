@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from replay.model.engine import EventArrays, InitialModel, prepare_events
+from replay.events.arrays import EventArrays
+from replay.model.engine import InitialModel, prepare_events
 from replay.model.sections import Calibration, calibrate_events
 from replay.model.state import ModelState
 

@@ -9,7 +9,7 @@ import numpy as np
 
 import replay.acceptance.unaccepted as A
 from replay.acceptance.policies import AcceptancePolicy
-from replay.model.engine import Sections
+from replay.model.sections import Sections
 from replay.model.state import ModelState
 from replay.policy.loop import EL_ADDED, EL_K
 

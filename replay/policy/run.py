@@ -36,7 +36,7 @@ import numpy as np
 
 import replay.acceptance.unaccepted as A
 from replay.acceptance.policies import AcceptancePolicy
-from replay.model.engine import Sections, new_sections
+from replay.model.sections import Sections, new_sections
 from replay.model.state import ModelState
 from replay.policy.delta import (ACT_DIVERGE, SP_DENSE_UNTIL, SP_VISITS, TOUCH_ALLOC, TOUCH_BLOCK, TOUCH_ZL, DeltaIndex,
                                  all_top_blocks_free, delta_chunk, dense_index, listed_pages, new_index,

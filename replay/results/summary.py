@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from replay.model.anomalies import ANOMALY_KINDS, counts_by_name
-from replay.model.engine import SECTION_KIND_NAMES, ReplayOutput
+from replay.model.sections import SECTION_KIND_NAMES
+from replay.model.engine import ReplayOutput
 from replay.model.sections import Calibration
 from replay.model.state import CTR_NAMES, PG_BUDDY
 

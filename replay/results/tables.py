@@ -36,7 +36,8 @@ import replay.acceptance.unaccepted as A
 from parsers.schema import EVENT_NAMES
 from replay.model.anomalies import KIND_BY_CODE
 from replay.acceptance.costs import CALL_KIND_NAMES, NR_FIRMWARE_CALL_KINDS
-from replay.model.engine import EV_ALLOC, SECTION_KIND_NAMES
+from replay.events.arrays import EV_ALLOC
+from replay.model.sections import SECTION_KIND_NAMES
 from replay.acceptance.policies import HELD_GLOBAL_LOCK, HELD_IRQS_OFF, HELD_ZONE_LOCK
 from replay.policy.loop import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT
 from replay.policy.prepare import Prepared
@@ -534,7 +535,7 @@ def result_context(table: pa.Table, pols: list[str], events: Any = None) -> Resu
     """From the event table alone (its ``cpu`` and ``event`` from ``events``, the replay's
     ``EventArrays``, when given), so it can be built while ``prepare`` runs."""
     from replay.events.columns import column_values
-    from replay.model.engine import event_codes
+    from replay.events.arrays import event_codes
 
     comm, pid = _comm_pid(table)
     comm_names = comm.dictionary.to_pylist()

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from replay.model.anomalies import ANOMALY_KINDS, KIND_BY_NAME, N_KINDS, counts_by_name
-from replay.model.engine import mark_deferred_frees, replay
+from replay.events.arrays import mark_deferred_frees
+from replay.model.engine import replay
 from replay.model.sections import DEFAULT_CALIBRATION, SEC_DRAIN, SEC_REFILL, calibrate, hold_times
 from replay.model.state import PG_PCP
 from tests.conftest import ROOT, SAMPLES

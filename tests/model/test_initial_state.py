@@ -14,7 +14,8 @@ from hypothesis import strategies as hst
 
 from replay.model.anomalies import KIND_BY_NAME, counts_by_name
 from replay.events.columns import column_values, dictionary_map
-from replay.model.engine import event_arrays, replay
+from replay.events.arrays import event_arrays
+from replay.model.engine import replay
 from replay.model.initial_state import _maximal_blocks, infer_initial_state
 from replay.model.layout import MemoryLayout
 from replay.results.summary import end_snapshot_report
@@ -273,7 +274,7 @@ def test_parquet_event_arrays_equal_the_table_path(tmp_path: Path, monkeypatch: 
 
     import replay.events.columns as C
     from replay.events.columns import TABLE_COLUMNS
-    from replay.model.engine import event_arrays_from_parquet
+    from replay.events.arrays import event_arrays_from_parquet
 
     rows = [
         _ev(10, 0, "mm_page_alloc_zone_locked", 4096, migratetype=1, percpu_refill=True, comm="a", pid=3),
@@ -313,7 +314,7 @@ def test_parquet_event_arrays_of_a_real_trace(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     from parsers.api import parse_to_parquet
-    from replay.model.engine import event_arrays_from_parquet
+    from replay.events.arrays import event_arrays_from_parquet
     from tests.conftest import require_trace_file
     from tests.helpers.replay import tiny_layout_for
 

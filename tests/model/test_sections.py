@@ -76,7 +76,7 @@ def test_scan_equals_the_numpy_reference(rows: list[tuple[int, int, int, int]], 
 def test_scan_equals_the_numpy_reference_on_real_traces(trace: str) -> None:
     from parsers.api import load_events
     from replay.events.columns import column_values
-    from replay.model.engine import event_codes
+    from replay.events.arrays import event_codes
 
     path = require_trace_file(trace)
     table, _ = load_events(path)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from replay.model.engine import event_arrays
+from replay.events.arrays import event_arrays
 from replay.model.layout import infer_layout
 from replay.pipeline.schedule import PrefaultedBuffers, prefault_outputs, tiny_table
 from replay.policy.prepare import prepare
