@@ -10,10 +10,26 @@ replay must know where the trace has holes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
-from .scan import kernels as _scan
+from .scan.codes import (
+    LINES_BLANK,
+    LINES_COMMENT,
+    LINES_EVENT,
+    LINES_PFN_DEC,
+    LINES_PFN_HEX,
+    LINES_TS_COUNTER,
+    LINES_TS_DECIMAL,
+    N_LINE_COUNTERS,
+)  # fmt: skip
 from .schema import EVENT_NAMES
+
+# parsers/binary/table.py reads the scanner's counter indices as ``accounting._scan.C_*``; these
+# names keep it working until it imports them from ``parsers.scan.codes`` (then remove them)
+_scan = SimpleNamespace(
+    C_TS_COUNTER=LINES_TS_COUNTER, C_TS_DECIMAL=LINES_TS_DECIMAL, C_PFN_HEX=LINES_PFN_HEX, C_PFN_DEC=LINES_PFN_DEC
+)
 
 
 @dataclass
@@ -43,19 +59,15 @@ class FileAccounting:
     failed_allocs: int = 0
     fragmenting_recomputed: int = 0
     warnings: list[str] = field(default_factory=list)
-    counters: list[int] = field(default_factory=lambda: [0] * _scan.N_COUNTERS)
+    counters: list[int] = field(default_factory=lambda: [0] * N_LINE_COUNTERS)
 
     def add_counts(self, counts, nlines: int) -> None:
         self.lines_total += int(nlines)
-        self.lines_parsed += int(counts[_scan.C_EVENTS])
-        self.lines_comment_hash += int(counts[_scan.C_COMMENT])
-        self.lines_blank += int(counts[_scan.C_BLANK])
-        for i in range(_scan.N_COUNTERS):
+        self.lines_parsed += int(counts[LINES_EVENT])
+        self.lines_comment_hash += int(counts[LINES_COMMENT])
+        self.lines_blank += int(counts[LINES_BLANK])
+        for i in range(N_LINE_COUNTERS):
             self.counters[i] += int(counts[i])
-
-    def add_events(self, per_event: dict[str, int]) -> None:
-        for k, v in per_event.items():
-            self.events[k] += v
 
     def malformed(self, reason: str, line: int, text: bytes) -> None:
         self.lines_malformed += 1
@@ -148,14 +160,6 @@ class Accounting:
     def lines_parsed(self) -> int:
         return self._sum("lines_parsed")
 
-    def _frag_warning(self) -> list[str]:
-        if not self.fragmenting_recomputed:
-            return []
-        return [
-            f"{self.name}: {self.fragmenting_recomputed} mm_page_alloc_extfrag line(s) print a fragmenting= value other "
-            "than fallback_order < pageblock_order (libtraceevent cannot evaluate pageblock_order); recomputed as the kernel does"
-        ]
-
     @property
     def lines_comment(self) -> int:
         return self._sum("lines_comment")
@@ -178,18 +182,19 @@ class Accounting:
         return [{"file": f.name, **m} for f in self.files for m in f.lost_markers]
 
     def kmem_era(self) -> str:
-        c = [sum(f.counters[i] for f in self.files) for i in range(_scan.N_COUNTERS)]
-        if c[_scan.C_PFN_HEX] and not c[_scan.C_PFN_DEC]:
+        hex_pfn = sum(f.counters[LINES_PFN_HEX] for f in self.files)
+        dec_pfn = sum(f.counters[LINES_PFN_DEC] for f in self.files)
+        if hex_pfn and not dec_pfn:
             return ">=5.14 (hex pfn)"
-        if c[_scan.C_PFN_DEC] and not c[_scan.C_PFN_HEX]:
+        if dec_pfn and not hex_pfn:
             return "<5.14 (decimal pfn)"
-        if c[_scan.C_PFN_DEC] and c[_scan.C_PFN_HEX]:
+        if dec_pfn and hex_pfn:
             return "mixed (decimal and hex pfn)"
         return "unknown"
 
     def timestamp_unit(self) -> str:
-        dec = sum(f.counters[_scan.C_TS_DECIMAL] for f in self.files)
-        cnt = sum(f.counters[_scan.C_TS_COUNTER] for f in self.files)
+        dec = sum(f.counters[LINES_TS_DECIMAL] for f in self.files)
+        cnt = sum(f.counters[LINES_TS_COUNTER] for f in self.files)
         if cnt and not dec:
             return "counter"
         if cnt and dec:

@@ -25,12 +25,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .scan import kernels as _scan
+from . import binary as _binary
+from . import scan as _scan
 from .accounting import Accounting, FileAccounting
 from .arrow_columns import _bool_column, _column, _GfpInterner, _Interner, _nulls
 from .errors import SchemaMismatchError, StrictModeError, TraceFormatError, TraceInputError
 from .formats import FORMAT_CODE, FORMATS, classify_unrecognised, detect_format
 from .inputs import DEFAULT_BLOCK, LineBlocks, RawHasher, start_hashers
+from .scan.result import Strings
 from .schema import (
     COLUMNS,
     EVENT_NAMES,
@@ -38,6 +40,7 @@ from .schema import (
     METADATA_PREFIX,
     SCHEMA_VERSION,
     SORT_KEYS,
+    Event,
     arrow_schema,
     check_schema,
     event_dictionary,
@@ -66,110 +69,160 @@ def _warm_up() -> None:
     _scan.warm_up()
 
 
-def _scan_block(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
-    if not _scan.JIT:  # plain Python: numpy uint8 scalars would wrap in the arithmetic
-        arr = arr.astype(np.int64)
-    return _scan.scan_block(
-        arr,
-        nbytes,
-        cap,
-        fmt_code,
-        _scan.KEY_BYTES,
-        _scan.KEY_OFF,
-        _scan.KEY_LEN,
-        _scan.EV_BYTES,
-        _scan.EV_OFF,
-        _scan.EV_LEN,
-        _scan.EV_CODE,
-        _scan.REQUIRED,
-    )
-
-
 _EVENT_DICT = event_dictionary()
 
 
-def _scan_and_prepare(arr: np.ndarray, nbytes: int, cap: int, fmt_code: int):
+@dataclass
+class _Sorted:
+    """The worker-thread part of a scanned block: its numeric Arrow columns in (ts, cpu) order, and
+    what the caller maps to global ids and sequence numbers in input order."""
+
+    perm: np.ndarray | None  # the input row of each sorted row (None: already in order)
+    arrays: dict[str, pa.Array]  # the columns that need no global state, sorted
+    comm_local: np.ndarray  # ids in the block's comm table, sorted
+    gfp_local: np.ndarray  # ids in the block's gfp table (-1: none), sorted
+    line_rel: np.ndarray  # line numbers in the block, sorted
+    ev_counts: np.ndarray  # events per ``Event`` code
+    failed: int  # failed allocations
+    frag_fixed: int  # extfrag events whose fragmenting= was recomputed
+
+
+class _Reorder:
+    """Columns of a block in (ts, cpu) order; a column that is all null is not reordered."""
+
+    def __init__(self, perm: np.ndarray | None, n: int) -> None:
+        self.perm = perm
+        self.n = n
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        return a if self.perm is None else a.take(self.perm)  # (take: ~40% faster than a[perm])
+
+    def ints(self, a0: np.ndarray, typ: pa.DataType) -> pa.Array:
+        """-1 is null."""
+        mask = a0 == -1
+        if mask.all():
+            return _nulls(self.n, typ)
+        a = self(a0)
+        return _column(a, typ, a == -1 if mask.any() else None)
+
+    def bools(self, a0: np.ndarray) -> pa.Array:
+        """1 is true, -1 null."""
+        mask = a0 == -1
+        if mask.all():
+            return _nulls(self.n, pa.bool_())
+        a = self(a0)
+        return _bool_column(a == 1, a == -1 if mask.any() else None)
+
+
+def _time_order(ts: np.ndarray, cpu: np.ndarray) -> np.ndarray | None:
+    """The stable permutation that sorts a block's events by (ts, cpu); None when they are in order."""
+    n = len(ts)
+    perm = np.empty(n, np.int64)
+    state = _scan.sort_order(ts, cpu, perm)
+    if state == 0:
+        return None
+    if state == 2:  # far from sorted: the insertion sort gave up
+        perm = np.lexsort((np.arange(n), cpu, ts))
+    return perm
+
+
+def _fragmenting(forder: np.ndarray, pborder: np.ndarray, frag: np.ndarray) -> tuple[np.ndarray, int]:
+    """``fragmenting`` as the kernel defines it, fallback_order < pageblock_order, and how many
+    events printed another value: libtraceevent (trace-cmd report, perf script) cannot evaluate
+    pageblock_order and prints the fallback order instead."""
+    known = (forder >= 0) & (pborder >= 0)
+    if not known.any():
+        return frag, 0
+    want = np.where(known, (forder < pborder).astype(np.int8), frag)
+    return want, int(np.count_nonzero((want != frag) & known))
+
+
+def _scan_and_prepare(arr: np.ndarray, nbytes: int, fmt_code: int) -> tuple[_scan.ScanResult, _Sorted | None]:
     """Worker-thread part of a block: scan, sort by (ts, cpu), build the numeric Arrow columns.
 
     Everything here depends on the block alone; what needs global state (string
     ids, seq numbers, per-CPU order across blocks) is done in order by the caller.
     """
-    res = _scan_block(arr, nbytes, cap, fmt_code)
-    ne = res[0]
+    res = _scan.scan_block(arr, nbytes, fmt_code)
+    ne = res.n_events
     if ne == 0:
         return res, None
-    (o_ts, o_cpu, o_pid, o_tgid, o_comm, o_ev, o_pfn, o_order, o_mt, o_gfp, o_pcp, o_forder, o_pborder, o_fmt, o_frag, o_chown, o_cold, o_line) = res[1]
-    ts, cpu = o_ts[:ne], o_cpu[:ne]
-    perm = np.empty(ne, np.int64)
-    state = _scan.sort_order(ts, cpu, perm)
-    if state == 2:
-        perm = np.lexsort((np.arange(ne), cpu, ts))
-
-    def P(a: np.ndarray) -> np.ndarray:
-        return a if state == 0 else a.take(perm)  # (take: ~40% faster than a[perm])
-
-    # element-wise work is done before reordering, and columns that are all null are not reordered
-    ev0 = o_ev[:ne]
-    pfn0 = o_pfn[:ne]
-    failed0 = (ev0 == 0) & (pfn0 <= 0)
-    nfailed = int(np.count_nonzero(failed0))
-    if nfailed:
-        pfn0 = np.where(failed0, -1, pfn0)
-    # the kernel defines fragmenting as fallback_order < pageblock_order; libtraceevent (trace-cmd
-    # report, perf script) cannot evaluate pageblock_order and prints the fallback order instead
-    forder0, pborder0, frag0 = o_forder[:ne], o_pborder[:ne], o_frag[:ne]
-    known = (forder0 >= 0) & (pborder0 >= 0)
-    nfrag_fixed = 0
-    if known.any():
-        want = np.where(known, (forder0 < pborder0).astype(np.int8), frag0)
-        nfrag_fixed = int(np.count_nonzero((want != frag0) & known))
-        frag0 = want
-
-    def nint(a0: np.ndarray, typ: pa.DataType) -> pa.Array:
-        mask = a0 == -1
-        if mask.all():
-            return _nulls(ne, typ)
-        a = P(a0)
-        return _column(a, typ, a == -1 if mask.any() else None)
-
-    def nbool(a0: np.ndarray) -> pa.Array:
-        mask = a0 == -1
-        if mask.all():
-            return _nulls(ne, pa.bool_())
-        a = P(a0)
-        return _bool_column(a == 1, a == -1 if mask.any() else None)
-
-    ev = P(ev0)
-    ts_s, cpu_s = P(ts), P(cpu)
+    c = res.events._make(a[:ne] for a in res.events)
+    s = _Reorder(_time_order(c.ts, c.cpu), ne)
+    # element-wise work is done before reordering
+    failed = (c.event == Event.MM_PAGE_ALLOC) & (c.pfn <= 0)
+    nfailed = int(np.count_nonzero(failed))
+    pfn = np.where(failed, -1, c.pfn) if nfailed else c.pfn
+    frag, nfrag_fixed = _fragmenting(c.fallback_order, c.pageblock_order, c.fragmenting)
     arrays = {
-        "ts_ns": pa.array(ts_s, pa.int64()),
-        "cpu": pa.array(cpu_s, pa.int32()),
-        "pid": pa.array(P(o_pid[:ne]), pa.int32()),
-        "tgid": nint(o_tgid[:ne], pa.int32()),
-        "event": pa.DictionaryArray.from_arrays(pa.array(ev, pa.int8()), _EVENT_DICT, safe=False),
-        "pfn": nint(pfn0, pa.int64()),
-        "order": pa.array(P(o_order[:ne]), pa.int8()),
-        "migratetype": nint(o_mt[:ne], pa.int8()),
-        "percpu_refill": nbool(o_pcp[:ne]),
-        "failed": _bool_column(P(failed0)),
-        "fallback_order": nint(forder0, pa.int8()),
-        "pageblock_order": nint(pborder0, pa.int8()),
-        "fallback_migratetype": nint(o_fmt[:ne], pa.int8()),
-        "fragmenting": nbool(frag0),
-        "change_ownership": nbool(o_chown[:ne]),
-        "cold": nbool(o_cold[:ne]),
+        "ts_ns": pa.array(s(c.ts), pa.int64()),
+        "cpu": pa.array(s(c.cpu), pa.int32()),
+        "pid": pa.array(s(c.pid), pa.int32()),
+        "tgid": s.ints(c.tgid, pa.int32()),
+        "event": pa.DictionaryArray.from_arrays(pa.array(s(c.event), pa.int8()), _EVENT_DICT, safe=False),
+        "pfn": s.ints(pfn, pa.int64()),
+        "order": pa.array(s(c.order), pa.int8()),
+        "migratetype": s.ints(c.migratetype, pa.int8()),
+        "percpu_refill": s.bools(c.percpu_refill),
+        "failed": _bool_column(s(failed)),
+        "fallback_order": s.ints(c.fallback_order, pa.int8()),
+        "pageblock_order": s.ints(c.pageblock_order, pa.int8()),
+        "fallback_migratetype": s.ints(c.fallback_migratetype, pa.int8()),
+        "fragmenting": s.bools(frag),
+        "change_ownership": s.bools(c.change_ownership),
+        "cold": s.bools(c.cold),
     }
-    prep = {
-        "perm": None if state == 0 else perm,
-        "arrays": arrays,
-        "comm_local": P(o_comm[:ne]),
-        "gfp_local": P(o_gfp[:ne]),
-        "line_rel": P(o_line[:ne]),
-        "ev_counts": np.bincount(ev0, minlength=len(EVENT_NAMES)),
-        "failed": nfailed,
-        "frag_fixed": nfrag_fixed,
-    }
-    return res, prep
+    ev_counts = np.bincount(c.event, minlength=len(EVENT_NAMES))
+    return res, _Sorted(s.perm, arrays, s(c.comm), s(c.gfp), s(c.line), ev_counts, nfailed, nfrag_fixed)
+
+
+def _account_lines(fa: FileAccounting, res: _scan.ScanResult, block: bytearray, line0: int, ends_nl: bool) -> list[tuple[int, int, int]]:
+    """Account a block's lines into ``fa``: the scanner's counters, other events, the lines it
+    handed back (classified here) and the malformed ones; returns the LOST markers as (line, cpu,
+    events lost)."""
+    fa.add_counts(res.counts, res.lines)
+    x = res.others
+    for i in range(x.n):
+        nm = block[x.start[i] : x.start[i] + x.length[i]].decode("utf-8", "backslashreplace")
+        fa.other_events[nm] = fa.other_events.get(nm, 0) + int(x.count[i])
+    last = res.lines - 1  # a last line without its newline was cut short
+    lost_lines: list[tuple[int, int, int]] = []
+    u = res.unrecognised
+    for i in range(u.n):
+        text = block[u.start[i] : u.end[i]]
+        lineno = line0 + int(u.line[i])
+        lc = classify_unrecognised(text)
+        if lc.kind == "lost":
+            fa.lines_lost_marker += 1
+            lost_lines.append((lineno, lc.lost_cpu, lc.lost_count))
+        elif lc.kind == "header":
+            fa.lines_header += 1
+        elif lc.kind == "other":
+            fa.other_events[lc.detail] = fa.other_events.get(lc.detail, 0) + 1
+        else:
+            fa.malformed("truncated line" if not ends_nl and u.line[i] == last else lc.detail, lineno, text)
+    m = res.malformed
+    for i in range(m.n):
+        reason = _scan.MALFORMED_REASONS[int(m.reason[i])]
+        if not ends_nl and m.line[i] == last:
+            reason = "truncated line"
+        fa.malformed(reason, line0 + int(m.line[i]), block[m.start[i] : m.end[i]])
+    return lost_lines
+
+
+def _check_cpu_order(fa: FileAccounting, cpu: np.ndarray, ts: np.ndarray, lines: np.ndarray, last_ts: np.ndarray) -> np.ndarray:
+    """Count into ``fa`` the events (in input order) that go back in time on their CPU; returns
+    ``last_ts`` (each CPU's last timestamp so far), grown if a CPU is beyond it."""
+    mx = int(cpu.max())
+    if mx >= last_ts.shape[0]:
+        grown = np.full(max(mx + 1, 2 * last_ts.shape[0]), np.iinfo(np.int64).min, np.int64)
+        grown[: last_ts.shape[0]] = last_ts
+        last_ts = grown
+    bad = np.empty(fa.max_examples, np.int64)
+    nbad = _scan.per_cpu_order_check(cpu, ts, last_ts, bad)
+    if nbad:
+        fa.out_of_order(nbad, [(int(lines[j]), int(cpu[j])) for j in bad[: min(nbad, fa.max_examples)]])
+    return last_ts
 
 
 def _take_runs(t: pa.Table, order: np.ndarray) -> list[pa.Table]:
@@ -230,6 +283,7 @@ class TraceParser:
         self.schema = arrow_schema()
         # sha256 of each regular input file, computed on side threads (see ``inputs.RawHasher``)
         self.hashers: dict[str, RawHasher] = dict(hashers or {})
+        self.kernel_versions: list[str] = []  # uname -r recorded by binary inputs (trace.dat, perf.data)
 
     # ------------------------------------------------------------------ batches
     def batches(self, sources: Iterable[Source], names: Iterable[str | None] | None = None) -> Iterator[pa.Table]:
@@ -302,6 +356,9 @@ class TraceParser:
         return piece
 
     def _file_batches(self, src: Source, name: str | None, pool: cf.ThreadPoolExecutor) -> Iterator[pa.RecordBatch]:
+        if _binary.sniff(src):  # trace.dat / perf.data (by magic, also inside gzip/zstd): the binary reader
+            yield from _binary.file_batches(self, src, name)
+            return
         reader = LineBlocks(
             src, name=name, block_size=self.block_size, on_raw_bytes=self.on_raw_bytes, hasher=self._hasher_for(src)
         )
@@ -325,9 +382,8 @@ class TraceParser:
                     if first:
                         self._reject_binary(block[: min(nb, 4096)], reader.info.name)
                         first = False
-                    cap = -1  # the worker counts the lines
                     arr = np.frombuffer(block, np.uint8)
-                    fut = pool.submit(_scan_and_prepare, arr, nb, cap, fmt_code)
+                    fut = pool.submit(_scan_and_prepare, arr, nb, fmt_code)
                     pending.append((fut, block, nb, block[nb - 1] == 10))
                 if not pending:
                     break
@@ -335,8 +391,8 @@ class TraceParser:
                 line0 = next_line
                 res = fut.result()
                 if fa.format is None:
-                    fa.format = detect_format(res[0][2], bytes(block[: min(nb, 65536)])) or None
-                next_line += int(res[0][3])  # lines in this block
+                    fa.format = detect_format(res[0].counts, bytes(block[: min(nb, 65536)])) or None
+                next_line += int(res[0].lines)
                 batch, last_ts = self._to_batch(res, block, nb, line0, ends_nl, fa, file_id, last_ts)
                 reader.release(block)  # nothing refers to its bytes any more
                 if batch is not None:
@@ -368,114 +424,56 @@ class TraceParser:
                 "for trace.dat run `trace-cmd report`, for perf.data run `perf script`"
             )
 
-    def _to_batch(self, res_and_prep, block: bytearray, nb: int, line0: int, ends_nl: bool, fa: FileAccounting, file_id: int, last_ts: np.ndarray):
-        res, res_prep = res_and_prep
-        ne, cols, counts, nlines, unrec, mal, comm_t, gfp_t, other_t = res
-        (o_ts, o_cpu, o_pid, o_tgid, o_comm, o_ev, o_pfn, o_order, o_mt, o_gfp, o_pcp, o_forder, o_pborder, o_fmt, o_frag, o_chown, o_cold, o_line) = cols
-        fa.add_counts(counts, nlines)
-        # other events by name
-        xn, xs, xl, xc = other_t
-        for i in range(xn):
-            nm = block[xs[i] : xs[i] + xl[i]].decode("utf-8", "backslashreplace")
-            fa.other_events[nm] = fa.other_events.get(nm, 0) + int(xc[i])
-        # lines the scanner handed back
-        nu, u_line, u_start, u_end = unrec
-        lost_lines: list[tuple[int, int, int]] = []
-        for i in range(nu):
-            text = block[u_start[i] : u_end[i]]
-            lineno = line0 + int(u_line[i])
-            lc = classify_unrecognised(text)
-            if lc.kind == "lost":
-                fa.lines_lost_marker += 1
-                lost_lines.append((lineno, lc.lost_cpu, lc.lost_count))
-            elif lc.kind == "header":
-                fa.lines_header += 1
-            elif lc.kind == "other":
-                fa.other_events[lc.detail] = fa.other_events.get(lc.detail, 0) + 1
-            else:
-                reason = lc.detail
-                if not ends_nl and u_line[i] == nlines - 1:
-                    reason = "truncated line"
-                fa.malformed(reason, lineno, text)
-        nm_, m_line, m_reason = mal
-        for i in range(nm_):
-            lineno = line0 + int(m_line[i])
-            reason = _scan.MALFORMED_REASONS[int(m_reason[i])]
-            if not ends_nl and m_line[i] == nlines - 1:
-                reason = "truncated line"
-            s = _line_span(block, int(m_line[i]), nb)
-            fa.malformed(reason, lineno, block[s[0] : s[1]])
+    def _to_batch(self, scanned: tuple[_scan.ScanResult, _Sorted | None], block: bytearray, nb: int, line0: int,
+                  ends_nl: bool, fa: FileAccounting, file_id: int, last_ts: np.ndarray) -> tuple[pa.RecordBatch | None, np.ndarray]:  # fmt: skip
+        """The canonical record batch of a scanned block (None without events), with every line
+        accounted into ``fa``; global ids and sequence numbers are given here, in input order."""
+        res, srt = scanned
+        lost_lines = _account_lines(fa, res, block, line0, ends_nl)
+        ne = res.n_events
         if ne == 0 and not lost_lines:
             return None, last_ts
-        ts = o_ts[:ne]
-        cpu = o_cpu[:ne]
-        seq = np.arange(self._seq, self._seq + ne, dtype=np.int64)
+        seq0 = self._seq
         self._seq += ne
-        lines = o_line[:ne] + line0
+        lines = res.events.line[:ne] + line0
         for lineno, lcpu, lcount in lost_lines:
             nxt = int(np.searchsorted(lines, lineno))
             fa.lost_markers.append(
-                {"line": lineno, "cpu": lcpu, "events": lcount, "next_seq": int(seq[nxt]) if nxt < ne else int(self._seq)}
+                {"line": lineno, "cpu": lcpu, "events": lcount, "next_seq": seq0 + nxt if nxt < ne else self._seq}
             )
-        if ne == 0:
+        if srt is None:
             return None, last_ts
-        # per-CPU order, in input order
-        mx = int(cpu.max())
-        if mx >= last_ts.shape[0]:
-            grown = np.full(max(mx + 1, 2 * last_ts.shape[0]), np.iinfo(np.int64).min, np.int64)
-            grown[: last_ts.shape[0]] = last_ts
-            last_ts = grown
-        bad = np.empty(fa.max_examples, np.int64)
-        nbad = _scan.per_cpu_order_check(cpu, ts, last_ts, bad)
-        if nbad:
-            fa.out_of_order(nbad, [(int(lines[j]), int(cpu[j])) for j in bad[: min(nbad, fa.max_examples)]])
-        prep = res_prep
-        perm = prep["perm"]
-        seq = self._seq - ne + (perm if perm is not None else np.arange(ne, dtype=np.int64))
-        lines = prep["line_rel"] + line0
-        comm_ids = self.comms.remap(block, comm_t[0], comm_t[1], comm_t[2]).take(prep["comm_local"])
-        gfp_local = prep["gfp_local"]
-        gmap = self.gfps.remap(block, gfp_t[0], gfp_t[1], gfp_t[2])
+        last_ts = _check_cpu_order(fa, res.events.cpu[:ne], res.events.ts[:ne], lines, last_ts)
+        for code, n in enumerate(srt.ev_counts):
+            fa.events[EVENT_NAMES[code]] += int(n)
+        fa.failed_allocs += srt.failed
+        fa.fragmenting_recomputed += srt.frag_fixed
+        comm_ids = self.comms.remap(block, *res.comms).take(srt.comm_local)
+        cols = {
+            **srt.arrays,
+            "comm": pa.DictionaryArray.from_arrays(pa.array(comm_ids, pa.int32()), self.comms.dictionary(), safe=False),
+            **self._gfp_columns(block, res.gfps, srt.gfp_local),
+            "source_file": pa.DictionaryArray.from_arrays(
+                pa.array(np.full(ne, file_id, np.int16), pa.int16()), self.files.dictionary(), safe=False
+            ),
+            "line": pa.array(srt.line_rel + line0, pa.int64()),
+            "seq": pa.array(seq0 + (srt.perm if srt.perm is not None else np.arange(ne, dtype=np.int64)), pa.int64()),
+        }
+        return pa.RecordBatch.from_arrays([cols[f.name] for f in self.schema], schema=self.schema), last_ts
+
+    def _gfp_columns(self, block: bytearray, table: Strings, gfp_local: np.ndarray) -> dict[str, pa.Array]:
+        """``gfp_flags`` (global ids of the block's gfp table ``table``) and the ``gfp_mask`` decoded from it."""
+        gmap = self.gfps.remap(block, *table)
         has_gfp = gfp_local >= 0
         gsafe = gmap[np.where(has_gfp, gfp_local, 0)]
         gfp_ids = np.where(has_gfp, gsafe, -1).astype(np.int32)
         masks = np.array(self.gfps.masks, np.uint64) if self.gfps.masks else np.zeros(1, np.uint64)
         known = np.array(self.gfps.known, bool) if self.gfps.known else np.zeros(1, bool)
         gvalid = has_gfp & known[gsafe]
-        gmask = _column(masks.take(gsafe), pa.uint64(), ~gvalid)
-        for code, n in enumerate(prep["ev_counts"]):
-            fa.events[EVENT_NAMES[code]] += int(n)
-        fa.failed_allocs += prep["failed"]
-        fa.fragmenting_recomputed += prep["frag_fixed"]
-        num = prep["arrays"]
-        arrays = [
-            num["ts_ns"],
-            num["cpu"],
-            num["pid"],
-            num["tgid"],
-            pa.DictionaryArray.from_arrays(pa.array(comm_ids, pa.int32()), self.comms.dictionary(), safe=False),
-            num["event"],
-            num["pfn"],
-            num["order"],
-            num["migratetype"],
-            pa.DictionaryArray.from_arrays(_column(gfp_ids, pa.int32(), ~has_gfp), self.gfps.dictionary(), safe=False),
-            gmask,
-            num["percpu_refill"],
-            num["failed"],
-            num["fallback_order"],
-            num["pageblock_order"],
-            num["fallback_migratetype"],
-            num["fragmenting"],
-            num["change_ownership"],
-            num["cold"],
-            pa.DictionaryArray.from_arrays(
-                pa.array(np.full(ne, file_id, np.int16), pa.int16()), self.files.dictionary(), safe=False
-            ),
-            pa.array(lines, pa.int64()),
-            pa.array(seq, pa.int64()),
-        ]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        return batch, last_ts
+        return {
+            "gfp_flags": pa.DictionaryArray.from_arrays(_column(gfp_ids, pa.int32(), ~has_gfp), self.gfps.dictionary(), safe=False),
+            "gfp_mask": _column(masks.take(gsafe), pa.uint64(), ~gvalid),
+        }
 
     # ------------------------------------------------------------------ finish
     def check(self, *, strict: bool = False) -> None:
@@ -533,23 +531,14 @@ class TraceParser:
                 ]
             ),
             "format": fmts[0] if len(fmts) == 1 else ",".join(fmts),
-            "kernel_version": kernel_version or "",
+            "kernel_version": kernel_version or ",".join(self.kernel_versions),
             "kmem_era": acc.kmem_era(),
             "timestamp_unit": acc.timestamp_unit(),
-            "gfp_bit_table": GFP_BIT_TABLE_NAME,
+            "gfp_bit_table": _binary.gfp_bit_table([f.format for f in acc.files], GFP_BIT_TABLE_NAME),
             "accounting": json.dumps(acc.as_dict(), sort_keys=True),
             "lost_events": json.dumps(acc.lost_markers()),
         }
         return {METADATA_PREFIX + k: v for k, v in md.items()}
-
-
-def _line_span(block: bytes | bytearray, idx: int, nb: int) -> tuple[int, int]:
-    """Byte span of the idx-th (0-based) line of ``block[:nb]`` (slow path, malformed lines only)."""
-    s = 0
-    for _ in range(idx):
-        s = block.index(b"\n", s, nb) + 1
-    e = block.find(b"\n", s, nb)
-    return s, nb if e < 0 else e
 
 
 # ---------------------------------------------------------------------- entry points

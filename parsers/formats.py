@@ -10,7 +10,7 @@ trace-cmd   ``trace-cmd report``: a ``cpus=N`` (and ``version = N``) header, the
 perf        ``perf script``: ``comm pid[/tid] [cpu] secs.usecs: sys:event: fields``
 ==========  =====================================================================
 
-The compiled scanner (``_scan.py``) does the per-line work; this module decides
+The compiled scanner (``parsers.scan``) does the per-line work; this module decides
 the format of a file and classifies the few lines the scanner cannot place.
 """
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .scan import kernels as _scan
+from .scan.codes import FMT_AUTO, FMT_FTRACE, FMT_PERF, LINES_DASH, LINES_SPACE
 
 FORMATS = ("ftrace", "trace-cmd", "perf")
-FORMAT_CODE = {None: _scan.FMT_AUTO, "ftrace": _scan.FMT_FTRACE, "trace-cmd": _scan.FMT_FTRACE, "perf": _scan.FMT_PERF}
+FORMAT_CODE = {None: FMT_AUTO, "ftrace": FMT_FTRACE, "trace-cmd": FMT_FTRACE, "perf": FMT_PERF}
 
 # lines outside the event grammar that are expected, by kind
 _LOST = re.compile(rb"^\s*CPU:\s*(\d+)\s+\[LOST\s+(\d+)\s+EVENTS\]\s*$")
@@ -75,8 +75,8 @@ def detect_format(counts, head: bytes) -> str | None:
     first = head.lstrip()[:64]
     if first.startswith((b"cpus=", b"version =", b"version=")) or b"\ncpus=" in head[:4096]:
         return "trace-cmd"
-    if counts[_scan.C_SEP_SPACE] > counts[_scan.C_SEP_DASH]:
+    if counts[LINES_SPACE] > counts[LINES_DASH]:
         return "perf"
-    if counts[_scan.C_SEP_DASH] > 0 or first.startswith(b"# tracer:"):
+    if counts[LINES_DASH] > 0 or first.startswith(b"# tracer:"):
         return "ftrace"
     return None

@@ -30,8 +30,10 @@ _OTHER_MAGIC = {
     b"BZh": "bzip2",
     b"\xfd7zXZ\x00": "xz",
     b"\x04\x22\x4d\x18": "lz4",
-    b"\x17\x08\x44tracing": "trace-cmd binary trace.dat (run `trace-cmd report` and parse its text)",
-    b"PERFILE2": "perf.data binary (run `perf script` and parse its text)",
+    # binary traces: ``parsers.api`` hands them to ``parsers.binary`` (also inside gzip/zstd, by the
+    # magic after decompression: ``binary.sniff``); a text stream of one is refused here
+    b"\x17\x08\x44tracing": "trace-cmd binary trace.dat (parsers.binary reads it; `pagereplay parse` does so directly)",
+    b"PERFILE2": "perf.data binary (parsers.binary reads it; `pagereplay parse` does so directly)",
 }
 
 DEFAULT_BLOCK = 8 << 20
@@ -335,6 +337,11 @@ class LineBlocks:
                 if end == len(carry):
                     self.release(buf)
                     break
+                if self.info.text_bytes == 0 and self.info.compression != "none":  # the decompressed head
+                    for magic in (b"\x17\x08\x44tracing", b"PERFILE2"):
+                        if buf.startswith(magic):
+                            what = _OTHER_MAGIC[magic]
+                            raise TraceInputError(f"{self.info.name}: {what}: not a text stream ({self.info.compression})")
                 self.info.text_bytes += end - len(carry)
                 cut = buf.rfind(b"\n", len(carry), end)
                 if cut < 0:

@@ -27,7 +27,7 @@ Models reproduced
   "Pages allocd"-style columns count *events*; we keep them as event counts
   (``alloc_events`` ...) and add ``pages_allocd`` (sum of 2^order of successful
   allocations), which is the ranking key.
-* zone->lock sections (kernel-notes 4.3), per CPU, in that CPU's ring-buffer
+* zone->lock sections, per CPU, in that CPU's ring-buffer
   order ``(cpu, ts_ns, seq)``: ``rmqueue_bulk()`` (pcp refill) = a maximal run of
   ``mm_page_alloc_zone_locked`` with ``percpu_refill`` true; ``rmqueue_buddy()``
   (non-pcp) = one ``mm_page_alloc_zone_locked`` with ``percpu_refill`` false;
@@ -46,6 +46,7 @@ Models reproduced
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -248,115 +249,15 @@ def _mt_name(code: int | None) -> str:
 
 def _queries(lf: pl.LazyFrame, *, extfrag_splits: bool) -> dict[str, pl.LazyFrame]:
     """Every aggregation of the summary as a lazy query; they are collected together."""
-    ev = pl.col("ev")
-    alloc = lf.filter(ev == _ALLOC)
-    q: dict[str, pl.LazyFrame] = {}
-    q["events"] = lf.group_by("ev").agg(pl.len().alias("n"))
-    q["span"] = lf.select(
-        pl.col("ts_ns").min().alias("first"), pl.col("ts_ns").max().alias("last"), pl.len().alias("n")
-    )
-    q["alloc_by_order"] = alloc.group_by("order").agg(
-        pl.len().alias("requests"),
-        pl.col("pages").sum().alias("pages"),
-        pl.col("failed").sum().alias("failed"),
-        pl.col("pages").filter(pl.col("failed")).sum().alias("failed_pages"),
-    )
-    q["failed_by_gfp"] = (
-        alloc.filter(pl.col("failed"))
-        .group_by(pl.col("gfp_flags").cast(pl.String))
-        .agg(pl.len().alias("requests"), pl.col("pages").sum().alias("pages"))
-    )
-    q["order_mt"] = (
-        alloc.filter(~pl.col("failed"))
-        .group_by("order", "migratetype")
-        .agg(pl.len().alias("n"), pl.col("pages").sum().alias("pages"))
-    )
-    q["gfp"] = alloc.group_by(pl.col("gfp_flags").cast(pl.String)).agg(
-        pl.len().alias("requests"),
-        pl.col("pages").sum().alias("pages"),
-        pl.col("failed").sum().alias("failed"),
-    )
-    q["frees"] = lf.filter(ev.is_in([_FREE, _BATCHED])).group_by("ev").agg(
-        pl.len().alias("n"), pl.col("pages").sum().alias("pages")
-    )
-    # perf kmem's page_live_tree, vectorised: after an alloc the pfn is live, after a
-    # free it is not (matched: erased; unmatched: was not live), so a free matches
-    # iff the previous alloc-or-free event of the same pfn is a successful alloc.
-    # mm_page_free_batched rides along to measure how often it repeats an mm_page_free.
-    pfn_events = (
-        lf.filter(((ev == _ALLOC) & ~pl.col("failed")) | ev.is_in([_FREE, _BATCHED]))
-        .select("pfn", "ev", "pages")
-        .sort("pfn", maintain_order=True)  # stable: trace order within a pfn
-    )
-    live = (
-        pfn_events.filter(ev != _BATCHED)
-        .with_columns(
-            ((ev == _FREE) & (ev.shift(1) == _ALLOC).fill_null(False) & (pl.col("pfn").shift(1) == pl.col("pfn")).fill_null(False))
-            .alias("matched")
-        )
-        .filter(ev == _FREE)
-    )
-    q["perf_match"] = live.select(
-        pl.col("matched").sum().alias("matched"),
-        pl.col("pages").filter(pl.col("matched")).sum().alias("matched_pages"),
-        (~pl.col("matched")).sum().alias("nomatch"),
-        pl.col("pages").filter(~pl.col("matched")).sum().alias("nomatch_pages"),
-    )
-    same_pfn = (pl.col("pfn").shift(1) == pl.col("pfn")).fill_null(False)
-    q["batched_after_free"] = (
-        pfn_events.with_columns(((ev.shift(1) == _FREE).fill_null(False) & same_pfn).alias("after_free"))
-        .filter(ev == _BATCHED)
-        .select(pl.col("after_free").sum().alias("n"))
-    )
-    # trace-pagealloc-postprocess.pl per comm-pid.  Plain counters need no order (one
-    # (proc, ev) group-by, reshaped in _proc_table); the drain/refill runs are found on a
-    # narrow copy sorted into each process's own event order (the order the script reads).
-    lf = lf.with_columns(_proc_key().alias("proc"))
-    q["proc_ev"] = lf.group_by("proc", "ev").agg(
-        pl.col("comm").first().cast(pl.String),
-        pl.col("pid").first(),
-        pl.len().alias("n"),
-        pl.col("pages").filter(~pl.col("failed")).sum().alias("pages"),
-    )
-    frag = pl.col("fragmenting").fill_null(False)
-    q["proc_extfrag"] = (
-        lf.filter(ev == _EXTFRAG)
-        .group_by("proc")
-        .agg(
-            frag.sum().alias("extfrag_causing"),
-            pl.col("change_ownership").fill_null(False).sum().alias("extfrag_migtype_changed"),
-            (frag & (pl.col("fallback_order") <= EXTFRAG_SEVERE_MAX_ORDER)).sum().alias("extfrag_severe"),
-            (frag & (pl.col("fallback_order") > EXTFRAG_SEVERE_MAX_ORDER)).sum().alias("extfrag_moderate"),
-        )
-    )
-    same_proc = pl.col("proc") == pl.col("proc").shift(1)
-    prev_ev = pl.when(same_proc.fill_null(False)).then(ev.shift(1))
-    q["proc_runs"] = (
-        lf.select("proc", "ev")
-        .sort("proc", maintain_order=True)  # stable: each process's events in trace order
-        .select(
-            "proc",
-            ((ev == _DRAIN) & (prev_ev != _DRAIN).fill_null(True)).alias("drain_start"),
-            ((ev == _ZONE_LOCKED) & (prev_ev != _ZONE_LOCKED).fill_null(True)).alias("refill_start"),
-        )
-        .filter(pl.col("drain_start") | pl.col("refill_start"))
-        .group_by("proc")
-        .agg(
-            pl.col("drain_start").sum().alias("pcpu_drains"),
-            pl.col("refill_start").sum().alias("pcpu_refills"),
-        )
-    )
-    xf = lf.filter(ev == _EXTFRAG)
-    q["extfrag"] = xf.select(
-        pl.len().alias("events"),
-        pl.col("fragmenting").fill_null(False).sum().alias("fragmenting"),
-        pl.col("change_ownership").fill_null(False).sum().alias("change_ownership"),
-        (pl.col("fragmenting").fill_null(False) & (pl.col("fallback_order") <= EXTFRAG_SEVERE_MAX_ORDER)).sum().alias("severe"),
-        (pl.col("fragmenting").fill_null(False) & (pl.col("fallback_order") > EXTFRAG_SEVERE_MAX_ORDER)).sum().alias("moderate"),
-    )
-    q["extfrag_mt"] = xf.group_by("migratetype", "fallback_migratetype").agg(pl.len().alias("events"))
-    q["extfrag_order"] = xf.group_by("fallback_order").agg(pl.len().alias("events"))
-    q["per_cpu"] = lf.group_by("cpu", "ev").agg(pl.len().alias("n"))
+    q: dict[str, pl.LazyFrame] = {
+        "events": lf.group_by("ev").agg(pl.len().alias("n")),
+        "span": lf.select(pl.col("ts_ns").min().alias("first"), pl.col("ts_ns").max().alias("last"), pl.len().alias("n")),
+        **_alloc_queries(lf),
+        **_perf_kmem_queries(lf),
+        **_proc_queries(lf.with_columns(_proc_key().alias("proc"))),
+        **_extfrag_queries(lf),
+        "per_cpu": lf.group_by("cpu", "ev").agg(pl.len().alias("n")),
+    }
     bursts = _lock_bursts_lazy(lf, extfrag_splits=extfrag_splits)
     q["bursts"] = bursts.group_by("kind").agg(
         pl.len().alias("bursts"),
@@ -368,6 +269,133 @@ def _queries(lf: pl.LazyFrame, *, extfrag_splits: bool) -> dict[str, pl.LazyFram
         *_dist("duration_ns"),
     )
     return q
+
+
+def _alloc_queries(lf: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    """Allocations by order, by gfp text and by (order, migratetype); failed ones by gfp text."""
+    alloc = lf.filter(pl.col("ev") == _ALLOC)
+    return {
+        "alloc_by_order": alloc.group_by("order").agg(
+            pl.len().alias("requests"),
+            pl.col("pages").sum().alias("pages"),
+            pl.col("failed").sum().alias("failed"),
+            pl.col("pages").filter(pl.col("failed")).sum().alias("failed_pages"),
+        ),
+        "failed_by_gfp": (
+            alloc.filter(pl.col("failed"))
+            .group_by(pl.col("gfp_flags").cast(pl.String))
+            .agg(pl.len().alias("requests"), pl.col("pages").sum().alias("pages"))
+        ),
+        "order_mt": (
+            alloc.filter(~pl.col("failed"))
+            .group_by("order", "migratetype")
+            .agg(pl.len().alias("n"), pl.col("pages").sum().alias("pages"))
+        ),
+        "gfp": alloc.group_by(pl.col("gfp_flags").cast(pl.String)).agg(
+            pl.len().alias("requests"),
+            pl.col("pages").sum().alias("pages"),
+            pl.col("failed").sum().alias("failed"),
+        ),
+    }
+
+
+def _perf_kmem_queries(lf: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    """Frees, and perf kmem's matching of frees to live allocations."""
+    ev = pl.col("ev")
+    # perf kmem's page_live_tree, vectorised: after an alloc the pfn is live, after a
+    # free it is not (matched: erased; unmatched: was not live), so a free matches
+    # iff the previous alloc-or-free event of the same pfn is a successful alloc.
+    # mm_page_free_batched rides along to measure how often it repeats an mm_page_free.
+    pfn_events = (
+        lf.filter(((ev == _ALLOC) & ~pl.col("failed")) | ev.is_in([_FREE, _BATCHED]))
+        .select("pfn", "ev", "pages")
+        .sort("pfn", maintain_order=True)  # stable: trace order within a pfn
+    )
+    same_pfn = (pl.col("pfn").shift(1) == pl.col("pfn")).fill_null(False)
+    live = (
+        pfn_events.filter(ev != _BATCHED)
+        .with_columns(((ev == _FREE) & (ev.shift(1) == _ALLOC).fill_null(False) & same_pfn).alias("matched"))
+        .filter(ev == _FREE)
+    )
+    return {
+        "frees": lf.filter(ev.is_in([_FREE, _BATCHED])).group_by("ev").agg(
+            pl.len().alias("n"), pl.col("pages").sum().alias("pages")
+        ),
+        "perf_match": live.select(
+            pl.col("matched").sum().alias("matched"),
+            pl.col("pages").filter(pl.col("matched")).sum().alias("matched_pages"),
+            (~pl.col("matched")).sum().alias("nomatch"),
+            pl.col("pages").filter(~pl.col("matched")).sum().alias("nomatch_pages"),
+        ),
+        "batched_after_free": (
+            pfn_events.with_columns(((ev.shift(1) == _FREE).fill_null(False) & same_pfn).alias("after_free"))
+            .filter(ev == _BATCHED)
+            .select(pl.col("after_free").sum().alias("n"))
+        ),
+    }
+
+
+def _proc_queries(lf: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    """trace-pagealloc-postprocess.pl per comm-pid (``proc``).
+
+    Plain counters need no order (one (proc, ev) group-by, reshaped in _proc_table); the
+    drain/refill runs are found on a narrow copy sorted into each process's own event order (the
+    order the script reads).
+    """
+    ev = pl.col("ev")
+    frag = pl.col("fragmenting").fill_null(False)
+    same_proc = pl.col("proc") == pl.col("proc").shift(1)
+    prev_ev = pl.when(same_proc.fill_null(False)).then(ev.shift(1))
+    return {
+        "proc_ev": lf.group_by("proc", "ev").agg(
+            pl.col("comm").first().cast(pl.String),
+            pl.col("pid").first(),
+            pl.len().alias("n"),
+            pl.col("pages").filter(~pl.col("failed")).sum().alias("pages"),
+        ),
+        "proc_extfrag": (
+            lf.filter(ev == _EXTFRAG)
+            .group_by("proc")
+            .agg(
+                frag.sum().alias("extfrag_causing"),
+                pl.col("change_ownership").fill_null(False).sum().alias("extfrag_migtype_changed"),
+                (frag & (pl.col("fallback_order") <= EXTFRAG_SEVERE_MAX_ORDER)).sum().alias("extfrag_severe"),
+                (frag & (pl.col("fallback_order") > EXTFRAG_SEVERE_MAX_ORDER)).sum().alias("extfrag_moderate"),
+            )
+        ),
+        "proc_runs": (
+            lf.select("proc", "ev")
+            .sort("proc", maintain_order=True)  # stable: each process's events in trace order
+            .select(
+                "proc",
+                ((ev == _DRAIN) & (prev_ev != _DRAIN).fill_null(True)).alias("drain_start"),
+                ((ev == _ZONE_LOCKED) & (prev_ev != _ZONE_LOCKED).fill_null(True)).alias("refill_start"),
+            )
+            .filter(pl.col("drain_start") | pl.col("refill_start"))
+            .group_by("proc")
+            .agg(
+                pl.col("drain_start").sum().alias("pcpu_drains"),
+                pl.col("refill_start").sum().alias("pcpu_refills"),
+            )
+        ),
+    }
+
+
+def _extfrag_queries(lf: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    """mm_page_alloc_extfrag: totals, by migratetype pair, by fallback order."""
+    xf = lf.filter(pl.col("ev") == _EXTFRAG)
+    frag = pl.col("fragmenting").fill_null(False)
+    return {
+        "extfrag": xf.select(
+            pl.len().alias("events"),
+            frag.sum().alias("fragmenting"),
+            pl.col("change_ownership").fill_null(False).sum().alias("change_ownership"),
+            (frag & (pl.col("fallback_order") <= EXTFRAG_SEVERE_MAX_ORDER)).sum().alias("severe"),
+            (frag & (pl.col("fallback_order") > EXTFRAG_SEVERE_MAX_ORDER)).sum().alias("moderate"),
+        ),
+        "extfrag_mt": xf.group_by("migratetype", "fallback_migratetype").agg(pl.len().alias("events")),
+        "extfrag_order": xf.group_by("fallback_order").agg(pl.len().alias("events")),
+    }
 
 
 #: Perl-script report columns (and our ranking key) per comm-pid, in report order.
@@ -407,81 +435,107 @@ def _summarise(
     queries = _queries(lf, extfrag_splits=extfrag_splits)
     names = list(queries)
     frames = dict(zip(names, pl.collect_all([queries[n] for n in names])))
+    by_order = frames["alloc_by_order"].sort("order").to_dicts()
+    alloc = _Totals(
+        requests=sum(r["requests"] for r in by_order),
+        pages=sum(r["pages"] for r in by_order),
+        failed=sum(r["failed"] for r in by_order),
+        failed_pages=sum(r["failed_pages"] or 0 for r in by_order),
+    )
+    fr = {r["ev"]: r for r in frames["frees"].to_dicts()}
+    free_n = int(fr[_FREE]["n"]) if _FREE in fr else 0
+    free_pages = int(fr[_FREE]["pages"]) if _FREE in fr else 0
+    return {
+        "format": "pagereplay.info/1",
+        "page_size": page_size,
+        "timestamp_unit": meta.get("timestamp_unit"),
+        "time": _time(frames["span"].row(0, named=True)),
+        "events": _event_counts(frames["events"]),
+        "allocations": {
+            **_sized(alloc.requests, alloc.pages, page_size),
+            "succeeded": _sized(alloc.requests - alloc.failed, alloc.pages - alloc.failed_pages, page_size),
+            "by_order": [{k: int(r[k]) for k in ("order", "requests", "pages", "failed")} for r in by_order],
+        },
+        "frees": {
+            **_sized(free_n, free_pages, page_size),
+            "batched": int(fr[_BATCHED]["n"]) if _BATCHED in fr else 0,
+            "batched_after_free": int(frames["batched_after_free"].item(0, 0) or 0),
+            "note": "on 6.1 every mm_page_free_batched is a second record of a page already freed by "
+            "mm_page_free (free_unref_page_list()), not another free; batched_after_free counts those "
+            "whose previous event on the pfn is an mm_page_free",
+        },
+        "perf_kmem": _perf_kmem(frames["perf_match"].row(0, named=True), alloc, free_n, free_pages, page_size),
+        "failed": {
+            **_sized(alloc.failed, alloc.failed_pages, page_size),
+            "by_order": [
+                {"order": int(r["order"]), "requests": int(r["failed"]), "pages": int(r["failed_pages"] or 0)}
+                for r in by_order
+                if r["failed"]
+            ],
+            "by_gfp": frames["failed_by_gfp"].sort(["requests", "gfp_flags"], descending=[True, False]).to_dicts(),
+        },
+        "order_migratetype": _order_migratetype(frames["order_mt"].to_dicts()),
+        "top_comms": _top_comms(_proc_table(frames["proc_ev"], frames["proc_extfrag"], frames["proc_runs"]), top),
+        "gfp": _gfp(frames["gfp"], top),
+        "extfrag": _extfrag(frames["extfrag"].row(0, named=True), frames["extfrag_mt"], frames["extfrag_order"]),
+        "per_cpu": _per_cpu(frames["per_cpu"].to_dicts()),
+        "lock_sections": _lock_sections(frames["bursts"].to_dicts(), extfrag_splits),
+    }
 
-    ev_counts = {r["ev"]: int(r["n"]) for r in frames["events"].to_dicts()}
-    events = {name: ev_counts.get(int(code), 0) for name, code in ((e.tracepoint, e.value) for e in Event)}
 
-    span = frames["span"].row(0, named=True)
+@dataclass(frozen=True)
+class _Totals:
+    """Allocation requests (failed ones included, as perf counts them) and their pages."""
+
+    requests: int
+    pages: int
+    failed: int
+    failed_pages: int
+
+
+def _event_counts(events: pl.DataFrame) -> dict[str, int]:
+    counts = {r["ev"]: int(r["n"]) for r in events.to_dicts()}
+    return {name: counts.get(int(code), 0) for name, code in ((e.tracepoint, e.value) for e in Event)}
+
+
+def _time(span: dict[str, Any]) -> dict[str, Any]:
     first, last = span["first"], span["last"]
-    time = {
+    return {
         "events": int(span["n"]),
         "first_ts_ns": first,
         "last_ts_ns": last,
         "span_ns": (last - first) if first is not None else None,
     }
 
-    by_order_rows = frames["alloc_by_order"].sort("order").to_dicts()
-    req = sum(r["requests"] for r in by_order_rows)
-    pages = sum(r["pages"] for r in by_order_rows)
-    freq = sum(r["failed"] for r in by_order_rows)
-    fpages = sum(r["failed_pages"] or 0 for r in by_order_rows)
-    allocations = {
-        **_sized(req, pages, page_size),
-        "succeeded": _sized(req - freq, pages - fpages, page_size),
-        "by_order": [
-            {"order": int(r["order"]), "requests": int(r["requests"]), "pages": int(r["pages"]),
-             "failed": int(r["failed"])}
-            for r in by_order_rows
-        ],
-    }  # fmt: skip
 
-    fr = {r["ev"]: r for r in frames["frees"].to_dicts()}
-    free_n = int(fr[_FREE]["n"]) if _FREE in fr else 0
-    free_pages = int(fr[_FREE]["pages"]) if _FREE in fr else 0
-    batched = int(fr[_BATCHED]["n"]) if _BATCHED in fr else 0
-    frees = {
-        **_sized(free_n, free_pages, page_size),
-        "batched": batched,
-        "batched_after_free": int(frames["batched_after_free"].item(0, 0) or 0),
-        "note": "on 6.1 every mm_page_free_batched is a second record of a page already freed by "
-        "mm_page_free (free_unref_page_list()), not another free; batched_after_free counts those "
-        "whose previous event on the pfn is an mm_page_free",
-    }
-
-    pm = frames["perf_match"].row(0, named=True)
+def _perf_kmem(pm: dict[str, Any], alloc: _Totals, free_n: int, free_pages: int, page_size: int) -> dict[str, Any]:
+    """perf kmem's SUMMARY lines (``print_page_summary()``)."""
     matched, matched_pages = int(pm["matched"] or 0), int(pm["matched_pages"] or 0)
     nomatch, nomatch_pages = int(pm["nomatch"] or 0), int(pm["nomatch_pages"] or 0)
-    perf_kmem = {
-        "allocation_requests": _sized(req, pages, page_size),
+    return {
+        "allocation_requests": _sized(alloc.requests, alloc.pages, page_size),
         "free_requests": _sized(free_n, free_pages, page_size),
         "alloc_freed": _sized(matched, matched_pages, page_size),
-        "alloc_only": _sized(req - matched, pages - matched_pages, page_size),
+        "alloc_only": _sized(alloc.requests - matched, alloc.pages - matched_pages, page_size),
         "free_only": _sized(nomatch, nomatch_pages, page_size),
-        "allocation_failures": _sized(freq, fpages, page_size),
+        "allocation_failures": _sized(alloc.failed, alloc.failed_pages, page_size),
     }
 
-    failed = {
-        **_sized(freq, fpages, page_size),
-        "by_order": [
-            {"order": int(r["order"]), "requests": int(r["failed"]), "pages": int(r["failed_pages"] or 0)}
-            for r in by_order_rows if r["failed"]
-        ],
-        "by_gfp": frames["failed_by_gfp"].sort(["requests", "gfp_flags"], descending=[True, False]).to_dicts(),
-    }  # fmt: skip
 
-    om = frames["order_mt"].to_dicts()
+def _order_migratetype(om: list[dict[str, Any]]) -> dict[str, Any]:
+    """perf kmem's order x migratetype matrix of successful allocations."""
     mt_cols = [m.name for m in Migratetype]
-    extra = sorted({_mt_name(r["migratetype"]) for r in om} - set(mt_cols))
-    mt_cols += extra
+    mt_cols += sorted({_mt_name(r["migratetype"]) for r in om} - set(mt_cols))
     rows: dict[int, dict[str, Any]] = {}
     for r in om:
         row = rows.setdefault(int(r["order"]), {"order": int(r["order"]), **{c: 0 for c in mt_cols}, "total": 0, "pages": 0})
         row[_mt_name(r["migratetype"])] += int(r["n"])
         row["total"] += int(r["n"])
         row["pages"] += int(r["pages"])
-    order_migratetype = {"migratetypes": mt_cols, "rows": [rows[o] for o in sorted(rows)]}
+    return {"migratetypes": mt_cols, "rows": [rows[o] for o in sorted(rows)]}
 
-    procs = _proc_table(frames["proc_ev"], frames["proc_extfrag"], frames["proc_runs"])
+
+def _top_comms(procs: pl.DataFrame, top: int) -> dict[str, Any]:
     rank = ["pages_allocd", "alloc_events", "allocd_under_lock"]
     top_pids = procs.sort([*rank, "comm", "pid"], descending=[True, True, True, False, False]).head(top)
     by_comm = (
@@ -490,45 +544,50 @@ def _summarise(
         .agg(pl.len().cast(pl.Int64).alias("pids"), pl.all().sum())
         .sort([*rank, "comm"], descending=[True, True, True, False])
     )
-    top_comms = {
+    return {
         "processes": procs.height,
         "comms": by_comm.height,
         "by_comm": by_comm.head(top).to_dicts(),
         "by_comm_pid": top_pids.to_dicts(),
     }
 
-    g = frames["gfp"]
-    gfp = {
+
+def _gfp(g: pl.DataFrame, top: int) -> dict[str, Any]:
+    return {
         "distinct": g.height,
         "by_requests": g.sort(["requests", "pages", "gfp_flags"], descending=[True, True, False]).head(top).to_dicts(),
         "by_pages": g.sort(["pages", "requests", "gfp_flags"], descending=[True, True, False]).head(top).to_dicts(),
     }
 
-    x = frames["extfrag"].row(0, named=True)
-    extfrag = {k: int(v or 0) for k, v in x.items()}
+
+def _extfrag(x: dict[str, Any], by_mt: pl.DataFrame, by_order: pl.DataFrame) -> dict[str, Any]:
+    extfrag: dict[str, Any] = {k: int(v or 0) for k, v in x.items()}
     extfrag["by_migratetype"] = [
         {"alloc_migratetype": _mt_name(r["migratetype"]), "fallback_migratetype": _mt_name(r["fallback_migratetype"]),
          "events": int(r["events"])}
-        for r in frames["extfrag_mt"].sort("events", "migratetype", "fallback_migratetype",
-                                           descending=[True, False, False]).to_dicts()
+        for r in by_mt.sort("events", "migratetype", "fallback_migratetype", descending=[True, False, False]).to_dicts()
     ]  # fmt: skip
     extfrag["by_fallback_order"] = [
-        {"fallback_order": r["fallback_order"], "events": int(r["events"])}
-        for r in frames["extfrag_order"].sort("fallback_order").to_dicts()
+        {"fallback_order": r["fallback_order"], "events": int(r["events"])} for r in by_order.sort("fallback_order").to_dicts()
     ]
+    return extfrag
 
-    per_cpu_rows: dict[int, dict[str, Any]] = {}
-    for r in frames["per_cpu"].to_dicts():
-        row = per_cpu_rows.setdefault(int(r["cpu"]), {"cpu": int(r["cpu"]), "events": 0, **{n: 0 for n in EVENT_NAMES}})
+
+def _per_cpu(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    per_cpu: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        row = per_cpu.setdefault(int(r["cpu"]), {"cpu": int(r["cpu"]), "events": 0, **{n: 0 for n in EVENT_NAMES}})
         row[EVENT_NAMES[r["ev"]]] += int(r["n"])
         row["events"] += int(r["n"])
-    per_cpu = [per_cpu_rows[c] for c in sorted(per_cpu_rows)]
+    return [per_cpu[c] for c in sorted(per_cpu)]
 
-    b = {r["kind"]: r for r in frames["bursts"].to_dicts()}
-    lock_sections: dict[str, Any] = {}
+
+def _lock_sections(rows: list[dict[str, Any]], extfrag_splits: bool) -> dict[str, Any]:
+    b = {r["kind"]: r for r in rows}
+    out: dict[str, Any] = {}
     for kind, model in BURST_KINDS.items():
         r = b.get(kind)
-        lock_sections[kind] = {
+        out[kind] = {
             "models": model,
             "bursts": int(r["bursts"]) if r else 0,
             "events": int(r["total_events"]) if r else 0,
@@ -538,26 +597,9 @@ def _summarise(
             "events_per_burst": _dist_dict(r, "events"),
             "duration_ns": _dist_dict(r, "duration_ns"),
         }
-    lock_sections["extfrag_splits"] = extfrag_splits
-    lock_sections["quantiles"] = "linear interpolation (numpy default)"
-
-    return {
-        "format": "pagereplay.info/1",
-        "page_size": page_size,
-        "timestamp_unit": meta.get("timestamp_unit"),
-        "time": time,
-        "events": events,
-        "allocations": allocations,
-        "frees": frees,
-        "perf_kmem": perf_kmem,
-        "failed": failed,
-        "order_migratetype": order_migratetype,
-        "top_comms": top_comms,
-        "gfp": gfp,
-        "extfrag": extfrag,
-        "per_cpu": per_cpu,
-        "lock_sections": lock_sections,
-    }
+    out["extfrag_splits"] = extfrag_splits
+    out["quantiles"] = "linear interpolation (numpy default)"
+    return out
 
 
 def info_summary(

@@ -1,33 +1,29 @@
 """The scanner compiled ahead of time: the same kernels without importing numba at start-up.
 
-Importing numba (~0.12 s) and loading the scanner from numba's cache (~0.12 s,
-most of it numba's target-context set-up) was half of the fixed cost of
-``pagereplay parse``.  The kernels of ``parsers/scan/kernels.py`` are therefore also
-compiled once, by numba's ahead-of-time compiler (``numba.pycc``), into a
-small extension module that needs only numpy; ``_scan`` loads it (~1 ms) when
-one built from its exact source exists, and otherwise imports numba and JIT
-compiles as before.
+Importing numba (~0.12 s) and loading the scanner from numba's cache (~0.12 s, most of it
+numba's target-context set-up) would be half of the fixed cost of ``pagereplay parse``.  The
+entry points of ``parsers/scan/kernels.py`` are therefore also compiled once, by numba's
+ahead-of-time compiler (``numba.pycc``), into a small extension module that needs only numpy;
+``parsers.scan`` loads it (~1 ms) when one built from its exact sources exists, and otherwise
+imports numba and JIT compiles.
 
-The module is built from the same Python functions, with the same signatures
-the JIT compiles for the parser (a ``bytearray`` block viewed as uint8), so
-the results are the same by construction; ``tests/test_parse_fast_paths.py``
-compares what the parser uses with the plain-Python scanner on tricky input
-(run it with ``PAGEREPLAY_NO_AOT=1`` as well to check the JIT).  The build sets
-``release_gil`` (pycc's default wrappers hold the GIL; the JIT's ``nogil=True``
-does not), so two blocks still scan in parallel.
+The module is built from the same Python functions, with the same signatures the JIT compiles
+for the parser (a ``bytearray`` block viewed as uint8), so the results are the same by
+construction; ``tests/parsers/test_scan_aot.py`` compares the two.  The build sets
+``release_gil`` (pycc's default wrappers hold the GIL; the JIT's ``nogil=True`` does not), so two
+blocks still scan in parallel.
 
 Where and when
 --------------
-The ``aot`` folder of the project cache (``parsers.compiled.cache_root``).  The file
-name carries a digest of ``kernels.py``, this file, the interpreter and numpy, so an edit
-to the scanner builds a new one.
-It is built by the first parse that finds none (in a child process, once:
-~10 s, ~20 s when numba's own cache is cold too; concurrent parsers wait for
-one build under a file lock; older builds in the directory are removed).
-If it cannot be built (no C compiler, numba without ``pycc``), a marker
-(``<name>.failed``, holding the build's output; delete it to try again)
-records that and the JIT is used from then on.  ``PAGEREPLAY_NO_AOT=1``
-forces the JIT; ``PAGEREPLAY_JIT=0`` (plain Python) uses neither.
+The ``aot`` folder of the project cache (``parsers.compiled.cache_root``).  The file name carries
+a digest of the scanner's sources (``compile.sources_digest``), the interpreter and numpy, so an
+edit to the scanner builds a new one.
+It is built by the first parse that finds none (in a child process, once: ~10 s, ~20 s when
+numba's own cache is cold too; concurrent parsers wait for one build under a file lock; older
+builds in the directory are removed).  If it cannot be built (no C compiler, numba without
+``pycc``), a marker (``<name>.failed``, holding the build's output; delete it to try again)
+records that and the JIT is used from then on.  ``PAGEREPLAY_NO_AOT=1`` forces the JIT;
+``PAGEREPLAY_JIT=0`` (plain Python) uses neither.
 """
 
 from __future__ import annotations
@@ -44,12 +40,13 @@ from pathlib import Path
 from types import ModuleType
 
 from ..compiled import aot_enabled, cache_root
+from .compile import sources_digest
 
 MODULE = "_pagereplay_scan"  # the extension's init symbol is PyInit_<MODULE>
-EXPORTS = ("scan_block", "sort_order", "per_cpu_order_check")
+EXPORTS = ("scan_block", "sort_order", "per_cpu_order_check")  # as kernels.EXPORTS (which imports numba)
 BUILD_TIMEOUT = 600
 
-_HERE = Path(__file__).resolve().parent
+_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the parsers package
 
 
 def enabled() -> bool:
@@ -59,9 +56,7 @@ def enabled() -> bool:
 def _key() -> str:
     import numpy as np
 
-    h = hashlib.sha256()
-    for name in ("kernels.py", "aot.py"):
-        h.update((_HERE / name).read_bytes())
+    h = hashlib.sha256(sources_digest().encode())
     h.update(f"{sys.version}|{platform.machine()}|numpy {np.__version__}".encode())
     return h.hexdigest()[:16]
 
@@ -142,7 +137,7 @@ def _build_in(d: Path, name: str) -> ModuleType | None:
             pass
         if not target.is_file():
             env = dict(os.environ, PAGEREPLAY_NO_AOT="1")
-            root = str(_HERE.parent.parent)
+            root = str(_ROOT)
             env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             proc = subprocess.run(
                 [sys.executable, "-m", "parsers.scan.aot", str(target)],
@@ -177,10 +172,10 @@ def _build(target: Path) -> None:
 
     warnings.simplefilter("ignore")
     import numba.pycc.compiler as pycc_compiler
-    import numpy as np
     from numba.pycc import CC
 
-    from parsers.scan import kernels as _scan
+    from parsers import scan
+    from parsers.scan import kernels
 
     class _NogilFlags(pycc_compiler.Flags):
         """pycc compiles with default flags, whose wrappers hold the GIL during the call; the kernels
@@ -192,17 +187,16 @@ def _build(target: Path) -> None:
 
     pycc_compiler.Flags = _NogilFlags
 
-    assert not _scan.AOT, "the build must see the JIT kernels"
-    _scan.warm_up()  # compiles (or loads) scan_block and per_cpu_order_check for the parser's types
-    i64 = np.zeros(2, np.int64)
-    _scan.sort_order(i64, np.zeros(2, np.int32), np.empty(2, np.int64))
+    assert kernels.EXPORTS == EXPORTS
+    scan.warm_up()  # compiles (or loads) each entry point for the parser's types
+    assert scan.backend() == "jit", "the build must see the JIT kernels"
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
-        cc = CC(MODULE, source_module=_scan)
+        cc = CC(MODULE, source_module=kernels)
         cc.output_dir = str(tmp)
         cc.target_cpu = "generic"  # safe on any CPU of the architecture; as fast as "host" here
         for fname in EXPORTS:
-            disp = getattr(_scan, fname)
+            disp = getattr(kernels, fname)
             sigs = disp.signatures
             if len(sigs) != 1:
                 raise RuntimeError(f"{fname}: expected one compiled signature, got {sigs}")

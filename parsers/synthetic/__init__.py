@@ -4,8 +4,8 @@ The default emitter of ``pagereplay synth`` is the replay engine's (``replay.syn
 
 * :mod:`parsers.synthetic.workloads` -- workload models as data; they generate *requests*
   (allocations and frees with cpu, task, time, order, migratetype, gfp, lifetime).
-* :mod:`parsers.synthetic.emit` -- turns requests into canonical events with a plain pfn
-  allocator and per-CPU page lists (stand-in until the replay engine's simulate mode does it).
+* :mod:`parsers.synthetic.emit` -- the stand-in emitter (``--emitter standin``): requests into
+  canonical events with a plain pfn allocator and per-CPU page lists.
 * :mod:`parsers.synthetic.render` -- canonical table -> the text a kernel of a given era prints
   (ftrace ``trace``/``trace_pipe``, ``trace-cmd report``, ``perf script``).
 * :mod:`parsers.synthetic.config` -- TOML files and ``--param`` overrides -> ``SynthConfig``.

@@ -1,8 +1,9 @@
 """Requests -> canonical events, *without* the buddy model (the stand-in emitter).
 
-This is the plain fallback until the replay engine's simulate mode decides pfns and emits the
-kernel-faithful bursts.  It keeps exactly the per-page consistency a replay needs and the event
-shapes of a 6.1 kernel (era D), but its placement is deliberately simple:
+The kernel-faithful emitter is the replay engine's (``replay.synth.emit``, the default of
+``pagereplay synth``); this one (``--emitter standin``) needs nothing from ``replay/``.  It keeps
+exactly the per-page consistency a replay needs and the event shapes of a 6.1 kernel (era D), but
+its placement is deliberately simple:
 
 * **pfn allocator** (a small buddy allocator): free blocks per order on LIFO stacks, with
   ``__free_one_page()`` merging (a byte per page marks free heads; merged-away entries are
@@ -39,6 +40,7 @@ Not modelled here (the engine's job): zones, watermarks, migratetype lists, fall
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +51,8 @@ from numba import njit, types
 from numba.typed import Dict
 
 from ..schema import EVENT_NAMES, Event, arrow_schema, decode_gfp
-from .workloads import MAX_ORDER, PAGE_SIZE, Machine, RequestGenerator
+from .requests import KIND_ALLOC, KIND_FREE_BATCHED, KIND_FREE_CORE, MAX_ORDER, RequestGenerator
+from .workloads import PAGE_SIZE, Machine
 
 NR_LOWORDER = 4  # orders 0..PAGE_ALLOC_COSTLY_ORDER on the per-CPU lists
 PCPTYPES = 3
@@ -112,196 +115,280 @@ def ram_ranges(memory: int, p: "EmitParams") -> list[tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------- compiled core
-@njit(cache=True, nogil=True)
-def _push(stk, stk_t, top, fmap, o, b, t):
+EV_ALLOC = int(Event.MM_PAGE_ALLOC)
+EV_ZONE_LOCKED = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED)
+EV_FREE = int(Event.MM_PAGE_FREE)
+EV_BATCHED = int(Event.MM_PAGE_FREE_BATCHED)
+EV_DRAIN = int(Event.MM_PAGE_PCPU_DRAIN)
+
+#: the buddy lists: per order a LIFO stack of free blocks (``stk``) with the time each became free
+#: (``stk_t``) and its height (``top``); ``fmap``: order + 1 at the head of each free block (stale
+#: stack entries are skipped when popped); ``fresh``: never-used MAX_ORDER blocks, ``fresh_i``: [next
+#: from the bottom, end (exclusive) from the top, pre-trace carve pointer, its limit]
+Buddy = namedtuple("Buddy", ("stk", "stk_t", "top", "fmap", "fresh", "fresh_i"))
+#: per CPU: the lists (ring buffers ``pl`` with head ``ph`` and length ``pn`` per list), ``count``
+#: pages on them, the ``free_factor`` and the drain's round-robin list index
+PcpLists = namedtuple("PcpLists", ("pl", "ph", "pn", "count", "free_factor", "drain_index"))
+#: per phase: ``pcp->batch`` and ``pcp->high`` in force
+PcpPhases = namedtuple("PcpPhases", ("batch", "high"))
+#: a request batch (``REQUEST_SCHEMA``, comm and gfp as dictionary indices, gfp -1 none)
+Requests = namedtuple("Requests", ("ts", "cpu", "pid", "comm", "kind", "order", "mt", "gfp", "life", "id", "phase"))
+#: the emitted events (``pcp``: percpu_refill or -1)
+Emitted = namedtuple("Emitted", ("ts_ns", "cpu", "pid", "comm", "ev", "pfn", "order", "mt", "gfp", "pcp", "fail"))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _push(bd, o, b, t):
     """Put a free block on the lists, merging with free buddies (``__free_one_page()``)."""
-    top_order = stk.shape[0] - 1
+    top_order = bd.stk.shape[0] - 1
     while o < top_order:
         buddy = b ^ (1 << o)
-        if buddy >= fmap.shape[0] or fmap[buddy] != o + 1:  # page_is_buddy()
+        if buddy >= bd.fmap.shape[0] or bd.fmap[buddy] != o + 1:  # page_is_buddy()
             break
-        fmap[buddy] = 0  # off its list (the stale stack entry is skipped when popped)
+        bd.fmap[buddy] = 0  # off its list (the stale stack entry is skipped when popped)
         b = min(b, buddy)
         o += 1
-    fmap[b] = o + 1
-    stk[o, top[o]] = b
-    stk_t[o, top[o]] = t
-    top[o] += 1
+    bd.fmap[b] = o + 1
+    bd.stk[o, bd.top[o]] = b
+    bd.stk_t[o, bd.top[o]] = t
+    bd.top[o] += 1
 
 
-@njit(cache=True, nogil=True)
-def _pop(stk, stk_t, top, fmap, o):
+@njit(cache=True, nogil=True, _nrt=False)
+def _pop(bd, o):
     """The most recently freed block of order o still free at that order; (-1, 0) if none."""
-    while top[o] > 0:
-        top[o] -= 1
-        b = stk[o, top[o]]
-        if fmap[b] == o + 1:
-            fmap[b] = 0
-            return b, stk_t[o, top[o]]
+    while bd.top[o] > 0:
+        bd.top[o] -= 1
+        b = bd.stk[o, bd.top[o]]
+        if bd.fmap[b] == o + 1:
+            bd.fmap[b] = 0
+            return b, bd.stk_t[o, bd.top[o]]
     return -1, 0
 
 
-@njit(cache=True, nogil=True)
-def _split(stk, stk_t, top, fmap, b, j, o, tb):
+@njit(cache=True, nogil=True, _nrt=False)
+def _split(bd, b, j, o, tb):
     while j > o:  # expand(): upper halves back on the lists
         j -= 1
-        _push(stk, stk_t, top, fmap, j, b + (1 << j), tb)
+        _push(bd, j, b + (1 << j), tb)
     return b
 
 
-@njit(cache=True, nogil=True)
-def _take_fresh(stk, stk_t, top, fmap, fresh, fresh_i, o):
+@njit(cache=True, nogil=True, _nrt=False)
+def _take_fresh(bd, o):
     """A block of order o split from the next never-used MAX_ORDER block (lowest pfn first); -1
     when they are all used."""
-    if fresh_i[0] >= fresh_i[1]:
+    if bd.fresh_i[0] >= bd.fresh_i[1]:
         return -1
-    f = fresh[fresh_i[0]]
-    fresh_i[0] += 1
-    return _split(stk, stk_t, top, fmap, f, stk.shape[0] - 1, o, 0)
+    f = bd.fresh[bd.fresh_i[0]]
+    bd.fresh_i[0] += 1
+    return _split(bd, f, bd.stk.shape[0] - 1, o, 0)
 
 
-@njit(cache=True, nogil=True)
-def _take_pretrace(fresh, fresh_i, o):
+@njit(cache=True, nogil=True, _nrt=False)
+def _take_pretrace(bd, o):
     """A block of order o for a page allocated before the trace: carved from never-used MAX_ORDER
     blocks taken from the top (normal allocations take them from the bottom), so it was never
     seen in the trace; the rest of that block stays free.  -1 when none is left."""
+    fi = bd.fresh_i
     size = 1 << o
-    a = (fresh_i[2] + size - 1) & ~(size - 1)
-    if fresh_i[3] == 0 or a + size > fresh_i[3]:
-        if fresh_i[1] <= fresh_i[0]:
+    a = (fi[2] + size - 1) & ~(size - 1)
+    if fi[3] == 0 or a + size > fi[3]:
+        if fi[1] <= fi[0]:
             return -1
-        fresh_i[1] -= 1
-        a = fresh[fresh_i[1]]
-        fresh_i[3] = a + (1 << MAX_ORDER)
-    fresh_i[2] = a + size
+        fi[1] -= 1
+        a = bd.fresh[fi[1]]
+        fi[3] = a + (1 << MAX_ORDER)
+    fi[2] = a + size
     return a
 
 
-@njit(cache=True, nogil=True)
-def _take_block(stk, stk_t, top, fmap, fresh, fresh_i, o):
+@njit(cache=True, nogil=True, _nrt=False)
+def _take_block(bd, o):
     """(block, time it became free) of order o, as ``__rmqueue_smallest()``: the smallest order
     with a free block, split by ``expand()``; never-used memory last.  Block -1 if none.  The
     time keeps cross-CPU hand-offs causal: a block drained by one CPU is taken by another only
     after the drain's event."""
-    for j in range(o, stk.shape[0]):
-        b, tb = _pop(stk, stk_t, top, fmap, j)
+    for j in range(o, bd.stk.shape[0]):
+        b, tb = _pop(bd, j)
         if b >= 0:
-            return _split(stk, stk_t, top, fmap, b, j, o, tb), tb
-    return _take_fresh(stk, stk_t, top, fmap, fresh, fresh_i, o), 0
+            return _split(bd, b, j, o, tb), tb
+    return _take_fresh(bd, o), 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _pindex(o, mt):
     if o >= NR_LOWORDER:
         return NR_PCP_LISTS - 1
     return o * PCPTYPES + (mt if mt < PCPTYPES else 0)
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def _emit(out, ne, t, c, pid, comm, ev, pfn, order, mt, gfp, pcp, fail):
+    """Write one event at row ``ne`` of ``out`` (at its microsecond, as ftrace prints it); returns ``ne + 1``."""
+    out.ts_ns[ne] = (t // 1000) * 1000
+    out.cpu[ne] = c
+    out.pid[ne] = pid
+    out.comm[ne] = comm
+    out.ev[ne] = ev
+    out.pfn[ne] = pfn
+    out.order[ne] = order
+    out.mt[ne] = mt
+    out.gfp[ne] = gfp
+    out.pcp[ne] = pcp
+    out.fail[ne] = fail
+    return ne + 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _rmqueue_pcplist(bd, pcp, zlock, zl_ns, req, i, batch, t, out, ne):
+    """``__rmqueue_pcplist()`` for request ``i`` at time ``t``: an empty list is refilled by
+    ``rmqueue_bulk()`` (one zone->lock section, an ``mm_page_alloc_zone_locked`` with
+    ``percpu_refill=1`` per block), then the head is taken.  Returns (pfn or -1, events, time)."""
+    c, o, mt = req.cpu[i], req.order[i], req.mt[i]
+    lcap = pcp.pl.shape[2]
+    L = _pindex(o, mt)
+    pcp.free_factor[c] >>= 1
+    if pcp.pn[c, L] == 0:
+        want = batch if o == 0 else max(batch >> o, 2)
+        t = max(t, zlock[0])  # spin_lock(&zone->lock): sections never overlap
+        for _ in range(want):
+            b, tb = _take_block(bd, o)
+            if b < 0:
+                break
+            t = max(t, tb + 1000)
+            pcp.pl[c, L, (pcp.ph[c, L] + pcp.pn[c, L]) % lcap] = b  # list_add_tail
+            pcp.pn[c, L] += 1
+            pcp.count[c] += 1 << o
+            ne = _emit(out, ne, t, c, req.pid[i], req.comm[i], EV_ZONE_LOCKED, b, o, mt, -1, 1, 0)
+            t += zl_ns
+        zlock[0] = (t // 1000 + 1) * 1000
+    if pcp.pn[c, L] == 0:
+        return -1, ne, t
+    pfn = pcp.pl[c, L, pcp.ph[c, L]]  # the head
+    pcp.ph[c, L] = (pcp.ph[c, L] + 1) % lcap
+    pcp.pn[c, L] -= 1
+    pcp.count[c] -= 1 << o
+    return pfn, ne, t
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _rmqueue_buddy(bd, zlock, zl_ns, req, i, t, out, ne):
+    """``rmqueue_buddy()``: one block under zone->lock (``percpu_refill=0``); (pfn or -1, events, time)."""
+    o = req.order[i]
+    pfn, tb = _take_block(bd, o)
+    if pfn < 0:
+        return pfn, ne, t
+    t = max(t, tb + 1000, zlock[0])
+    ne = _emit(out, ne, t, req.cpu[i], req.pid[i], req.comm[i], EV_ZONE_LOCKED, pfn, o, req.mt[i], -1, 0, 0)
+    t += zl_ns
+    zlock[0] = (t // 1000 + 1) * 1000
+    return pfn, ne, t
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _free_pcppages_bulk(bd, pcp, zlock, drain_ns, req, i, batch, high, t, out, ne):
+    """``free_pcppages_bulk(nr_pcp_free())`` on the request's CPU: one zone->lock section, blocks
+    round-robin over the lists from their tails, one ``mm_page_pcpu_drain`` each; (events, time)."""
+    c = req.cpu[i]
+    lcap = pcp.pl.shape[2]
+    t = max(t, zlock[0])
+    if high < batch:
+        count = 1
+    else:
+        bt = batch << pcp.free_factor[c]
+        if bt < high - batch:
+            pcp.free_factor[c] += 1
+        count = min(max(bt, batch), high - batch)
+    while count > 0 and pcp.count[c] > 0:
+        Ld = pcp.drain_index[c]
+        while True:
+            Ld = Ld + 1 if Ld + 1 < NR_PCP_LISTS else 0
+            if pcp.pn[c, Ld] > 0:
+                break
+        pcp.drain_index[c] = Ld
+        od = Ld // PCPTYPES if Ld < NR_PCP_LISTS - 1 else THP_ORDER
+        md = Ld % PCPTYPES if Ld < NR_PCP_LISTS - 1 else 1
+        while count > 0 and pcp.pn[c, Ld] > 0:
+            pcp.pn[c, Ld] -= 1
+            b = pcp.pl[c, Ld, (pcp.ph[c, Ld] + pcp.pn[c, Ld]) % lcap]  # list_last_entry
+            count -= 1 << od
+            pcp.count[c] -= 1 << od
+            _push(bd, od, b, t)
+            ne = _emit(out, ne, t, c, req.pid[i], req.comm[i], EV_DRAIN, b, od, md, -1, -1, 0)
+            t += drain_ns
+    zlock[0] = (t // 1000 + 1) * 1000
+    return ne, t
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _free(bd, pcp, zlock, costs, req, i, pfn, pcp_ok, batch, high, t, out, ne):
+    """Free request ``i`` of block ``pfn``: ``mm_page_free`` (and ``mm_page_free_batched`` for a
+    list free), then ``free_unref_page_commit()`` (a drain past ``high``) or the buddy; (events, time)."""
+    c, o, kind = req.cpu[i], req.order[i], req.kind[i]
+    free_ns = costs[1]
+    ne = _emit(out, ne, t, c, req.pid[i], req.comm[i], EV_FREE, pfn, o, -1, -1, -1, 0)
+    t += free_ns
+    if kind == KIND_FREE_BATCHED and o == 0:
+        ne = _emit(out, ne, t, c, req.pid[i], req.comm[i], EV_BATCHED, pfn, 0, -1, -1, -1, 0)
+        t += free_ns
+    if kind == KIND_FREE_CORE:  # __free_pages_core(): straight to the buddy lists, never a per-CPU list
+        _push(bd, o, pfn, t)
+    elif pcp_ok:
+        lcap = pcp.pl.shape[2]
+        L = _pindex(o, req.mt[i])
+        pcp.ph[c, L] = (pcp.ph[c, L] - 1) % lcap  # list_add at the head
+        pcp.pl[c, L, pcp.ph[c, L]] = pfn
+        pcp.pn[c, L] += 1
+        pcp.count[c] += 1 << o
+        if pcp.count[c] >= high:
+            ne, t = _free_pcppages_bulk(bd, pcp, zlock, costs[3], req, i, batch, high, t, out, ne)
+    else:
+        _push(bd, o, pfn, t)
+    return ne, t
+
+
 @njit(cache=True, nogil=True)
-def emit_requests(
-    r_ts, r_cpu, r_pid, r_comm, r_kind, r_order, r_mt, r_gfp, r_life, r_id, r_phase, start,
-    phase_batch, phase_high, pcp_thp, costs,
-    stk, stk_t, top, fmap, fresh, fresh_i, pl, ph, pn, pcount, pfactor, pindex, clock, live, live_t, zlock,
-    o_ts, o_cpu, o_pid, o_comm, o_ev, o_pfn, o_order, o_mt, o_gfp, o_pcp, o_fail,
-):  # fmt: skip
+def emit_requests(req, start, phases, pcp_thp, costs, bd, pcp, clock, zlock, live, live_t, out):
     """Emit events for requests [start, len); returns (next request, events written, status).
 
     status 0: done; 1: output nearly full; 2: a free stack nearly full (grow and call again).
+    ``clock``: each CPU's clock; ``zlock``: when zone->lock is next free (one zone); ``live``,
+    ``live_t``: req_id -> (pfn, time of its allocation event) of the allocations not freed yet.
     """
-    n = r_ts.shape[0]
+    n = req.ts.shape[0]
     ne = 0
-    cap_out = o_ts.shape[0]
-    cap_stk = stk.shape[1]
-    lcap = pl.shape[2]
-    alloc_ns, free_ns, zl_ns, drain_ns = costs[0], costs[1], costs[2], costs[3]
+    cap_out = out.ts_ns.shape[0]
+    cap_stk = bd.stk.shape[1]
+    lcap = pcp.pl.shape[2]
     i = start
     while i < n:
-        batch0 = phase_batch[r_phase[i]]
-        high = phase_high[r_phase[i]]
+        batch = phases.batch[req.phase[i]]
+        high = phases.high[req.phase[i]]
         if ne + 2 * lcap + 16 > cap_out:
             return i, ne, 1
-        for o in range(stk.shape[0]):
-            if top[o] + 2 * MAX_ORDER + 2 * lcap + 16 > cap_stk:
+        for o in range(bd.stk.shape[0]):
+            if bd.top[o] + 2 * MAX_ORDER + 2 * lcap + 16 > cap_stk:
                 return i, ne, 2
-        c = r_cpu[i]
-        o = r_order[i]
-        mt = r_mt[i]
-        kind = r_kind[i]
-        t = max(clock[c], r_ts[i])
+        c = req.cpu[i]
+        o = req.order[i]
+        t = max(clock[c], req.ts[i])
         pcp_ok = o < NR_LOWORDER or (pcp_thp and o == THP_ORDER)
-        if kind == 0:
-            pfn = -1
+        if req.kind[i] == KIND_ALLOC:
             if pcp_ok:
-                L = _pindex(o, mt)
-                pfactor[c] >>= 1
-                if pn[c, L] == 0:  # rmqueue_bulk(): one zone->lock section
-                    want = batch0 if o == 0 else max(batch0 >> o, 2)
-                    t = max(t, zlock[0])  # spin_lock(&zone->lock): sections never overlap
-                    for _ in range(want):
-                        b, tb = _take_block(stk, stk_t, top, fmap, fresh, fresh_i, o)
-                        if b < 0:
-                            break
-                        t = max(t, tb + 1000)
-                        pl[c, L, (ph[c, L] + pn[c, L]) % lcap] = b  # list_add_tail
-                        pn[c, L] += 1
-                        pcount[c] += 1 << o
-                        o_ts[ne] = (t // 1000) * 1000
-                        o_cpu[ne] = c
-                        o_pid[ne] = r_pid[i]
-                        o_comm[ne] = r_comm[i]
-                        o_ev[ne] = 1
-                        o_pfn[ne] = b
-                        o_order[ne] = o
-                        o_mt[ne] = mt
-                        o_gfp[ne] = -1
-                        o_pcp[ne] = 1
-                        o_fail[ne] = 0
-                        ne += 1
-                        t += zl_ns
-                    zlock[0] = (t // 1000 + 1) * 1000
-                if pn[c, L] > 0:  # take the head
-                    pfn = pl[c, L, ph[c, L]]
-                    ph[c, L] = (ph[c, L] + 1) % lcap
-                    pn[c, L] -= 1
-                    pcount[c] -= 1 << o
-            else:  # rmqueue_buddy()
-                pfn, tb = _take_block(stk, stk_t, top, fmap, fresh, fresh_i, o)
-                if pfn >= 0:
-                    t = max(t, tb + 1000, zlock[0])
-                    o_ts[ne] = (t // 1000) * 1000
-                    o_cpu[ne] = c
-                    o_pid[ne] = r_pid[i]
-                    o_comm[ne] = r_comm[i]
-                    o_ev[ne] = 1
-                    o_pfn[ne] = pfn
-                    o_order[ne] = o
-                    o_mt[ne] = mt
-                    o_gfp[ne] = -1
-                    o_pcp[ne] = 0
-                    o_fail[ne] = 0
-                    ne += 1
-                    t += zl_ns
-                    zlock[0] = (t // 1000 + 1) * 1000
-            o_ts[ne] = (t // 1000) * 1000
-            o_cpu[ne] = c
-            o_pid[ne] = r_pid[i]
-            o_comm[ne] = r_comm[i]
-            o_ev[ne] = 0
-            o_pfn[ne] = pfn
-            o_order[ne] = o
-            o_mt[ne] = mt
-            o_gfp[ne] = r_gfp[i]
-            o_pcp[ne] = -1
-            o_fail[ne] = 1 if pfn < 0 else 0
-            ne += 1
-            t += alloc_ns
-            if r_life[i] >= 0:
-                live[r_id[i]] = pfn
-                live_t[r_id[i]] = t  # a free (on any CPU) must come after the allocation's event
+                pfn, ne, t = _rmqueue_pcplist(bd, pcp, zlock, costs[2], req, i, batch, t, out, ne)
+            else:
+                pfn, ne, t = _rmqueue_buddy(bd, zlock, costs[2], req, i, t, out, ne)
+            ne = _emit(out, ne, t, c, req.pid[i], req.comm[i], EV_ALLOC, pfn, o, req.mt[i], req.gfp[i], -1,
+                       1 if pfn < 0 else 0)  # fmt: skip
+            t += costs[0]
+            if req.life[i] >= 0:
+                live[req.id[i]] = pfn
+                live_t[req.id[i]] = t  # a free (on any CPU) must come after the allocation's event
         else:
-            rid = r_id[i]
+            rid = req.id[i]
             if rid < 0:  # allocated before the trace: never seen in it, so from the untouched range
-                pfn = _take_pretrace(fresh, fresh_i, o)
+                pfn = _take_pretrace(bd, o)
             else:
                 pfn = -1
                 if rid in live:
@@ -310,81 +397,7 @@ def emit_requests(
                     del live[rid]
                     del live_t[rid]
             if pfn >= 0:
-                o_ts[ne] = (t // 1000) * 1000
-                o_cpu[ne] = c
-                o_pid[ne] = r_pid[i]
-                o_comm[ne] = r_comm[i]
-                o_ev[ne] = 2
-                o_pfn[ne] = pfn
-                o_order[ne] = o
-                o_mt[ne] = -1
-                o_gfp[ne] = -1
-                o_pcp[ne] = -1
-                o_fail[ne] = 0
-                ne += 1
-                t += free_ns
-                if kind == 2 and o == 0:
-                    o_ts[ne] = (t // 1000) * 1000
-                    o_cpu[ne] = c
-                    o_pid[ne] = r_pid[i]
-                    o_comm[ne] = r_comm[i]
-                    o_ev[ne] = 3
-                    o_pfn[ne] = pfn
-                    o_order[ne] = 0
-                    o_mt[ne] = -1
-                    o_gfp[ne] = -1
-                    o_pcp[ne] = -1
-                    o_fail[ne] = 0
-                    ne += 1
-                    t += free_ns
-                if kind == 3:  # __free_pages_core(): straight to the buddy lists, never a per-CPU list
-                    _push(stk, stk_t, top, fmap, o, pfn, t)
-                elif pcp_ok:
-                    L = _pindex(o, mt)
-                    ph[c, L] = (ph[c, L] - 1) % lcap  # list_add at the head
-                    pl[c, L, ph[c, L]] = pfn
-                    pn[c, L] += 1
-                    pcount[c] += 1 << o
-                    if pcount[c] >= high:  # free_pcppages_bulk(nr_pcp_free()): one zone->lock section
-                        t = max(t, zlock[0])
-                        if high < batch0:
-                            count = 1
-                        else:
-                            bt = batch0 << pfactor[c]
-                            if bt < high - batch0:
-                                pfactor[c] += 1
-                            count = min(max(bt, batch0), high - batch0)
-                        while count > 0 and pcount[c] > 0:
-                            Ld = pindex[c]
-                            while True:
-                                Ld = Ld + 1 if Ld + 1 < NR_PCP_LISTS else 0
-                                if pn[c, Ld] > 0:
-                                    break
-                            pindex[c] = Ld
-                            od = Ld // PCPTYPES if Ld < NR_PCP_LISTS - 1 else THP_ORDER
-                            md = Ld % PCPTYPES if Ld < NR_PCP_LISTS - 1 else 1
-                            while count > 0 and pn[c, Ld] > 0:
-                                pn[c, Ld] -= 1
-                                b = pl[c, Ld, (ph[c, Ld] + pn[c, Ld]) % lcap]  # list_last_entry
-                                count -= 1 << od
-                                pcount[c] -= 1 << od
-                                _push(stk, stk_t, top, fmap, od, b, t)
-                                o_ts[ne] = (t // 1000) * 1000
-                                o_cpu[ne] = c
-                                o_pid[ne] = r_pid[i]
-                                o_comm[ne] = r_comm[i]
-                                o_ev[ne] = 4
-                                o_pfn[ne] = b
-                                o_order[ne] = od
-                                o_mt[ne] = md
-                                o_gfp[ne] = -1
-                                o_pcp[ne] = -1
-                                o_fail[ne] = 0
-                                ne += 1
-                                t += drain_ns
-                        zlock[0] = (t // 1000 + 1) * 1000
-                else:
-                    _push(stk, stk_t, top, fmap, o, pfn, t)
+                ne, t = _free(bd, pcp, zlock, costs, req, i, pfn, pcp_ok, batch, high, t, out, ne)
         clock[c] = t
         i += 1
     return i, ne, 0
@@ -397,11 +410,17 @@ _OUT = {
 }  # fmt: skip
 
 
+assert tuple(_OUT) == Emitted._fields
+
+
 class HeldBack:
     """What both emitters share: the events of a batch that a later request could still precede are
-    held back (``release_sorted``) until the next batch, and released by ``finish`` at the end."""
+    held back (``release_sorted``) until the next batch, and released by ``finish`` at the end; the
+    request columns of a batch (``_request_columns``)."""
 
     held: dict[str, np.ndarray] | None
+    comm_dict: pa.Array | None
+    gfp_dict: pa.Array | None
 
     def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
@@ -411,6 +430,22 @@ class HeldBack:
             ready, _ = release_sorted(self.held, None)
             yield from self._batch(ready)
             self.held = None
+
+    def _request_columns(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+        """The columns of a request batch as int64 arrays, named as :data:`Requests` names them
+        (comm and gfp as their dictionary index, gfp -1 for none); keeps the batch's dictionaries."""
+        comm_arr = batch.column("comm")
+        gfp_arr = batch.column("gfp_flags")
+        self.comm_dict = comm_arr.dictionary
+        self.gfp_dict = gfp_arr.dictionary
+        col = {
+            "ts": "ts_ns", "cpu": "cpu", "pid": "pid", "kind": "kind", "order": "order", "mt": "migratetype",
+            "life": "lifetime_ns", "id": "req_id", "phase": "phase",
+        }  # fmt: skip
+        out = {k: batch.column(name).to_numpy(zero_copy_only=False).astype(np.int64) for k, name in col.items()}
+        out["comm"] = comm_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        out["gfp"] = gfp_arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return out
 
 
 class Emitter(HeldBack):
@@ -428,18 +463,18 @@ class Emitter(HeldBack):
         self.p = p = params or EmitParams()
         high = p.pcp_high(machine)
         nph = max(1, len(phases or []))
-        self.phase_batch = np.full(max(nph, 128), p.batch, np.int64)
-        self.phase_high = np.full(max(nph, 128), high, np.int64)
+        self.phases = PcpPhases(np.full(max(nph, 128), p.batch, np.int64), np.full(max(nph, 128), high, np.int64))
         for ph in phases or []:
             if ph.get("pcp_batch"):
-                self.phase_batch[ph["index"]] = int(ph["pcp_batch"])
-                self.phase_high[ph["index"]] = 0 if int(ph["pcp_batch"]) <= 1 else high  # the boot pageset
+                self.phases.batch[ph["index"]] = int(ph["pcp_batch"])
+                self.phases.high[ph["index"]] = 0 if int(ph["pcp_batch"]) <= 1 else high  # the boot pageset
         self.high = high
         self.ranges = ram_ranges(machine.memory, p)
-        self.stk = np.zeros((MAX_ORDER + 1, 1 << 14), np.int64)
-        self.stk_t = np.zeros((MAX_ORDER + 1, 1 << 14), np.int64)
-        self.top = np.zeros(MAX_ORDER + 1, np.int64)
-        self.fmap = np.zeros(self.ranges[-1][1] + 1, np.int8)  # order+1 at the head of each free block
+        self.buddy = Buddy(
+            np.zeros((MAX_ORDER + 1, 1 << 14), np.int64), np.zeros((MAX_ORDER + 1, 1 << 14), np.int64),
+            np.zeros(MAX_ORDER + 1, np.int64), np.zeros(self.ranges[-1][1] + 1, np.int8), np.zeros(0, np.int64),
+            np.zeros(4, np.int64),
+        )  # fmt: skip
         fresh: list[int] = []
         big = 1 << MAX_ORDER
         for lo, hi in self.ranges:  # whole MAX_ORDER blocks stay "never used"; the ragged edges are free blocks
@@ -451,17 +486,15 @@ class Emitter(HeldBack):
             self._free_range(lo, a)
             fresh.extend(range(a, z, big))
             self._free_range(z, hi)
-        self.fresh = np.array(fresh, np.int64)
-        # [next from the bottom, end (exclusive) from the top, pre-trace carve pointer, its limit]
-        self.fresh_i = np.array([0, len(fresh), 0, 0], np.int64)
+        self.buddy = self.buddy._replace(fresh=np.array(fresh, np.int64), fresh_i=np.array([0, len(fresh), 0, 0], np.int64))
         lcap = high + 2 * p.batch + 16
-        self.pl = np.zeros((machine.cpus, NR_PCP_LISTS, lcap), np.int64)
-        self.ph = np.zeros((machine.cpus, NR_PCP_LISTS), np.int64)
-        self.pn = np.zeros((machine.cpus, NR_PCP_LISTS), np.int64)
-        self.pcount = np.zeros(machine.cpus, np.int64)
-        self.pfactor = np.zeros(machine.cpus, np.int64)
-        self.pindex = np.zeros(machine.cpus, np.int64)
-        self.clock = np.zeros(machine.cpus, np.int64)
+        ncpu = machine.cpus
+        self.pcp = PcpLists(
+            np.zeros((ncpu, NR_PCP_LISTS, lcap), np.int64), np.zeros((ncpu, NR_PCP_LISTS), np.int64),
+            np.zeros((ncpu, NR_PCP_LISTS), np.int64), np.zeros(ncpu, np.int64), np.zeros(ncpu, np.int64),
+            np.zeros(ncpu, np.int64),
+        )  # fmt: skip
+        self.clock = np.zeros(ncpu, np.int64)
         self.zlock = np.zeros(1, np.int64)  # when zone->lock is next free (one zone)
         self.live = Dict.empty(key_type=types.int64, value_type=types.int64)
         self.live_t = Dict.empty(key_type=types.int64, value_type=types.int64)
@@ -469,7 +502,6 @@ class Emitter(HeldBack):
         self.cap = 1 << 20
         self.held: dict[str, np.ndarray] | None = None
         self.seq = 0
-        self.emit_idx = 0
         self.schema = arrow_schema()
         self.source = source
         self._gfp_masks: dict[str, int | None] = {}
@@ -481,16 +513,17 @@ class Emitter(HeldBack):
             k = 0
             while k < MAX_ORDER and p % (2 << k) == 0 and p + (2 << k) <= hi:
                 k += 1
-            _push(self.stk, self.stk_t, self.top, self.fmap, k, p, 0)
+            _push(self.buddy, k, p, 0)
             p += 1 << k
 
     def _compact(self) -> None:
         """Drop stale stack entries (blocks merged away or taken); grow if still crowded."""
-        cap = self.stk.shape[1]
+        bd = self.buddy
+        cap = bd.stk.shape[1]
         for o in range(MAX_ORDER + 1):
-            n = int(self.top[o])
-            ent, ts = self.stk[o, :n], self.stk_t[o, :n]
-            ok = self.fmap[ent] == o + 1
+            n = int(bd.top[o])
+            ent, ts = bd.stk[o, :n], bd.stk_t[o, :n]
+            ok = bd.fmap[ent] == o + 1
             # keep the newest entry of each block (it is the one a pop would find first)
             rev = ent[::-1]
             _, first = np.unique(rev, return_index=True)
@@ -498,44 +531,28 @@ class Emitter(HeldBack):
             keep[n - 1 - first] = True
             keep &= ok
             k = int(keep.sum())
-            self.stk[o, :k], self.stk_t[o, :k] = ent[keep], ts[keep]
-            self.top[o] = k
-        if int(self.top.max()) * 2 > cap - 4 * (self.pl.shape[2] + MAX_ORDER):
+            bd.stk[o, :k], bd.stk_t[o, :k] = ent[keep], ts[keep]
+            bd.top[o] = k
+        if int(bd.top.max()) * 2 > cap - 4 * (self.pcp.pl.shape[2] + MAX_ORDER):
+            grown = {}
             for name in ("stk", "stk_t"):
-                old = getattr(self, name)
-                grown = np.zeros((old.shape[0], old.shape[1] * 2), np.int64)
-                grown[:, : old.shape[1]] = old
-                setattr(self, name, grown)
-
-    def _out(self, n: int) -> dict[str, np.ndarray]:
-        return {k: np.empty(n, t) for k, t in _OUT.items()}
+                old = getattr(bd, name)
+                grown[name] = np.zeros((old.shape[0], old.shape[1] * 2), np.int64)
+                grown[name][:, : old.shape[1]] = old
+            self.buddy = bd._replace(**grown)
 
     def feed(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         """Emit the events of one request batch; yields the events that are final (time-ordered)."""
         n = batch.num_rows
         if n == 0:
             return
-        col = lambda name: batch.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
-        comm_arr = batch.column("comm")
-        gfp_arr = batch.column("gfp_flags")
-        self.comm_dict = comm_arr.dictionary
-        self.gfp_dict = gfp_arr.dictionary
-        req = (
-            col("ts_ns").astype(np.int64), col("cpu").astype(np.int64), col("pid").astype(np.int64),
-            comm_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64), col("kind").astype(np.int64),
-            col("order").astype(np.int64), col("migratetype").astype(np.int64),
-            gfp_arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
-            col("lifetime_ns").astype(np.int64), col("req_id").astype(np.int64), col("phase").astype(np.int64),
-        )  # fmt: skip
+        req = Requests(**self._request_columns(batch))
         parts = []
         i = 0
         while i < n:
-            out = self._out(self.cap)
-            i2, ne, status = emit_requests(
-                *req, i, self.phase_batch, self.phase_high, self.p.pcp_thp, self.costs,
-                self.stk, self.stk_t, self.top, self.fmap, self.fresh, self.fresh_i, self.pl, self.ph, self.pn, self.pcount, self.pfactor,
-                self.pindex, self.clock, self.live, self.live_t, self.zlock, *out.values(),
-            )  # fmt: skip
+            out = {k: np.empty(self.cap, t) for k, t in _OUT.items()}
+            i2, ne, status = emit_requests(req, i, self.phases, self.p.pcp_thp, self.costs, self.buddy, self.pcp,
+                                           self.clock, self.zlock, self.live, self.live_t, Emitted(**out))  # fmt: skip
             parts.append({k: v[:ne] for k, v in out.items()})
             if status == 2:
                 self._compact()
@@ -546,7 +563,7 @@ class Emitter(HeldBack):
             parts.insert(0, self.held)
         ev = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in _OUT}
         # every later event happens at or after the last request's time
-        ready, self.held = release_sorted(ev, int(req[0][-1]))
+        ready, self.held = release_sorted(ev, int(req.ts[-1]))
         yield from self._batch(ready)
 
     def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
@@ -659,23 +676,23 @@ def check_pages(table: pa.Table, examples: dict[str, list[int]] | None = None) -
     cpu = table.column("cpu").to_numpy(zero_copy_only=False)
     for i in range(len(code)):
         e = int(code[i])
-        if e == 0 and failed[i]:
+        if e == EV_ALLOC and failed[i]:
             continue
         if pfn[i] is None or (isinstance(pfn[i], float) and np.isnan(pfn[i])):
             continue
         p, o = int(pfn[i]), int(order[i])
         st = state.get(p)
-        if e == 1:
+        if e == EV_ZONE_LOCKED:
             if st is not None and st[0] in ("pcp", "taken", "alloc", "freed_pcp"):
                 bad["double_take"] += 1
             state[p] = ("pcp" if pcp[i] else "taken", o)
-        elif e == 0:
+        elif e == EV_ALLOC:
             if st is None or st[0] not in ("pcp", "taken", "freed_pcp", "freed_any"):
                 bad["alloc_not_taken"] += 1
             elif st[1] != o:
                 bad["alloc_order"] += 1
             state[p] = ("alloc", o)
-        elif e == 2:
+        elif e == EV_FREE:
             if st is not None and st[0] != "alloc":
                 bad["free_not_allocated"] += 1
             elif st is not None and st[1] != o:
@@ -689,10 +706,10 @@ def check_pages(table: pa.Table, examples: dict[str, list[int]] | None = None) -
             else:
                 state[p] = ("freed_pcp" if (o < NR_LOWORDER or o == THP_ORDER) and not core else "buddy", o)
             last_free[int(cpu[i])] = p
-        elif e == 3:
+        elif e == EV_BATCHED:
             if last_free.get(int(cpu[i])) != p:
                 bad["batched_without_free"] += 1
-        elif e == 4:
+        elif e == EV_DRAIN:
             if st is None or st[0] not in ("freed_pcp", "pcp", "freed_any"):
                 bad["drain_not_freed"] += 1
             elif st[1] != o:

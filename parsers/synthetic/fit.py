@@ -19,7 +19,6 @@ import json
 import math
 import sys
 from dataclasses import replace
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import pyarrow as pa
 
 from .compare import compare, distance, trace_stats
 from .emit import EmitParams, Emitter
+from .pipeline import EmitterFactory
 from .workloads import WORKLOADS, Machine, generate
 
 #: parameter -> (low, high, log scale)
@@ -71,6 +71,15 @@ _COMMON = {
 }
 #: statistics each workload is fitted on (a page-cache or fault-in run cannot look like a whole
 #: mixed trace in its order mix or lifetimes, so those are left out where they are by design)
+_DRAIN_LIFETIME_FREE = {
+    ("drain", "sections per 1000 allocs"): 1.0,
+    ("drain", "events per section p50"): 0.5,
+    ("lifetime", "ms p50"): 1.0,
+    ("lifetime", "ms p90"): 0.5,
+    ("lifetime", "allocs freed in trace"): 1.0,
+    ("free", "free-only share"): 1.0,
+    ("free", "batched share"): 1.0,
+}
 TARGETS: dict[str, dict[tuple[str, str], float]] = {
     "churn": {
         **_COMMON,
@@ -78,31 +87,11 @@ TARGETS: dict[str, dict[tuple[str, str], float]] = {
         ("migratetype", "unmovable"): 1.0,
         ("migratetype", "movable"): 1.0,
         ("refill", "events per section p50"): 0.5,
-        ("drain", "sections per 1000 allocs"): 1.0,
-        ("drain", "events per section p50"): 0.5,
-        ("lifetime", "ms p50"): 1.0,
-        ("lifetime", "ms p90"): 0.5,
-        ("lifetime", "allocs freed in trace"): 1.0,
-        ("free", "free-only share"): 1.0,
-        ("free", "batched share"): 1.0,
+        **_DRAIN_LIFETIME_FREE,
     },
-    "page-cache": {
-        **_COMMON,
-        ("drain", "sections per 1000 allocs"): 1.0,
-        ("drain", "events per section p50"): 0.5,
-        ("lifetime", "ms p50"): 1.0,
-        ("lifetime", "ms p90"): 0.5,
-        ("lifetime", "allocs freed in trace"): 1.0,
-        ("free", "free-only share"): 1.0,
-        ("free", "batched share"): 1.0,
-    },
+    "page-cache": {**_COMMON, **_DRAIN_LIFETIME_FREE},
     "fault-in": {**_COMMON, ("order", "order 0"): 1.0, ("order", "pages per alloc"): 1.0},
 }
-
-
-#: ``factory(machine, emit_params, phases=..., source=...)`` -> an object with ``feed(batch)`` and
-#: ``finish()`` yielding canonical record batches (``pipeline.EmitterFactory``)
-EmitterFactory = Callable[..., Any]
 
 
 def synthesize_table(name: str, params: Any, m: Machine, emitter: EmitterFactory | None = None) -> pa.Table:

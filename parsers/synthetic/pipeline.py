@@ -1,6 +1,6 @@
 """Workload -> requests -> canonical events -> Parquet (and text), streamed with bounded memory.
 
-``synthesize(cfg)`` is the whole chain as a stream of record batches; ``write_parquet`` writes it
+``Synthesis(cfg).batches()`` is the whole chain as a stream of record batches; ``write_parquet`` writes it
 with self-describing metadata (workload, parameters, seed; keys under ``pagereplay.``); and
 ``render_parquet`` renders a written file as kernel text batch by batch.  The same configuration
 gives a byte-identical Parquet file.
@@ -25,8 +25,8 @@ from ..api import TOOL_VERSION, _writer_options
 from ..schema import GFP_BIT_TABLE_NAME, METADATA_PREFIX, SCHEMA_VERSION, SORT_KEYS, arrow_schema
 from .config import SynthConfig
 from .emit import Emitter
-from .render import ERA_KERNELS, RenderOptions, render
-from .workloads import RequestGenerator
+from .render import RenderOptions, render
+from .requests import RequestGenerator
 
 #: the stand-in emitter's description (``synthetic.emitter`` in the metadata)
 EMITTER = "stand-in: parsers.synthetic.emit (plain pfn allocator + 6.1 per-CPU lists)"
@@ -115,11 +115,6 @@ def _prefetch(it: Iterable[Any], depth: int = 2) -> Iterator[Any]:
         yield x
 
 
-def synthesize(cfg: SynthConfig, emitter: EmitterFactory | None = None) -> Iterator[pa.RecordBatch]:
-    """Canonical record batches of a configured synthetic run."""
-    return Synthesis(cfg, emitter).batches()
-
-
 def write_parquet(cfg: SynthConfig, out: str | os.PathLike[str], *, compression: str = "zstd",
                   emitter: EmitterFactory | None = None) -> dict[str, str]:
     """Write the run to ``out`` (atomically); returns the metadata written.  ``emitter``: see
@@ -159,9 +154,5 @@ def render_parquet(path: str | os.PathLike[str], text_out: str | os.PathLike[str
     return render(pf.iter_batches(batch_size=batch_rows), text_out, opts, n_events=n, nr_cpus=nr_cpus)
 
 
-def describe_era(era: str) -> str:
-    return f"era {era} (kernels {ERA_KERNELS[era]})"
-
-
-__all__ = ["EMITTER", "EmitterFactory", "Synthesis", "render_parquet", "synthesize", "write_parquet"]
+__all__ = ["EMITTER", "EmitterFactory", "Synthesis", "render_parquet", "write_parquet"]
 

@@ -4,7 +4,7 @@ Formats (``--format``)
 ----------------------
 ``ftrace``
     tracefs ``trace`` (with its ``#`` header) or ``trace_pipe`` (``header=False``); the line
-    prefix of ``trace_print_context()`` (kernel/trace/trace_output.c, kernel-notes 4.4)::
+    prefix of ``trace_print_context()`` (kernel/trace/trace_output.c)::
 
         "%16s-%-7d " [ "(%7d) " ] "[%03d] " [flags] " %5lu.%06lu: " event ": " TP_printk
 
@@ -21,14 +21,16 @@ Formats (``--format``)
     right-aligned to the longest recorded name (30, ``kmem:mm_page_alloc_zone_locked``).
 
 Fields of the perf/trace-cmd lines are libtraceevent's rendering of the event's ``print fmt``:
-``page=`` is not a ``struct page`` address there (kernel-notes 4.5).  perf prints the pfn in hex;
+``page=`` is not a ``struct page`` address there.  perf prints the pfn in hex;
 the 6.1 trace-cmd capture prints ``vmemmap_base``'s *symbol address* plus the pfn (we reproduce
 that constant); both print ``fragmenting=10`` for the 6.1-era min() expression of
 ``pageblock_order`` (observed in the captured traces), which the parser recomputes as
 ``fallback_order < pageblock_order``.
 
-Kernel eras (``--kernel-era``, kernel-notes 4.1)
-------------------------------------------------
+Kernel eras (``--kernel-era``)
+------------------------------
+What ``include/trace/events/kmem.h`` records and prints, release by release:
+
 =====  ===========  =================================================================
 era    kernels      what changes in the text
 =====  ===========  =================================================================
@@ -42,7 +44,7 @@ D      >= 5.19      hex pfn; ``percpu_refill`` is the recorded argument
 =====  ===========  =================================================================
 
 Failed allocations (null pfn or ``failed``): ``page=(null) pfn=0`` in A/B, ``page=0000000000000000
-pfn=0x0`` in C/D (kernel-notes 4.2), ``page=0x0`` in perf/trace-cmd.
+pfn=0x0`` in C/D, ``page=0x0`` in perf/trace-cmd.
 
 What cannot survive a round trip (see :func:`as_rendered`): sub-microsecond time, ``tgid`` unless
 ``record_tgid``, the fields an era computes instead of recording, and the provenance columns
@@ -58,6 +60,7 @@ import collections
 import concurrent.futures as cf
 import io
 import os
+from collections import namedtuple
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -225,13 +228,6 @@ def _put_hex(out, p, v, width):
     return p + n
 
 
-@njit(cache=True, nogil=True)
-def _put_lit(out, p, lit):
-    for j in range(lit.shape[0]):
-        out[p + j] = lit[j]
-    return p + lit.shape[0]
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _hash_ptr(pfn):
     # stands in for the kernel's siphash of %p (4.15+): stable, 32 bits, looks like real output
@@ -239,59 +235,68 @@ def _hash_ptr(pfn):
     return ((x * 2654435761) + (pfn >> 31) * 40503 + 0x2545F491) & 0xFFFFFFFF
 
 
-# literal pieces (bytes as uint8 arrays are passed in a small table; see _LITS)
-_LIT_TEXT = [
-    " page=",  # 0
-    " pfn=",  # 1
-    " order=",  # 2
-    " migratetype=",  # 3
-    " gfp_flags=",  # 4
-    " percpu_refill=",  # 5
-    " cold=",  # 6
-    " alloc_order=",  # 7
-    " fallback_order=",  # 8
-    " pageblock_order=",  # 9
-    " alloc_migratetype=",  # 10
-    " fallback_migratetype=",  # 11
-    " fragmenting=",  # 12
-    " change_ownership=",  # 13
-    "(null)",  # 14
-    "0000000000000000",  # 15
-    "0x",  # 16
-    "ffffea",  # 17
-    "00000000",  # 18
-]
-_LIT_BYTES = np.frombuffer("".join(_LIT_TEXT).encode(), np.uint8).copy()
-_LIT_OFF = np.cumsum([0] + [len(t) for t in _LIT_TEXT[:-1]]).astype(np.int64)
-_LIT_LEN = np.array([len(t) for t in _LIT_TEXT], np.int64)
+# literal pieces of the lines, by index (a Texts.lits table)
+_LIT_TEXT = (
+    " page=", " pfn=", " order=", " migratetype=", " gfp_flags=", " percpu_refill=", " cold=", " alloc_order=",
+    " fallback_order=", " pageblock_order=", " alloc_migratetype=", " fallback_migratetype=", " fragmenting=",
+    " change_ownership=", "(null)", "0000000000000000", "0x", "ffffea", "00000000",
+)  # fmt: skip
+(
+    L_PAGE, L_PFN, L_ORDER, L_MT, L_GFP, L_PCP, L_COLD, L_AORDER, L_FORDER, L_PBORDER, L_AMT, L_FMT, L_FRAG, L_CHOWN,
+    L_NULL, L_NULL_PTR, L_0X, L_VMEMMAP, L_HASH_HIGH,
+) = range(len(_LIT_TEXT))  # fmt: skip
+
+#: one batch of the canonical table as int64 arrays, nulls filled (``_Renderer.batch``); ``comm`` and
+#: ``gfp`` index the batch's string tables (gfp -1: none), ``ev`` is the ``Event`` code
+Rows = namedtuple(
+    "Rows",
+    ("ts", "cpu", "pid", "tgid", "comm", "ev", "pfn", "order", "mt", "gfp", "pcp", "failed", "forder", "pborder",
+     "fmt_mt", "chown", "cold"),
+)  # fmt: skip
+#: strings by index: their bytes one after the other, offsets and lengths (``_string_table``)
+Strings = namedtuple("Strings", ("bytes", "off", "len"))
+#: the string tables a batch is written with: comms and gfp texts of the batch, event names and
+#: flags columns per ``Event`` code, and the literal pieces (``L_*``)
+Texts = namedtuple("Texts", ("comm", "gfp", "names", "flags", "lits"))
+#: format and era codes, the irq-info and tgid columns, the width of pids and of perf's event names
+Style = namedtuple("Style", ("fmt", "era", "irq_info", "record_tgid", "pid_w", "name_w"))
+
+_FTRACE, _TRACE_CMD, _PERF = 0, 1, 2  # Style.fmt
+_ERA_A, _ERA_B, _ERA_C, _ERA_D = 0, 1, 2, 3  # Style.era
+_ALLOC = int(Event.MM_PAGE_ALLOC)
+_ZONE_LOCKED = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED)
+_FREE = int(Event.MM_PAGE_FREE)
+_BATCHED = int(Event.MM_PAGE_FREE_BATCHED)
+_EXTFRAG = int(Event.MM_PAGE_ALLOC_EXTFRAG)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _lit(out, p, k, lb, lo, ll):
-    return _put(out, p, lb, lo[k], ll[k])
+def _str(out, p, tab, k):
+    """String ``k`` of table ``tab``."""
+    return _put(out, p, tab.bytes, tab.off[k], tab.len[k])
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _page_field(out, p, fmt, era, pfn, failed, lb, lo, ll):
+def _page_field(out, p, st, pfn, failed, lits):
     """``page=`` value (after the literal ``page=``)."""
     if failed:
-        if fmt != 0:
-            p = _lit(out, p, 16, lb, lo, ll)
+        if st.fmt != _FTRACE:
+            p = _str(out, p, lits, L_0X)
             out[p] = 48
             return p + 1
-        if era <= 1:
-            return _lit(out, p, 14, lb, lo, ll)
-        return _lit(out, p, 15, lb, lo, ll)
-    if era == 0:  # struct page * in the record: the raw vmemmap address
-        if fmt != 0:
-            p = _lit(out, p, 16, lb, lo, ll)
-        p = _lit(out, p, 17, lb, lo, ll)
+        if st.era <= _ERA_B:
+            return _str(out, p, lits, L_NULL)
+        return _str(out, p, lits, L_NULL_PTR)
+    if st.era == _ERA_A:  # struct page * in the record: the raw vmemmap address
+        if st.fmt != _FTRACE:
+            p = _str(out, p, lits, L_0X)
+        p = _str(out, p, lits, L_VMEMMAP)
         return _put_hex(out, p, pfn * 64, 10)
-    if fmt == 0:  # hashed %p
-        p = _lit(out, p, 18, lb, lo, ll)
+    if st.fmt == _FTRACE:  # hashed %p
+        p = _str(out, p, lits, L_HASH_HIGH)
         return _put_hex(out, p, _hash_ptr(pfn), 8)
-    p = _lit(out, p, 16, lb, lo, ll)
-    if fmt == 1 and era >= 2:
+    p = _str(out, p, lits, L_0X)
+    if st.fmt == _TRACE_CMD and st.era >= _ERA_C:
         low = 0x88815730 + pfn
         hi = (0xFFFFFFFF + (low >> 32)) & 0xFFFFFFFF
         p = _put_hex(out, p, hi, 8)
@@ -300,146 +305,147 @@ def _page_field(out, p, fmt, era, pfn, failed, lb, lo, ll):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _pfn_field(out, p, era, pfn, failed, lb, lo, ll):
+def _pfn_field(out, p, era, pfn, failed, lits):
     v = 0 if failed else pfn
-    if era >= 2:
-        p = _lit(out, p, 16, lb, lo, ll)
+    if era >= _ERA_C:
+        p = _str(out, p, lits, L_0X)
         return _put_hex(out, p, v, 0)
     return _put_uint(out, p, v, 0, False)
 
 
-@njit(cache=True, nogil=True)
-def write_lines(
-    out, fmt, era, irq_info, record_tgid, pid_w, start, stop,
-    ts, cpu, pid, tgid, comm, ev, pfn, order, mt, gfp, pcp, failed,
-    forder, pborder, fmt_mt, chown, cold,
-    cb, co, cl, gb, go, gl, nb, no, nl, fb, fo, fl, lb, lo, ll, name_w,
-):  # fmt: skip
-    """Write rows [start, stop) into ``out``; returns (rows written, bytes written).
+@njit(cache=True, nogil=True, inline="always")
+def _prefix(out, p, st, r, tx, i):
+    """The line prefix of row ``i`` up to and including the event name and its colon."""
+    c = r.comm[i]
+    e = r.ev[i]
+    p = _spaces(out, p, 16 - tx.comm.len[c])
+    p = _str(out, p, tx.comm, c)
+    if st.fmt == _PERF:
+        out[p] = 32
+        p += 1
+        p = _put_int_right(out, p, r.pid[i], 5)
+    else:
+        out[p] = 45
+        p += 1
+        p = _put_int_left(out, p, r.pid[i], st.pid_w)
+        if st.fmt == _FTRACE and st.record_tgid:
+            out[p] = 32
+            out[p + 1] = 40
+            p += 2
+            if r.tgid[i] < 0:
+                for j in range(st.pid_w):
+                    out[p] = 45
+                    p += 1
+            else:
+                p = _put_int_right(out, p, r.tgid[i], st.pid_w)
+            out[p] = 41
+            p += 1
+    out[p] = 32
+    out[p + 1] = 91
+    p += 2
+    p = _put_uint(out, p, r.cpu[i], 3, True)
+    out[p] = 93
+    p += 1
+    if st.fmt == _FTRACE:
+        out[p] = 32
+        p += 1
+        if st.irq_info:
+            p = _str(out, p, tx.flags, e)
+    out[p] = 32
+    p += 1
+    t = r.ts[i]
+    p = _put_uint(out, p, t // 1000000000, 5, False)
+    out[p] = 46
+    p += 1
+    p = _put_uint(out, p, (t % 1000000000) // 1000, 6, True)
+    out[p] = 58
+    out[p + 1] = 32
+    p += 2
+    if st.fmt == _PERF:
+        p = _spaces(out, p, st.name_w - tx.names.len[e])
+    p = _str(out, p, tx.names, e)
+    out[p] = 58
+    p += 1
+    if st.fmt == _TRACE_CMD:
+        p = _spaces(out, p, 20 - tx.names.len[e])
+    return p
 
-    Stops early when fewer than 4096 bytes + the row's strings are left.
+
+@njit(cache=True, nogil=True, inline="always")
+def _fields(out, p, st, r, tx, i):
+    """The ``TP_printk`` fields of row ``i``."""
+    e = r.ev[i]
+    lits = tx.lits
+    fail = r.failed[i] != 0 or r.pfn[i] < 0
+    f = max(r.pfn[i], 0)
+    p = _str(out, p, lits, L_PAGE)
+    p = _page_field(out, p, st, f, fail, lits)
+    p = _str(out, p, lits, L_PFN)
+    p = _pfn_field(out, p, st.era, f, fail, lits)
+    if e == _EXTFRAG:
+        p = _str(out, p, lits, L_AORDER)
+        p = _put_int(out, p, r.order[i])
+        p = _str(out, p, lits, L_FORDER)
+        p = _put_int(out, p, r.forder[i])
+        p = _str(out, p, lits, L_PBORDER)
+        p = _put_int(out, p, r.pborder[i])
+        p = _str(out, p, lits, L_AMT)
+        p = _put_int(out, p, r.mt[i])
+        p = _str(out, p, lits, L_FMT)
+        p = _put_int(out, p, r.fmt_mt[i])
+        p = _str(out, p, lits, L_FRAG)
+        if st.fmt != _FTRACE and st.era == _ERA_D:
+            p = _put_int(out, p, 10 if r.forder[i] >= 1 else 9)
+        else:
+            p = _put_int(out, p, 1 if r.forder[i] < r.pborder[i] else 0)
+        p = _str(out, p, lits, L_CHOWN)
+        if st.era == _ERA_A:
+            return _put_int(out, p, 1 if r.mt[i] == r.fmt_mt[i] else 0)
+        return _put_int(out, p, r.chown[i])
+    p = _str(out, p, lits, L_ORDER)
+    p = _put_int(out, p, 0 if e == _BATCHED else r.order[i])
+    if e == _BATCHED:
+        if st.era == _ERA_A:
+            p = _str(out, p, lits, L_COLD)
+            p = _put_int(out, p, r.cold[i])
+        return p
+    if e == _FREE:
+        return p
+    p = _str(out, p, lits, L_MT)  # alloc, zone_locked, drain
+    p = _put_int(out, p, r.mt[i])
+    if e == _ALLOC:
+        p = _str(out, p, lits, L_GFP)
+        g = r.gfp[i]
+        if g >= 0:
+            return _str(out, p, tx.gfp, g)
+        out[p] = 110  # "none"
+        out[p + 1] = 111
+        out[p + 2] = 110
+        out[p + 3] = 101
+        return p + 4
+    if e == _ZONE_LOCKED:
+        p = _str(out, p, lits, L_PCP)
+        return _put_int(out, p, (1 if r.order[i] == 0 else 0) if st.era <= _ERA_C else r.pcp[i])
+    return p
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def write_lines(out, st, rows, texts, start, stop):
+    """Write rows [start, stop) into ``out`` in style ``st``; returns (rows written, bytes written).
+
+    Stops early when fewer than 512 bytes + the row's strings are left.  (Compiled without numba's
+    reference counting: every read of an array out of ``rows`` or ``texts`` would otherwise count.)
     """
     p = 0
     cap = out.shape[0]
     i = start
     while i < stop:
-        c = comm[i]
-        g = gfp[i]
-        need = 512 + cl[c] + (gl[g] if g >= 0 else 0)
+        g = rows.gfp[i]
+        need = 512 + texts.comm.len[rows.comm[i]] + (texts.gfp.len[g] if g >= 0 else 0)
         if p + need > cap:
             break
-        e = ev[i]
-        # ---- prefix
-        if fmt == 2:
-            p = _spaces(out, p, 16 - cl[c])
-            p = _put(out, p, cb, co[c], cl[c])
-            out[p] = 32
-            p += 1
-            p = _put_int_right(out, p, pid[i], 5)
-        else:
-            p = _spaces(out, p, 16 - cl[c])
-            p = _put(out, p, cb, co[c], cl[c])
-            out[p] = 45
-            p += 1
-            p = _put_int_left(out, p, pid[i], pid_w)
-            if fmt == 0 and record_tgid:
-                out[p] = 32
-                out[p + 1] = 40
-                p += 2
-                if tgid[i] < 0:
-                    for j in range(pid_w):
-                        out[p] = 45
-                        p += 1
-                else:
-                    p = _put_int_right(out, p, tgid[i], pid_w)
-                out[p] = 41
-                p += 1
-        out[p] = 32
-        out[p + 1] = 91
-        p += 2
-        p = _put_uint(out, p, cpu[i], 3, True)
-        out[p] = 93
-        p += 1
-        if fmt == 0:
-            out[p] = 32
-            p += 1
-            if irq_info:
-                p = _put(out, p, fb, fo[e], fl[e])
-        out[p] = 32
-        p += 1
-        t = ts[i]
-        p = _put_uint(out, p, t // 1000000000, 5, False)
-        out[p] = 46
-        p += 1
-        p = _put_uint(out, p, (t % 1000000000) // 1000, 6, True)
-        out[p] = 58
-        out[p + 1] = 32
-        p += 2
-        if fmt == 2:
-            p = _spaces(out, p, name_w - nl[e])
-            p = _put(out, p, nb, no[e], nl[e])
-            out[p] = 58
-            p += 1
-        else:
-            p = _put(out, p, nb, no[e], nl[e])
-            out[p] = 58
-            p += 1
-            if fmt == 1:
-                p = _spaces(out, p, 20 - nl[e])
-        # ---- TP_printk
-        fail = failed[i] != 0 or pfn[i] < 0
-        f = pfn[i] if pfn[i] >= 0 else 0
-        p = _lit(out, p, 0, lb, lo, ll)
-        p = _page_field(out, p, fmt, era, f, fail, lb, lo, ll)
-        p = _lit(out, p, 1, lb, lo, ll)
-        p = _pfn_field(out, p, era, f, fail, lb, lo, ll)
-        if e == 5:  # mm_page_alloc_extfrag
-            p = _lit(out, p, 7, lb, lo, ll)
-            p = _put_int(out, p, order[i])
-            p = _lit(out, p, 8, lb, lo, ll)
-            p = _put_int(out, p, forder[i])
-            p = _lit(out, p, 9, lb, lo, ll)
-            p = _put_int(out, p, pborder[i])
-            p = _lit(out, p, 10, lb, lo, ll)
-            p = _put_int(out, p, mt[i])
-            p = _lit(out, p, 11, lb, lo, ll)
-            p = _put_int(out, p, fmt_mt[i])
-            p = _lit(out, p, 12, lb, lo, ll)
-            if fmt != 0 and era == 3:
-                p = _put_int(out, p, 10 if forder[i] >= 1 else 9)
-            else:
-                p = _put_int(out, p, 1 if forder[i] < pborder[i] else 0)
-            p = _lit(out, p, 13, lb, lo, ll)
-            if era == 0:
-                p = _put_int(out, p, 1 if mt[i] == fmt_mt[i] else 0)
-            else:
-                p = _put_int(out, p, chown[i])
-        else:
-            p = _lit(out, p, 2, lb, lo, ll)
-            p = _put_int(out, p, 0 if e == 3 else order[i])
-            if e == 3:
-                if era == 0:
-                    p = _lit(out, p, 6, lb, lo, ll)
-                    p = _put_int(out, p, cold[i])
-            elif e != 2:  # alloc, zone_locked, drain
-                p = _lit(out, p, 3, lb, lo, ll)
-                p = _put_int(out, p, mt[i])
-                if e == 0:
-                    p = _lit(out, p, 4, lb, lo, ll)
-                    if g >= 0:
-                        p = _put(out, p, gb, go[g], gl[g])
-                    else:
-                        out[p] = 110  # "none"
-                        out[p + 1] = 111
-                        out[p + 2] = 110
-                        out[p + 3] = 101
-                        p += 4
-                elif e == 1:
-                    p = _lit(out, p, 5, lb, lo, ll)
-                    if era <= 2:
-                        p = _put_int(out, p, 1 if order[i] == 0 else 0)
-                    else:
-                        p = _put_int(out, p, pcp[i])
+        p = _prefix(out, p, st, rows, texts, i)
+        p = _fields(out, p, st, rows, texts, i)
         out[p] = 10
         p += 1
         i += 1
@@ -447,14 +453,17 @@ def write_lines(
 
 
 # ----------------------------------------------------------------------------- Python side
-def _string_table(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _string_table(strings: list[str] | tuple[str, ...]) -> Strings:
     raw = [s.encode() for s in strings]
     lens = np.array([len(r) for r in raw] or [0], np.int64)
     offs = np.zeros_like(lens)
     if len(raw) > 1:
         offs[1:] = np.cumsum(lens[:-1])
     buf = np.frombuffer(b"".join(raw) + b"\0", np.uint8).copy()
-    return buf, offs, lens
+    return Strings(buf, offs, lens)
+
+
+_LITS = _string_table(_LIT_TEXT)
 
 
 def _event_names(opts: RenderOptions) -> list[str]:
@@ -495,57 +504,59 @@ def _int(col, fill: int, dtype=np.int64) -> np.ndarray:
     return np.asarray(col.to_numpy(zero_copy_only=False)).astype(dtype, copy=False)
 
 
+def _rows(rb: pa.RecordBatch | pa.Table) -> tuple[Rows, list[str], list[str]]:
+    """The columns of a batch the writer reads, and the batch's comm and gfp dictionaries."""
+    comm_idx, comm_dict = _dict_column(rb.column("comm"))
+    gfp_idx, gfp_dict = _dict_column(rb.column("gfp_flags"))
+    ev_idx, ev_dict = _dict_column(rb.column("event"))
+    try:
+        ev_map = np.array([_EVENT_CODE_BY_NAME[s] for s in ev_dict] or [0], np.int64)
+    except KeyError as exc:
+        raise ValueError(f"unknown event {exc.args[0]!r} in the table") from None
+    ts = _int(rb.column("ts_ns"), 0)
+    if (ts < 0).any():
+        raise ValueError("negative timestamps cannot be printed as %5lu.%06lu")
+    rows = Rows(
+        ts=ts,
+        cpu=_int(rb.column("cpu"), 0),
+        pid=_int(rb.column("pid"), 0),
+        tgid=_int(rb.column("tgid"), -1),
+        comm=comm_idx.astype(np.int64),
+        ev=ev_map[ev_idx],
+        pfn=_int(rb.column("pfn"), -1),
+        order=_int(rb.column("order"), 0),
+        mt=_int(rb.column("migratetype"), 0),
+        gfp=gfp_idx.astype(np.int64),
+        pcp=_int(rb.column("percpu_refill"), 0),
+        failed=_int(rb.column("failed"), 0),
+        forder=_int(rb.column("fallback_order"), 0),
+        pborder=_int(rb.column("pageblock_order"), 9),
+        fmt_mt=_int(rb.column("fallback_migratetype"), 0),
+        chown=_int(rb.column("change_ownership"), 0),
+        cold=_int(rb.column("cold"), 0),
+    )
+    return rows, comm_dict, gfp_dict
+
+
 class _Renderer:
     def __init__(self, opts: RenderOptions) -> None:
         self.opts = opts
         self.names = _string_table(_event_names(opts))
         self.flags = _string_table(_flags(opts))
-        self.pid_w = 7 if (opts.fmt == "ftrace" and opts.era in ("C", "D")) else 5
-        self.name_w = PERF_EVENT_WIDTH
+        pid_w = 7 if (opts.fmt == "ftrace" and opts.era in ("C", "D")) else 5
+        self.style = Style(_FMT_CODE[opts.fmt], _ERA_CODE[opts.era], opts.irq_info, opts.record_tgid, pid_w,
+                           PERF_EVENT_WIDTH)  # fmt: skip
         self.workers = max(1, opts.workers)
         self._free: list[np.ndarray] = []  # render buffers (list.pop/append are atomic)
 
     def batch(self, rb: pa.RecordBatch | pa.Table, sink: BinaryIO) -> int:
+        """Write the lines of ``rb`` to ``sink``; returns the bytes written."""
         n = rb.num_rows
         if n == 0:
             return 0
-        o = self.opts
-        comm_idx, comm_dict = _dict_column(rb.column("comm"))
-        gfp_idx, gfp_dict = _dict_column(rb.column("gfp_flags"))
-        ev_idx, ev_dict = _dict_column(rb.column("event"))
-        try:
-            ev_map = np.array([_EVENT_CODE_BY_NAME[s] for s in ev_dict] or [0], np.int64)
-        except KeyError as exc:
-            raise ValueError(f"unknown event {exc.args[0]!r} in the table") from None
-        ev = ev_map[ev_idx]
-        cb, co, cl = _string_table(comm_dict)
-        gb, go, gl = _string_table(gfp_dict)
-        ts = _int(rb.column("ts_ns"), 0)
-        if (ts < 0).any():
-            raise ValueError("negative timestamps cannot be printed as %5lu.%06lu")
-        args = (
-            ts,
-            _int(rb.column("cpu"), 0),
-            _int(rb.column("pid"), 0),
-            _int(rb.column("tgid"), -1),
-            comm_idx.astype(np.int64),
-            ev,
-            _int(rb.column("pfn"), -1),
-            _int(rb.column("order"), 0),
-            _int(rb.column("migratetype"), 0),
-            gfp_idx.astype(np.int64),
-            _int(rb.column("percpu_refill"), 0),
-            _int(rb.column("failed"), 0),
-            _int(rb.column("fallback_order"), 0),
-            _int(rb.column("pageblock_order"), 9),
-            _int(rb.column("fallback_migratetype"), 0),
-            _int(rb.column("change_ownership"), 0),
-            _int(rb.column("cold"), 0),
-        )
-        maxstr = int(cl.max(initial=0)) + int(gl.max(initial=0)) + 512
-        statics = (cb, co, cl, gb, go, gl, *self.names, *self.flags, _LIT_BYTES, _LIT_OFF, _LIT_LEN, self.name_w)
-        head = (_FMT_CODE[o.fmt], _ERA_CODE[o.era], o.irq_info, o.record_tgid, self.pid_w)
-
+        rows, comm_dict, gfp_dict = _rows(rb)
+        texts = Texts(_string_table(comm_dict), _string_table(gfp_dict), self.names, self.flags, _LITS)
+        maxstr = int(texts.comm.len.max(initial=0)) + int(texts.gfp.len.max(initial=0)) + 512
         step = 1 << 15
         size = step * 160 + maxstr
 
@@ -561,7 +572,7 @@ class _Renderer:
                     buf = np.empty(size, np.uint8)
                 if buf.shape[0] < size:
                     buf = np.empty(size, np.uint8)
-                j, nbytes = write_lines(buf, *head, i, hi, *args, *statics)
+                j, nbytes = write_lines(buf, self.style, rows, texts, i, hi)
                 if j == i:
                     raise RuntimeError("render buffer too small for one line")
                 out.append((buf, nbytes))

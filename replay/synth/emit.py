@@ -1,4 +1,4 @@
-"""Kernel-faithful synthetic emission: workload requests through the replay model (issue 5).
+"""Kernel-faithful synthetic emission: workload requests through the replay model.
 
 ``parsers.synthetic.workloads`` produces *requests* (who asks for which order when, and which
 allocation each free releases).  :class:`EngineEmitter` serves them with the replay model of
@@ -55,16 +55,19 @@ order.  Timestamps are microsecond-aligned and never go backwards on a CPU.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from parsers.schema import arrow_schema, decode_gfp
+from parsers.schema import Event, arrow_schema, decode_gfp
 from parsers.synthetic.emit import HeldBack, event_batch, release_sorted
+from replay.jit import kernel, kernel_entry
 from replay.model.buddy import __free_one_page, __rmqueue, add_to_free_list, del_page_from_free_list
-from replay.model.layout import MemoryLayout, layout_for_guest
+from replay.model.layout import MemoryLayout
+from replay.model.layout_x86 import layout_for_guest
 from replay.model.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_allowed_order
 from replay.model.simulate import gfp_zone_limit, zone_kinds, zonelist_zone
 from replay.model.state import (
@@ -89,9 +92,14 @@ from replay.model.state import (
     with_trace_log,
     zone_of,
 )
-from replay.jit import kernel, kernel_entry
 
-EV_ALLOC, EV_ZL, EV_FREE, EV_BATCHED, EV_DRAIN, EV_EXTFRAG = 0, 1, 2, 3, 4, 5
+EV_ALLOC = int(Event.MM_PAGE_ALLOC)
+EV_ZL = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED)
+EV_FREE = int(Event.MM_PAGE_FREE)
+EV_BATCHED = int(Event.MM_PAGE_FREE_BATCHED)
+EV_DRAIN = int(Event.MM_PAGE_PCPU_DRAIN)
+EV_EXTFRAG = int(Event.MM_PAGE_ALLOC_EXTFRAG)
+# the request kinds of parsers.synthetic.workloads (REQUEST_SCHEMA)
 KIND_ALLOC, KIND_FREE, KIND_FREE_BATCHED, KIND_FREE_CORE = 0, 1, 2, 3
 
 #: what ``pagereplay.synthetic.emitter`` says for this emitter
@@ -100,22 +108,45 @@ DESCRIPTION = "engine: replay.synth.emit (the replay model of 6.1: buddy, migrat
 # status codes of emit_chunk
 ST_DONE, ST_OUT_FULL, ST_MAP_FULL, ST_LOG_OVERFLOW = 0, 1, 2, 3
 
+#: the guest: zone kinds (``zone_kinds``) and low watermarks, the layout's per-CPU, per-zone pcp
+#: batch and high
+Guest = namedtuple("Guest", ("zkind", "wmark", "batch", "high"))
+#: per phase of the workload: the pcp batch in force (0: the layout's; 1: the boot pageset) and
+#: whether the watermarks are still zero
+Phases = namedtuple("Phases", ("batch", "wm_zero"))
+#: ``costs``: ns per alloc, free, zone_locked/extfrag and drain event (``EmitParams``); ``cpu``:
+#: each CPU's clock; ``zone_lock``: when each zone's lock is next free
+Clocks = namedtuple("Clocks", ("costs", "cpu", "zone_lock"))
+#: ``cur``: [phase in force, carve pointer of ``carve_pretrace``]; ``touched``: pages an event named
+Progress = namedtuple("Progress", ("cur", "touched"))
+#: req_id -> (page, time of its allocation event): open addressing, ``n[0]`` entries, key -1 empty
+LiveMap = namedtuple("LiveMap", ("key", "page", "time", "n"))
+#: a request batch (``REQUEST_SCHEMA``, gfp as its dictionary index, -1 none) plus the gfp mask
+Requests = namedtuple(
+    "Requests", ("ts", "cpu", "pid", "comm", "kind", "order", "mt", "gfp", "mask", "life", "id", "phase")
+)
+#: the emitted events: ``aux0`` percpu_refill (or -1), ``aux1`` fallback_order, ``aux2``
+#: fallback_migratetype and change_ownership packed as ``fb_mt * 2 + chown``
+Emitted = namedtuple(
+    "Emitted", ("ts_ns", "cpu", "pid", "comm", "ev", "pfn", "order", "mt", "gfp", "aux0", "aux1", "aux2")
+)
+
 
 # ----------------------------------------------------------------- live map (req_id -> page)
 @kernel(nrt=False)
-def _h_home(key: int, mask: int) -> int:
+def _home(key: int, mask: int) -> int:
     """Home slot of ``key``: multiplicative hashing (request ids are dense: ``key & mask`` would
     make one long probe cluster of the live window).  Products stay below 2**63."""
     return (((key & 0xFFFFFFFF) * 0x5BD1E995) >> 13) & mask
 
 
 @kernel(nrt=False)
-def _h_find(hk: np.ndarray, key: int) -> int:
-    """Slot of ``key`` in the open-addressing table (linear probing), -1 if absent."""
-    mask = hk.shape[0] - 1
-    s = _h_home(key, mask)
+def live_find(m: LiveMap, key: int) -> int:
+    """Slot of ``key`` (linear probing), -1 if absent."""
+    mask = m.key.shape[0] - 1
+    s = _home(key, mask)
     while True:
-        k = hk[s]
+        k = m.key[s]
         if k == key:
             return s
         if k == -1:
@@ -124,49 +155,52 @@ def _h_find(hk: np.ndarray, key: int) -> int:
 
 
 @kernel(nrt=False)
-def _h_put(hk: np.ndarray, hv: np.ndarray, ht: np.ndarray, hn: np.ndarray, key: int, v: int, t: int) -> None:
-    mask = hk.shape[0] - 1
-    s = _h_home(key, mask)
-    while hk[s] != -1 and hk[s] != key:
+def live_put(m: LiveMap, key: int, page: int, t: int) -> None:
+    mask = m.key.shape[0] - 1
+    s = _home(key, mask)
+    while m.key[s] != -1 and m.key[s] != key:
         s = (s + 1) & mask
-    if hk[s] == -1:
-        hn[0] += 1
-    hk[s] = key
-    hv[s] = v
-    ht[s] = t
+    if m.key[s] == -1:
+        m.n[0] += 1
+    m.key[s] = key
+    m.page[s] = page
+    m.time[s] = t
 
 
 @kernel(nrt=False)
-def _h_del(hk: np.ndarray, hv: np.ndarray, ht: np.ndarray, hn: np.ndarray, s: int) -> None:
+def live_del(m: LiveMap, s: int) -> None:
     """Delete slot ``s`` with backward-shift deletion (no tombstones)."""
-    mask = hk.shape[0] - 1
-    hn[0] -= 1
+    mask = m.key.shape[0] - 1
+    m.n[0] -= 1
     i = s
     j = s
     while True:
         j = (j + 1) & mask
-        if hk[j] == -1:
+        if m.key[j] == -1:
             break
-        home = _h_home(hk[j], mask)
+        home = _home(m.key[j], mask)
         # leave the entry where it is if its home lies cyclically in (i, j]
         if i <= j:
             if i < home <= j:
                 continue
         elif home > i or home <= j:
             continue
-        hk[i] = hk[j]
-        hv[i] = hv[j]
-        ht[i] = ht[j]
+        m.key[i] = m.key[j]
+        m.page[i] = m.page[j]
+        m.time[i] = m.time[j]
         i = j
-    hk[i] = -1
+    m.key[i] = -1
 
 
 @kernel_entry(nrt=False)
-def _h_rehash(ok: np.ndarray, ov: np.ndarray, ot: np.ndarray, hk: np.ndarray, hv: np.ndarray, ht: np.ndarray,
-              hn: np.ndarray) -> None:
-    for s in range(ok.shape[0]):
-        if ok[s] != -1:
-            _h_put(hk, hv, ht, hn, ok[s], ov[s], ot[s])
+def live_rehash(old: LiveMap, new: LiveMap) -> None:
+    for s in range(old.key.shape[0]):
+        if old.key[s] != -1:
+            live_put(new, old.key[s], old.page[s], old.time[s])
+
+
+def new_live_map(cap: int) -> LiveMap:
+    return LiveMap(np.full(cap, -1, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(1, np.int64))
 
 
 # ----------------------------------------------------------------- model steps
@@ -175,7 +209,8 @@ def engine_rmqueue(st: ModelState, c: int, z: int, o: int, m: int) -> int:
     """6.1 ``rmqueue()``: ``rmqueue_pcplist()`` for pcp orders, else ``rmqueue_buddy()``.
 
     (When ``rmqueue_bulk()`` finds nothing, 6.1 tries ``rmqueue_buddy()``, which finds
-    nothing either without ``ALLOC_HARDER``: not repeated here.)
+    nothing either without ``ALLOC_HARDER``: not repeated here.)  Simulate mode's
+    ``sim_rmqueue`` also records the zone->lock section; here the tracepoint log does.
     """
     if pcp_allowed_order(o, st.geo[G_PB_ORDER]) and m < MIGRATE_PCPTYPES:
         st.pcp_free_factor[c, z] >>= 1  # rmqueue_pcplist(): before __rmqueue_pcplist()
@@ -281,81 +316,107 @@ def _next_us(t: int) -> int:
 
 
 @kernel(nrt=False)
-def _put(O, ne: int, t: int, c: int, pid: int, comm: int, ev: int,  # type: ignore[no-untyped-def]
-         pfn: int, order: int, mt: int, gfp: int, a: int, b: int, cc: int) -> int:
-    """Write one event at row ``ne`` of the output columns ``O``; returns ``ne + 1``."""
-    O[0][ne] = _us(t)
-    O[1][ne] = c
-    O[2][ne] = pid
-    O[3][ne] = comm
-    O[4][ne] = ev
-    O[5][ne] = pfn
-    O[6][ne] = order
-    O[7][ne] = mt
-    O[8][ne] = gfp
-    O[9][ne] = a
-    O[10][ne] = b
-    O[11][ne] = cc
+def _put(out: Emitted, ne: int, t: int, c: int, pid: int, comm: int, ev: int, pfn: int, order: int, mt: int,
+         gfp: int, a: int, b: int, cc: int) -> int:  # fmt: skip
+    """Write one event at row ``ne`` of ``out``; returns ``ne + 1``."""
+    out.ts_ns[ne] = _us(t)
+    out.cpu[ne] = c
+    out.pid[ne] = pid
+    out.comm[ne] = comm
+    out.ev[ne] = ev
+    out.pfn[ne] = pfn
+    out.order[ne] = order
+    out.mt[ne] = mt
+    out.gfp[ne] = gfp
+    out.aux0[ne] = a
+    out.aux1[ne] = b
+    out.aux2[ne] = cc
     return ne + 1
 
 
+@kernel(nrt=False)
+def _set_phase_pcp(st: ModelState, guest: Guest, batch: int) -> None:
+    """The pcp batch/high of a phase on every CPU and zone (batch 1: the boot pageset, high 0;
+    batch 0: the layout's)."""
+    for c in range(st.pcp_batch.shape[0]):
+        for z in range(st.z_start.shape[0]):
+            if batch > 0:
+                st.pcp_batch[c, z] = batch
+                st.pcp_high[c, z] = 0 if batch <= 1 else guest.high[c, z]
+            else:
+                st.pcp_batch[c, z] = guest.batch[c, z]
+                st.pcp_high[c, z] = guest.high[c, z]
+
+
+@kernel(nrt=False)
+def _freed_block(st: ModelState, prog: Progress, live: LiveMap, rid: int, o: int, t: int) -> tuple[int, int]:
+    """(page index or -1, time) of the block a free of request id ``rid`` releases: the allocation's
+    (after its event), or for ``rid`` -1 one allocated before the trace (``carve_pretrace``)."""
+    if rid < 0:
+        return carve_pretrace(st, prog.touched, prog.cur, o), t
+    s = live_find(live, rid)
+    if s < 0:
+        return -1, t
+    j = live.page[s]
+    t = max(t, live.time[s] + 1000)
+    live_del(live, s)
+    return j, t
+
+
+@kernel(nrt=False)
+def _drain_events(st: ModelState, nl: int, c: int, pid: int, comm: int, t: int, drain_ns: int, out: Emitted,
+                  ne: int) -> tuple[int, int]:  # fmt: skip
+    """One ``mm_page_pcpu_drain`` per block of the tracepoint log (``free_pcppages_bulk()``); (events, time)."""
+    base = st.geo[0]
+    for r in range(1, nl + 1):
+        ne = _put(out, ne, t, c, pid, comm, EV_DRAIN, st.tp[r, TP_PAGE] + base, st.tp[r, TP_ORDER], st.tp[r, TP_MT],
+                  -1, -1, -1, -1)  # fmt: skip
+        t += drain_ns
+    return ne, t
+
+
+# One function for the request loop: the allocation and free paths below would each be a call of
+# their own otherwise, too large for LLVM to inline, passing every array of the model state, the
+# requests and the outputs as separate arguments for every request (~20% of the emission).
 @kernel_entry(nrt=False)
-def emit_chunk(st: ModelState, zkind: np.ndarray, wmark: np.ndarray, ph_batch: np.ndarray, ph_wm0: np.ndarray,
-               lay_batch: np.ndarray, lay_high: np.ndarray, cur: np.ndarray, costs: np.ndarray, clock: np.ndarray,
-               zlock: np.ndarray, touched: np.ndarray, hk: np.ndarray, hv: np.ndarray, ht: np.ndarray, hn: np.ndarray,
-               r_ts: np.ndarray, r_cpu: np.ndarray, r_pid: np.ndarray, r_comm: np.ndarray, r_kind: np.ndarray,
-               r_order: np.ndarray, r_mt: np.ndarray, r_gfp: np.ndarray, r_mask: np.ndarray, r_life: np.ndarray,
-               r_id: np.ndarray, r_phase: np.ndarray, start: int,
-               o_ts: np.ndarray, o_cpu: np.ndarray, o_pid: np.ndarray, o_comm: np.ndarray, o_ev: np.ndarray,
-               o_pfn: np.ndarray, o_order: np.ndarray, o_mt: np.ndarray, o_gfp: np.ndarray, o_a: np.ndarray,
-               o_b: np.ndarray, o_c: np.ndarray) -> tuple[int, int, int]:
-    """Serve requests ``start..``; returns (next request, events written, status).
+def emit_chunk(st: ModelState, guest: Guest, phases: Phases, clk: Clocks, prog: Progress, live: LiveMap,
+               req: Requests, start: int, out: Emitted) -> tuple[int, int, int]:  # fmt: skip
+    """Serve requests ``start..`` into ``out``; returns (next request, events written, status).
 
     status: 0 done; 1 output nearly full; 2 live map over half full (grow it); 3 tracepoint log
-    overflow (a bug: the log is sized for the largest drain).  ``cur``: [phase in force, carve
-    pointer].  ``o_a``, ``o_b``, ``o_c``: percpu_refill (or -1), fallback_order, and
-    fallback_migratetype / change_ownership packed as ``fb_mt * 2 + chown``, per event.
+    overflow (a bug: the log is sized for the largest drain).
     """
-    O = (o_ts, o_cpu, o_pid, o_comm, o_ev, o_pfn, o_order, o_mt, o_gfp, o_a, o_b, o_c)
-    n = r_ts.shape[0]
+    n = req.ts.shape[0]
     base = st.geo[0]
     pbo = st.geo[G_PB_ORDER]
-    nz = st.z_start.shape[0]
-    ncpu = st.pcp_batch.shape[0]
-    cap_out = o_ts.shape[0]
+    cap_out = out.ts_ns.shape[0]
     tp_cap = st.tp.shape[0]
-    alloc_ns, free_ns, zl_ns, drain_ns = costs[0], costs[1], costs[2], costs[3]
+    alloc_ns, free_ns, zl_ns, drain_ns = clk.costs[0], clk.costs[1], clk.costs[2], clk.costs[3]
+    zone_lock = clk.zone_lock
     ne = 0
     i = start
     while i < n:
         if ne + tp_cap + 8 > cap_out:
             return i, ne, ST_OUT_FULL
-        if 2 * (hn[0] + 1) > hk.shape[0]:
+        if 2 * (live.n[0] + 1) > live.key.shape[0]:
             return i, ne, ST_MAP_FULL
-        ph = r_phase[i]
-        if ph != cur[0]:  # the pcp batch/high in force (boot pageset: batch 1, high 0)
-            cur[0] = ph
-            b = ph_batch[ph]
-            for cc in range(ncpu):
-                for z in range(nz):
-                    if b > 0:
-                        st.pcp_batch[cc, z] = b
-                        st.pcp_high[cc, z] = 0 if b <= 1 else lay_high[cc, z]
-                    else:
-                        st.pcp_batch[cc, z] = lay_batch[cc, z]
-                        st.pcp_high[cc, z] = lay_high[cc, z]
-        c = r_cpu[i]
-        o = r_order[i]
-        kind = r_kind[i]
-        pid = r_pid[i]
-        comm = r_comm[i]
-        t = max(clock[c], r_ts[i])
+        ph = req.phase[i]
+        if ph != prog.cur[0]:  # the pcp batch/high in force (boot pageset: batch 1, high 0)
+            prog.cur[0] = ph
+            _set_phase_pcp(st, guest, phases.batch[ph])
+        c = req.cpu[i]
+        o = req.order[i]
+        kind = req.kind[i]
+        pid = req.pid[i]
+        comm = req.comm[i]
+        t = max(clk.cpu[c], req.ts[i])
         st.tp[0, 0] = 0
         if kind == KIND_ALLOC:
-            m = r_mt[i]
+            m = req.mt[i]
             if m < 0 or m >= MIGRATE_ISOLATE:
                 m = MIGRATE_MOVABLE
-            got, gz = engine_alloc(st, zkind, wmark, ph_wm0[ph] != 0, c, o, m, gfp_zone_limit(r_mask[i]))
+            got, _z = engine_alloc(st, guest.zkind, guest.wmark, phases.wm_zero[ph] != 0, c, o, m,
+                                   gfp_zone_limit(req.mask[i]))  # fmt: skip
             # the zone->lock section(s) the allocation went through
             nl = st.tp[0, 0]
             if nl >= tp_cap:
@@ -365,49 +426,39 @@ def emit_chunk(st: ModelState, zkind: np.ndarray, wmark: np.ndarray, ph_batch: n
                 z = st.tp[r, TP_ZONE]
                 if z != pz:
                     if pz >= 0:
-                        zlock[pz] = _next_us(t)
-                    t = max(t, zlock[z])
+                        zone_lock[pz] = _next_us(t)
+                    t = max(t, zone_lock[z])
                     pz = z
-                ev = st.tp[r, TP_EV]
                 p = st.tp[r, TP_PAGE]
                 ro = st.tp[r, TP_ORDER]
-                if ev == TP_ZONE_LOCKED:
-                    ne = _put(O, ne, t, c, pid, comm, EV_ZL, p + base, ro, st.tp[r, TP_MT], -1, st.tp[r, TP_A], -1, -1)
+                if st.tp[r, TP_EV] == TP_ZONE_LOCKED:
+                    ne = _put(out, ne, t, c, pid, comm, EV_ZL, p + base, ro, st.tp[r, TP_MT], -1, st.tp[r, TP_A], -1, -1)
                     for q in range(p, p + (1 << ro)):
-                        touched[q] = 1
+                        prog.touched[q] = 1
                 else:
-                    ne = _put(O, ne, t, c, pid, comm, EV_EXTFRAG, p + base, ro, st.tp[r, TP_MT], -1, -1,
-                              st.tp[r, TP_A], st.tp[r, TP_B] * 2 + st.tp[r, TP_C])
+                    ne = _put(out, ne, t, c, pid, comm, EV_EXTFRAG, p + base, ro, st.tp[r, TP_MT], -1, -1,
+                              st.tp[r, TP_A], st.tp[r, TP_B] * 2 + st.tp[r, TP_C])  # fmt: skip
                     # the event names the whole free block stolen from: none of it may be carved
                     # later as "allocated before the trace"
                     for q in range(p, p + (1 << st.tp[r, TP_A])):
-                        touched[q] = 1
+                        prog.touched[q] = 1
                 t += zl_ns
             if pz >= 0:
-                zlock[pz] = _next_us(t)
+                zone_lock[pz] = _next_us(t)
             st.tp[0, 0] = 0
             pfn = got + base if got >= 0 else -1
-            ne = _put(O, ne, t, c, pid, comm, EV_ALLOC, pfn, o, r_mt[i], r_gfp[i], -1, -1, -1)
+            ne = _put(out, ne, t, c, pid, comm, EV_ALLOC, pfn, o, req.mt[i], req.gfp[i], -1, -1, -1)
             t += alloc_ns
-            if got >= 0 and r_life[i] >= 0:
-                _h_put(hk, hv, ht, hn, r_id[i], got, t)  # a free (on any CPU) comes after this event
+            if got >= 0 and req.life[i] >= 0:
+                live_put(live, req.id[i], got, t)  # a free (on any CPU) comes after this event
         else:
-            rid = r_id[i]
-            j = -1
-            if rid < 0:  # allocated before the trace
-                j = carve_pretrace(st, touched, cur, o)
-            else:
-                s = _h_find(hk, rid)
-                if s >= 0:
-                    j = hv[s]
-                    t = max(t, ht[s] + 1000)
-                    _h_del(hk, hv, ht, hn, s)
+            j, t = _freed_block(st, prog, live, req.id[i], o, t)
             if j >= 0:
                 z = zone_of(st, j)
-                ne = _put(O, ne, t, c, pid, comm, EV_FREE, j + base, o, -1, -1, -1, -1, -1)
+                ne = _put(out, ne, t, c, pid, comm, EV_FREE, j + base, o, -1, -1, -1, -1, -1)
                 t += free_ns
                 if kind == KIND_FREE_BATCHED and o == 0:
-                    ne = _put(O, ne, t, c, pid, comm, EV_BATCHED, j + base, 0, -1, -1, -1, -1, -1)
+                    ne = _put(out, ne, t, c, pid, comm, EV_BATCHED, j + base, 0, -1, -1, -1, -1, -1)
                     t += free_ns
                 # free_pages_prepare() is over: the block leaves the allocated state
                 st.z_nr_alloc[z] -= 1 << o
@@ -419,19 +470,16 @@ def emit_chunk(st: ModelState, zkind: np.ndarray, wmark: np.ndarray, ph_batch: n
                     if nl >= tp_cap:
                         return i, ne, ST_LOG_OVERFLOW
                     if nl > 0:  # free_pcppages_bulk(): one zone->lock section
-                        t = max(t, zlock[z])
-                        for r in range(1, nl + 1):
-                            ne = _put(O, ne, t, c, pid, comm, EV_DRAIN, st.tp[r, TP_PAGE] + base,
-                                      st.tp[r, TP_ORDER], st.tp[r, TP_MT], -1, -1, -1, -1)
-                            t += drain_ns
-                        zlock[z] = _next_us(t)
+                        t = max(t, zone_lock[z])
+                        ne, t = _drain_events(st, nl, c, pid, comm, t, drain_ns, out, ne)
+                        zone_lock[z] = _next_us(t)
                     st.tp[0, 0] = 0
                 else:  # free_one_page() / __free_pages_core(): zone->lock, no tracepoint
-                    t = max(t, zlock[z])
+                    t = max(t, zone_lock[z])
                     __free_one_page(st, j, z, o, pbmt, kind == KIND_FREE_CORE)
                     t += zl_ns
-                    zlock[z] = _next_us(t)
-        clock[c] = t
+                    zone_lock[z] = _next_us(t)
+        clk.cpu[c] = t
         i += 1
     return i, ne, ST_DONE
 
@@ -441,6 +489,7 @@ _OUT = {
     "ts_ns": np.int64, "cpu": np.int32, "pid": np.int32, "comm": np.int32, "ev": np.int8, "pfn": np.int64,
     "order": np.int8, "mt": np.int8, "gfp": np.int32, "aux0": np.int8, "aux1": np.int8, "aux2": np.int8,
 }  # fmt: skip
+assert tuple(_OUT) == Emitted._fields
 
 
 def _blocks(lo: int, hi: int, n_orders: int) -> tuple[np.ndarray, np.ndarray]:
@@ -522,36 +571,32 @@ class EngineEmitter(HeldBack):
         self.p = p = params or EmitParams()
         self.layout = layout or layout_for_guest(machine.memory, machine.cpus)
         st = _initial_state(self.layout)
-        self.lay_batch = st.pcp_batch.copy()
-        self.lay_high = st.pcp_high.copy()
+        batch = st.pcp_batch.copy()
+        high = st.pcp_high.copy()
         if p.batch != EmitParams().batch:
-            self.lay_batch[:] = p.batch
+            batch[:] = p.batch
         if p.high > 0:
-            self.lay_high[:] = p.high
+            high[:] = p.high
         # the largest burst one request can log: a drain of everything on a CPU's lists
         # (at most high + one refill of each of the 13 lists) or a refill with a steal per block
-        cap = int(self.lay_high.max()) + 16 * int(max(self.lay_batch.max(), 2)) + 4096
+        cap = int(high.max()) + 16 * int(max(batch.max(), 2)) + 4096
         self.st = with_trace_log(st, cap)
         from replay.model.initial_state import model_zones
 
         zones = model_zones(self.layout)
         self.zone_names = [z.name for z in zones]
-        self.zkind = zone_kinds(self.zone_names)
-        self.wmark = np.array([z.wmark_low for z in zones], np.int64)
+        self.guest = Guest(zone_kinds(self.zone_names), np.array([z.wmark_low for z in zones], np.int64), batch, high)
         nph = max(128, len(phases or []) + 1)
-        self.ph_batch = np.zeros(nph, np.int64)
-        self.ph_wm0 = np.zeros(nph, np.int64)
+        self.phases = Phases(np.zeros(nph, np.int64), np.zeros(nph, np.int64))
         for ph in phases or []:
             if ph.get("pcp_batch"):
-                self.ph_batch[ph["index"]] = int(ph["pcp_batch"])
+                self.phases.batch[ph["index"]] = int(ph["pcp_batch"])
             if ph.get("watermarks_zero"):
-                self.ph_wm0[ph["index"]] = 1
-        self.cur = np.array([-1, len(st.pg_state)], np.int64)  # phase in force, carve pointer
-        self.costs = np.array([p.alloc_ns, p.free_ns, p.zone_locked_ns, p.drain_ns], np.int64)
-        self.clock = np.zeros(st.pcp_batch.shape[0], np.int64)
-        self.zlock = np.zeros(len(zones), np.int64)
-        self.touched = np.zeros(len(st.pg_state), np.uint8)
-        self._new_map(1 << 16)
+                self.phases.wm_zero[ph["index"]] = 1
+        self.clocks = Clocks(np.array([p.alloc_ns, p.free_ns, p.zone_locked_ns, p.drain_ns], np.int64),
+                             np.zeros(st.pcp_batch.shape[0], np.int64), np.zeros(len(zones), np.int64))  # fmt: skip
+        self.progress = Progress(np.array([-1, len(st.pg_state)], np.int64), np.zeros(len(st.pg_state), np.uint8))
+        self.live = new_live_map(1 << 16)
         self.cap = 1 << 20
         self.held: dict[str, np.ndarray] | None = None
         self.buf: dict[str, np.ndarray] | None = None
@@ -565,21 +610,15 @@ class EngineEmitter(HeldBack):
     # pipeline metadata
     @property
     def high(self) -> dict[str, int]:
-        return {n: int(self.lay_high[0, z]) for z, n in enumerate(self.zone_names)}
+        return {n: int(self.guest.high[0, z]) for z, n in enumerate(self.zone_names)}
 
     def pcp_info(self) -> dict[str, Any]:
-        return {"batch": {n: int(self.lay_batch[0, z]) for z, n in enumerate(self.zone_names)}, "high": self.high}
-
-    def _new_map(self, cap: int) -> None:
-        self.hk = np.full(cap, -1, np.int64)
-        self.hv = np.zeros(cap, np.int64)
-        self.ht = np.zeros(cap, np.int64)
-        self.hn = np.zeros(1, np.int64)
+        return {"batch": {n: int(self.guest.batch[0, z]) for z, n in enumerate(self.zone_names)}, "high": self.high}
 
     def _grow_map(self) -> None:
-        ok, ov, ot = self.hk, self.hv, self.ht
-        self._new_map(len(ok) * 2)
-        _h_rehash(ok, ov, ot, self.hk, self.hv, self.ht, self.hn)
+        old = self.live
+        self.live = new_live_map(len(old.key) * 2)
+        live_rehash(old, self.live)
 
     def _gfp_mask_table(self) -> np.ndarray:
         names = self.gfp_dict.to_pylist() if self.gfp_dict is not None else []
@@ -597,21 +636,11 @@ class EngineEmitter(HeldBack):
         n = batch.num_rows
         if n == 0:
             return
-        col = lambda name: batch.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
-        comm_arr = batch.column("comm")
-        gfp_arr = batch.column("gfp_flags")
-        self.comm_dict = comm_arr.dictionary
-        self.gfp_dict = gfp_arr.dictionary
-        gfp_idx = gfp_arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        masks = self._gfp_mask_table()[gfp_idx]  # index -1 -> the trailing -1
-        req = (
-            col("ts_ns").astype(np.int64), col("cpu").astype(np.int64), col("pid").astype(np.int64),
-            comm_arr.indices.to_numpy(zero_copy_only=False).astype(np.int64), col("kind").astype(np.int64),
-            col("order").astype(np.int64), col("migratetype").astype(np.int64), gfp_idx, masks,
-            col("lifetime_ns").astype(np.int64), col("req_id").astype(np.int64), col("phase").astype(np.int64),
-        )  # fmt: skip
-        if int(req[1].max()) >= len(self.clock):
-            raise ValueError(f"request on cpu {int(req[1].max())}: the machine has {len(self.clock)} CPUs")
+        cols = self._request_columns(batch)
+        req = Requests(**cols, mask=self._gfp_mask_table()[cols["gfp"]])  # gfp -1 -> the trailing -1
+        ncpu = len(self.clocks.cpu)
+        if int(req.cpu.max()) >= ncpu:
+            raise ValueError(f"request on cpu {int(req.cpu.max())}: the machine has {ncpu} CPUs")
         # one buffer (reused across batches): the events held back from the last batch, then the new ones
         held = self.held or {}
         h = len(held.get("ts_ns", ()))
@@ -623,10 +652,8 @@ class EngineEmitter(HeldBack):
         ne_all = h
         i = 0
         while i < n:
-            i2, ne, status = emit_chunk(
-                self.st, self.zkind, self.wmark, self.ph_batch, self.ph_wm0, self.lay_batch, self.lay_high, self.cur,
-                self.costs, self.clock, self.zlock, self.touched, self.hk, self.hv, self.ht, self.hn, *req, i,
-                *(v[ne_all:] for v in buf.values()))  # fmt: skip
+            out = Emitted(**{k: v[ne_all:] for k, v in buf.items()})
+            i2, ne, status = emit_chunk(self.st, self.guest, self.phases, self.clocks, self.progress, self.live, req, i, out)
             ne_all += ne
             if status == ST_MAP_FULL:
                 self._grow_map()
@@ -641,7 +668,7 @@ class EngineEmitter(HeldBack):
             i = i2
         ev = {k: v[:ne_all] for k, v in buf.items()}
         # every later event happens at or after the last request's time (microsecond-aligned)
-        ready, self.held = release_sorted(ev, (int(req[0][-1]) // 1000) * 1000)
+        ready, self.held = release_sorted(ev, (int(req.ts[-1]) // 1000) * 1000)
         yield from self._batch(ready)
 
     def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:

@@ -1,4 +1,4 @@
-"""Calibration of the synthetic workloads with the replay engine's emitter (issue 5).
+"""Calibration of the synthetic workloads with the replay engine's emitter.
 
 ``parsers.synthetic.fit`` is the search; parsers/ never imports replay/, so the engine emitter
 (``replay.synth.emit.EngineEmitter``, the default emitter of ``pagereplay synth``) is passed to it

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from parsers.synthetic.config import SynthConfigError, load_config, parse_param_overrides, parse_size
-from parsers.synthetic.workloads import ChurnParams, RequestGenerator
+from parsers.synthetic.requests import RequestGenerator
+from parsers.synthetic.workloads import ChurnParams
 
 
 def _write(tmp_path: Path, text: str) -> Path:

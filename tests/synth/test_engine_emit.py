@@ -29,6 +29,7 @@ from parsers.synthetic.config import load_config
 from parsers.synthetic.emit import EmitParams, check_pages
 from parsers.synthetic.pipeline import write_parquet
 from parsers.synthetic.render import RenderOptions, as_rendered
+from parsers.synthetic.requests import RequestGenerator
 from parsers.synthetic.workloads import (
     WORKLOADS,
     BootParams,
@@ -36,16 +37,15 @@ from parsers.synthetic.workloads import (
     Lifetime,
     Machine,
     Phase,
-    RequestGenerator,
     Stream,
     Workload,
     generate,
 )
-from replay.model import anomalies, engine
 from replay.cli.synth import _engine_emitter
 from replay.cli.synth import register as register_engine_cli
+from replay.model import anomalies, engine
 from replay.model.initial_state import model_zones
-from replay.model.layout import layout_for_guest
+from replay.model.layout_x86 import layout_for_guest
 from replay.synth.emit import DESCRIPTION, EngineEmitter, emit
 from tests.helpers.events import assert_synthetic_order
 

@@ -9,7 +9,7 @@ from parsers.synthetic.emit import emit
 from parsers.synthetic.workloads import WORKLOADS, BootParams, Machine, generate
 
 engine = pytest.importorskip("replay.model.engine")
-layout = pytest.importorskip("replay.model.layout")
+layout = pytest.importorskip("replay.model.layout_x86")
 anomalies = pytest.importorskip("replay.model.anomalies")
 
 

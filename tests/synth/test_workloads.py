@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from parsers.synthetic.requests import KIND_ALLOC, REQUEST_SCHEMA, RequestGenerator
 from parsers.synthetic.workloads import (
-    KIND_ALLOC,
-    REQUEST_SCHEMA,
     WORKLOADS,
     BootParams,
     FaultInParams,
@@ -18,7 +17,6 @@ from parsers.synthetic.workloads import (
     Lifetime,
     Machine,
     Phase,
-    RequestGenerator,
     Stream,
     Workload,
     generate,
