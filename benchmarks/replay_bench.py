@@ -37,7 +37,7 @@ from parsers.api import load_events, parse_files  # noqa: E402
 from replay.events.arrays import event_arrays  # noqa: E402
 from replay.model.engine import replay, run_loop
 from replay.model.initial_state import infer_initial_state, model_zones  # noqa: E402
-from replay.model.layout import infer_layout, layout_for_guest  # noqa: E402
+from replay.model.layout_x86 import infer_layout, layout_for_guest  # noqa: E402
 from replay.model.simulate import zone_kinds  # noqa: E402
 from replay.model.state import new_state, state_bytes_per_page  # noqa: E402
 
@@ -73,7 +73,7 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
     """
     import gc
 
-    import replay.acceptance.unaccepted as A
+    from replay.acceptance.unaccepted_memory import Receipt
     from replay.acceptance.costs import get_costs
     from replay.acceptance.policies import PRESET_ORDER, all_policies
     from replay.pipeline.schedule import Arena
@@ -125,7 +125,7 @@ def bench_policies(table: pa.Table, layout: object, n: int, parse_rate: float, w
               f" x{t_delta / t_none:5.3f} of none, visiting {r.visited / n:6.2%} of the events (every event:"
               f" {t_dense:5.2f} s) ({r.method}; round trips"
               f" {r.yields:,}, forced {int(r.handled_forced.sum()):,}, accepted"
-              f" {int(r.totals[A.R_BYTES]) >> 20:,} MiB, invariants"
+              f" {int(r.totals[Receipt.BYTES]) >> 20:,} MiB, invariants"
               f" {'ok' if r.invariants_ok and r.accepted_ok else 'VIOLATED'}){shared}")
         del r
     print(f"  all {len(names)} policies: baseline {t_none:.2f} s + delta replays {total_delta:.2f} s"

@@ -1,9 +1,11 @@
-"""Building the acceptance state of a whole guest, and the boot-time acceptance cost of a policy.
+"""The boot hand-off: what firmware, the EFI stub and memblock leave unaccepted, and what boot costs.
 
-Python-level (not per event): :func:`state_from_layout` reproduces what firmware, the EFI stub,
-memblock and ``memblock_free_all()`` leave behind for a :class:`replay.model.layout.MemoryLayout`;
-:func:`boot_accept_cost` prices the boot path of each policy (kernel-notes §3 aggregates).
-Re-exported by :mod:`replay.acceptance.unaccepted`.
+* :func:`boot_free_memory` is ``memblock_free_all()`` / ``deferred_init_memmap()`` handing free
+  ranges to the allocator through ``__free_pages_core()``: per policy it lists, tags or accepts
+  each MAX_PAGE_ORDER block (mm/mm_init.c, mm/page_alloc.c).
+* :func:`state_from_layout` builds the acceptance state of a whole guest
+  (:class:`replay.model.layout.MemoryLayout`) the way firmware, the stub and boot leave it.
+* :func:`boot_accept_cost` prices each policy's boot path (kernel-notes §3 aggregates).
 """
 
 from __future__ import annotations
@@ -16,25 +18,89 @@ import numpy as np
 
 from replay.acceptance import costs as C
 from replay.acceptance import policies as P
-from replay.acceptance.unaccepted import (BOOT_ACCEPT, BOOT_LIST, BOOT_TAG, G_NR_BLOCKS, G_NR_ZONES, R_ADDED_NS, AcceptState,
-                               R_BYTES, R_CALLS, R_FW_NS, W_HIGH, accept_memory, acceptance_hook,
-                               boot_free_memory, cond_accept_memory, new_accept_state, new_receipt,
-                               reset_clocks, set_watermarks_ready, try_to_accept_memory)
 from replay.acceptance.costs import CostPreset, arch_accept_cost, cost_vector, parallel_accept_ns
-from replay.acceptance.policies import AcceptancePolicy, policy_vector
+from replay.acceptance.page_alloc import (WMARK_HIGH, BlockState, __free_unaccepted, block_index, cond_accept_memory,
+                                          set_watermarks_ready, try_to_accept_memory)
+from replay.acceptance.policies import AcceptancePolicy, Trigger, policy_vector
+from replay.acceptance.unaccepted_memory import (AcceptGeo, AcceptState, Receipt, accept_memory, new_accept_state,
+                                                 new_receipt, range_contains_unaccepted_memory, reset_clocks)
+from replay.jit import kernel_entry
+from replay.model.layout_x86 import layout_for_guest
 
-__all__ = ["AcceptanceModel", "BootCost", "boot_accept_cost", "boot_mode", "state_from_layout"]
+__all__ = ["BOOT_ACCEPT", "BOOT_LIST", "BOOT_TAG", "AcceptanceModel", "BootCost", "boot_accept_cost",
+           "boot_free_memory", "boot_mode", "state_from_layout"]
+
+# how boot_free_memory hands a block with unaccepted units over
+BOOT_TAG = 0  # to the buddy, bits still set (v1-v7: PageOffline / PageUnaccepted, accepted when allocated)
+BOOT_LIST = 1  # onto zone->unaccepted_pages (__free_unaccepted, lazy 6.5+)
+BOOT_ACCEPT = 2  # accepted first (accept_memory=eager)
 
 
 def boot_mode(policy: AcceptancePolicy) -> int:
     """How boot hands unaccepted blocks over: BOOT_LIST (lazy lists), BOOT_TAG (v1-v7), BOOT_ACCEPT."""
-    if policy.lazy:
+    if policy.lists_blocks:
         return BOOT_LIST
-    if policy.trigger in ("on_buddy_alloc", "post_alloc"):
+    if policy.trigger_id in (Trigger.ON_BUDDY_ALLOC, Trigger.POST_ALLOC):
         return BOOT_TAG
     return BOOT_ACCEPT
 
 
+# ------------------------------------------------------------------ memblock_free_all()
+def boot_free_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, free_ranges: Sequence[tuple[int, int]],
+                     receipt: np.ndarray, *, mode: int) -> None:
+    """``memblock_free_all()`` / ``deferred_init_memmap()``: hand free pfn ranges to the allocator.
+
+    Whole MAX_PAGE_ORDER blocks go through ``__free_pages_core()``: if the block (plus guard
+    unit) contains unaccepted memory, ``mode`` BOOT_LIST lists it (``__free_unaccepted``, lazy
+    6.5+), BOOT_ACCEPT accepts it (``accept_memory=eager``), BOOT_TAG releases it to the buddy
+    with its bits still set (v1-v7: the page carries PageOffline/PageUnaccepted and is accepted
+    when allocated); everything else is released to the buddy.  Pieces smaller than a block are
+    accepted up front (``deferred_free_range``: "Accept chunks smaller than MAX_PAGE_ORDER").
+    Ranges are walked in ascending order, as the kernel fills the lists.  Boot time is not a
+    traced CPU's time: firmware ns land in ``receipt``; ``Receipt.ADDED_NS`` is untouched.
+    """
+    arr = np.asarray(sorted((int(a), int(b)) for a, b in free_ranges), dtype=np.int64).reshape(-1, 2)
+    _boot_free_ranges(st, cv, pv, arr, receipt, mode)
+    reset_clocks(st)
+
+
+@kernel_entry(nrt=True)
+def _boot_free_ranges(st: AcceptState, cv: np.ndarray, pv: np.ndarray, ranges: np.ndarray,
+                      receipt: np.ndarray, mode: int) -> None:
+    order = st.geo[AcceptGeo.BLOCK_ORDER]
+    bpages = 1 << order
+    guard = pv[P.PV_GUARD]
+    t = 0.0  # one boot stream in virtual time, so boot calls never wait on each other
+    for i in range(ranges.shape[0]):
+        s = ranges[i, 0]
+        e = ranges[i, 1]
+        p = s
+        while p < e:
+            if p % bpages == 0 and p + bpages <= e:
+                b = block_index(st, p)
+                z = -1
+                if 0 <= b < st.geo[AcceptGeo.NR_BLOCKS]:
+                    z = st.blk_zone[b]
+                if mode != BOOT_TAG and range_contains_unaccepted_memory(st, pv, p, bpages):
+                    if mode == BOOT_LIST and z >= 0:
+                        __free_unaccepted(st, cv, z, p, receipt)
+                        p += bpages
+                        continue
+                    t += accept_memory(st, cv, pv, p, bpages, int(t), guard, receipt)
+                if z >= 0:
+                    st.blk_state[b] = BlockState.RELEASED
+                    st.z_boot_pages[z] += bpages
+                    st.z_released_pages[z] += bpages
+                p += bpages
+            else:
+                q = p - p % bpages + bpages
+                if e < q:
+                    q = e
+                t += accept_memory(st, cv, pv, p, q - p, int(t), guard, receipt)
+                p = q
+
+
+# ------------------------------------------------------------------ a whole guest
 def _ram_ranges(layout: Any) -> list[tuple[int, int]]:
     if layout.ram_ranges:
         return [(int(s), int(e)) for s, e in layout.ram_ranges]
@@ -70,6 +136,25 @@ def _subtract(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> li
     return out
 
 
+def _stub_split(regions: list[tuple[int, int]], unit_pages: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """EFI stub ``process_unaccepted_memory()``: (ranges the stub accepts itself, unit-aligned
+    ranges it sets in the bitmap); regions under 2 units and unaligned heads and tails are accepted."""
+    stub_accept: list[tuple[int, int]] = []
+    bitmap_ranges: list[tuple[int, int]] = []
+    for s, e in regions:
+        if e - s < 2 * unit_pages:
+            stub_accept.append((s, e))
+            continue
+        s2 = -(-s // unit_pages) * unit_pages
+        e2 = e // unit_pages * unit_pages
+        if s2 > s:
+            stub_accept.append((s, s2))
+        if e > e2:
+            stub_accept.append((e2, e))
+        bitmap_ranges.append((s2, e2))
+    return stub_accept, bitmap_ranges
+
+
 @dataclass
 class AcceptanceModel:
     """Python-side bundle: state + cost and policy vectors + boot receipt, for one replay."""
@@ -82,14 +167,6 @@ class AcceptanceModel:
     boot: np.ndarray  # receipt of everything accepted before the trace (stub, memblock, boot free)
     firmware_accepted: list[tuple[int, int]] = field(default_factory=list)
     out_pfns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    def hook(self, site: int, z: int, pfn: int = 0, order: int = 0, nr_free_accepted: int = 0,
-             unusable: int = 0, now: int = 0, receipt: np.ndarray | None = None) -> np.ndarray:
-        """:func:`acceptance_hook`; returns the pfns of blocks to free into the buddy."""
-        r = receipt if receipt is not None else new_receipt()
-        n = acceptance_hook(self.st, self.cv, self.pv, site, z, pfn, order, nr_free_accepted,
-                            unusable, now, self.out_pfns, r)
-        return self.out_pfns[:n].copy()
 
 
 def state_from_layout(layout: Any, policy: AcceptancePolicy, costs: CostPreset, *,
@@ -113,20 +190,7 @@ def state_from_layout(layout: Any, policy: AcceptancePolicy, costs: CostPreset, 
     ram = _ram_ranges(layout)
     acc = sorted([(int(s), int(e)) for s, e in accepted_ranges])
     unacc_regions = _subtract([(max(s, fw_limit), e) for s, e in ram if e > fw_limit], acc)
-    stub_accept: list[tuple[int, int]] = []
-    bitmap_ranges: list[tuple[int, int]] = []
-    if policy.has_unaccepted_table:
-        for s, e in unacc_regions:
-            if e - s < 2 * unit_pages:
-                stub_accept.append((s, e))
-                continue
-            s2 = -(-s // unit_pages) * unit_pages
-            e2 = e // unit_pages * unit_pages
-            if s2 > s:
-                stub_accept.append((s, s2))
-            if e > e2:
-                stub_accept.append((e2, e))
-            bitmap_ranges.append((s2, e2))
+    stub_accept, bitmap_ranges = _stub_split(unacc_regions, unit_pages) if policy.has_unaccepted_table else ([], [])
     zones = [(z.zone_start_pfn, z.zone_end_pfn) for z in layout.zones]
     wm = [(z.wmark_min, z.wmark_low, z.wmark_high, z.wmark_promo) for z in layout.zones]
     st = new_accept_state(zones, wm, unaccepted=bitmap_ranges, unit_pages=unit_pages,
@@ -137,10 +201,10 @@ def state_from_layout(layout: Any, policy: AcceptancePolicy, costs: CostPreset, 
     boot_r = new_receipt()
     calls = np.zeros(C.NR_CALL_KINDS, dtype=np.int64)
     for s, e in stub_accept:  # arch_accept_memory() from the EFI stub, no bitmap involved
-        boot_r[R_FW_NS] += arch_accept_cost(cv, 0, s * ps, e * ps, calls)
-        boot_r[R_BYTES] += (e - s) * ps
+        boot_r[Receipt.FW_NS] += arch_accept_cost(cv, 0, s * ps, e * ps, calls)
+        boot_r[Receipt.BYTES] += (e - s) * ps
     for k in range(C.NR_CALL_KINDS):
-        boot_r[R_CALLS + k] += calls[k]
+        boot_r[Receipt.CALLS + k] += calls[k]
     mb = _memblock_ranges(layout) if memblock_ranges is None else list(memblock_ranges)
     t = 0.0
     for s, e in mb:
@@ -151,7 +215,7 @@ def state_from_layout(layout: Any, policy: AcceptancePolicy, costs: CostPreset, 
     if boot:
         free = _subtract(ram, sorted(mb))
         boot_free_memory(st, cv, pv, free, boot_r, mode=boot_mode(policy))
-    model.out_pfns = np.zeros(max(1, int(st.geo[G_NR_BLOCKS])), dtype=np.int64)
+    model.out_pfns = np.zeros(max(1, int(st.geo[AcceptGeo.NR_BLOCKS])), dtype=np.int64)
     return model
 
 
@@ -180,6 +244,84 @@ class BootCost:
                 "bound": self.bound, "parts_ns": self.parts_ns, "calls": self.calls}
 
 
+def _add_receipt_calls(calls: np.ndarray, r: np.ndarray) -> None:
+    for k in range(C.NR_CALL_KINDS):
+        calls[k] += int(r[Receipt.CALLS + k])
+
+
+def _calls_by_kind(calls: np.ndarray) -> dict[str, int]:
+    return {k: int(v) for k, v in zip(C.CALL_KIND_NAMES, calls) if v}
+
+
+def _boot_threads(policy: AcceptancePolicy, init_threads: int | None, nr_cpus: int) -> int:
+    """Threads accepting at boot: the policy's (or ``init_threads``), 0 = one per vCPU like
+    ``deferred_page_init_max_threads()``."""
+    threads = policy.init_threads if init_threads is None else init_threads
+    return threads or nr_cpus
+
+
+def _firmware_eager_cost(policy: AcceptancePolicy, costs: CostPreset, cv: np.ndarray, ram: list[tuple[int, int]],
+                         ps: int, nr_cpus: int, init_threads: int | None) -> BootCost:
+    """``firmware-eager``: the firmware accepts all RAM before ExitBootServices, on its threads."""
+    calls = np.zeros(C.NR_CALL_KINDS, dtype=np.int64)
+    fw = 0.0
+    nbytes = 0
+    for s, e in ram:
+        fw += arch_accept_cost(cv, 0, s * ps, e * ps, calls)
+        nbytes += (e - s) * ps
+    threads = _boot_threads(policy, init_threads, nr_cpus)
+    wall, bound = parallel_accept_ns(fw, nbytes, threads, costs)
+    return BootCost(policy.name, costs.name, float(wall), float(fw), nbytes, threads, bound,
+                    {"firmware": float(wall)}, _calls_by_kind(calls))
+
+
+def _firmware_low_accept(cv: np.ndarray, ram: list[tuple[int, int]], fw_limit: int, ps: int,
+                         calls: np.ndarray) -> tuple[float, int]:
+    """The firmware's own accept of RAM below ``fw_limit`` (the same in every lazy-capable
+    policy, one stream): (ns, bytes)."""
+    fw_ns = 0.0
+    nbytes = 0
+    for s, e in ram:
+        if s < fw_limit:
+            fw_ns += arch_accept_cost(cv, 0, s * ps, min(e, fw_limit) * ps, calls)
+            nbytes += (min(e, fw_limit) - s) * ps
+    return fw_ns, nbytes
+
+
+def _early_boot_accepts(m: AcceptanceModel, early_boot_blocks: int) -> np.ndarray:
+    """Allocations while watermarks are still zero, one block each (800f1059c99e), from the
+    highest populated zone down: their receipt."""
+    st = m.st
+    r = new_receipt()
+    out = np.zeros(max(1, int(st.geo[AcceptGeo.NR_BLOCKS])), dtype=np.int64)
+    set_watermarks_ready(st, False)
+    zs = [i for i in range(int(st.geo[AcceptGeo.NR_ZONES])) if st.ul_len[i] > 0]
+    left = early_boot_blocks
+    for z in reversed(zs):
+        while left > 0 and st.ul_len[z] > 0:
+            cond_accept_memory(st, m.cv, m.pv, z, 0, 0, 0, int(r[Receipt.ADDED_NS]), out, r)
+            left -= 1
+    reset_clocks(st)
+    set_watermarks_ready(st, True)
+    return r
+
+
+def _fill_to_watermark(m: AcceptanceModel, zones: list[int]) -> np.ndarray:
+    """The first watermark-ready allocation of each zone in ``zones``, accepting up to promo
+    (``cond_accept_memory``) or high (``try_to_accept_memory``, only when below it): its receipt."""
+    st = m.st
+    r = new_receipt()
+    out = np.zeros(max(1, int(st.geo[AcceptGeo.NR_BLOCKS])), dtype=np.int64)
+    for z in zones:
+        free_acc = int(st.z_released_pages[z])
+        if m.policy.trigger_id is Trigger.WATERMARK_FAIL:
+            if free_acc < st.z_wmark[z, WMARK_HIGH]:
+                try_to_accept_memory(st, m.cv, m.pv, z, 0, free_acc, 0, 0, out, r)
+        else:
+            cond_accept_memory(st, m.cv, m.pv, z, 0, free_acc, 0, 0, out, r)
+    return r
+
+
 def boot_accept_cost(policy: AcceptancePolicy, costs: CostPreset, guest_bytes: int, nr_cpus: int, *,
                      layout: Any = None, firmware_accepted_bytes: int = 4 << 30,
                      init_threads: int | None = None, early_boot_blocks: int = 0,
@@ -187,98 +329,53 @@ def boot_accept_cost(policy: AcceptancePolicy, costs: CostPreset, guest_bytes: i
     """Boot-time acceptance cost of ``policy`` for a guest (kernel-notes §3 aggregates).
 
     Parts: ``firmware`` (the firmware's low-memory accept, single stream; everything for
-    ``firmware-eager``), ``stub`` (unaligned pieces), ``memblock`` (early allocations, e.g. the
-    memmap), ``kernel`` (``kernel-eager``: every block in ``__free_pages_core()`` on
+    ``firmware-eager``), ``stub+memblock`` (unaligned pieces and early allocations, e.g. the
+    memmap), ``kernel`` (boot free: for ``kernel-eager`` every block in ``__free_pages_core()`` on
     ``init_threads`` threads, 0 = ``nr_cpus`` like ``deferred_page_init_max_threads()``, under the
-    bandwidth ceiling of :func:`replay.acceptance.costs.parallel_accept_ns`), ``early`` (list policies:
-    ``early_boot_blocks`` allocations while watermarks are zero, one block each) and ``fill``
-    (the first watermark-ready allocation per zone accepting up to promo/high).
+    bandwidth ceiling of :func:`replay.acceptance.costs.parallel_accept_ns`), ``early`` (list
+    policies: ``early_boot_blocks`` allocations while watermarks are zero, one block each) and
+    ``fill`` (the first watermark-ready allocation per zone accepting up to promo/high).
     ``none`` costs nothing.
     """
-    from replay.model.layout import layout_for_guest
-
-    name = policy.name
-    if policy.trigger == "none":
-        return BootCost(name, costs.name, 0.0, 0.0, 0, 0, "-", {}, {})
+    if policy.trigger_id is Trigger.NONE:
+        return BootCost(policy.name, costs.name, 0.0, 0.0, 0, 0, "-", {}, {})
     lay = layout if layout is not None else layout_for_guest(guest_bytes, nr_cpus)
     ps = lay.page_size
     cv = cost_vector(costs)
-    parts: dict[str, float] = {}
-    calls = np.zeros(C.NR_CALL_KINDS, dtype=np.int64)
     ram = _ram_ranges(lay)
-    threads = 1
-    bound = "cpu"
-    if policy.trigger == "firmware_boot":
-        fw = 0.0
-        nbytes = 0
-        for s, e in ram:
-            fw += arch_accept_cost(cv, 0, s * ps, e * ps, calls)
-            nbytes += (e - s) * ps
-        threads = policy.init_threads if init_threads is None else init_threads
-        threads = threads or nr_cpus
-        wall, bound = parallel_accept_ns(fw, nbytes, threads, costs)
-        parts["firmware"] = float(wall)
-        return BootCost(name, costs.name, float(wall), float(fw), nbytes, threads, bound, parts,
-                        {k: int(v) for k, v in zip(C.CALL_KIND_NAMES, calls) if v})
-    # firmware's own low-memory accept (the same in every lazy-capable policy)
-    fw_limit = firmware_accepted_bytes // ps
-    fw_ns = 0.0
-    nbytes = 0
-    for s, e in ram:
-        if s < fw_limit:
-            fw_ns += arch_accept_cost(cv, 0, s * ps, min(e, fw_limit) * ps, calls)
-            nbytes += (min(e, fw_limit) - s) * ps
+    if policy.trigger_id is Trigger.FIRMWARE_BOOT:
+        return _firmware_eager_cost(policy, costs, cv, ram, ps, nr_cpus, init_threads)
+    calls = np.zeros(C.NR_CALL_KINDS, dtype=np.int64)
+    parts: dict[str, float] = {}
+    fw_ns, nbytes = _firmware_low_accept(cv, ram, firmware_accepted_bytes // ps, ps, calls)
     parts["firmware"] = float(fw_ns)
     m = state_from_layout(lay, policy, costs, firmware_accepted_bytes=firmware_accepted_bytes, boot=False)
-    st, pv = m.st, m.pv
-    # stub + memblock (state_from_layout put them in m.boot)
-    parts["stub+memblock"] = float(m.boot[R_FW_NS])
-    nbytes += int(m.boot[R_BYTES])
-    for k in range(C.NR_CALL_KINDS):
-        calls[k] += int(m.boot[R_CALLS + k])
-    mb = _memblock_ranges(lay)
+    parts["stub+memblock"] = float(m.boot[Receipt.FW_NS])
+    nbytes += int(m.boot[Receipt.BYTES])
+    _add_receipt_calls(calls, m.boot)
+    # memblock_free_all(): accepts (kernel-eager) or lists (list policies) every free block
     r = new_receipt()
-    boot_free_memory(st, m.cv, pv, _subtract(ram, sorted(mb)), r, mode=boot_mode(policy))
-    cpu_kernel = float(r[R_FW_NS])
-    if policy.trigger == "kernel_boot":
-        threads = policy.init_threads if init_threads is None else init_threads
-        threads = threads or nr_cpus
-        wall_k, bound = parallel_accept_ns(cpu_kernel, int(r[R_BYTES]), threads, costs)
+    boot_free_memory(m.st, m.cv, m.pv, _subtract(ram, sorted(_memblock_ranges(lay))), r, mode=boot_mode(policy))
+    cpu_kernel = float(r[Receipt.FW_NS])
+    threads, bound = 1, "cpu"
+    if policy.trigger_id is Trigger.KERNEL_BOOT:
+        threads = _boot_threads(policy, init_threads, nr_cpus)
+        wall_k, bound = parallel_accept_ns(cpu_kernel, int(r[Receipt.BYTES]), threads, costs)
     else:
         wall_k = cpu_kernel  # stub-style pieces accepted during boot free (small)
     parts["kernel"] = float(wall_k)
-    nbytes += int(r[R_BYTES])
-    for k in range(C.NR_CALL_KINDS):
-        calls[k] += int(r[R_CALLS + k])
-    if policy.lazy:
-        r2 = new_receipt()
-        out = np.zeros(max(1, int(st.geo[G_NR_BLOCKS])), dtype=np.int64)
-        # early boot: watermarks zero, one block per allocation, from the highest populated zone
-        set_watermarks_ready(st, False)
-        zs = [i for i in range(int(st.geo[G_NR_ZONES])) if st.ul_len[i] > 0]
-        left = early_boot_blocks
-        for z in reversed(zs):
-            while left > 0 and st.ul_len[z] > 0:
-                cond_accept_memory(st, m.cv, pv, z, 0, 0, 0, int(r2[R_ADDED_NS]), out, r2)
-                left -= 1
-        reset_clocks(st)
-        parts["early"] = float(r2[R_FW_NS])
-        set_watermarks_ready(st, True)
-        r3 = new_receipt()
-        if fill_to_watermark:
-            for z in zs:
-                free_acc = int(st.z_released_pages[z])
-                if policy.trigger == "watermark_fail":
-                    try_to_accept_memory(st, m.cv, pv, z, 0, free_acc, 0, 0, out, r3) \
-                        if free_acc < st.z_wmark[z, W_HIGH] else 0
-                else:
-                    cond_accept_memory(st, m.cv, pv, z, 0, free_acc, 0, 0, out, r3)
-        parts["fill"] = float(r3[R_FW_NS])
-        for rr in (r2, r3):
-            nbytes += int(rr[R_BYTES])
-            for k in range(C.NR_CALL_KINDS):
-                calls[k] += int(rr[R_CALLS + k])
+    nbytes += int(r[Receipt.BYTES])
+    _add_receipt_calls(calls, r)
+    if policy.lists_blocks:
+        listed = [i for i in range(int(m.st.geo[AcceptGeo.NR_ZONES])) if m.st.ul_len[i] > 0]
+        early = _early_boot_accepts(m, early_boot_blocks)
+        parts["early"] = float(early[Receipt.FW_NS])
+        fill = _fill_to_watermark(m, listed) if fill_to_watermark else new_receipt()
+        parts["fill"] = float(fill[Receipt.FW_NS])
+        for rr in (early, fill):
+            nbytes += int(rr[Receipt.BYTES])
+            _add_receipt_calls(calls, rr)
     cpu = fw_ns + parts["stub+memblock"] + cpu_kernel + parts.get("early", 0.0) + parts.get("fill", 0.0)
     wall = fw_ns + parts["stub+memblock"] + wall_k + parts.get("early", 0.0) + parts.get("fill", 0.0)
-    return BootCost(name, costs.name, float(wall), float(cpu), nbytes, threads, bound, parts,
-                    {k: int(v) for k, v in zip(C.CALL_KIND_NAMES, calls) if v})
+    return BootCost(policy.name, costs.name, float(wall), float(cpu), nbytes, threads, bound, parts,
+                    _calls_by_kind(calls))

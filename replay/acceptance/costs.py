@@ -30,6 +30,7 @@ TOML overrides (``--costs FILE.toml`` / ``pagereplay costs --file``)::
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,14 +40,14 @@ from typing import Any
 import numpy as np
 
 from parsers.errors import PagereplayError
+from replay.acceptance.policies import CALLS_MODELS, CallsModel
 from replay.acceptance.tomlconf import read_named_tables
-
 from replay.jit import kernel
 
 __all__ = [
-    "CostPreset", "CostConfigError", "COST_PRESETS", "CALL_KIND_NAMES", "NR_CALL_KINDS",
-    "RangeCost", "accept_range_cost", "unit_accept_cost", "cost_vector", "arch_accept_cost",
-    "firmware_call_count", "parallel_accept_ns", "load_costs", "all_costs", "get_costs",
+    "CostPreset", "CostConfigError", "COST_PRESETS", "CALL_KIND_NAMES", "CallKind", "NR_CALL_KINDS",
+    "NR_FIRMWARE_CALL_KINDS", "RangeCost", "accept_range_cost", "unit_accept_cost", "cost_vector",
+    "arch_accept_cost", "parallel_accept_ns", "load_costs", "all_costs", "get_costs",
     "fit_tdx_exit_4k_ns", "fit_snp_host_4k_ns", "PUBLISHED",
 ]
 
@@ -176,10 +177,6 @@ class CostPreset:
         """One successful 4K TDG.MEM.PAGE.ACCEPT: call + exit/AUG + page init."""
         return self.cycles_ns(self.tdcall_cycles) + self.tdx_exit_4k_ns + self.zero_ns(PAGE)
 
-    @property
-    def tdx_accept_2m_ns(self) -> float:
-        return self.cycles_ns(self.tdcall_cycles) + self.tdx_exit_2m_ns + self.zero_ns(PMD)
-
     def figures(self) -> dict[str, Any]:
         """Every field except ``sources`` (for tables and JSON)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sources"}
@@ -197,20 +194,24 @@ _NUMERIC = {f.name for f in dataclasses.fields(CostPreset)
             if f.type in ("float", float, "int", int)}
 
 # ------------------------------------------------------------------ call kinds and the cost vector
-K_TDX_ACCEPT_4K = 0
-K_TDX_ACCEPT_2M = 1
-K_TDX_ACCEPT_FAIL = 2  # failed larger-size attempt (2M on a 4K host; 1G)
-K_TDX_MAPGPA = 3
-K_SNP_PSC_VMGEXIT = 4
-K_SNP_PVALIDATE_4K = 5
-K_SNP_PVALIDATE_2M = 6
-K_SNP_PVALIDATE_FAIL = 7
-K_SNP_EVICT_4K = 8  # not a call: pages whose first/last cache line is read
-NR_CALL_KINDS = 9
-NR_FIRMWARE_CALL_KINDS = 8  # kinds 0..7 are firmware/hypervisor calls or instructions
-CALL_KIND_NAMES = ("tdx_accept_4k", "tdx_accept_2m", "tdx_accept_fail", "tdx_mapgpa",
-                   "snp_psc_vmgexit", "snp_pvalidate_4k", "snp_pvalidate_2m", "snp_pvalidate_fail",
-                   "snp_evict_4k")
+class CallKind(enum.IntEnum):
+    """What ``arch_accept_memory()`` issues, counted per kind (index into a ``calls`` array; the
+    tables name each kind by its lower-case name, :data:`CALL_KIND_NAMES`)."""
+
+    TDX_ACCEPT_4K = 0
+    TDX_ACCEPT_2M = 1
+    TDX_ACCEPT_FAIL = 2  # failed larger-size attempt (2M on a 4K host; 1G)
+    TDX_MAPGPA = 3
+    SNP_PSC_VMGEXIT = 4
+    SNP_PVALIDATE_4K = 5
+    SNP_PVALIDATE_2M = 6
+    SNP_PVALIDATE_FAIL = 7
+    SNP_EVICT_4K = 8  # not a call: pages whose first/last cache line is read
+
+
+NR_CALL_KINDS = len(CallKind)
+NR_FIRMWARE_CALL_KINDS = int(CallKind.SNP_EVICT_4K)  # the kinds before it are firmware/hypervisor calls or instructions
+CALL_KIND_NAMES = tuple(k.name.lower() for k in CallKind)
 
 CV_PLATFORM = 0  # 0 tdx, 1 snp
 CV_BACKING_2M = 1
@@ -231,8 +232,6 @@ CV_LIST_OP = 15
 CV_BITMAP_OP = 16
 CV_CEILING_BYTES_PER_NS = 17
 CV_LEN = 18
-
-CALLS_MERGED, CALLS_MAPGPA, CALLS_PER_4K = 0, 1, 2  # index in policies.CALLS_MODELS
 
 
 def cost_vector(c: CostPreset) -> np.ndarray:
@@ -278,56 +277,51 @@ def arch_accept_cost(cv: np.ndarray, calls_model: int, start: int, end: int,
     if m2 < 0:
         m2 = 0
     r4 = (n - m2 * PMD) // PAGE
-    if calls_model == CALLS_PER_4K:  # Hansen 2021: every page its own call
+    if calls_model == CallsModel.PER_4K:  # Hansen 2021: every page its own call
         r4 += m2 * 512
         m2 = 0
         n1g = 0
     ns = n * cv[CV_ZERO_NS_PER_BYTE]
     backing_2m = cv[CV_BACKING_2M] > 0.5
     if cv[CV_PLATFORM] < 0.5:  # TDX
-        calls[K_TDX_ACCEPT_FAIL] += n1g
+        calls[CallKind.TDX_ACCEPT_FAIL] += n1g
         ns += n1g * cv[CV_FAIL]
         if backing_2m:
-            calls[K_TDX_ACCEPT_2M] += m2
+            calls[CallKind.TDX_ACCEPT_2M] += m2
             ns += m2 * cv[CV_ACCEPT_2M]
             n4 = r4
         else:
-            calls[K_TDX_ACCEPT_FAIL] += m2
+            calls[CallKind.TDX_ACCEPT_FAIL] += m2
             ns += m2 * cv[CV_FAIL]
             n4 = r4 + m2 * 512
-        calls[K_TDX_ACCEPT_4K] += n4
+        calls[CallKind.TDX_ACCEPT_4K] += n4
         ns += n4 * cv[CV_ACCEPT_4K]
-        if calls_model == CALLS_MAPGPA:
-            calls[K_TDX_MAPGPA] += 1
+        if calls_model == CallsModel.MAPGPA_ACCEPT:
+            calls[CallKind.TDX_MAPGPA] += 1
             ns += cv[CV_MAPGPA]
     else:  # SEV-SNP; "mapgpa+accept" is what the PSC already is
         entries = m2 + r4
         psc_max = int(cv[CV_PSC_MAX])
         exits = (entries + psc_max - 1) // psc_max
-        calls[K_SNP_PSC_VMGEXIT] += exits
+        calls[CallKind.SNP_PSC_VMGEXIT] += exits
         ns += exits * cv[CV_VMGEXIT]
         if backing_2m:
             ns += m2 * cv[CV_HOST_2M] + r4 * cv[CV_HOST_4K]
-            calls[K_SNP_PVALIDATE_2M] += m2
+            calls[CallKind.SNP_PVALIDATE_2M] += m2
             ns += m2 * cv[CV_PVAL_2M]
             n4 = r4
         else:
             ns += (m2 * 512 + r4) * cv[CV_HOST_4K]
-            calls[K_SNP_PVALIDATE_FAIL] += m2
+            calls[CallKind.SNP_PVALIDATE_FAIL] += m2
             ns += m2 * cv[CV_PVAL_FAIL]
             n4 = r4 + m2 * 512
-        calls[K_SNP_PVALIDATE_4K] += n4
+        calls[CallKind.SNP_PVALIDATE_4K] += n4
         ns += n4 * cv[CV_PVAL_4K]
         if cv[CV_EVICT] > 0.0:
             pages = n // PAGE
-            calls[K_SNP_EVICT_4K] += pages
+            calls[CallKind.SNP_EVICT_4K] += pages
             ns += pages * cv[CV_EVICT]
     return ns
-
-
-def firmware_call_count(calls: np.ndarray) -> int:
-    """Firmware / hypervisor calls and instructions (evictions excluded)."""
-    return int(np.asarray(calls)[:NR_FIRMWARE_CALL_KINDS].sum())
 
 
 @dataclass(frozen=True)
@@ -346,10 +340,9 @@ class RangeCost:
 
 
 def _calls_model_index(calls_model: str) -> int:
-    models = ("merged", "mapgpa+accept", "per-4k")
-    if calls_model not in models:
-        raise CostConfigError(f"calls_model {calls_model!r}; allowed: {', '.join(models)}")
-    return models.index(calls_model)
+    if calls_model not in CALLS_MODELS:
+        raise CostConfigError(f"calls_model {calls_model!r}; allowed: {', '.join(CALLS_MODELS)}")
+    return int(CallsModel.of(calls_model))
 
 
 def accept_range_cost(costs: CostPreset, start: int, size: int, calls_model: str = "merged") -> RangeCost:

@@ -3,8 +3,10 @@
 A policy says *when* unaccepted memory is accepted (``trigger``), *how much* at a time
 (``unit_bytes``, ``block_order``, ``guard_unit``, ``accept_target``), *what is held* while the
 firmware call runs (``held_during_call``) and *how the bitmap is locked* (``bitmap_locking``).
-The acceptance model (:mod:`replay.acceptance.unaccepted`) reads these fields; it never switches on the
-policy name, so a user-defined policy from TOML runs through exactly the same code.
+The acceptance model (:mod:`replay.acceptance.page_alloc`, :mod:`replay.acceptance.unaccepted_memory`)
+reads these fields; it never switches on the policy name, so a user-defined policy from TOML runs
+through exactly the same code.  Each field with a fixed set of values is a :class:`Choice`: one
+declaration gives the label TOML and the tables spell and the int the policy vector carries.
 
 The ten presets follow spec §6 and kernel-notes §1.5 (P0..P6).  Each carries the kernel
 function it models, the version and the mailing-list / commit reference.
@@ -24,65 +26,143 @@ values.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from parsers.errors import PagereplayError
+from parsers.units import parse_size
 from replay.acceptance.tomlconf import read_named_tables
 
 __all__ = [
-    "AcceptancePolicy", "PolicyConfigError", "PRESETS", "PRESET_ORDER", "TRIGGERS",
-    "HELD_KINDS", "BITMAP_LOCKING", "ACCEPT_TARGETS", "COLLISIONS", "CALLS_MODELS",
-    "ACCEPT_SCOPES", "get_policy", "load_policies", "all_policies", "parse_size",
-    "policy_vector",
+    "ACCEPT_SCOPES", "ACCEPT_TARGETS", "BITMAP_LOCKING", "CALLS_MODELS", "COLLISIONS", "HELD_KINDS",
+    "PRESETS", "PRESET_ORDER", "TRIGGERS", "AcceptScope", "AcceptTarget", "AcceptancePolicy",
+    "BitmapLocking", "CallsModel", "Choice", "Collision", "PolicyConfigError", "Trigger", "all_policies",
+    "load_policies", "policy_vector",
 ]
 
 MiB = 1 << 20
 GiB = 1 << 30
-
-# ------------------------------------------------------------------ the design space (allowed values)
-TRIGGERS = ("none", "firmware_boot", "kernel_boot", "on_buddy_alloc", "post_alloc",
-            "watermark_fail", "every_zone_visit", "background")
-HELD_KINDS = ("zone_lock", "global_lock", "irqs_off")
-BITMAP_LOCKING = ("global_spinlock", "atomic_bits", "lockless_test")
-ACCEPT_TARGETS = ("none", "high", "promo")
-#: accepting_list collision handling: "none" = no accepting_list (the global lock, held across
-#: the call, serialises everything: 6.5); "spin_retry" = 6.6+ drop-lock-and-retry busy wait.
-COLLISIONS = ("none", "spin_retry")
-#: firmware calls per unit: "merged" = what the merged arch code issues (TDX: try 2M then 4K
-#: TDG.MEM.PAGE.ACCEPT; SNP: PSC VMGEXIT + PVALIDATE 2M, 4K on size mismatch); "mapgpa+accept"
-#: = Kirill's 2021 plan ("one MapGPA and one TDACCEPTPAGE" per 2M run); "per-4k" = Dave
-#: Hansen's 2021 review estimate (512 4K calls per 2 MiB, whatever the host backing).
-CALLS_MODELS = ("merged", "mapgpa+accept", "per-4k")
-#: what a trigger accepts: whole MAX_PAGE_ORDER blocks taken off ``zone->unaccepted_pages``
-#: ("block"), the bitmap units covering the block the buddy is handling ("covering_units"),
-#: everything at boot ("all"), nothing ("nothing").
-ACCEPT_SCOPES = ("nothing", "all", "block", "covering_units")
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
-_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class PolicyConfigError(PagereplayError, ValueError):
     """A policy definition (preset override or TOML file) is invalid; names file, key, allowed values."""
 
 
-def parse_size(value: Any, *, where: str = "<value>") -> int:
-    """Bytes from an int or a string such as ``"2M"``, ``"4KiB"``, ``"1G"`` (binary units)."""
-    if isinstance(value, bool):
-        raise PolicyConfigError(f"{where}: expected a size (bytes or e.g. \"2M\"), got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m:
-            return int(m.group(1)) * _SUFFIX[m.group(2).upper()]
-    raise PolicyConfigError(f"{where}: expected a size (bytes or e.g. \"2M\", \"4K\"), got {value!r}")
+# ------------------------------------------------------------------ the design space (allowed values)
+class Choice(enum.IntEnum):
+    """One allowed value of a policy field: the int the policy vector carries (compiled code
+    compares with the member itself) and the ``label`` TOML files, tables and messages spell."""
+
+    label: str
+
+    def __new__(cls, value: int, label: str) -> Self:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.label = label
+        return member
+
+    @classmethod
+    def labels(cls) -> tuple[str, ...]:
+        return tuple(m.label for m in cls)
+
+    @classmethod
+    def of(cls, label: str) -> Any:
+        """The member spelled ``label`` (``KeyError`` for a label that is not allowed)."""
+        for m in cls:
+            if m.label == label:
+                return m
+        raise KeyError(label)
+
+
+class Trigger(Choice):
+    """When acceptance runs (see :class:`AcceptancePolicy`)."""
+
+    NONE = 0, "none"
+    FIRMWARE_BOOT = 1, "firmware_boot"
+    KERNEL_BOOT = 2, "kernel_boot"
+    ON_BUDDY_ALLOC = 3, "on_buddy_alloc"
+    POST_ALLOC = 4, "post_alloc"
+    WATERMARK_FAIL = 5, "watermark_fail"
+    EVERY_ZONE_VISIT = 6, "every_zone_visit"
+    BACKGROUND = 7, "background"
+
+    @property
+    def lists_blocks(self) -> bool:
+        """Boot puts unaccepted MAX_PAGE_ORDER blocks on ``zone->unaccepted_pages`` (the
+        ``lazy_accept`` list triggers), and acceptance takes whole blocks off it."""
+        return self in (Trigger.WATERMARK_FAIL, Trigger.EVERY_ZONE_VISIT, Trigger.BACKGROUND)
+
+    @property
+    def acts_at_runtime(self) -> bool:
+        """Acceptance can run while the trace runs (every trigger but the boot-time ones)."""
+        return self not in (Trigger.NONE, Trigger.FIRMWARE_BOOT, Trigger.KERNEL_BOOT)
+
+
+class BitmapLocking(Choice):
+    """How ``accept_memory()`` serialises on the bitmap (see :class:`AcceptancePolicy`)."""
+
+    GLOBAL_SPINLOCK = 0, "global_spinlock"
+    ATOMIC_BITS = 1, "atomic_bits"
+    LOCKLESS_TEST = 2, "lockless_test"
+
+
+class AcceptTarget(Choice):
+    """The watermark list policies fill accepted free memory up to."""
+
+    NONE = 0, "none"
+    HIGH = 1, "high"
+    PROMO = 2, "promo"
+
+
+class Collision(Choice):
+    """accepting_list collision handling: ``none`` = no accepting_list (the global lock, held
+    across the call, serialises everything: 6.5); ``spin_retry`` = 6.6+ drop-lock-and-retry busy
+    wait."""
+
+    NONE = 0, "none"
+    SPIN_RETRY = 1, "spin_retry"
+
+
+class CallsModel(Choice):
+    """Firmware calls per unit: ``merged`` = what the merged arch code issues (TDX: try 2M then 4K
+    TDG.MEM.PAGE.ACCEPT; SNP: PSC VMGEXIT + PVALIDATE 2M, 4K on size mismatch); ``mapgpa+accept``
+    = Kirill's 2021 plan ("one MapGPA and one TDACCEPTPAGE" per 2M run); ``per-4k`` = Dave
+    Hansen's 2021 review estimate (512 4K calls per 2 MiB, whatever the host backing)."""
+
+    MERGED = 0, "merged"
+    MAPGPA_ACCEPT = 1, "mapgpa+accept"
+    PER_4K = 2, "per-4k"
+
+
+class AcceptScope(Choice):
+    """What a trigger accepts: whole MAX_PAGE_ORDER blocks taken off ``zone->unaccepted_pages``
+    (``block``), the bitmap units covering the block the buddy is handling (``covering_units``),
+    everything at boot (``all``), nothing (``nothing``)."""
+
+    NOTHING = 0, "nothing"
+    ALL = 1, "all"
+    BLOCK = 2, "block"
+    COVERING_UNITS = 3, "covering_units"
+
+
+TRIGGERS = Trigger.labels()
+BITMAP_LOCKING = BitmapLocking.labels()
+ACCEPT_TARGETS = AcceptTarget.labels()
+COLLISIONS = Collision.labels()
+CALLS_MODELS = CallsModel.labels()
+ACCEPT_SCOPES = AcceptScope.labels()
+#: what ``held_during_call`` may name, and its bit in ``pv[PV_HELD]``
+HELD_ZONE_LOCK = 1
+HELD_GLOBAL_LOCK = 2
+HELD_IRQS_OFF = 4
+_HELD_BITS = {"zone_lock": HELD_ZONE_LOCK, "global_lock": HELD_GLOBAL_LOCK, "irqs_off": HELD_IRQS_OFF}
+HELD_KINDS = tuple(_HELD_BITS)
 
 
 @dataclass(frozen=True)
@@ -121,9 +201,9 @@ class AcceptancePolicy:
     unaccepted_unusable
         6.5-6.10 ``__zone_watermark_unusable_free()`` counts NR_UNACCEPTED as unusable.
     collision
-        accepting_list handling (see :data:`COLLISIONS`).
+        accepting_list handling (see :class:`Collision`).
     accept_scope
-        What one trigger accepts (see :data:`ACCEPT_SCOPES`).
+        What one trigger accepts (see :class:`AcceptScope`).
     background_rate_bytes_s, background_cpu_budget, background_start_ns
         P6 only: bytes/s the acceptor may accept, fraction of one CPU it may use, and when it
         starts (after the scheduler is up).
@@ -131,7 +211,7 @@ class AcceptancePolicy:
         Threads accepting at boot for ``kernel_boot`` / ``firmware_boot`` (0 = one per vCPU of
         the node, as ``deferred_page_init_max_threads()``).
     calls_model
-        Firmware calls per unit (see :data:`CALLS_MODELS`).
+        Firmware calls per unit (see :class:`CallsModel`).
     kernel_ref, kernel_version, history_ref
         The modelled kernel function / commit / thread, the version range, and the
         kernel-notes §1.5 id.
@@ -193,44 +273,51 @@ class AcceptancePolicy:
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise PolicyConfigError(f"{where} key '{k}': {v!r}; allowed: an integer >= 0")
         # combinations the kernel code cannot produce
-        if self.trigger in ("watermark_fail", "every_zone_visit", "background"):
+        trigger = Trigger.of(self.trigger)
+        if trigger.lists_blocks:
             if self.accept_scope != "block":
                 raise PolicyConfigError(f"{where} key 'accept_scope': list triggers accept whole "
                                         f"blocks; allowed with trigger={self.trigger!r}: 'block'")
             if self.accept_target == "none":
                 raise PolicyConfigError(f"{where} key 'accept_target': trigger {self.trigger!r} needs "
                                         "a watermark; allowed: 'high', 'promo'")
-        if self.trigger == "background" and self.background_rate_bytes_s <= 0 \
+        if trigger is Trigger.BACKGROUND and self.background_rate_bytes_s <= 0 \
                 and self.background_cpu_budget <= 0:
             raise PolicyConfigError(f"{where} keys 'background_rate_bytes_s'/'background_cpu_budget': "
                                     "a background policy needs a rate or a CPU budget > 0")
-        if self.trigger in ("on_buddy_alloc", "post_alloc") and self.accept_scope != "covering_units":
+        if trigger in (Trigger.ON_BUDDY_ALLOC, Trigger.POST_ALLOC) and self.accept_scope != "covering_units":
             raise PolicyConfigError(f"{where} key 'accept_scope': trigger {self.trigger!r} accepts the "
                                     "units covering the block; allowed: 'covering_units'")
-        if self.trigger == "none" and self.accept_scope != "nothing":
+        if trigger is Trigger.NONE and self.accept_scope != "nothing":
             raise PolicyConfigError(f"{where} key 'accept_scope': trigger 'none' accepts nothing; "
                                     "allowed: 'nothing'")
-        if self.trigger in ("firmware_boot", "kernel_boot") and self.accept_scope != "all":
+        if trigger in (Trigger.FIRMWARE_BOOT, Trigger.KERNEL_BOOT) and self.accept_scope != "all":
             raise PolicyConfigError(f"{where} key 'accept_scope': boot triggers accept everything; "
                                     "allowed: 'all'")
-        if "zone_lock" in self.held_during_call and self.trigger != "on_buddy_alloc":
+        if "zone_lock" in self.held_during_call and trigger is not Trigger.ON_BUDDY_ALLOC:
             raise PolicyConfigError(f"{where} key 'held_during_call': zone_lock can only be held "
                                     "around the call by trigger 'on_buddy_alloc' (v1)")
 
     # -------------------------------------------------------------- derived
     @property
-    def lazy(self) -> bool:
+    def trigger_id(self) -> Trigger:
+        """``trigger`` as its :class:`Trigger` member (the int of ``pv[PV_TRIGGER]``)."""
+        return Trigger.of(self.trigger)
+
+    @property
+    def lists_blocks(self) -> bool:
         """Blocks go on ``zone->unaccepted_pages`` at boot (``lazy_accept`` and a list trigger)."""
-        return self.trigger in ("watermark_fail", "every_zone_visit", "background")
+        return self.trigger_id.lists_blocks
+
+    @property
+    def acts_at_runtime(self) -> bool:
+        """The policy can accept memory while the trace runs (not ``none`` or a boot trigger)."""
+        return self.trigger_id.acts_at_runtime
 
     @property
     def has_unaccepted_table(self) -> bool:
         """The kernel sees an EFI unaccepted-memory table (False: plain VM or firmware-eager)."""
-        return self.trigger not in ("none", "firmware_boot")
-
-    @property
-    def block_bytes(self) -> int:
-        return 4096 << self.block_order
+        return self.trigger_id not in (Trigger.NONE, Trigger.FIRMWARE_BOOT)
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -376,7 +463,7 @@ def _from_table(name: str, table: Mapping[str, Any], source: str) -> AcceptanceP
             raise PolicyConfigError(f"{where}: unknown key '{key}'; allowed: {', '.join(allowed_keys)}")
         kw = f"{where} key '{key}'"
         if key == "unit_bytes":
-            v = parse_size(v, where=kw)
+            v = parse_size(v, where=kw, error=PolicyConfigError)
         elif key == "held_during_call":
             if isinstance(v, str):
                 v = [v]
@@ -392,7 +479,7 @@ def _from_table(name: str, table: Mapping[str, Any], source: str) -> AcceptanceP
                 raise PolicyConfigError(f"{kw}: expected an integer, got {v!r}")
         elif key in _FLOAT_KEYS:
             if key == "background_rate_bytes_s" and isinstance(v, str):
-                v = float(parse_size(v, where=kw))
+                v = float(parse_size(v, where=kw, error=PolicyConfigError))
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise PolicyConfigError(f"{kw}: expected a number, got {v!r}")
             v = float(v)
@@ -427,21 +514,13 @@ def all_policies(files: Iterable[str | Path] = ()) -> dict[str, AcceptancePolicy
     return out
 
 
-def get_policy(name: str, files: Iterable[str | Path] = ()) -> AcceptancePolicy:
-    """A preset or user policy by name; unknown names list the choices."""
-    pols = all_policies(files)
-    if name not in pols:
-        raise PolicyConfigError(f"unknown policy {name!r}; allowed: {', '.join(pols)}")
-    return pols[name]
-
-
 # ------------------------------------------------------------------ flat vector for compiled loops
-# Indices into the int64 policy vector the hot functions of replay.acceptance.unaccepted read.
+# Indices into the int64 policy vector the compiled acceptance functions read.
 PV_TRIGGER = 0
 PV_UNIT_PAGES = 1
 PV_BLOCK_ORDER = 2
 PV_GUARD = 3
-PV_HELD = 4  # bitmask: 1 zone_lock, 2 global_lock, 4 irqs_off
+PV_HELD = 4  # HELD_* bits
 PV_BITMAP_LOCKING = 5
 PV_TARGET = 6
 PV_ONE_BLOCK_ZERO = 7
@@ -454,31 +533,27 @@ PV_BG_RATE = 13  # bytes per second
 PV_BG_BUDGET_PPM = 14  # CPU budget in millionths of one CPU
 PV_BG_START_NS = 15
 PV_LEN = 16
-HELD_ZONE_LOCK = 1
-HELD_GLOBAL_LOCK = 2
-HELD_IRQS_OFF = 4
 
 
 def policy_vector(policy: AcceptancePolicy, page_size: int = 4096) -> np.ndarray:
     """The policy as an int64 array (indices ``PV_*``) for numba-style hot functions."""
     v = np.zeros(PV_LEN, dtype=np.int64)
-    v[PV_TRIGGER] = TRIGGERS.index(policy.trigger)
+    v[PV_TRIGGER] = policy.trigger_id
     v[PV_UNIT_PAGES] = max(1, policy.unit_bytes // page_size)
     v[PV_BLOCK_ORDER] = policy.block_order
     v[PV_GUARD] = int(policy.guard_unit)
     held = 0
     for h in policy.held_during_call:
-        held |= {"zone_lock": HELD_ZONE_LOCK, "global_lock": HELD_GLOBAL_LOCK,
-                 "irqs_off": HELD_IRQS_OFF}[h]
+        held |= _HELD_BITS[h]
     v[PV_HELD] = held
-    v[PV_BITMAP_LOCKING] = BITMAP_LOCKING.index(policy.bitmap_locking)
-    v[PV_TARGET] = ACCEPT_TARGETS.index(policy.accept_target)
+    v[PV_BITMAP_LOCKING] = BitmapLocking.of(policy.bitmap_locking)
+    v[PV_TARGET] = AcceptTarget.of(policy.accept_target)
     v[PV_ONE_BLOCK_ZERO] = int(policy.one_block_when_wmark_zero)
     v[PV_UNUSABLE] = int(policy.unaccepted_unusable)
-    v[PV_COLLISION] = COLLISIONS.index(policy.collision)
-    v[PV_SCOPE] = ACCEPT_SCOPES.index(policy.accept_scope)
-    v[PV_CALLS_MODEL] = CALLS_MODELS.index(policy.calls_model)
-    v[PV_LAZY] = int(policy.lazy)
+    v[PV_COLLISION] = Collision.of(policy.collision)
+    v[PV_SCOPE] = AcceptScope.of(policy.accept_scope)
+    v[PV_CALLS_MODEL] = CallsModel.of(policy.calls_model)
+    v[PV_LAZY] = int(policy.lists_blocks)
     v[PV_BG_RATE] = int(policy.background_rate_bytes_s)
     v[PV_BG_BUDGET_PPM] = int(round(policy.background_cpu_budget * 1_000_000))
     v[PV_BG_START_NS] = policy.background_start_ns

@@ -35,10 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from parsers.schema import Event
+from replay.jit import kernel_entry
 from replay.model.buddy import add_to_free_list
-from replay.model.layout import MemoryLayout, ZoneLayout, snapshot_free_counts
+from replay.model.layout import DEFAULT_MIGRATETYPE_NAMES, MemoryLayout, ZoneLayout, snapshot_free_counts
+from replay.model.layout_x86 import ram_ranges_x86_qemu
 from replay.model.pcp import pcp_add, pcp_allowed_order
 from replay.model.state import (
+    G_PB_ORDER,
+    G_PFN_BASE,
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
     PG_ALLOC,
@@ -47,9 +52,6 @@ from replay.model.state import (
     ModelState,
     new_state,
 )
-from replay.jit import kernel_entry
-
-EV_ALLOC, EV_ZL, EV_FREE, EV_BATCHED, EV_DRAIN, EV_EXTFRAG = 0, 1, 2, 3, 4, 5
 
 #: Default choice of the free blocks among untouched memory when seeding from a snapshot
 #: (measured on the six real traces in docs/replay-fidelity.md, "Initial state").
@@ -71,7 +73,7 @@ def first_touch(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base: int, n
         if p < 0 or int(ev[k]) < 0:
             continue
         o = int(order[k])
-        if int(ev[k]) == EV_EXTFRAG:
+        if int(ev[k]) == Event.MM_PAGE_ALLOC_EXTFRAG:
             o = 0
         i = p - base
         if i < 0 or i + (1 << o) > npages:
@@ -88,7 +90,7 @@ def seed_touched(st: ModelState, first: np.ndarray, ev: np.ndarray, pfn: np.ndar
     pcp list order: ``mm_page_alloc`` takes the head, ``free_pcppages_bulk`` the tail, so the
     list is built as [first allocated ... last allocated] + [last drained ... first drained].
     """
-    pbo = st.geo[5]
+    pbo = st.geo[G_PB_ORDER]
     ncpu = st.pcp_count.shape[0]
     n = ev.shape[0]
     for step in range(2 * n):
@@ -98,9 +100,9 @@ def seed_touched(st: ModelState, first: np.ndarray, ev: np.ndarray, pfn: np.ndar
         p = int(pfn[k])
         if p < 0:
             continue
-        if step < n and e != EV_FREE and e != EV_BATCHED and e != EV_ALLOC:
+        if step < n and e != Event.MM_PAGE_FREE and e != Event.MM_PAGE_FREE_BATCHED and e != Event.MM_PAGE_ALLOC:
             continue
-        if step >= n and e != EV_DRAIN:
+        if step >= n and e != Event.MM_PAGE_PCPU_DRAIN:
             continue
         o = int(order[k])
         i = p - base
@@ -117,14 +119,15 @@ def seed_touched(st: ModelState, first: np.ndarray, ev: np.ndarray, pfn: np.ndar
         if not whole:
             continue
         m = int(mt[k])
-        if e == EV_DRAIN or (e == EV_ALLOC and pcp_allowed_order(o, pbo) and 0 <= m < MIGRATE_PCPTYPES):
+        if e == Event.MM_PAGE_PCPU_DRAIN or (e == Event.MM_PAGE_ALLOC and pcp_allowed_order(o, pbo)
+                                             and 0 <= m < MIGRATE_PCPTYPES):
             c = int(cpu[k])
             if c < 0 or c >= ncpu:
                 c = 0
             if m < 0 or m >= MIGRATE_PCPTYPES:
                 m = MIGRATE_MOVABLE
             pcp_add(st, c, z, i, o, m, True)
-        elif e == EV_FREE or e == EV_BATCHED:
+        elif e == Event.MM_PAGE_FREE or e == Event.MM_PAGE_FREE_BATCHED:
             st.pg_state[i] = PG_ALLOC
             st.pg_order[i] = o
             st.pg_mt[i] = int(st.pb_mt[i >> pbo])
@@ -138,42 +141,39 @@ def _pageblock_mt_pass(ev: np.ndarray, pfn: np.ndarray, mt: np.ndarray, fb_mt: n
     for k in range(ev.shape[0]):
         e = int(ev[k])
         p = int(pfn[k])
-        if p < 0 or not (e == EV_ZL or e == EV_DRAIN or e == EV_EXTFRAG):
+        if p < 0 or not (e == Event.MM_PAGE_ALLOC_ZONE_LOCKED or e == Event.MM_PAGE_PCPU_DRAIN
+                         or e == Event.MM_PAGE_ALLOC_EXTFRAG):
             continue
         blk = (p - base) >> pbo
         if blk < 0 or blk >= pb_mt.shape[0] or seen[blk]:
             continue
         seen[blk] = True
-        m = int(fb_mt[k]) if e == EV_EXTFRAG else int(mt[k])
+        m = int(fb_mt[k]) if e == Event.MM_PAGE_ALLOC_EXTFRAG else int(mt[k])
         if 0 <= m < 5:
             pb_mt[blk] = m
 
 
 def _pageblock_mt(st: ModelState, ea_ev: np.ndarray, pfn: np.ndarray, mt: np.ndarray, fb_mt: np.ndarray,
                   base: int) -> None:
-    _pageblock_mt_pass(ea_ev, pfn, mt, fb_mt, base, int(st.geo[5]), st.pb_mt, np.zeros(len(st.pb_mt), np.bool_))
+    _pageblock_mt_pass(ea_ev, pfn, mt, fb_mt, base, int(st.geo[G_PB_ORDER]), st.pb_mt,
+                       np.zeros(len(st.pb_mt), np.bool_))
 
 
 def present_mask(layout: MemoryLayout, zones: list[ZoneLayout], base: int, npages: int) -> np.ndarray:
     """Pages that exist: System RAM (iomem) inside a zone span.
 
     Without iomem, the qemu x86-64 e820 map of a guest of the snapshot's size is tried
-    (``replay.model.layout._ram_ranges_x86_qemu``) and kept when it gives every zone its
+    (``replay.model.layout_x86.ram_ranges_x86_qemu``) and kept when it gives every zone its
     ``present`` count; otherwise each zone's first ``present`` pfns.
     """
     ranges = tuple(layout.ram_ranges)
     if not ranges:
-        try:
-            from replay.model.layout import _ram_ranges_x86_qemu
-
-            total = sum(z.present for z in zones)
-            step = 128 << 20
-            guess = _ram_ranges_x86_qemu(-(-(total * layout.page_size) // step) * step, layout.page_size)
-            ok = all(sum(max(0, min(e, z.zone_end_pfn) - max(s, z.zone_start_pfn)) for s, e in guess) == z.present
-                     for z in zones)
-            ranges = guess if ok else ()
-        except Exception:  # noqa: BLE001 - only a better guess; fall back below
-            ranges = ()
+        total = sum(z.present for z in zones)
+        step = 128 << 20
+        guess = ram_ranges_x86_qemu(-(-(total * layout.page_size) // step) * step, layout.page_size)
+        ok = all(sum(max(0, min(e, z.zone_end_pfn) - max(s, z.zone_start_pfn)) for s, e in guess) == z.present
+                 for z in zones)
+        ranges = guess if ok else ()
     pres = np.zeros(npages, bool)
     for z in zones:
         a, b = z.zone_start_pfn - base, z.zone_end_pfn - base
@@ -226,7 +226,7 @@ def _maximal_blocks(avail: np.ndarray, a: int, b: int, n_orders: int) -> list[tu
 @kernel_entry(nrt=False)
 def _add_free_blocks(st: ModelState, zones: np.ndarray, orders: np.ndarray, heads: np.ndarray) -> None:
     """Put free blocks on the tail of their lists in the given order (pageblock migratetype)."""
-    pbo = int(st.geo[5])
+    pbo = int(st.geo[G_PB_ORDER])
     for k in range(heads.shape[0]):
         h = int(heads[k])
         add_to_free_list(st, h, int(zones[k]), int(orders[k]), int(st.pb_mt[h >> pbo]), True)
@@ -251,7 +251,7 @@ def _candidates(st: ModelState, first: np.ndarray, ev: np.ndarray, pres: np.ndar
         if f >= 0:
             counts[0] += 1
             e = int(ev[f])
-            if e == EV_ZL or e == EV_EXTFRAG:
+            if e == Event.MM_PAGE_ALLOC_ZONE_LOCKED or e == Event.MM_PAGE_ALLOC_EXTFRAG:
                 must_free[j] = True
                 counts[1] += 1
 
@@ -259,7 +259,7 @@ def _candidates(st: ModelState, first: np.ndarray, ev: np.ndarray, pres: np.ndar
 @kernel_entry(nrt=False)
 def _allocate_rest(st: ModelState, cand: np.ndarray, zid: np.ndarray) -> None:
     """Candidate pages outside every free block are allocated before the trace (order-0 heads)."""
-    pbo = int(st.geo[5])
+    pbo = int(st.geo[G_PB_ORDER])
     n = st.pg_state.shape[0]
     i = 0
     while i < n:
@@ -275,7 +275,8 @@ def _allocate_rest(st: ModelState, cand: np.ndarray, zid: np.ndarray) -> None:
         i += 1
 
 
-MT_NAMES = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "Isolate")
+#: the migratetypes seeded from pagetypeinfo (a CONFIG_CMA=n kernel's order)
+MT_NAMES = DEFAULT_MIGRATETYPE_NAMES
 
 
 def _seed_pageblock_types(st: ModelState, zones: list[ZoneLayout], snapshot: MemoryLayout, first: np.ndarray,
@@ -289,7 +290,7 @@ def _seed_pageblock_types(st: ModelState, zones: list[ZoneLayout], snapshot: Mem
     (snapshot free pages of the type minus those already placed), MOVABLE once no need is left.
     Deterministic; returns the number of pageblocks typed.
     """
-    pbo = int(st.geo[5])
+    pbo = int(st.geo[G_PB_ORDER])
     npb = len(st.pb_mt)
     touched_pb = np.zeros(npb, np.bool_)
     tp = np.nonzero(first >= 0)[0] >> pbo
@@ -366,6 +367,170 @@ def _free_blocks_per_order(st: ModelState, n_zones: int, n_orders: int) -> list[
     return [np.bincount(orders[zi == z], minlength=n_orders)[:n_orders].tolist() for z in range(n_zones)]
 
 
+def _new_model_state(layout: MemoryLayout, zones: list[ZoneLayout], cpu: np.ndarray) -> ModelState:
+    """An empty model of ``zones`` with a per-CPU list for every CPU the layout or the trace names."""
+    n_cpus = max([layout.nr_cpus] + [c + 1 for c in layout.cpu_ids] + [int(cpu.max()) + 1 if len(cpu) else 1])
+    high = np.zeros((n_cpus, len(zones)), np.int64)
+    batch = np.ones((n_cpus, len(zones)), np.int64)
+    for zi, z in enumerate(zones):
+        for c in range(n_cpus):
+            high[c, zi] = z.pcp_high_for(c)
+            batch[c, zi] = z.pcp_batch_for(c)
+    return new_state(np.array([z.zone_start_pfn for z in zones]), np.array([z.zone_end_pfn for z in zones]), n_cpus,
+                     n_orders=layout.nr_page_orders, pageblock_order=layout.pageblock_order, pcp_high=high,
+                     pcp_batch=batch)
+
+
+def _all_free(zi: int, blocks: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(zone, order, head) arrays of every maximal block of zone ``zi``: nothing to match, no
+    per-block Python work."""
+    hs = np.concatenate([h for _, h in blocks])
+    os_ = np.concatenate([np.full(len(h), o, np.int64) for o, h in blocks])
+    return np.full(len(hs), zi, np.int64), os_, hs
+
+
+def _reserve_top(pool: dict[int, list[int]], reserve: int, mk_prefix: np.ndarray) -> dict[int, list[int]]:
+    """Boot: ``reserve`` (present - managed) pages taken from the top of the zone, block by block,
+    skipping the blocks holding pages the trace takes from the buddy; the blocks left by order."""
+    allh = sorted(((h, o) for o, hs in pool.items() for h in hs), reverse=True)
+    keep: dict[int, list[int]] = {o: [] for o in pool}
+    for h, o in allh:
+        if reserve >= (1 << o) and mk_prefix[h + (1 << o)] == mk_prefix[h]:
+            reserve -= 1 << o
+            continue
+        keep[o].append(h)
+    return keep
+
+
+def _keep_to_target(zi: int, pool: dict[int, list[int]], tgt: list[int], n_orders: int, mk_prefix: np.ndarray,
+                    seed_order: str, free_heads: list[tuple[int, int, int]]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Keep ``tgt[o]`` blocks of each order free, from the top order down: first the blocks
+    holding pages the trace takes from the buddy, then by ``seed_order``.  A surplus block gives
+    up one half (the half without such pages) to the order below and the other half stays
+    allocated.  Returns (the allocated halves (head, order), the blocks still missing per order)."""
+    given_up: list[tuple[int, int]] = []
+    deficit = [0] * n_orders
+    for o in range(n_orders - 1, -1, -1):
+        lst = pool.get(o, [])
+        need = int(tgt[o]) if o < len(tgt) else 0
+        sign = 1 if seed_order == "low" else -1
+        lst.sort(key=lambda h, o=o: (mk_prefix[h + (1 << o)] == mk_prefix[h], sign * h))
+        kept = 0
+        for n_kept, h in enumerate(lst):
+            has_mk = mk_prefix[h + (1 << o)] != mk_prefix[h]
+            if n_kept < need or o == 0 and has_mk:
+                free_heads.append((zi, o, h))
+                kept += 1
+                continue
+            if o == 0:
+                continue
+            half = 1 << (o - 1)
+            lo_mk = mk_prefix[h + half] != mk_prefix[h]
+            hi_mk = mk_prefix[h + 2 * half] != mk_prefix[h + half]
+            if lo_mk and hi_mk:
+                free_heads.append((zi, o, h))  # both halves are needed free: keep the block
+                kept += 1
+            elif hi_mk:
+                pool.setdefault(o - 1, []).append(h + half)
+                given_up.append((h, o - 1))
+            else:
+                pool.setdefault(o - 1, []).append(h)
+                given_up.append((h + half, o - 1))
+        deficit[o] = max(0, need - kept)
+    return given_up, deficit
+
+
+def _carve_deficit(zi: int, given_up: list[tuple[int, int]], deficit: list[int], n_orders: int,
+                   free_heads: list[tuple[int, int, int]]) -> None:
+    """Orders still short of the snapshot: carve free blocks out of the allocated regions, each
+    the lower half of an order+1 unit whose upper half stays allocated (so it cannot merge)."""
+    regions = sorted(given_up, key=lambda r: (-r[1], r[0]))
+    for o in range(n_orders - 2, -1, -1):
+        d = deficit[o]
+        rest: list[tuple[int, int]] = []
+        for h, r in regions:
+            if d <= 0 or r < o + 1:
+                rest.append((h, r))
+                continue
+            unit = 1 << (o + 1)
+            for u in range(h, h + (1 << r), unit):
+                if d > 0:
+                    free_heads.append((zi, o, u))
+                    d -= 1
+                else:
+                    rest.append((u, o + 1))
+        regions = rest
+
+
+def _free_blocks(st: ModelState, zones: list[ZoneLayout], cand: np.ndarray, mk_prefix: np.ndarray,
+                 snap_counts: dict[tuple[int, str], list[int]] | None, boot: bool, n_orders: int,
+                 seed_order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The blocks that start free, as (zone, order, head) arrays in ascending head order (the
+    order ``memblock_free_all()`` puts them on the lists, at the tail): the maximal blocks of the
+    candidate pages of each zone, kept to the snapshot's counts (``snap_counts``), or all of them
+    but the boot reservations (``boot``), or all of them."""
+    free_heads: list[tuple[int, int, int]] = []  # (zone, order, head), seeded zones
+    free_arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (zone, order, head), unseeded zones
+    for zi, z in enumerate(zones):
+        blocks = _maximal_blocks(cand, int(st.z_start[zi]), int(st.z_end[zi]), n_orders)
+        if snap_counts is None and not boot:
+            free_arrays.append(_all_free(zi, blocks))
+            continue
+        pool: dict[int, list[int]] = {o: h.tolist() for o, h in blocks}
+        tgt = None
+        if snap_counts is not None:
+            tgt = snap_counts.get((z.node, z.name))
+        else:
+            pool = _reserve_top(pool, max(0, z.present - z.managed), mk_prefix)
+        if tgt is None:
+            free_heads.extend((zi, o, h) for o in range(n_orders - 1, -1, -1) for h in pool.get(o, []))
+            continue
+        given_up, deficit = _keep_to_target(zi, pool, tgt, n_orders, mk_prefix, seed_order, free_heads)
+        if any(deficit):
+            _carve_deficit(zi, given_up, deficit, n_orders, free_heads)
+    if free_heads:
+        free_arrays.append(tuple(np.array(c, np.int64).reshape(-1) for c in zip(*free_heads)))  # type: ignore[arg-type]
+    fz = np.concatenate([f[0] for f in free_arrays]) if free_arrays else np.zeros(0, np.int64)
+    fo = np.concatenate([f[1] for f in free_arrays]) if free_arrays else np.zeros(0, np.int64)
+    fh = np.concatenate([f[2] for f in free_arrays]) if free_arrays else np.zeros(0, np.int64)
+    srt = np.argsort(fh, kind="stable")
+    return fz[srt], fo[srt], fh[srt]
+
+
+def _report(st: ModelState, zones: list[ZoneLayout], snapshot: MemoryLayout | None,
+            snap_counts: dict[tuple[int, str], list[int]] | None, *, boot: bool, seed_order: str,
+            seed_migratetypes: bool, mt_seeded: int, n_touched: int, n_must_free: int,
+            first: np.ndarray, n_orders: int) -> dict[str, Any]:
+    """What the seed did, for the summary and the end check."""
+    report: dict[str, Any] = {
+        "boot": boot,
+        "seeded_from_snapshot": snap_counts is not None,
+        "seed_order": seed_order,
+        "seed_migratetypes": bool(seed_migratetypes and snap_counts is not None),
+        "pageblocks_typed_from_pagetypeinfo": mt_seeded,
+        "zones": [z.name for z in zones],
+        "free_pages": st.z_nr_free.tolist(),
+        "free_blocks_per_order": _free_blocks_per_order(st, len(zones), n_orders),
+        "pcp_pages": st.z_nr_pcp.tolist(),
+        "allocated_pages": st.z_nr_alloc.tolist(),
+        "present_pages": st.z_present.tolist(),
+        "touched_pages": n_touched,
+        "must_free_pages": n_must_free,
+        "_first": first,
+    }
+    if snap_counts is not None:
+        szones = {(z.node, z.name): z for z in snapshot.zones} if snapshot is not None else {}
+        report["snapshot_free_blocks_per_order"] = [
+            [int(c) for c in snap_counts.get((z.node, z.name), [])] for z in zones]
+        report["snapshot_pcp_pages"] = [
+            (szones[(z.node, z.name)].pcp_pages if (z.node, z.name) in szones and szones[(z.node, z.name)].pcp_count
+             else None) for z in zones]
+        report["seed_vs_pagetypeinfo"] = _seed_vs_pagetypeinfo(st, zones, snapshot)
+        report["snapshot_free_pages"] = [
+            int(sum(int(c) << o for o, c in enumerate(snap_counts.get((z.node, z.name), [])))) for z in zones]
+    return report
+
+
 def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: np.ndarray, cpu: np.ndarray,
                         fb_mt: np.ndarray, layout: MemoryLayout, *, snapshot: MemoryLayout | None = None,
                         boot: bool = False, seed_order: str = SEED_ORDER,
@@ -382,16 +547,8 @@ def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: 
         raise ValueError(f"seed_order {seed_order!r}: low or high")
     zones = model_zones(layout)
     n_orders = layout.nr_page_orders
-    n_cpus = max([layout.nr_cpus] + [c + 1 for c in layout.cpu_ids] + [int(cpu.max()) + 1 if len(cpu) else 1])
-    high = np.zeros((n_cpus, len(zones)), np.int64)
-    batch = np.ones((n_cpus, len(zones)), np.int64)
-    for zi, z in enumerate(zones):
-        for c in range(n_cpus):
-            high[c, zi] = z.pcp_high_for(c)
-            batch[c, zi] = z.pcp_batch_for(c)
-    st = new_state(np.array([z.zone_start_pfn for z in zones]), np.array([z.zone_end_pfn for z in zones]), n_cpus,
-                   n_orders=n_orders, pageblock_order=layout.pageblock_order, pcp_high=high, pcp_batch=batch)
-    base = int(st.geo[0])
+    st = _new_model_state(layout, zones, cpu)
+    base = int(st.geo[G_PFN_BASE])
     npages = len(st.pg_state)
     zid = np.full(npages, -1, np.int8)
     for zi in range(len(zones)):
@@ -420,91 +577,7 @@ def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: 
             snap_counts = snapshot_free_counts(snapshot)
         except Exception:  # noqa: BLE001 - a snapshot without buddyinfo just does not seed
             snap_counts = None
-    free_heads: list[tuple[int, int, int]] = []  # (zone, order, head), seeded zones
-    free_arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (zone, order, head), unseeded zones
-    for zi, z in enumerate(zones):
-        blocks = _maximal_blocks(cand, int(st.z_start[zi]), int(st.z_end[zi]), n_orders)
-        tgt = None
-        if snap_counts is None and not boot:
-            # nothing to match: every maximal block is free (no per-block Python work)
-            hs = np.concatenate([h for _, h in blocks])
-            os_ = np.concatenate([np.full(len(h), o, np.int64) for o, h in blocks])
-            free_arrays.append((np.full(len(hs), zi, np.int64), os_, hs))
-            continue
-        pool: dict[int, list[int]] = {o: h.tolist() for o, h in blocks}
-        if snap_counts is not None:
-            tgt = snap_counts.get((z.node, z.name))
-        elif boot:
-            # reserve present - managed pages from the top of the zone
-            reserve = max(0, z.present - z.managed)
-            allh = sorted(((h, o) for o, hs in pool.items() for h in hs), reverse=True)
-            keep: dict[int, list[int]] = {o: [] for o in pool}
-            for h, o in allh:
-                if reserve >= (1 << o) and mk_prefix[h + (1 << o)] == mk_prefix[h]:
-                    reserve -= 1 << o
-                    continue
-                keep[o].append(h)
-            pool = keep
-        given_up: list[tuple[int, int]] = []  # allocated regions (head, order) cut from surplus blocks
-        deficit = [0] * n_orders
-        for o in range(n_orders - 1, -1, -1):
-            lst = pool.get(o, [])
-            if tgt is None:
-                for h in lst:
-                    free_heads.append((zi, o, h))
-                continue
-            need = int(tgt[o]) if o < len(tgt) else 0
-            sign = 1 if seed_order == "low" else -1
-            lst.sort(key=lambda h, o=o: (mk_prefix[h + (1 << o)] == mk_prefix[h], sign * h))
-            kept = 0
-            for n_kept, h in enumerate(lst):
-                has_mk = mk_prefix[h + (1 << o)] != mk_prefix[h]
-                if n_kept < need or o == 0 and has_mk:
-                    free_heads.append((zi, o, h))
-                    kept += 1
-                    continue
-                if o == 0:
-                    continue
-                half = 1 << (o - 1)
-                lo_mk = mk_prefix[h + half] != mk_prefix[h]
-                hi_mk = mk_prefix[h + 2 * half] != mk_prefix[h + half]
-                if lo_mk and hi_mk:
-                    free_heads.append((zi, o, h))  # both halves are needed free: keep the block
-                    kept += 1
-                elif hi_mk:
-                    pool.setdefault(o - 1, []).append(h + half)
-                    given_up.append((h, o - 1))
-                else:
-                    pool.setdefault(o - 1, []).append(h)
-                    given_up.append((h + half, o - 1))
-            deficit[o] = max(0, need - kept)
-        # Orders still short of the snapshot: carve free blocks out of the allocated regions, each
-        # the lower half of an order+1 unit whose upper half stays allocated (so it cannot merge).
-        if tgt is not None and any(deficit):
-            regions = sorted(given_up, key=lambda r: (-r[1], r[0]))
-            for o in range(n_orders - 2, -1, -1):
-                d = deficit[o]
-                rest: list[tuple[int, int]] = []
-                for h, r in regions:
-                    if d <= 0 or r < o + 1:
-                        rest.append((h, r))
-                        continue
-                    unit = 1 << (o + 1)
-                    for u in range(h, h + (1 << r), unit):
-                        if d > 0:
-                            free_heads.append((zi, o, u))
-                            d -= 1
-                        else:
-                            rest.append((u, o + 1))
-                regions = rest
-    # free blocks go on the lists in ascending pfn order at the tail (memblock_free_all order)
-    if free_heads:
-        free_arrays.append(tuple(np.array(c, np.int64).reshape(-1) for c in zip(*free_heads)))  # type: ignore[arg-type]
-    fz = np.concatenate([f[0] for f in free_arrays]) if free_arrays else np.zeros(0, np.int64)
-    fo = np.concatenate([f[1] for f in free_arrays]) if free_arrays else np.zeros(0, np.int64)
-    fh = np.concatenate([f[2] for f in free_arrays]) if free_arrays else np.zeros(0, np.int64)
-    srt = np.argsort(fh, kind="stable")
-    fz, fo, fh = fz[srt], fo[srt], fh[srt]
+    fz, fo, fh = _free_blocks(st, zones, cand, mk_prefix, snap_counts, boot, n_orders, seed_order)
     mt_seeded = 0
     if seed_migratetypes and snap_counts is not None and snapshot is not None:
         mt_seeded = _seed_pageblock_types(st, zones, snapshot, first, fz, fo, fh)
@@ -512,31 +585,6 @@ def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: 
     # everything else present is allocated (order-0 heads)
     _allocate_rest(st, cand, zid)
     st.z_present[:] = st.z_nr_free + st.z_nr_pcp + st.z_nr_alloc
-
-    report: dict[str, Any] = {
-        "boot": boot,
-        "seeded_from_snapshot": snap_counts is not None,
-        "seed_order": seed_order,
-        "seed_migratetypes": bool(seed_migratetypes and snap_counts is not None),
-        "pageblocks_typed_from_pagetypeinfo": mt_seeded,
-        "zones": [z.name for z in zones],
-        "free_pages": st.z_nr_free.tolist(),
-        "free_blocks_per_order": _free_blocks_per_order(st, len(zones), n_orders),
-        "pcp_pages": st.z_nr_pcp.tolist(),
-        "allocated_pages": st.z_nr_alloc.tolist(),
-        "present_pages": st.z_present.tolist(),
-        "touched_pages": n_touched,
-        "must_free_pages": n_must_free,
-        "_first": first,
-    }
-    if snap_counts is not None:
-        szones = {(z.node, z.name): z for z in snapshot.zones} if snapshot is not None else {}
-        report["snapshot_free_blocks_per_order"] = [
-            [int(c) for c in snap_counts.get((z.node, z.name), [])] for z in zones]
-        report["snapshot_pcp_pages"] = [
-            (szones[(z.node, z.name)].pcp_pages if (z.node, z.name) in szones and szones[(z.node, z.name)].pcp_count
-             else None) for z in zones]
-        report["seed_vs_pagetypeinfo"] = _seed_vs_pagetypeinfo(st, zones, snapshot)
-        report["snapshot_free_pages"] = [
-            int(sum(int(c) << o for o, c in enumerate(snap_counts.get((z.node, z.name), [])))) for z in zones]
-    return st, report
+    return st, _report(st, zones, snapshot, snap_counts, boot=boot, seed_order=seed_order,
+                       seed_migratetypes=seed_migratetypes, mt_seeded=mt_seeded, n_touched=n_touched,
+                       n_must_free=n_must_free, first=first, n_orders=n_orders)

@@ -1,4 +1,4 @@
-"""Parsers of the /proc text a snapshot holds: zoneinfo, buddyinfo, pagetypeinfo, meminfo, iomem.
+"""Parsers of the /proc text a snapshot holds: zoneinfo, buddyinfo, pagetypeinfo, meminfo, iomem, vmstat.
 
 Each returns plain Python data (``replay.model.layout`` assembles a ``MemoryLayout`` from it) and raises
 ``LayoutError`` with the file name and line number on text it cannot read.
@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-try:  # the project's error root; fall back so this module imports on its own
-    from parsers.errors import PagereplayError
-except ImportError:  # pragma: no cover
-    class PagereplayError(Exception):  # type: ignore[no-redef]
-        """Stand-in for parsers.errors.PagereplayError."""
-
+from parsers.errors import PagereplayError
 
 PAGE_SIZE = 4096
 
@@ -24,11 +20,12 @@ class LayoutError(PagereplayError, ValueError):
     """A snapshot file is missing, unreadable or inconsistent; message names file and line."""
 
 
-def _err(name: str, lineno: int | None, msg: str) -> LayoutError:
+def snapshot_error(name: str, lineno: int | None, msg: str) -> LayoutError:
+    """A :class:`LayoutError` whose message is ``"<name>:<line>: <msg>"`` (no line: ``"<name>: <msg>"``)."""
     return LayoutError(f"{name}:{lineno}: {msg}" if lineno else f"{name}: {msg}")
 
 
-_NODE_ZONE = re.compile(r"^Node\s+(\d+),\s*zone\s+(\S+?),?(?:\s+(.*))?$")
+NODE_ZONE = re.compile(r"^Node\s+(\d+),\s*zone\s+(\S+?),?(?:\s+(.*))?$")
 _KV = re.compile(r"^\s*([A-Za-z_][\w()]*)\s*(:?)\s+(-?\d+)\s*$")
 _PROT = re.compile(r"^\s*protection:\s*\(\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*\)\s*$")
 _CPU = re.compile(r"^\s*cpu:\s*(\d+)\s*$")
@@ -53,10 +50,10 @@ def parse_zoneinfo(text: str, name: str = "zoneinfo") -> list[dict[str, Any]]:
         line = raw.rstrip()
         if not line.strip():
             continue
-        m = _NODE_ZONE.match(line)
+        m = NODE_ZONE.match(line)
         if m and not (m.group(3) or "").strip():
             if any(z["node"] == int(m.group(1)) and z["name"] == m.group(2) for z in zones):
-                raise _err(name, lineno, f"zone {m.group(2)} of node {m.group(1)} appears twice")
+                raise snapshot_error(name, lineno, f"zone {m.group(2)} of node {m.group(1)} appears twice")
             cur = {"node": int(m.group(1)), "name": m.group(2), "line": lineno, "fields": {},
                    "stats": {}, "node_stats": {}, "pcp": [], "protection": None,
                    "start_pfn": None}
@@ -64,7 +61,7 @@ def parse_zoneinfo(text: str, name: str = "zoneinfo") -> list[dict[str, Any]]:
             section, pcp = "zone", None
             continue
         if cur is None:
-            raise _err(name, lineno, f"expected 'Node N, zone NAME' header, got {line.strip()!r}")
+            raise snapshot_error(name, lineno, f"expected 'Node N, zone NAME' header, got {line.strip()!r}")
         s = line.strip()
         if s == "per-node stats":
             section = "node"
@@ -75,7 +72,7 @@ def parse_zoneinfo(text: str, name: str = "zoneinfo") -> list[dict[str, Any]]:
         if s.startswith("pages free"):
             v = s[len("pages free"):].strip()
             if not re.fullmatch(r"\d+", v):
-                raise _err(name, lineno, f"bad 'pages free' value {v!r}")
+                raise snapshot_error(name, lineno, f"bad 'pages free' value {v!r}")
             cur["fields"]["free"] = int(v)
             section = "zone"
             continue
@@ -86,7 +83,7 @@ def parse_zoneinfo(text: str, name: str = "zoneinfo") -> list[dict[str, Any]]:
         m = _CPU.match(line)
         if m:
             if section != "pcp":
-                raise _err(name, lineno, "'cpu:' line outside 'pagesets'")
+                raise snapshot_error(name, lineno, "'cpu:' line outside 'pagesets'")
             pcp = {"cpu": int(m.group(1)), "line": lineno}
             cur["pcp"].append(pcp)
             continue
@@ -97,7 +94,7 @@ def parse_zoneinfo(text: str, name: str = "zoneinfo") -> list[dict[str, Any]]:
             continue
         m = _KV.match(line)
         if not m:
-            raise _err(name, lineno, f"unrecognised zoneinfo line {s!r}")
+            raise snapshot_error(name, lineno, f"unrecognised zoneinfo line {s!r}")
         key, colon, val = m.group(1), m.group(2), int(m.group(3))
         if key == "start_pfn":
             cur["start_pfn"] = val
@@ -105,7 +102,7 @@ def parse_zoneinfo(text: str, name: str = "zoneinfo") -> list[dict[str, Any]]:
             cur["stats"][key] = val
         elif section == "pcp" and colon and key in ("count", "high", "batch"):
             if pcp is None:
-                raise _err(name, lineno, f"'{key}:' before any 'cpu:' line")
+                raise snapshot_error(name, lineno, f"'{key}:' before any 'cpu:' line")
             pcp[key] = val
         elif section == "node":
             cur["node_stats"][key] = val
@@ -114,16 +111,16 @@ def parse_zoneinfo(text: str, name: str = "zoneinfo") -> list[dict[str, Any]]:
         else:
             cur["stats"][key] = val
     if not zones:
-        raise _err(name, None, "no 'Node N, zone NAME' section found")
+        raise snapshot_error(name, None, "no 'Node N, zone NAME' section found")
     for z in zones:
         for need in ("spanned", "present"):
             if need not in z["fields"]:
-                raise _err(name, z["line"], f"zone {z['name']} of node {z['node']} has no "
+                raise snapshot_error(name, z["line"], f"zone {z['name']} of node {z['node']} has no "
                            f"'{need}' line")
         for p in z["pcp"]:
             missing = [k for k in ("count", "high", "batch") if k not in p]
             if missing:
-                raise _err(name, p["line"], f"zone {z['name']}: cpu {p['cpu']} pageset lacks "
+                raise snapshot_error(name, p["line"], f"zone {z['name']}: cpu {p['cpu']} pageset lacks "
                            f"{', '.join(missing)}")
     return zones
 
@@ -134,7 +131,7 @@ def _int_row(values: Sequence[str], name: str, lineno: int) -> tuple[list[int], 
         if v.startswith(">"):  # pagetypeinfo_showfree_print's capped count
             overflow, v = True, v[1:]
         if not v.isdigit():
-            raise _err(name, lineno, f"expected a count, got {v!r}")
+            raise snapshot_error(name, lineno, f"expected a count, got {v!r}")
         out.append(int(v))
     return out, overflow
 
@@ -146,16 +143,16 @@ def parse_buddyinfo(text: str, name: str = "buddyinfo") -> dict[tuple[int, str],
     for lineno, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
-        m = _NODE_ZONE.match(raw.strip())
+        m = NODE_ZONE.match(raw.strip())
         if not m or not m.group(3):
-            raise _err(name, lineno, f"expected 'Node N, zone NAME counts...', got {raw.strip()!r}")
+            raise snapshot_error(name, lineno, f"expected 'Node N, zone NAME counts...', got {raw.strip()!r}")
         counts, _ = _int_row(m.group(3).split(), name, lineno)
         if width is not None and len(counts) != width:
-            raise _err(name, lineno, f"{len(counts)} orders, earlier lines had {width}")
+            raise snapshot_error(name, lineno, f"{len(counts)} orders, earlier lines had {width}")
         width = len(counts)
         key = (int(m.group(1)), m.group(2))
         if key in out:
-            raise _err(name, lineno, f"zone {key[1]} of node {key[0]} appears twice")
+            raise snapshot_error(name, lineno, f"zone {key[1]} of node {key[0]} appears twice")
         out[key] = counts
     return out
 
@@ -180,7 +177,7 @@ def parse_pagetypeinfo(text: str, name: str = "pagetypeinfo") -> dict[str, Any]:
         if s.startswith("Page block order:"):
             v = s.split(":", 1)[1].strip()
             if not v.isdigit():
-                raise _err(name, lineno, f"bad page block order {v!r}")
+                raise snapshot_error(name, lineno, f"bad page block order {v!r}")
             res["pageblock_order"] = int(v)
             continue
         if s.startswith("Pages per block:"):
@@ -188,44 +185,44 @@ def parse_pagetypeinfo(text: str, name: str = "pagetypeinfo") -> dict[str, Any]:
         if s.startswith("Free pages count per migrate type at order"):
             orders = s[len("Free pages count per migrate type at order"):].split()
             if orders != [str(i) for i in range(len(orders))] or not orders:
-                raise _err(name, lineno, "bad order header")
+                raise snapshot_error(name, lineno, "bad order header")
             res["nr_orders"] = len(orders)
             section = "free"
             continue
         if s.startswith("Number of blocks type"):
             names = s[len("Number of blocks type"):].split()
             if res["migratetype_names"] not in (None, tuple(names)):
-                raise _err(name, lineno, "migratetype columns differ between nodes")
+                raise snapshot_error(name, lineno, "migratetype columns differ between nodes")
             res["migratetype_names"] = tuple(names)
             section = "blocks"
             continue
         if s.startswith("Number of mixed blocks"):
             section = "mixed"
             continue
-        m = _NODE_ZONE.match(s)
+        m = NODE_ZONE.match(s)
         if not m or not m.group(3):
-            raise _err(name, lineno, f"unrecognised pagetypeinfo line {s!r}")
+            raise snapshot_error(name, lineno, f"unrecognised pagetypeinfo line {s!r}")
         key = (int(m.group(1)), m.group(2))
         rest = m.group(3)
         if section == "free":
             t = re.match(r"^type\s+(\S+)\s+(.*)$", rest)
             if not t:
-                raise _err(name, lineno, f"expected 'type NAME counts...', got {rest!r}")
+                raise snapshot_error(name, lineno, f"expected 'type NAME counts...', got {rest!r}")
             counts, ovf = _int_row(t.group(2).split(), name, lineno)
             if len(counts) != res["nr_orders"]:
-                raise _err(name, lineno, f"{len(counts)} counts for {res['nr_orders']} orders")
+                raise snapshot_error(name, lineno, f"{len(counts)} counts for {res['nr_orders']} orders")
             res["free"].setdefault(key, {})[t.group(1)] = counts
             if ovf:
                 res["overflow"].add(key)
         elif section == "blocks":
             counts, _ = _int_row(rest.split(), name, lineno)
             if names is None or len(counts) != len(names):
-                raise _err(name, lineno, "block counts do not match the migratetype header")
+                raise snapshot_error(name, lineno, "block counts do not match the migratetype header")
             res["blocks"][key] = dict(zip(names, counts))
         elif section == "mixed":
             continue
         else:
-            raise _err(name, lineno, "zone line before any section header")
+            raise snapshot_error(name, lineno, "zone line before any section header")
     return res
 
 
@@ -237,7 +234,7 @@ def parse_meminfo(text: str, name: str = "meminfo") -> dict[str, int]:
             continue
         m = re.match(r"^([\w()]+):\s+(\d+)(?:\s+kB)?\s*$", raw.strip())
         if not m:
-            raise _err(name, lineno, f"unrecognised meminfo line {raw.strip()!r}")
+            raise snapshot_error(name, lineno, f"unrecognised meminfo line {raw.strip()!r}")
         out[m.group(1)] = int(m.group(2))
     return out
 
@@ -254,7 +251,7 @@ def parse_iomem(text: str, name: str = "iomem",
             continue
         m = re.match(r"^\s*([0-9a-fA-F]+)-([0-9a-fA-F]+)\s*:\s*(.*?)\s*$", raw)
         if not m:
-            raise _err(name, lineno, f"unrecognised iomem line {raw.strip()!r}")
+            raise snapshot_error(name, lineno, f"unrecognised iomem line {raw.strip()!r}")
         if m.group(3) != "System RAM":
             continue
         start, end = int(m.group(1), 16), int(m.group(2), 16) + 1
@@ -270,3 +267,23 @@ def parse_iomem(text: str, name: str = "iomem",
         else:
             merged.append((s, e))
     return tuple(merged)
+
+
+def parse_vmstat(text: str) -> dict[str, int]:
+    """/proc/vmstat: counter -> value; lines that are not ``name value`` are skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def read_vmstat(folder: str | Path | None) -> dict[str, int]:
+    """The ``vmstat`` file of a snapshot folder (:func:`parse_vmstat`; empty when absent)."""
+    if folder is None:
+        return {}
+    p = Path(folder) / "vmstat"
+    if not p.is_file():
+        return {}
+    return parse_vmstat(p.read_text())

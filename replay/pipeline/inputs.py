@@ -86,7 +86,8 @@ def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, g
                 cpus: int | None, mode: str = "simulate") -> ReplayInputs:
     """Events (and their ``EventArrays`` when read from Parquet), their metadata, the layout (the
     start snapshot's, else the end snapshot's, else inferred from the pfn range), the snapshots."""
-    from replay.model.layout import infer_layout, load_snapshot
+    from replay.model.layout import load_snapshot
+    from replay.model.layout_x86 import infer_layout
 
     table, md, ea, bounds = load_events(trace, mode)
     if table.num_rows == 0:

@@ -486,7 +486,7 @@ def warm_exact(pols: list[Any], cost: Any) -> None:
     they load later."""
     try:
         from replay.events.arrays import event_arrays_from_parquet
-        from replay.model.layout import infer_layout
+        from replay.model.layout_x86 import infer_layout
         from replay.policy.prepare import prepare
         from replay.policy.run import run_full
         from replay.results.tables import policy_tables, result_context

@@ -59,14 +59,15 @@ from typing import Any
 
 import numpy as np
 
-import replay.acceptance.unaccepted as A
+from replay.acceptance.page_alloc import PageUnaccepted
+from replay.acceptance.policies import Trigger
+from replay.acceptance.unaccepted_memory import AcceptGeo, AcceptState, bitmap_units, page_contains_unaccepted
 from replay.events.arrays import EV_ALLOC, EV_EXTFRAG, EV_ZL
 from replay.model.sections import Sections
 from replay.policy.loop import (AC_K, AC_ZLHOLD, AC_ZONE, ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT,
                                 INT64_MAX, PP_LISTS, PP_NOACT, PP_TRIGGER, STAGE_FRESH, STAGE_VISITED,
-                                accepted_block_zone, background_tick, block_is_listed, has_unaccepted, quiet_time_step,
-                                section_cost, take_free_block, time_step, top_block_is_free, units_under,
-                                zone_needs_accept, zone_needs_accept_at)
+                                accepted_block_zone, background_tick, quiet_time_step, section_cost, take_free_block,
+                                time_step, top_block_is_free, zone_needs_accept, zone_needs_accept_at)
 from replay.model.state import ModelState
 from replay.jit import kernel, kernel_entry
 
@@ -81,7 +82,7 @@ TOUCH_BLOCK, TOUCH_ZL, TOUCH_ALLOC = 0, 1, 2
 
 
 @kernel(nrt=False)
-def listed_pages(acc: A.AcceptState, zmap: np.ndarray) -> int:
+def listed_pages(acc: AcceptState, zmap: np.ndarray) -> int:
     """Pages of the model zones' blocks still on ``zone->unaccepted_pages`` (outside the buddy)."""
     tot = 0
     for z in range(zmap.shape[0]):
@@ -118,7 +119,7 @@ class DeltaIndex:
         self._touches: dict[tuple[int, int, int, int], Touches] = {}
         self._lock = threading.Lock()
 
-    def touches(self, kind: int, acc: A.AcceptState, n_events: int) -> Touches:
+    def touches(self, kind: int, acc: AcceptState, n_events: int) -> Touches:
         """The first touches of ``kind`` under ``acc``'s geometry, shared by the policies that have it."""
         key = (kind, *touch_geometry(kind, acc))
         with self._lock:
@@ -213,8 +214,8 @@ def bucket_events(ts: np.ndarray, edges: np.ndarray, out: np.ndarray) -> None:
 def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone: np.ndarray, kind: int, base: int,
                   unit: int, count: int, k0: int, k1: int, seen: np.ndarray, out: np.ndarray, nf: int) -> int:
     """The events ``k0..k1-1`` that first touch a block (``TOUCH_BLOCK``: the block of the event's
-    pfn, as ``block_is_listed`` finds it; ``unit`` is then the block order) or a bitmap unit
-    (``TOUCH_ZL`` / ``TOUCH_ALLOC``: the units under the event's range, as ``has_unaccepted`` finds
+    pfn, as ``PageUnaccepted`` finds it; ``unit`` is then the block order) or a bitmap unit
+    (``TOUCH_ZL`` / ``TOUCH_ALLOC``: the units under the event's range, as ``page_contains_unaccepted`` finds
     them, for the zone_locked / mm_page_alloc events of a known zone), appended to ``out`` after
     its first ``nf`` entries; returns the new count."""
     for k in range(k0, k1):
@@ -231,7 +232,7 @@ def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone:
         e = ev[k]
         if base_zone[k] < 0 or (kind == TOUCH_ZL and e != EV_ZL) or (kind == TOUCH_ALLOC and e != EV_ALLOC):
             continue
-        u0, u1 = units_under(p, int(order[k]), base, unit, count)
+        u0, u1 = bitmap_units(p, 1 << int(order[k]), base, unit, count, 0)
         hit = False
         for u in range(u0, u1):
             if seen[u] == 0:
@@ -243,12 +244,13 @@ def first_touches(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base_zone:
     return nf
 
 
-def touch_geometry(kind: int, acc: A.AcceptState) -> tuple[int, int, int]:
+def touch_geometry(kind: int, acc: AcceptState) -> tuple[int, int, int]:
     """(base pfn, block order or unit pages, count) of the blocks or units ``kind`` looks at."""
     if kind == TOUCH_BLOCK:
-        return int(acc.geo[A.G_PFN_BASE]), int(acc.geo[A.G_BLOCK_ORDER]), max(int(acc.geo[A.G_NR_BLOCKS]), 0)
-    return (int(acc.geo[A.G_PHYS_BASE]), max(int(acc.geo[A.G_UNIT_PAGES]), 1),
-            max(int(acc.geo[A.G_NR_UNITS]), 0))
+        return (int(acc.geo[AcceptGeo.PFN_BASE]), int(acc.geo[AcceptGeo.BLOCK_ORDER]),
+                max(int(acc.geo[AcceptGeo.NR_BLOCKS]), 0))
+    return (int(acc.geo[AcceptGeo.PHYS_BASE]), max(int(acc.geo[AcceptGeo.UNIT_PAGES]), 1),
+            max(int(acc.geo[AcceptGeo.NR_UNITS]), 0))
 
 
 class Touches:
@@ -256,7 +258,7 @@ class Touches:
     results come in (unit touches need the event's zone); shared by the policies with that
     geometry (``DeltaIndex.touches``), any thread."""
 
-    def __init__(self, kind: int, acc: A.AcceptState, n_events: int) -> None:
+    def __init__(self, kind: int, acc: AcceptState, n_events: int) -> None:
         self.kind = kind
         self.base, self.unit, self.count = touch_geometry(kind, acc)
         self.seen = np.zeros(max(self.count, 1), np.int8)
@@ -302,7 +304,7 @@ def _settle(st: ModelState, S: Sections, calib: np.ndarray, ev: np.ndarray, base
 
 
 @kernel(nrt=False)
-def _hot(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray, agg: np.ndarray, top: int) -> bool:
+def _hot(st: ModelState, acc: AcceptState, pp: np.ndarray, zmap: np.ndarray, agg: np.ndarray, top: int) -> bool:
     """A zone still listing blocks where some event before the next visit could trigger acceptance."""
     for z in range(zmap.shape[0]):
         az = zmap[z]
@@ -326,7 +328,7 @@ def _next_at(arr: np.ndarray, sp: np.ndarray, slot: int, k: int) -> int:
 
 
 @kernel_entry(nrt=False)
-def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray, pv: np.ndarray, zmap: np.ndarray,
+def delta_chunk(st: ModelState, S: Sections, acc: AcceptState, pp: np.ndarray, pv: np.ndarray, zmap: np.ndarray,
                  calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
                  order: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray, dfree: np.ndarray,
                  k0: int, k_limit: int, stage0: int, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray,
@@ -358,7 +360,7 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
     trig = pp[PP_TRIGGER]
     lists = pp[PP_LISTS] != 0
     noact = pp[PP_NOACT] != 0
-    units = trig == A.T_BUDDY or trig == A.T_POST_ALLOC
+    units = trig == Trigger.ON_BUDDY_ALLOC or trig == Trigger.POST_ALLOC
     top = base_order.shape[1] - 1
     nb = edges.shape[0]
     k = k0
@@ -371,7 +373,7 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
         t = ts[k]
         z = int(base_zone[k])
         # del_page_from_free_list (v1) / post_alloc_hook (v2-v7): the block taken here is checked
-        post_site = (trig == A.T_BUDDY and e == EV_ZL) or (trig == A.T_POST_ALLOC and e == EV_ALLOC)
+        post_site = (trig == Trigger.ON_BUDDY_ALLOC and e == EV_ZL) or (trig == Trigger.POST_ALLOC and e == EV_ALLOC)
         if stage == STAGE_FRESH:
             if z >= 0:
                 _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, z, k)
@@ -398,20 +400,20 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
                     ts_order[b, j] = base_order[b, j]
                 ts_order[b, top] -= held
                 bstate[0] = b + 1
-            if trig == A.T_BACKGROUND and t >= next_bg[0] and background_tick(acc, pv, t, next_bg):
+            if trig == Trigger.BACKGROUND and t >= next_bg[0] and background_tick(acc, pv, t, next_bg):
                 return k, ACT_BG, -1
             if lists and p >= 0 and z >= 0 and (e == EV_ZL or (e == EV_ALLOC and pend[ncpu + c] == 0)):
                 if zone_needs_accept(st, acc, pp, zmap, z, o):
                     return k, ACT_VISIT, z
             stage = STAGE_VISITED
         if stage == STAGE_VISITED:
-            if lists and p >= 0 and block_is_listed(acc, p):
+            if lists and p >= 0 and PageUnaccepted(acc, p):
                 if e == EV_ZL or e == EV_ALLOC or e == EV_EXTFRAG:
                     return k, ACT_FORCED, z
                 return k, ACT_DIVERGE, z
             if z >= 0:
                 st.z_nr_free[z] += dfree[k]
-                if post_site and has_unaccepted(acc, p, o):
+                if post_site and page_contains_unaccepted(acc, p, o):
                     return k, ACT_POST, z
         if noact:
             quiet_time_step(S, calib, ev, ts, k, base_sec, sec_vstart, elog, elog_n)
@@ -447,8 +449,8 @@ def delta_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray,
                 j += 1
             must[c] = j
         if sp[SP_DENSE_UNTIL] <= k and p >= 0 and (
-                (lists and block_is_listed(acc, p))
-                or (post_site and z >= 0 and has_unaccepted(acc, p, o))):
+                (lists and PageUnaccepted(acc, p))
+                or (post_site and z >= 0 and page_contains_unaccepted(acc, p, o))):
             sp[SP_DENSE_UNTIL] = n  # a first touch left it unaccepted: later touches are not indexed
         # ---- the next event to visit
         stage = STAGE_FRESH

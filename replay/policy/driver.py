@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-import replay.acceptance.unaccepted as A
+from replay.acceptance.page_alloc import (SITE_BUDDY_DEL, SITE_POST_ALLOC, SITE_WMARK_FAIL, SITE_ZONE_VISIT, BlockState,
+                                          accept_page, acceptance_hook, background_accept, unaccepted_list_del,
+                                          unaccepted_pages_of)
+from replay.acceptance.unaccepted_memory import PAGE_SIZE, AcceptGeo, AcceptState, Receipt, new_receipt
 from replay.acceptance.policies import PV_HELD, AcceptancePolicy
 from replay.model.state import ModelState
 from replay.policy.delta import count_blocks_to_tail, take_top_blocks
@@ -46,7 +49,7 @@ def policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.nda
     return pp
 
 
-def reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = False,
+def reconcile(st: ModelState, acc: AcceptState, *, counters_only: bool = False,
               free_pages: Callable[[], np.ndarray] | None = None) -> None:
     """Make the acceptance state agree with the trace's initial buddy state.
 
@@ -56,19 +59,19 @@ def reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = False
     ``st`` shares the initial buddy state with other runs and only its ``z_nr_free`` is private:
     a listed block that is a whole free block there leaves the free counter, not the lists
     (``replay.policy.delta``); ``free_pages()`` then marks the initial state's free pages."""
-    bo = int(acc.geo[A.G_BLOCK_ORDER])
+    bo = int(acc.geo[AcceptGeo.BLOCK_ORDER])
     bpages = 1 << bo
-    unit = int(acc.geo[A.G_UNIT_PAGES])
-    phys = int(acc.geo[A.G_PHYS_BASE])
-    nu = int(acc.geo[A.G_NR_UNITS])
-    for az in range(int(acc.geo[A.G_NR_ZONES])):
-        pfns = A.unaccepted_pages_of(acc, az)
+    unit = int(acc.geo[AcceptGeo.UNIT_PAGES])
+    phys = int(acc.geo[AcceptGeo.PHYS_BASE])
+    nu = int(acc.geo[AcceptGeo.NR_UNITS])
+    for az in range(int(acc.geo[AcceptGeo.NR_ZONES])):
+        pfns = unaccepted_pages_of(acc, az)
         ok = np.zeros(len(pfns), np.bool_)
         take_top_blocks(st, pfns, bo, counters_only, ok)
         for pfn in pfns[~ok].tolist():
-            b = (int(pfn) - int(acc.geo[A.G_PFN_BASE])) >> bo
-            A._list_del(acc, az, b)
-            acc.blk_state[b] = A.B_RELEASED
+            b = (int(pfn) - int(acc.geo[AcceptGeo.PFN_BASE])) >> bo
+            unaccepted_list_del(acc, az, b)
+            acc.blk_state[b] = BlockState.RELEASED
             acc.z_nr_unaccepted[az] -= bpages
             acc.z_released_pages[az] += bpages
             u0 = max(0, (int(pfn) - phys) // unit)
@@ -83,15 +86,15 @@ def reconcile(st: ModelState, acc: A.AcceptState, *, counters_only: bool = False
     else:
         ok = np.zeros(len(st.pg_state), np.uint8)
         mark_free_pages(st, ok)
-    listed = (acc.blk_state == A.B_LISTED).view(np.uint8)
-    clear_units_in_use(acc.bitmap, ok, listed, int(acc.geo[A.G_PFN_BASE]), bo, phys, unit, int(st.geo[0]))
+    listed = (acc.blk_state == BlockState.LISTED).view(np.uint8)
+    clear_units_in_use(acc.bitmap, ok, listed, int(acc.geo[AcceptGeo.PFN_BASE]), bo, phys, unit, int(st.geo[0]))
 
 
 def add_receipt(tot: np.ndarray, r: np.ndarray) -> None:
     """``tot`` += ``r``, the IRQs-off maximum as a maximum."""
-    m = tot[A.R_IRQS_OFF_MAX_NS]
+    m = tot[Receipt.IRQS_OFF_MAX_NS]
     tot += r
-    tot[A.R_IRQS_OFF_MAX_NS] = max(m, r[A.R_IRQS_OFF_MAX_NS])
+    tot[Receipt.IRQS_OFF_MAX_NS] = max(m, r[Receipt.IRQS_OFF_MAX_NS])
 
 
 class AcceptanceDriver:
@@ -108,9 +111,9 @@ class AcceptanceDriver:
         self.acc, self.cv, self.pv = model.st, model.cv, model.pv
         self.out_pfns = model.out_pfns
         self.delay, self.next_bg, self.delta = delay, next_bg, delta
-        self.bo = int(self.acc.geo[A.G_BLOCK_ORDER])
-        unit_bytes = int(self.acc.geo[A.G_UNIT_PAGES]) * A.PAGE_SIZE
-        self.unaccepted = int(self.acc.bitmap.sum()) * unit_bytes if self.acc.geo[A.G_HAS_TABLE] else 0
+        self.bo = int(self.acc.geo[AcceptGeo.BLOCK_ORDER])
+        unit_bytes = int(self.acc.geo[AcceptGeo.UNIT_PAGES]) * PAGE_SIZE
+        self.unaccepted = int(self.acc.bitmap.sum()) * unit_bytes if self.acc.geo[AcceptGeo.HAS_TABLE] else 0
         #: what acceptance charged to the event being handled (see policy.loop.time_step)
         self.acur = np.zeros(AC_LEN, np.int64)
         self.acur[AC_K] = -1
@@ -125,11 +128,11 @@ class AcceptanceDriver:
         self.unacc_log_t: list[int] = []
         self.unacc_log_v: list[int] = []
         self.actions: list[dict[str, Any]] = []
-        self.totals = A.new_receipt()
+        self.totals = new_receipt()
         self.free_hold = int(round(prep.cal.drain_base_ns + prep.cal.drain_per_block_ns))
         trig = policy.trigger
-        self.site_visit = A.SITE_WMARK_FAIL if trig == "watermark_fail" else A.SITE_ZONE_VISIT
-        self.site_post = A.SITE_BUDDY_DEL if trig == "on_buddy_alloc" else A.SITE_POST_ALLOC
+        self.site_visit = SITE_WMARK_FAIL if trig == "watermark_fail" else SITE_ZONE_VISIT
+        self.site_post = SITE_BUDDY_DEL if trig == "on_buddy_alloc" else SITE_POST_ALLOC
         if trig == "background" and self.acc.ul_len.sum() > 0:
             ts = prep.events.ts
             next_bg[0] = max(int(ts[0]) if len(ts) else 0, int(policy.background_start_ns))
@@ -166,7 +169,7 @@ class AcceptanceDriver:
         ea = self.prep.events
         c = int(ea.cpu[k])
         now = int(ea.ts[k]) + int(self.delay[c])
-        r = A.new_receipt()
+        r = new_receipt()
         if act == ACT_BG:
             kind, nblocks, zone = self._background(k, r)
         elif act == ACT_VISIT:
@@ -180,7 +183,7 @@ class AcceptanceDriver:
 
     def _background(self, k: int, r: np.ndarray) -> tuple[str, int, int]:
         t = int(self.prep.events.ts[k])
-        cnt = A.background_accept(self.acc, self.cv, self.pv, t, self.out_pfns, r)
+        cnt = background_accept(self.acc, self.cv, self.pv, t, self.out_pfns, r)
         zone = self.free_blocks(cnt)
         self.next_bg[0] = t + BG_TICK_NS if self.acc.ul_len.sum() > 0 else INT64_MAX
         return "background", cnt, zone
@@ -189,7 +192,7 @@ class AcceptanceDriver:
         """``cond_accept_memory`` / ``try_to_accept_memory`` at the zones ``get_page_from_freelist``
         visits (exact mode: the trace's zone; simulate: the zonelist walk from ``z`` on)."""
         prep, st, ea = self.prep, self.st, self.prep.events
-        kind = "zone_visit" if self.site_visit == A.SITE_ZONE_VISIT else "watermark_fail"
+        kind = "zone_visit" if self.site_visit == SITE_ZONE_VISIT else "watermark_fail"
         p, o = int(ea.pfn[k]), int(ea.order[k])
         zones = [z]
         if prep.mode == "simulate":  # the rest of get_page_from_freelist()'s walk after zone z
@@ -203,10 +206,10 @@ class AcceptanceDriver:
         t = now
         for zz in zones:
             if zone_needs_accept(st, self.acc, self.pp, prep.zmap, zz, o):
-                r0 = float(r[A.R_ADDED_NS])
-                cnt = A.acceptance_hook(self.acc, self.cv, self.pv, self.site_visit, int(prep.zmap[zz]), p, o,
+                r0 = float(r[Receipt.ADDED_NS])
+                cnt = acceptance_hook(self.acc, self.cv, self.pv, self.site_visit, int(prep.zmap[zz]), p, o,
                                         int(st.z_nr_free[zz]), (1 << o) - 1, t, self.out_pfns, r)
-                t += int(r[A.R_ADDED_NS] - r0)
+                t += int(r[Receipt.ADDED_NS] - r0)
                 if cnt > 0:
                     self.free_blocks(cnt)
                     nblocks += cnt
@@ -217,8 +220,8 @@ class AcceptanceDriver:
 
     def _forced(self, k: int, z: int, now: int, r: np.ndarray) -> tuple[str, int, int]:
         """Exact mode: the trace allocates from a block still listed: ``accept_page`` it there."""
-        pfn_b, add = A.accept_page(self.acc, self.cv, self.pv, int(self.prep.events.pfn[k]), now, r)
-        r[A.R_ADDED_NS] += add
+        pfn_b, add = accept_page(self.acc, self.cv, self.pv, int(self.prep.events.pfn[k]), now, r)
+        r[Receipt.ADDED_NS] += add
         if pfn_b < 0:
             return "forced", 0, z
         self.out_pfns[0] = pfn_b
@@ -230,8 +233,8 @@ class AcceptanceDriver:
         ea = self.prep.events
         q = int(out_pfn[k]) if self.prep.mode == "simulate" else int(ea.pfn[k])
         site = self.site_post
-        kind = "buddy_del" if site == A.SITE_BUDDY_DEL else "post_alloc"
-        A.acceptance_hook(self.acc, self.cv, self.pv, site, int(self.prep.zmap[z]) if z >= 0 else 0, q,
+        kind = "buddy_del" if site == SITE_BUDDY_DEL else "post_alloc"
+        acceptance_hook(self.acc, self.cv, self.pv, site, int(self.prep.zmap[z]) if z >= 0 else 0, q,
                           int(ea.order[k]), 0, 0, now, self.out_pfns, r)
         return kind, 0, z
 
@@ -239,22 +242,22 @@ class AcceptanceDriver:
         """Record receipt ``r`` against event ``k`` (``acur`` for its time step) and in the totals."""
         add_receipt(self.totals, r)
         acur = self.acur
-        fwzl = int(round(r[A.R_FW_UNDER_ZONE_LOCK_NS]))
-        zl = int(round(r[A.R_ZONE_LOCK_HOLD_NS])) - fwzl + nblocks * self.free_hold
+        fwzl = int(round(r[Receipt.FW_UNDER_ZONE_LOCK_NS]))
+        zl = int(round(r[Receipt.ZONE_LOCK_HOLD_NS])) - fwzl + nblocks * self.free_hold
         if not bg:
-            acur[AC_ADDED] += int(round(r[A.R_ADDED_NS]))
+            acur[AC_ADDED] += int(round(r[Receipt.ADDED_NS]))
             acur[AC_FWZL] += fwzl
-            acur[AC_WAIT] += int(round(r[A.R_GLOBAL_LOCK_WAIT_NS] + r[A.R_ACCEPTING_SPIN_NS]))
-            self.firmware[k] = self.firmware.get(k, 0) + int(round(r[A.R_FW_NS]))
-            self.accepted[k] = self.accepted.get(k, 0) + int(r[A.R_BYTES])
+            acur[AC_WAIT] += int(round(r[Receipt.GLOBAL_LOCK_WAIT_NS] + r[Receipt.ACCEPTING_SPIN_NS]))
+            self.firmware[k] = self.firmware.get(k, 0) + int(round(r[Receipt.FW_NS]))
+            self.accepted[k] = self.accepted.get(k, 0) + int(r[Receipt.BYTES])
         if zl > 0 and zone >= 0:
             acur[AC_ZLHOLD] += zl
             acur[AC_ZONE] = zone
             acur[AC_BG] = int(bg)
-        self.unaccepted -= int(r[A.R_BYTES])
+        self.unaccepted -= int(r[Receipt.BYTES])
         self.unacc_log_t.append(int(self.prep.events.ts[k]))
         self.unacc_log_v.append(self.unaccepted)
-        if r[A.R_BYTES] > 0 or r[A.R_GLOBAL_LOCK_SECTIONS] > 0 or nblocks > 0:
+        if r[Receipt.BYTES] > 0 or r[Receipt.GLOBAL_LOCK_SECTIONS] > 0 or nblocks > 0:
             self.actions.append({"k": k, "cpu": -1 if bg else c, "vts": now, "kind": kind, "receipt": r,
                                  "blocks": nblocks, "zone": zone, "held": int(self.pv[PV_HELD])})
 
@@ -265,7 +268,7 @@ class AcceptanceDriver:
             return np.full(len(edges), self.unaccepted, np.int64)
         idx = np.searchsorted(np.asarray(self.unacc_log_t, np.int64), edges, side="left") - 1
         vals = np.asarray(self.unacc_log_v, np.int64)
-        init = self.unaccepted + int(sum(a["receipt"][A.R_BYTES] for a in self.actions))  # before the first
+        init = self.unaccepted + int(sum(a["receipt"][Receipt.BYTES] for a in self.actions))  # before the first
         return np.where(idx >= 0, vals[np.maximum(idx, 0)], init).astype(np.int64)
 
     def handled_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

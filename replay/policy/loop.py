@@ -9,7 +9,7 @@ acts leaves the buddy model exactly as the plain replay does.  Around each event
   policies, a traced allocation inside a block still on ``zone->unaccepted_pages`` in exact mode,
   ``del_page_from_free_list()`` (v1) or ``post_alloc_hook()`` (v2-v7) on a block with
   unaccepted units, the background acceptor's tick) and if so *returns* ``(k, action, zone)``:
-  the driver (``replay.policy.run``) runs ``replay.acceptance.unaccepted`` for it (those functions allocate
+  the driver (``replay.policy.run``) runs ``replay.acceptance.page_alloc`` for it (those functions allocate
   small arrays and need numba's NRT; this module is compiled without it, like the engine) and
   resumes at ``k`` with a later ``stage``.  Acceptance is rare (a few hundred blocks per GiB),
   so the round trips cost little;
@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-import replay.acceptance.unaccepted as A
+from replay.acceptance.page_alloc import WMARK_HIGH, WMARK_LOW, WMARK_PROMO, PageUnaccepted, background_may_accept
+from replay.acceptance.policies import AcceptTarget, Trigger
+from replay.acceptance.unaccepted_memory import AcceptState, page_contains_unaccepted
 from replay.events.arrays import EV_ALLOC, EV_EXTFRAG, EV_ZL
 from replay.model.sections import SEC_DRAIN, SEC_FREE, Sections
 from replay.model.engine import exact_chunk, locate
@@ -63,48 +65,13 @@ CA_REFILL_BASE, CA_REFILL_PER, CA_DRAIN_BASE, CA_DRAIN_PER, CA_STEAL = 0, 1, 2, 
 
 
 @kernel(nrt=False)
-def zone_needs_accept(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray, z: int, o: int) -> bool:
+def zone_needs_accept(st: ModelState, acc: AcceptState, pp: np.ndarray, zmap: np.ndarray, z: int, o: int) -> bool:
     """Would the policy accept memory at a visit of model zone ``z`` for an order-``o`` request?"""
     return zone_needs_accept_at(st, acc, pp, zmap, z, o, st.z_nr_free[z])
 
 
 @kernel(nrt=False)
-def units_under(pfn: int, o: int, base: int, unit: int, nu: int) -> tuple[int, int]:
-    """The bitmap units ``u0..u1-1`` (of ``unit`` pages from pfn ``base``, ``nu`` of them) under
-    ``[pfn, pfn + 2**o)``; an empty range when the block lies outside the bitmap."""
-    s = pfn - base
-    e = s + (np.int64(1) << o)
-    if e <= 0 or s >= nu * unit:
-        return 0, 0
-    if s < 0:
-        s = 0
-    u1 = (e + unit - 1) // unit
-    if u1 > nu:
-        u1 = nu
-    return s // unit, u1
-
-
-@kernel(nrt=False)
-def has_unaccepted(acc: A.AcceptState, pfn: int, o: int) -> bool:
-    """Any bitmap unit under ``[pfn, pfn + 2**o)`` unaccepted (``check_accepted`` negated, no guard)."""
-    nu = acc.geo[A.G_NR_UNITS]
-    if acc.geo[A.G_HAS_TABLE] == 0 or nu == 0:
-        return False
-    u0, u1 = units_under(pfn, o, acc.geo[A.G_PHYS_BASE], acc.geo[A.G_UNIT_PAGES], nu)
-    for u in range(u0, u1):
-        if acc.bitmap[u] != 0:
-            return True
-    return False
-
-
-@kernel(nrt=False)
-def block_is_listed(acc: A.AcceptState, pfn: int) -> bool:
-    b = (pfn - acc.geo[A.G_PFN_BASE]) >> acc.geo[A.G_BLOCK_ORDER]
-    return 0 <= b < acc.geo[A.G_NR_BLOCKS] and acc.blk_state[b] == A.B_LISTED
-
-
-@kernel(nrt=False)
-def sim_first_visit(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray, zkind: np.ndarray,
+def sim_first_visit(st: ModelState, acc: AcceptState, pp: np.ndarray, zmap: np.ndarray, zkind: np.ndarray,
                     wmark_low: np.ndarray, o: int, limit: int) -> int:
     """Simulate mode: the first zone of ``get_page_from_freelist()``'s walk where the policy acts (-1: none)."""
     nz = st.z_start.shape[0]
@@ -149,11 +116,11 @@ INT64_MAX = 9223372036854775807
 
 
 @kernel(nrt=False)
-def background_tick(acc: A.AcceptState, pv: np.ndarray, t: int, next_bg: np.ndarray) -> bool:
+def background_tick(acc: AcceptState, pv: np.ndarray, t: int, next_bg: np.ndarray) -> bool:
     """The background acceptor's tick at trace time ``t``: True when it may accept something (the
     driver runs ``background_accept``); otherwise the next tick is set here, as the driver
     would after accepting nothing, and no round trip is made."""
-    if A.background_may_accept(acc, pv, t):
+    if background_may_accept(acc, pv, t):
         return True
     listed = False
     for z in range(acc.ul_len.shape[0]):
@@ -168,7 +135,7 @@ QUIET_MAX = 1 << 16
 
 
 @kernel(nrt=False)
-def zone_needs_accept_at(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray, z: int, o: int,
+def zone_needs_accept_at(st: ModelState, acc: AcceptState, pp: np.ndarray, zmap: np.ndarray, z: int, o: int,
                          free: int) -> bool:
     """:func:`zone_needs_accept` with ``free`` accepted free pages in the zone (the quiet-run
     look-ahead passes a lower bound instead of the zone's current count)."""
@@ -177,18 +144,18 @@ def zone_needs_accept_at(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zma
         return False
     trig = pp[PP_TRIGGER]
     unusable = (1 << o) - 1
-    if trig == A.T_WMARK_FAIL:
+    if trig == Trigger.WATERMARK_FAIL:
         # zone_watermark_fast(): NR_FREE_PAGES counts listed blocks; 6.5-6.10 count them unusable
         extra = acc.z_nr_unaccepted[az] if pp[PP_UNUSABLE] != 0 else 0
-        return free + acc.z_nr_unaccepted[az] - extra - unusable <= acc.z_wmark[az, A.W_LOW]
-    if trig == A.T_ZONE_VISIT or trig == A.T_BACKGROUND:
+        return free + acc.z_nr_unaccepted[az] - extra - unusable <= acc.z_wmark[az, WMARK_LOW]
+    if trig == Trigger.EVERY_ZONE_VISIT or trig == Trigger.BACKGROUND:
         # cond_accept_memory(): to_accept = wmark - (free - unusable) > 0; one block while wmarks are 0
         if acc.z_wmark_ready[az] == 0:
             return pp[PP_ONE_BLOCK] != 0
-        if pp[PP_TARGET] == A.TARGET_PROMO:
-            wm = acc.z_wmark[az, A.W_PROMO]
-        elif pp[PP_TARGET] == A.TARGET_HIGH:
-            wm = acc.z_wmark[az, A.W_HIGH]
+        if pp[PP_TARGET] == AcceptTarget.PROMO:
+            wm = acc.z_wmark[az, WMARK_PROMO]
+        elif pp[PP_TARGET] == AcceptTarget.HIGH:
+            wm = acc.z_wmark[az, WMARK_HIGH]
         else:
             return False
         if wm == 0:
@@ -198,7 +165,7 @@ def zone_needs_accept_at(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zma
 
 
 @kernel(nrt=False)
-def quiet_run_end(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.ndarray, ev: np.ndarray,
+def quiet_run_end(st: ModelState, acc: AcceptState, pp: np.ndarray, zmap: np.ndarray, ev: np.ndarray,
                   ts: np.ndarray, pfn: np.ndarray, order: np.ndarray, k: int, k1: int, edges: np.ndarray,
                   bstate: np.ndarray, next_bg: np.ndarray, drop: np.ndarray) -> int:
     """Exact mode: the end of the run of events from ``k`` at which the policy cannot act.
@@ -212,7 +179,7 @@ def quiet_run_end(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.n
     lists = pp[PP_LISTS] != 0
     nb = edges.shape[0]
     t_stop = edges[bstate[0]] if bstate[0] < nb else ts[k1 - 1] + 1
-    if trig == A.T_BACKGROUND and next_bg[0] < t_stop:
+    if trig == Trigger.BACKGROUND and next_bg[0] < t_stop:
         t_stop = next_bg[0]
     for z in range(drop.shape[0]):
         drop[z] = 0
@@ -226,7 +193,7 @@ def quiet_run_end(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.n
         if p >= 0 and (e == EV_ZL or e == EV_ALLOC or e == EV_EXTFRAG):
             o = int(order[j])
             if lists:
-                if block_is_listed(acc, p):
+                if PageUnaccepted(acc, p):
                     break
                 if e != EV_EXTFRAG:
                     i, z = locate(st, p, o)
@@ -235,11 +202,11 @@ def quiet_run_end(st: ModelState, acc: A.AcceptState, pp: np.ndarray, zmap: np.n
                             break
                         if e == EV_ZL:
                             drop[z] += 1 << o
-            elif trig == A.T_BUDDY and e == EV_ZL:
-                if has_unaccepted(acc, p, o):
+            elif trig == Trigger.ON_BUDDY_ALLOC and e == EV_ZL:
+                if page_contains_unaccepted(acc, p, o):
                     break
-            elif trig == A.T_POST_ALLOC and e == EV_ALLOC:
-                if has_unaccepted(acc, p, o):
+            elif trig == Trigger.POST_ALLOC and e == EV_ALLOC:
+                if page_contains_unaccepted(acc, p, o):
                     break
         j += 1
     return j
@@ -396,7 +363,7 @@ def time_step(S: Sections, calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cp
 
 
 @kernel_entry(nrt=False)
-def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray, pv: np.ndarray, zmap: np.ndarray,
+def policy_chunk(st: ModelState, S: Sections, acc: AcceptState, pp: np.ndarray, pv: np.ndarray, zmap: np.ndarray,
                  simmap: np.ndarray, zkind: np.ndarray, wmark_low: np.ndarray, calib: np.ndarray,
                  ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: np.ndarray,
                  refill: np.ndarray, fb_order: np.ndarray, chown: np.ndarray, deferred: np.ndarray,
@@ -434,7 +401,7 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
             while bstate[0] < nb and t >= edges[bstate[0]]:
                 sample_bucket(st, bstate[0], ts_free, ts_order)
                 bstate[0] += 1
-            if trig == A.T_BACKGROUND and t >= next_bg[0] and background_tick(acc, pv, t, next_bg):
+            if trig == Trigger.BACKGROUND and t >= next_bg[0] and background_tick(acc, pv, t, next_bg):
                 return k, ACT_BG, -1
             if not sim:
                 # a run of events where the policy cannot act: one exact_chunk call, then their times
@@ -465,7 +432,7 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
             stage = STAGE_VISITED
         if stage == STAGE_VISITED:
             if lists and not sim and p >= 0 and (e == EV_ZL or e == EV_ALLOC or e == EV_EXTFRAG):
-                if block_is_listed(acc, p):
+                if PageUnaccepted(acc, p):
                     i, z = locate(st, p, o)
                     return k, ACT_FORCED, z
             if sim:
@@ -476,11 +443,11 @@ def policy_chunk(st: ModelState, S: Sections, acc: A.AcceptState, pp: np.ndarray
                             out_anom, out_sec, out_zone, acount, dfree)
             q = int(out_pfn[k]) if sim else p
             if q >= 0 and out_zone[k] >= 0:
-                if trig == A.T_BUDDY and (e == EV_ZL or (sim and e == EV_ALLOC)):
-                    if has_unaccepted(acc, q, o):
+                if trig == Trigger.ON_BUDDY_ALLOC and (e == EV_ZL or (sim and e == EV_ALLOC)):
+                    if page_contains_unaccepted(acc, q, o):
                         return k, ACT_POST, int(out_zone[k])
-                elif trig == A.T_POST_ALLOC and e == EV_ALLOC:
-                    if has_unaccepted(acc, q, o):
+                elif trig == Trigger.POST_ALLOC and e == EV_ALLOC:
+                    if page_contains_unaccepted(acc, q, o):
                         return k, ACT_POST, int(out_zone[k])
         time_step(S, calib, ev, ts, cpu, k, out_sec, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait, sec_ext,
                   acur, elog, elog_n)
@@ -574,13 +541,13 @@ def clear_units_in_use(bitmap: np.ndarray, ok: np.ndarray, listed: np.ndarray, p
 
 
 @kernel_entry(nrt=False)
-def handed_out_unaccepted(st: ModelState, acc: A.AcceptState) -> int:
+def handed_out_unaccepted(st: ModelState, acc: AcceptState) -> int:
     """Allocated blocks (PG_ALLOC / PG_FREEING heads) with an unaccepted unit: must stay 0."""
     bad = 0
     base = st.geo[0]
     for i in range(st.pg_state.shape[0]):
         s = int(st.pg_state[i])
         if s == PG_ALLOC or s == PG_FREEING:
-            if has_unaccepted(acc, base + i, int(st.pg_order[i])):
+            if page_contains_unaccepted(acc, base + i, int(st.pg_order[i])):
                 bad += 1
     return bad

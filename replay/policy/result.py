@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-import replay.acceptance.unaccepted as A
+from replay.acceptance.unaccepted_memory import AcceptState
 from replay.acceptance.policies import AcceptancePolicy
 from replay.model.sections import Sections
 from replay.model.state import ModelState
@@ -22,7 +22,7 @@ class PolicyRun:
     costs_name: str
     mode: str
     st: ModelState
-    acc: A.AcceptState
+    acc: AcceptState
     S: Sections
     out_anom: np.ndarray
     out_sec: np.ndarray

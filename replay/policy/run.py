@@ -34,8 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-import replay.acceptance.unaccepted as A
-from replay.acceptance.policies import AcceptancePolicy
+from replay.acceptance.page_alloc import check_conservation, unaccepted_pages_of
+from replay.acceptance.unaccepted_memory import AcceptGeo, AcceptState
+from replay.acceptance.policies import AcceptancePolicy, Trigger
 from replay.model.sections import Sections, new_sections
 from replay.model.state import ModelState
 from replay.policy.delta import (ACT_DIVERGE, SP_DENSE_UNTIL, SP_VISITS, TOUCH_ALLOC, TOUCH_BLOCK, TOUCH_ZL, DeltaIndex,
@@ -315,8 +316,8 @@ def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: Ba
     index = baseline.index(sparse)
     empty = np.zeros(0, np.int64)
     blk = index.touches(TOUCH_BLOCK, acc, n) if index.sparse and pp[PP_LISTS] else None
-    unit = (index.touches(TOUCH_ZL if pp[PP_TRIGGER] == A.T_BUDDY else TOUCH_ALLOC, acc, n)
-            if index.sparse and pp[PP_TRIGGER] in (A.T_BUDDY, A.T_POST_ALLOC) else None)
+    unit = (index.touches(TOUCH_ZL if pp[PP_TRIGGER] == Trigger.ON_BUDDY_ALLOC else TOUCH_ALLOC, acc, n)
+            if index.sparse and pp[PP_TRIGGER] in (Trigger.ON_BUDDY_ALLOC, Trigger.POST_ALLOC) else None)
     agg, sp, must = new_walk_state(nz, ncpu)
     if not index.sparse:
         sp[SP_DENSE_UNTIL] = n
@@ -391,14 +392,14 @@ def can_replay_on(prep: Prepared, policy: AcceptancePolicy, baseline: PolicyRun 
 
 
 # ------------------------------------------------------------------ the end of a walk
-def _listed(acc: A.AcceptState, prep: Prepared) -> np.ndarray:
+def _listed(acc: AcceptState, prep: Prepared) -> np.ndarray:
     """Pages still on each model zone's ``zone->unaccepted_pages``."""
     if acc.z_nr_unaccepted.shape[0]:
         return acc.z_nr_unaccepted[prep.zmap]
     return np.zeros(len(prep.zone_names), np.int64)
 
 
-def _invariants(st: ModelState, acc: A.AcceptState, prep: Prepared, rep: dict[str, Any]) -> dict[str, Any]:
+def _invariants(st: ModelState, acc: AcceptState, prep: Prepared, rep: dict[str, Any]) -> dict[str, Any]:
     """The invariant report with the pages on ``zone->unaccepted_pages``: present but outside the
     buddy, so free + pcp + allocated + unaccepted = present."""
     listed = _listed(acc, prep)
@@ -429,25 +430,25 @@ def _make_run(prep: Prepared, policy: AcceptancePolicy, costs: Any, drv: Accepta
         actions=drv.actions, ts_free=w.ts_free, ts_order=w.ts_order, ts_unaccepted=drv.unaccepted_series(prep.edges),
         totals=drv.totals, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=_all_handed_out_accepted(st, acc),
-        conservation_ok=bool(A.check_conservation(acc)), seconds=time.perf_counter() - t_start, yields=yields,
+        conservation_ok=bool(check_conservation(acc)), seconds=time.perf_counter() - t_start, yields=yields,
         visited=visited, dfree=dfree, method=method)
 
 
-def _delta_agrees(base: PolicyRun, st: ModelState, acc: A.AcceptState, listed: np.ndarray) -> bool:
+def _delta_agrees(base: PolicyRun, st: ModelState, acc: AcceptState, listed: np.ndarray) -> bool:
     """A delta replay's end agrees with the full replay's: its free counters are the baseline's
     minus the pages still listed, and each block still listed is a whole free block of the
     baseline's final state (no event touched it)."""
     if not np.array_equal(st.z_nr_free, base.st.z_nr_free - listed):
         return False
-    bo = int(acc.geo[A.G_BLOCK_ORDER])
-    return all(bool(all_top_blocks_free(base.st, A.unaccepted_pages_of(acc, az), bo))
-               for az in range(int(acc.geo[A.G_NR_ZONES])))
+    bo = int(acc.geo[AcceptGeo.BLOCK_ORDER])
+    return all(bool(all_top_blocks_free(base.st, unaccepted_pages_of(acc, az), bo))
+               for az in range(int(acc.geo[AcceptGeo.NR_ZONES])))
 
 
-def _all_handed_out_accepted(st: ModelState, acc: A.AcceptState) -> bool:
+def _all_handed_out_accepted(st: ModelState, acc: AcceptState) -> bool:
     """No page the model holds allocated lies in an unaccepted unit (pcp pages and blocks taken
     for a pending mm_page_alloc are not handed out yet: v2-v7 accept in post_alloc_hook)."""
-    if not acc.geo[A.G_HAS_TABLE] or not acc.bitmap.any():
+    if not acc.geo[AcceptGeo.HAS_TABLE] or not acc.bitmap.any():
         return True
     return int(handed_out_unaccepted(st, acc)) == 0
 
@@ -463,7 +464,7 @@ def accepts_nothing(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
     replay is the baseline's, event for event (tests/cli/test_replay.py checks it).
     """
     acc = _acceptance_model(prep, policy, costs, firmware_accepted_bytes).st
-    return not acc.geo[A.G_HAS_TABLE] or (not acc.bitmap.any() and int(acc.ul_len.sum()) == 0)
+    return not acc.geo[AcceptGeo.HAS_TABLE] or (not acc.bitmap.any() and int(acc.ul_len.sum()) == 0)
 
 
 def baseline_run_as(prep: Prepared, base: PolicyRun, policy: AcceptancePolicy, costs: Any, *,
@@ -475,4 +476,4 @@ def baseline_run_as(prep: Prepared, base: PolicyRun, policy: AcceptancePolicy, c
     boot, _ = _boot_cost(prep, policy, costs, firmware_accepted_bytes)
     return replace(base, policy=policy, costs_name=costs.name, acc=acc, boot=boot,
                    accepted_ok=_all_handed_out_accepted(base.st, acc),
-                   conservation_ok=bool(A.check_conservation(acc)), seconds=time.perf_counter() - t0, yields=0)
+                   conservation_ok=bool(check_conservation(acc)), seconds=time.perf_counter() - t0, yields=0)

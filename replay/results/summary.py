@@ -3,8 +3,7 @@
 ``summary_dict`` is the JSON summary of the baseline run (events, anomalies by kind, fidelity,
 lock sections, calibration, end snapshot); ``end_snapshot_report`` / ``vmstat_delta`` compare the
 model's free pages with ``--end-snapshot`` (split into measured terms by ``replay.results.endcheck``).
-The results tables themselves are built and written by ``replay.results.tables``
-(docs/results.md).
+The results tables are built and written by ``replay.results.tables`` (docs/results.md).
 """
 
 from __future__ import annotations
@@ -17,17 +16,18 @@ import numpy as np
 from replay.model.anomalies import ANOMALY_KINDS, counts_by_name
 from replay.model.sections import SECTION_KIND_NAMES
 from replay.model.engine import ReplayOutput
+from replay.model.initial_state import model_zones
+from replay.model.procfs import read_vmstat
 from replay.model.sections import Calibration
-from replay.model.state import CTR_NAMES, PG_BUDDY
+from replay.model.state import CTR_NAMES, G_NR_ORDERS, PG_BUDDY
+from replay.results.endcheck import end_check
 
 
 def model_free_counts(out: ReplayOutput, layout: Any) -> dict[tuple[int, str], list[int]]:
     """Free blocks per order per (node, zone) in the model now (``compare_free_counts`` shape)."""
-    from replay.model.initial_state import model_zones
-
     st = out.state
     zones = model_zones(layout)
-    n_orders = int(st.geo[1])
+    n_orders = int(st.geo[G_NR_ORDERS])
     res: dict[tuple[int, str], list[int]] = {}
     heads = np.nonzero(st.pg_state == PG_BUDDY)[0]
     orders = st.pg_order[heads].astype(np.int64)
@@ -45,8 +45,6 @@ def end_snapshot_report(out: ReplayOutput, layout: Any, end_layout: Any, *, befo
     untraced allocations and frees, from the snapshots' vmstat) and a residual:
     ``replay.results.endcheck.end_check``.
     """
-    from replay.results.endcheck import end_check
-
     return end_check(out, layout, end_layout, model_free_counts(out, layout), before=before, after=after)
 
 
@@ -56,20 +54,7 @@ VMSTAT_HINTS = ("pgmigrate_success", "compact_isolated", "compact_free_scanned",
 
 def vmstat_delta(before: str | Path | None, after: str | Path | None) -> dict[str, int]:
     """after - before of the /proc/vmstat counters that point at untraced page movements."""
-    def read(d: str | Path | None) -> dict[str, int]:
-        if d is None:
-            return {}
-        p = Path(d) / "vmstat"
-        if not p.is_file():
-            return {}
-        out = {}
-        for line in p.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-                out[parts[0]] = int(parts[1])
-        return out
-
-    a, b = read(before), read(after)
+    a, b = read_vmstat(before), read_vmstat(after)
     return {k: b[k] - a[k] for k in VMSTAT_HINTS if k in a and k in b}
 
 

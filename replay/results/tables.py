@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import replay.acceptance.unaccepted as A
+from replay.acceptance.unaccepted_memory import PAGE_SIZE, RECEIPT_LEN, AcceptGeo, Receipt, firmware_calls
 from parsers.schema import EVENT_NAMES
 from replay.model.anomalies import KIND_BY_CODE
 from replay.acceptance.costs import CALL_KIND_NAMES, NR_FIRMWARE_CALL_KINDS
@@ -254,7 +254,7 @@ class _Actions:
         self.zone = np.fromiter((a["zone"] for a in acts), np.int64, n)
         self.blocks = np.fromiter((a["blocks"] for a in acts), np.int64, n)
         self.held = np.fromiter((a["held"] for a in acts), np.int64, n)
-        self.r = np.array([a["receipt"] for a in acts], np.float64).reshape(n, A.R_LEN)
+        self.r = np.array([a["receipt"] for a in acts], np.float64).reshape(n, RECEIPT_LEN)
 
 
 def _rint(x: np.ndarray) -> np.ndarray:
@@ -295,7 +295,7 @@ def _sections(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
     # (event, hold, zone, background, wait) per event whose acceptance work held zone->lock
     az = run.acc_zl
     ks = az[:, 0]
-    bpages = 1 << int(run.acc.geo[A.G_BLOCK_ORDER])
+    bpages = 1 << int(run.acc.geo[AcceptGeo.BLOCK_ORDER])
     if len(ks):
         # the blocks accepted at each of those events (an event can have several actions)
         ak, inv = np.unique(acts.k, return_inverse=True)
@@ -318,8 +318,8 @@ def _sections(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
     # the global accept lock and accepting_list: per acceptance action, its global-lock row then
     # its accepting_list row (when it had them)
     r = acts.r
-    g = np.nonzero(r[:, A.R_GLOBAL_LOCK_SECTIONS] > 0)[0]
-    c = np.nonzero(r[:, A.R_ACCEPTING_COLLISIONS] > 0)[0]
+    g = np.nonzero(r[:, Receipt.GLOBAL_LOCK_SECTIONS] > 0)[0]
+    c = np.nonzero(r[:, Receipt.ACCEPTING_COLLISIONS] > 0)[0]
     if len(g) or len(c):
         order_rows = np.argsort(np.concatenate([2 * g, 2 * c + 1]), kind="stable")
         zc = np.where(acts.zone >= 0, acts.zone, nz - 1)
@@ -332,10 +332,10 @@ def _sections(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
         zone.append(zc[both][order_rows])
         cpu.append(acts.cpu[both][order_rows])
         start.append(acts.vts[both][order_rows])
-        wait.append(rows(_rint(r[g, A.R_GLOBAL_LOCK_WAIT_NS]), _rint(r[c, A.R_ACCEPTING_SPIN_NS])))
-        holds.append(rows(_rint(r[g, A.R_GLOBAL_LOCK_HOLD_NS]), np.zeros(len(c), np.int64)))
-        pages.append(rows(r[g, A.R_BYTES].astype(np.int64) // A.PAGE_SIZE, np.zeros(len(c), np.int64)))
-        fw.append(rows(np.where(acts.held[g] & HELD_GLOBAL_LOCK, _rint(r[g, A.R_FW_NS]), 0).astype(np.int64),
+        wait.append(rows(_rint(r[g, Receipt.GLOBAL_LOCK_WAIT_NS]), _rint(r[c, Receipt.ACCEPTING_SPIN_NS])))
+        holds.append(rows(_rint(r[g, Receipt.GLOBAL_LOCK_HOLD_NS]), np.zeros(len(c), np.int64)))
+        pages.append(rows(r[g, Receipt.BYTES].astype(np.int64) // PAGE_SIZE, np.zeros(len(c), np.int64)))
+        fw.append(rows(np.where(acts.held[g] & HELD_GLOBAL_LOCK, _rint(r[g, Receipt.FW_NS]), 0).astype(np.int64),
                        np.zeros(len(c), np.int64)))
         irq.append(rows((acts.held[g] & HELD_IRQS_OFF) != 0, np.zeros(len(c), bool)))
     lock_codes = np.concatenate(lock)
@@ -363,7 +363,7 @@ def _firmware_rows(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, 
                              "held": "irqs_off" if "irqs_off" in run.policy.held_during_call else "none"})
                 first = False
     r = acts.r
-    n = r[:, A.R_CALLS:A.R_CALLS + NR_FIRMWARE_CALL_KINDS]
+    n = r[:, Receipt.CALLS:Receipt.CALLS + NR_FIRMWARE_CALL_KINDS]
     tot = n.sum(axis=1)
     ai, ki = np.nonzero((n > 0) & (tot > 0)[:, None])  # row-major: by action, then call kind
     first_row = np.ones(len(ai), bool)
@@ -375,9 +375,9 @@ def _firmware_rows(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, 
         "vts_ns": np.array([x["vts_ns"] for x in boot] + acts.vts[ai].tolist(), np.int64),
         "kind": [x["kind"] for x in boot] + [CALL_KINDS[CALL_KIND_NAMES[i]] for i in ki.tolist()],
         "calls": np.array([x["calls"] for x in boot] + n[ai, ki].astype(np.int64).tolist(), np.int64),
-        "ns": np.array([x["ns"] for x in boot] + _rint(r[ai, A.R_FW_NS] * n[ai, ki] / tot[ai]).tolist(), np.int64),
+        "ns": np.array([x["ns"] for x in boot] + _rint(r[ai, Receipt.FW_NS] * n[ai, ki] / tot[ai]).tolist(), np.int64),
         "bytes": np.array([x["bytes"] for x in boot]
-                          + np.where(first_row, r[ai, A.R_BYTES].astype(np.int64), 0).tolist(), np.int64),
+                          + np.where(first_row, r[ai, Receipt.BYTES].astype(np.int64), 0).tolist(), np.int64),
         "held": [x["held"] for x in boot] + [held_names[h] for h in acts.held[ai].tolist()],
     }
     return col
@@ -387,7 +387,7 @@ def _irqs_off(run: PolicyRun, sec: dict[str, Any], acts: _Actions) -> dict[str, 
     """IRQs-off stretches: zone->lock sections and acceptance with IRQs off (``cause``: codes
     into ``IRQ_CAUSES``)."""
     zone_rows = sec["zone_lock"]
-    m = acts.r[:, A.R_IRQS_OFF_MAX_NS]
+    m = acts.r[:, Receipt.IRQS_OFF_MAX_NS]
     on = np.nonzero(m > 0)[0]
     cause = np.where(acts.cpu[on] < 0, IRQ_CAUSES.index("background_accept"), IRQ_CAUSES.index("accept_memory"))
     return {"cpu": np.concatenate([sec["cpu"][zone_rows], acts.cpu[on]]),
@@ -450,8 +450,8 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
         "unexplained_anomaly_rate": unexplained / n if n else 0.0,
         "invariants_ok": bool(run.invariants_ok and run.accepted_ok and run.conservation_ok),
         "forced_allocations": int(run.handled_forced.sum()),
-        "firmware_calls": int(A.firmware_calls(tot)), "firmware_ns": int(round(tot[A.R_FW_NS])),
-        "accepted_bytes": int(tot[A.R_BYTES]), "boot_accept_ns": int(round(run.boot.get("boot_accept_ns", 0.0))),
+        "firmware_calls": int(firmware_calls(tot)), "firmware_ns": int(round(tot[Receipt.FW_NS])),
+        "accepted_bytes": int(tot[Receipt.BYTES]), "boot_accept_ns": int(round(run.boot.get("boot_accept_ns", 0.0))),
         "zone_lock_hold_ns": int(sec["hold_ns"][zone].sum()),
         "zone_lock_hold_max_ns": int(sec["hold_ns"][zone].max()) if zone.any() else 0,
         "zone_lock_wait_ns": int(sec["wait_ns"][zone].sum()),

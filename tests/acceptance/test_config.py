@@ -9,10 +9,11 @@ import typer
 from typer.testing import CliRunner
 
 from parsers.errors import PagereplayError
+from parsers.units import parse_size
 from replay.cli.policies import register
 from replay.acceptance.costs import COST_PRESETS, CostConfigError, all_costs, get_costs, load_costs
-from replay.acceptance.policies import (PRESETS, AcceptancePolicy, PolicyConfigError, all_policies, get_policy,
-                             load_policies, parse_size)
+from replay.acceptance.policies import (PRESETS, PV_TRIGGER, TRIGGERS, AcceptancePolicy, PolicyConfigError, Trigger,
+                                        all_policies, load_policies, policy_vector)
 
 SPEC_IDS = ["none", "firmware-eager", "kernel-eager", "v1-buddy-global-lock", "v1-buddy-atomic-bitmap",
             "post-alloc", "list-6.5", "list-6.6", "list-promo", "background"]
@@ -60,10 +61,22 @@ def test_cost_presets_every_figure_has_a_source():
             assert src.startswith(("estimate", "fitted", "kernel", "from ")), (c.name, k, src)
 
 
+def test_trigger_labels_and_vector_ints_come_from_one_declaration():
+    assert TRIGGERS == tuple(t.label for t in Trigger)
+    for p in PRESETS.values():
+        assert policy_vector(p)[PV_TRIGGER] == Trigger.of(p.trigger) == p.trigger_id
+    assert {p.name for p in PRESETS.values() if p.lists_blocks} == {"list-6.5", "list-6.6", "list-promo", "background"}
+    assert {p.name for p in PRESETS.values() if not p.acts_at_runtime} == {"none", "firmware-eager", "kernel-eager"}
+
+
 def test_parse_size():
     assert parse_size("2M") == 2 << 20 and parse_size("4KiB") == 4096 and parse_size(8192) == 8192
-    with pytest.raises(PolicyConfigError):
-        parse_size("two megs")
+    assert parse_size(" 1 g ") == 1 << 30 and parse_size("3MB") == 3 << 20
+    with pytest.raises(PolicyConfigError, match=r'^unit_bytes: expected a size \(bytes or e.g. "2M", "4K"\)'):
+        parse_size("two megs", where="unit_bytes", error=PolicyConfigError)
+    for bad in (True, "1.5G", "2P", None):
+        with pytest.raises(ValueError, match="^<value>: expected a size"):
+            parse_size(bad)
 
 
 # ------------------------------------------------------------------ policy TOML
@@ -91,7 +104,7 @@ init_threads = 4
     assert "list-promo" in pols["promo-8m"].history_ref
     assert pols["my-eager"].init_threads == 4
     assert set(all_policies([f])) == set(PRESETS) | {"promo-8m", "my-eager"}
-    assert get_policy("my-eager", [f]).trigger == "kernel_boot"
+    assert all_policies([f])["my-eager"].trigger == "kernel_boot"
 
 
 @pytest.mark.parametrize("body, words", [
@@ -123,11 +136,9 @@ def test_policy_toml_errors_name_file_key_and_allowed_values(tmp_path, body, wor
     assert isinstance(e.value, PagereplayError)
 
 
-def test_policy_missing_file_and_unknown_name(tmp_path):
+def test_policy_missing_file(tmp_path):
     with pytest.raises(PolicyConfigError, match="not found"):
         load_policies(tmp_path / "nope.toml")
-    with pytest.raises(PolicyConfigError, match="allowed: none, firmware-eager"):
-        get_policy("lazy")
 
 
 def test_policy_dataclass_validates_directly():

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 import replay.acceptance.boot as B
-import replay.acceptance.unaccepted as A
+import replay.acceptance.page_alloc as A
+import replay.acceptance.unaccepted_memory as UM
+import tests.helpers.acceptance as H
 from replay.acceptance.costs import COST_PRESETS, GiB, cost_vector
 from replay.acceptance.policies import PRESETS, policy_vector
+from replay.acceptance.unaccepted_memory import AcceptGeo, Receipt
 
 TDX = COST_PRESETS["tdx-4k"]
 SNP = COST_PRESETS["snp-4k"]
@@ -34,17 +37,17 @@ U = unit_ns_tdx4k()
 
 def tiny(policy_name: str, costs=TDX, wmarks_ready=True, **policy_changes):
     pol = PRESETS[policy_name].replace(**policy_changes) if policy_changes else PRESETS[policy_name]
-    st = A.new_accept_state([(0, 8192)], [(256, 512, 1024, 2048)], unaccepted=[(2048, 8192)],
+    st = UM.new_accept_state([(0, 8192)], [(256, 512, 1024, 2048)], unaccepted=[(2048, 8192)],
                             unit_pages=512, block_order=10, has_table=pol.has_unaccepted_table,
                             wmarks_ready=wmarks_ready)
     cv, pv = cost_vector(costs), policy_vector(pol)
-    boot = A.new_receipt()
-    A.boot_free_memory(st, cv, pv, [(0, 8192)], boot, mode=B.boot_mode(pol))
+    boot = UM.new_receipt()
+    B.boot_free_memory(st, cv, pv, [(0, 8192)], boot, mode=B.boot_mode(pol))
     return st, cv, pv, boot
 
 
 def hook(st, cv, pv, site, *, pfn=0, order=0, free=0, unusable=0, now=0):
-    r = A.new_receipt()
+    r = UM.new_receipt()
     out = np.zeros(16, dtype=np.int64)
     n = A.acceptance_hook(st, cv, pv, site, 0, pfn, order, free, unusable, now, out, r)
     return list(out[:n]), r
@@ -52,7 +55,7 @@ def hook(st, cv, pv, site, *, pfn=0, order=0, free=0, unusable=0, now=0):
 
 def calls(r, kind):
     from replay.acceptance.costs import CALL_KIND_NAMES
-    return int(r[A.R_CALLS + CALL_KIND_NAMES.index(kind)])
+    return int(r[Receipt.CALLS + CALL_KIND_NAMES.index(kind)])
 
 
 # ------------------------------------------------------------------ boot
@@ -63,8 +66,8 @@ def test_boot_lists_blocks_including_the_guard_block():
     assert list(A.unaccepted_pages_of(st, 0)) == [1024 * b for b in range(1, 8)]
     assert st.z_nr_unaccepted[0] == 7 * 1024
     assert st.z_released_pages[0] == 1024  # block 0 only
-    assert boot[A.R_FW_NS] == 0  # lazy: nothing accepted at boot
-    assert boot[A.R_ZONE_LOCK_SECTIONS] == 7  # one __free_unaccepted() section per block
+    assert boot[Receipt.FW_NS] == 0  # lazy: nothing accepted at boot
+    assert boot[Receipt.ZONE_LOCK_SECTIONS] == 7  # one __free_unaccepted() section per block
     assert A.check_conservation(st)
 
 
@@ -72,11 +75,11 @@ def test_kernel_eager_boot_accepts_every_unit_once():
     st, cv, pv, boot = tiny("kernel-eager")
     # blocks 1..7 each call accept_memory(block) once: block 1 -> unit 0 (its guard);
     # blocks 2..7 -> two units each (their first unit was the previous guard) = 12 units, 7 runs
-    assert boot[A.R_RUNS] == 7
-    assert boot[A.R_UNITS] == 12
+    assert boot[Receipt.RUNS] == 7
+    assert boot[Receipt.UNITS] == 12
     assert calls(boot, "tdx_accept_4k") == 12 * 512
     assert calls(boot, "tdx_accept_fail") == 12
-    assert boot[A.R_FW_NS] == pytest.approx(12 * U, rel=1e-9)
+    assert boot[Receipt.FW_NS] == pytest.approx(12 * U, rel=1e-9)
     assert st.bitmap.sum() == 0
     assert st.ul_len[0] == 0
 
@@ -93,7 +96,7 @@ def test_kernel_eager_snp_calls():
     per_4k = (c.psc_host_4k_ns + c.pvalidate_4k_cycles / c.cpu_ghz + c.evict_4k_ns
               + 4096 * 1e9 / (c.zero_gib_s * GiB))
     by_hand = 7 * c.psc_vmgexit_ns + 12 * (c.pvalidate_fail_cycles / c.cpu_ghz) + 12 * 512 * per_4k
-    assert boot[A.R_FW_NS] == pytest.approx(by_hand, rel=1e-9)
+    assert boot[Receipt.FW_NS] == pytest.approx(by_hand, rel=1e-9)
 
 
 @pytest.mark.parametrize("name", ["none", "firmware-eager"])
@@ -108,9 +111,9 @@ def test_no_table_policies_release_everything_for_free(name):
 
 def test_v1_and_post_alloc_boot_tags_blocks_into_the_buddy():
     st, cv, pv, boot = tiny("v1-buddy-global-lock")
-    assert st.ul_len[0] == 0 and boot[A.R_FW_NS] == 0
+    assert st.ul_len[0] == 0 and boot[Receipt.FW_NS] == 0
     assert st.z_released_pages[0] == 8192  # in the buddy, still unaccepted (PageOffline)
-    assert not A.check_accepted(st, 4096, 0)
+    assert not H.check_accepted(st, 4096, 0)
 
 
 # ------------------------------------------------------------------ list-promo (6.12)
@@ -120,27 +123,27 @@ def test_list_promo_fills_to_promo_with_guard_units():
     # whose accept_memory() covers only its guard unit 0 -> one unit
     blocks, r = hook(st, cv, pv, A.SITE_ZONE_VISIT, free=1024)
     assert blocks == [1024]
-    assert r[A.R_UNITS] == 1 and r[A.R_RUNS] == 1 and r[A.R_BLOCKS] == 1
-    assert r[A.R_FW_NS] == pytest.approx(U)
+    assert r[Receipt.UNITS] == 1 and r[Receipt.RUNS] == 1 and r[Receipt.BLOCKS] == 1
+    assert r[Receipt.FW_NS] == pytest.approx(U)
     # 6.6+ locking: zone->lock list section, then register + one clear section on the global lock
-    assert r[A.R_ZONE_LOCK_SECTIONS] == 1 and r[A.R_ZONE_LOCK_HOLD_NS] == LOP
-    assert r[A.R_GLOBAL_LOCK_SECTIONS] == 2 and r[A.R_GLOBAL_LOCK_HOLD_NS] == 2 * BOP
-    assert r[A.R_ADDED_NS] == pytest.approx(LOP + 2 * BOP + U)
-    assert r[A.R_IRQS_OFF_MAX_NS] == pytest.approx(2 * BOP + U)
-    assert r[A.R_FW_UNDER_ZONE_LOCK_NS] == 0
+    assert r[Receipt.ZONE_LOCK_SECTIONS] == 1 and r[Receipt.ZONE_LOCK_HOLD_NS] == LOP
+    assert r[Receipt.GLOBAL_LOCK_SECTIONS] == 2 and r[Receipt.GLOBAL_LOCK_HOLD_NS] == 2 * BOP
+    assert r[Receipt.ADDED_NS] == pytest.approx(LOP + 2 * BOP + U)
+    assert r[Receipt.IRQS_OFF_MAX_NS] == pytest.approx(2 * BOP + U)
+    assert r[Receipt.FW_UNDER_ZONE_LOCK_NS] == 0
     # at the mark: nothing
     blocks, r = hook(st, cv, pv, A.SITE_ZONE_VISIT, free=2048)
     assert blocks == [] and r.sum() == 0
     # free 0 -> to_accept 2048 -> two blocks (2, 3), two units each (units 1,2 then 3,4)
     blocks, r = hook(st, cv, pv, A.SITE_ZONE_VISIT, free=0)
     assert blocks == [2048, 3072]
-    assert r[A.R_UNITS] == 4 and r[A.R_RUNS] == 2
+    assert r[Receipt.UNITS] == 4 and r[Receipt.RUNS] == 2
     assert calls(r, "tdx_accept_4k") == 4 * 512 and calls(r, "tdx_accept_fail") == 4
-    assert r[A.R_FW_NS] == pytest.approx(4 * U)
+    assert r[Receipt.FW_NS] == pytest.approx(4 * U)
     assert st.z_nr_unaccepted[0] == 4 * 1024
     assert list(st.bitmap[:5]) == [0, 0, 0, 0, 0] and st.bitmap[5] == 1
     assert A.check_conservation(st)
-    summ = A.receipt_summary(st.totals)  # every hook also summed into st.totals
+    summ = H.receipt_summary(st.totals)  # every hook also summed into st.totals
     assert summ["firmware_calls"] == 5 * 513 and summ["accepted_bytes"] == 5 * 2 * 2**20
     assert summ["firmware_ns"] == pytest.approx(5 * U)
 
@@ -175,10 +178,10 @@ def test_accepting_list_collision_on_the_guard_unit():
     _, ra = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6, now=0)  # do/while: exactly one block
     a_done = int(100 + 2 * BOP + U + 0.5)  # accept_memory starts at now + list op (100 ns)
     _, rb = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6, now=10)
-    assert rb[A.R_ACCEPTING_COLLISIONS] == 1
-    assert rb[A.R_ACCEPTING_SPIN_NS] == a_done - 110
-    assert rb[A.R_UNITS] == 2 and rb[A.R_FW_NS] == pytest.approx(2 * U)
-    assert ra[A.R_ACCEPTING_COLLISIONS] == 0
+    assert rb[Receipt.ACCEPTING_COLLISIONS] == 1
+    assert rb[Receipt.ACCEPTING_SPIN_NS] == a_done - 110
+    assert rb[Receipt.UNITS] == 2 and rb[Receipt.FW_NS] == pytest.approx(2 * U)
+    assert ra[Receipt.ACCEPTING_COLLISIONS] == 0
 
 
 def test_list_65_global_lock_serialises_all_acceptance():
@@ -186,16 +189,16 @@ def test_list_65_global_lock_serialises_all_acceptance():
     block at the same time waits for the whole call (soft lockups, Michael Roth)."""
     st, cv, pv, _ = tiny("list-6.5")
     _, ra = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6, now=0)
-    assert ra[A.R_GLOBAL_LOCK_SECTIONS] == 1
-    assert ra[A.R_GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + U)
-    assert ra[A.R_IRQS_OFF_MAX_NS] == pytest.approx(BOP + U)
+    assert ra[Receipt.GLOBAL_LOCK_SECTIONS] == 1
+    assert ra[Receipt.GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + U)
+    assert ra[Receipt.IRQS_OFF_MAX_NS] == pytest.approx(BOP + U)
     _, rb = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6, now=0)
     # B's accept_memory starts at 100 too; A holds the lock over [100, 100 + BOP + U)
-    assert rb[A.R_GLOBAL_LOCK_WAIT_NS] == pytest.approx(int(100 + BOP + U + 0.5) - 100)
-    assert rb[A.R_ACCEPTING_COLLISIONS] == 0  # no accepting_list in 6.5
-    assert rb[A.R_ADDED_NS] == pytest.approx(LOP + rb[A.R_GLOBAL_LOCK_WAIT_NS] + BOP + 2 * U)
+    assert rb[Receipt.GLOBAL_LOCK_WAIT_NS] == pytest.approx(int(100 + BOP + U + 0.5) - 100)
+    assert rb[Receipt.ACCEPTING_COLLISIONS] == 0  # no accepting_list in 6.5
+    assert rb[Receipt.ADDED_NS] == pytest.approx(LOP + rb[Receipt.GLOBAL_LOCK_WAIT_NS] + BOP + 2 * U)
     # IRQs are off while spinning on the lock (spin_lock_irqsave)
-    assert rb[A.R_IRQS_OFF_MAX_NS] == pytest.approx(rb[A.R_GLOBAL_LOCK_WAIT_NS] + BOP + 2 * U)
+    assert rb[Receipt.IRQS_OFF_MAX_NS] == pytest.approx(rb[Receipt.GLOBAL_LOCK_WAIT_NS] + BOP + 2 * U)
 
 
 def test_list_65_accepts_at_least_one_and_only_on_failure():
@@ -205,7 +208,7 @@ def test_list_65_accepts_at_least_one_and_only_on_failure():
     assert hook(st, cv, pv, A.SITE_RMQUEUE_FAIL, free=5000)[0] == [1024]
     # high 1024, free 0 -> to_accept 1024 -> one block
     assert hook(st, cv, pv, A.SITE_WMARK_FAIL, free=0)[0] == [2048]
-    assert A.watermark_unusable_extra(st, pv, 0) == 5 * 1024  # NR_UNACCEPTED counts as unusable
+    assert H.watermark_unusable_extra(st, pv, 0) == 5 * 1024  # NR_UNACCEPTED counts as unusable
 
 
 # ------------------------------------------------------------------ v1 in the buddy
@@ -213,34 +216,34 @@ def test_v1_global_lock_accepts_under_zone_lock():
     st, cv, pv, _ = tiny("v1-buddy-global-lock")
     # __rmqueue_smallest takes block 4 (pfns [4096, 5120) = units 4, 5) off the free list
     _, r = hook(st, cv, pv, A.SITE_BUDDY_DEL, pfn=4096, order=10)
-    assert r[A.R_UNITS] == 2 and r[A.R_RUNS] == 1  # no guard unit before v6.5
-    assert r[A.R_FW_NS] == pytest.approx(2 * U)
-    assert r[A.R_FW_UNDER_ZONE_LOCK_NS] == pytest.approx(BOP + 2 * U)
-    assert r[A.R_GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + 2 * U)
-    assert A.check_accepted(st, 4096, 10) and not A.check_accepted(st, 5120, 0)
+    assert r[Receipt.UNITS] == 2 and r[Receipt.RUNS] == 1  # no guard unit before v6.5
+    assert r[Receipt.FW_NS] == pytest.approx(2 * U)
+    assert r[Receipt.FW_UNDER_ZONE_LOCK_NS] == pytest.approx(BOP + 2 * U)
+    assert r[Receipt.GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + 2 * U)
+    assert H.check_accepted(st, 4096, 10) and not H.check_accepted(st, 5120, 0)
     # an order-0 page in an accepted unit costs nothing (PageOffline already clear)
-    assert hook(st, cv, pv, A.SITE_BUDDY_DEL, pfn=4100, order=0)[1][A.R_FW_NS] == 0
+    assert hook(st, cv, pv, A.SITE_BUDDY_DEL, pfn=4100, order=0)[1][Receipt.FW_NS] == 0
     # an order-0 page in unit 0 accepts the whole 2 MiB unit
     _, r = hook(st, cv, pv, A.SITE_BUDDY_DEL, pfn=2048, order=0)
-    assert r[A.R_UNITS] == 1 and calls(r, "tdx_accept_4k") == 512
+    assert r[Receipt.UNITS] == 1 and calls(r, "tdx_accept_4k") == 512
 
 
 def test_v1_atomic_bitmap_has_no_global_lock():
     st, cv, pv, _ = tiny("v1-buddy-atomic-bitmap")
     _, r = hook(st, cv, pv, A.SITE_BUDDY_DEL, pfn=4096, order=10)
-    assert r[A.R_GLOBAL_LOCK_SECTIONS] == 0
-    assert r[A.R_FW_UNDER_ZONE_LOCK_NS] == pytest.approx(2 * U)
-    assert r[A.R_ADDED_NS] == pytest.approx(2 * U)
+    assert r[Receipt.GLOBAL_LOCK_SECTIONS] == 0
+    assert r[Receipt.FW_UNDER_ZONE_LOCK_NS] == pytest.approx(2 * U)
+    assert r[Receipt.ADDED_NS] == pytest.approx(2 * U)
 
 
 def test_post_alloc_outside_zone_lock_lockless_test_first():
     st, cv, pv, _ = tiny("post-alloc")
     _, ra = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2048, order=0, now=0)
-    assert ra[A.R_UNITS] == 1 and ra[A.R_FW_UNDER_ZONE_LOCK_NS] == 0
-    assert ra[A.R_GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + U)
+    assert ra[Receipt.UNITS] == 1 and ra[Receipt.FW_UNDER_ZONE_LOCK_NS] == 0
+    assert ra[Receipt.GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + U)
     # a second CPU allocating in another unit at the same time waits for the global lock
     _, rb = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2560, order=0, now=0)
-    assert rb[A.R_GLOBAL_LOCK_WAIT_NS] == pytest.approx(int(BOP + U + 0.5))
+    assert rb[Receipt.GLOBAL_LOCK_WAIT_NS] == pytest.approx(int(BOP + U + 0.5))
     # the fast path: an accepted unit takes no lock at all (maybe_accept_page())
     _, rc = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2049, order=0, now=10**9)
     assert rc.sum() == 0
@@ -252,11 +255,11 @@ def test_background_rate_limit():
     st, cv, pv, _ = tiny("background", background_rate_bytes_s=4.0 * 2**20, background_cpu_budget=0.0,
                          background_start_ns=10**9)
     out = np.zeros(16, dtype=np.int64)
-    r = A.new_receipt()
+    r = UM.new_receipt()
     assert A.background_accept(st, cv, pv, 10**9, out, r) == 0
     n = A.background_accept(st, cv, pv, int(3.5e9), out, r)
     assert list(out[:n]) == [1024, 2048]  # 2.5 s elapsed -> 2 blocks
-    assert r[A.R_BG_FW_NS] == pytest.approx(3 * U) and r[A.R_ADDED_NS] == 0
+    assert r[Receipt.BG_FW_NS] == pytest.approx(3 * U) and r[Receipt.ADDED_NS] == 0
     assert A.background_accept(st, cv, pv, int(3.6e9), out, r) == 0
     assert A.background_accept(st, cv, pv, int(4.0e9), out, r) == 1
 
@@ -266,7 +269,7 @@ def test_background_cpu_budget():
     st, cv, pv, _ = tiny("background", background_rate_bytes_s=0.0, background_cpu_budget=0.1,
                          background_start_ns=0)
     out = np.zeros(16, dtype=np.int64)
-    r = A.new_receipt()
+    r = UM.new_receipt()
     assert A.background_accept(st, cv, pv, 1000, out, r) == 1
     assert A.background_accept(st, cv, pv, int(5 * U), out, r) == 0
     assert A.background_accept(st, cv, pv, int(11 * U), out, r) == 1
@@ -274,9 +277,9 @@ def test_background_cpu_budget():
 
 def test_accept_page_for_isolation():
     st, cv, pv, _ = tiny("list-promo")
-    r = A.new_receipt()
+    r = UM.new_receipt()
     pfn, added = A.accept_page(st, cv, pv, 5000, 0, r)  # block 4 taken out of the middle of the FIFO
-    assert pfn == 4096 and r[A.R_UNITS] == 3  # units 4, 5 and guard 6
+    assert pfn == 4096 and r[Receipt.UNITS] == 3  # units 4, 5 and guard 6
     assert list(A.unaccepted_pages_of(st, 0)) == [1024, 2048, 3072, 5120, 6144, 7168]
     assert A.accept_page(st, cv, pv, 4096, 0, r) == (-1, 0.0)
     assert A.check_conservation(st)
@@ -284,40 +287,40 @@ def test_accept_page_for_isolation():
 
 def test_range_contains_unaccepted_memory_guard():
     st, cv, pv, _ = tiny("list-promo")
-    assert A.range_contains_unaccepted_memory(st, pv, 1024, 1024)  # guard unit 0
-    assert not A.range_contains_unaccepted_memory(st, pv, 0, 1024)  # ends at 1024: not unit-aligned rel. base
-    assert not A.range_contains_unaccepted_memory(st, pv, 0, 1000)
+    assert UM.range_contains_unaccepted_memory(st, pv, 1024, 1024)  # guard unit 0
+    assert not UM.range_contains_unaccepted_memory(st, pv, 0, 1024)  # ends at 1024: not unit-aligned rel. base
+    assert not UM.range_contains_unaccepted_memory(st, pv, 0, 1000)
 
 
 # ------------------------------------------------------------------ a whole guest from a layout
 def test_state_from_layout_8g_guest():
-    from replay.model.layout import layout_for_guest
+    from replay.model.layout_x86 import layout_for_guest
 
     lay = layout_for_guest(8 * GiB, 2)
     m = B.state_from_layout(lay, PRESETS["list-6.5"], TDX)
     st = m.st
     normal = next(i for i, z in enumerate(lay.zones) if z.name == "Normal")
     # the firmware accepted everything below 4 GiB: the bitmap starts at 4 GiB
-    assert st.geo[A.G_PHYS_BASE] == (4 * GiB) // 4096
+    assert st.geo[AcceptGeo.PHYS_BASE] == (4 * GiB) // 4096
     assert all(st.ul_len[i] == 0 for i in range(len(lay.zones)) if i != normal)
     assert st.ul_len[normal] > 1000
     # memblock reservations at the top of Normal were accepted at boot, with their guard unit
     z = lay.zones[normal]
     top = z.zone_end_pfn - (z.present - z.managed)
-    assert A.check_accepted(st, top, 0)
-    assert m.boot[A.R_FW_NS] > 0 and A.check_conservation(st)
+    assert H.check_accepted(st, top, 0)
+    assert m.boot[Receipt.FW_NS] > 0 and A.check_conservation(st)
     # boot leaves no virtual-time residue: the first runtime accept does not wait
-    r = A.new_receipt()
-    blocks = m.hook(A.SITE_WMARK_FAIL, normal, nr_free_accepted=0, now=0, receipt=r)
-    assert len(blocks) >= 1 and r[A.R_GLOBAL_LOCK_WAIT_NS] == 0 and r[A.R_ACCEPTING_SPIN_NS] == 0
-    assert all(A.check_accepted(st, int(p), 10) for p in blocks)
+    r = UM.new_receipt()
+    blocks = H.hook(m, A.SITE_WMARK_FAIL, normal, nr_free_accepted=0, now=0, receipt=r)
+    assert len(blocks) >= 1 and r[Receipt.GLOBAL_LOCK_WAIT_NS] == 0 and r[Receipt.ACCEPTING_SPIN_NS] == 0
+    assert all(H.check_accepted(st, int(p), 10) for p in blocks)
     # NR_FREE_PAGES - NR_UNACCEPTED: what the engine's buddy holds is accepted memory only
-    assert A.watermark_unusable_extra(st, m.pv, normal) == st.z_nr_unaccepted[normal]
+    assert H.watermark_unusable_extra(st, m.pv, normal) == st.z_nr_unaccepted[normal]
 
 
 def test_boot_cost_ordering_16g():
     lay_b = B.boot_accept_cost
-    from replay.model.layout import layout_for_guest
+    from replay.model.layout_x86 import layout_for_guest
 
     lay = layout_for_guest(16 * GiB, 4)
     cost = {n: lay_b(p, TDX, 16 * GiB, 4, layout=lay).wall_ns for n, p in PRESETS.items()}

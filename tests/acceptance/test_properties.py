@@ -15,9 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st_
 
 import replay.acceptance.boot as B
-import replay.acceptance.unaccepted as A
+import replay.acceptance.page_alloc as A
+import replay.acceptance.unaccepted_memory as U
+import tests.helpers.acceptance as H
 from replay.acceptance.costs import COST_PRESETS, cost_vector
+from replay.acceptance.page_alloc import BlockState
 from replay.acceptance.policies import PRESETS, policy_vector
+from replay.acceptance.unaccepted_memory import AcceptGeo, Receipt
 
 ZONES = [(0, 4096), (4096, 16384)]  # two zones: 16 MiB + 48 MiB
 WMARKS = [(64, 128, 256, 512), (256, 512, 1024, 2048)]
@@ -39,57 +43,57 @@ ops = st_.lists(
 
 def build(name, unit_pages=UNIT, costs="tdx-4k"):
     pol = PRESETS[name].replace(unit_bytes=unit_pages * 4096)
-    st = A.new_accept_state(ZONES, WMARKS, unaccepted=[(2048, 16384)], unit_pages=unit_pages,
+    st = U.new_accept_state(ZONES, WMARKS, unaccepted=[(2048, 16384)], unit_pages=unit_pages,
                             block_order=10, has_table=pol.has_unaccepted_table)
     cv, pv = cost_vector(COST_PRESETS[costs]), policy_vector(pol)
-    boot = A.new_receipt()
-    A.boot_free_memory(st, cv, pv, [(0, 16384)], boot, mode=B.boot_mode(pol))
+    boot = U.new_receipt()
+    B.boot_free_memory(st, cv, pv, [(0, 16384)], boot, mode=B.boot_mode(pol))
     return pol, st, cv, pv
 
 
 def released_blocks_accepted(st, guard: bool) -> bool:
     """Every block in the buddy is accepted; with the guard, so is the page right after it (a
     load_unaligned_zeropad() from the block's last page never reaches unaccepted memory)."""
-    bpages = 1 << int(st.geo[A.G_BLOCK_ORDER])
-    for b in np.flatnonzero(st.blk_state == A.B_RELEASED):
-        pfn = int(st.geo[A.G_PFN_BASE]) + int(b) * bpages
-        if not A.check_accepted(st, pfn, 10):
+    bpages = 1 << int(st.geo[AcceptGeo.BLOCK_ORDER])
+    for b in np.flatnonzero(st.blk_state == BlockState.RELEASED):
+        pfn = int(st.geo[AcceptGeo.PFN_BASE]) + int(b) * bpages
+        if not H.check_accepted(st, pfn, 10):
             return False
-        if guard and not A.check_accepted(st, pfn + bpages, 0):
+        if guard and not H.check_accepted(st, pfn + bpages, 0):
             return False
     return True
 
 
 def run(name, seq, unit_pages=UNIT, costs="tdx-4k"):
     pol, st, cv, pv = build(name, unit_pages, costs)
-    start_unaccepted = A.unaccepted_bytes(st)
+    start_unaccepted = U.unaccepted_bytes(st)
     accepted = 0.0
     now = 0
     out = np.zeros(64, dtype=np.int64)
-    total = A.new_receipt()
+    total = U.new_receipt()
     for site, z, pfn, order, free, flag, dt in seq:
         now += dt
         if flag == 3:
             A.set_watermarks_ready(st, not bool(st.z_wmark_ready[0]))
             continue
         pfn = pfn - pfn % (1 << order)
-        r = A.new_receipt()
+        r = U.new_receipt()
         n = A.acceptance_hook(st, cv, pv, site, z, pfn, order, free, 0, now, out, r)
-        accepted += r[A.R_BYTES]
+        accepted += r[Receipt.BYTES]
         total += r
         # conservation at every step
-        assert A.unaccepted_bytes(st) + accepted == start_unaccepted
+        assert U.unaccepted_bytes(st) + accepted == start_unaccepted
         assert A.check_conservation(st)
         # blocks handed to the buddy are accepted (their units, guard excluded)
         for p in out[:n]:
-            assert A.check_accepted(st, int(p), 10)
-            assert not A.block_listed(st, int(p))
+            assert H.check_accepted(st, int(p), 10)
+            assert not H.block_listed(st, int(p))
         if site in (A.SITE_BUDDY_DEL, A.SITE_POST_ALLOC) and pol.trigger in ("on_buddy_alloc", "post_alloc") \
                 and ((site == A.SITE_BUDDY_DEL) == (pol.trigger == "on_buddy_alloc")):
-            assert A.check_accepted(st, pfn, order)  # never handed out unaccepted
-        if pol.lazy or pol.trigger == "kernel_boot":
+            assert H.check_accepted(st, pfn, order)  # never handed out unaccepted
+        if pol.lists_blocks or pol.trigger == "kernel_boot":
             assert released_blocks_accepted(st, pol.guard_unit)
-        assert r[A.R_FW_NS] >= 0 and r[A.R_ADDED_NS] >= 0
+        assert r[Receipt.FW_NS] >= 0 and r[Receipt.ADDED_NS] >= 0
     return pol, st, total
 
 
@@ -131,9 +135,9 @@ def test_list_policies_accept_whole_blocks_fifo(seq, name):
     out = np.zeros(64, dtype=np.int64)
     taken = {0: [], 1: []}
     for site, z, pfn, order, free, flag, dt in seq:
-        r = A.new_receipt()
+        r = U.new_receipt()
         n = A.acceptance_hook(st, cv, pv, site, z, pfn, 0, free, 0, 0, out, r)
         taken[z].extend(int(p) for p in out[:n])
-        assert r[A.R_BLOCKS] == n
+        assert r[Receipt.BLOCKS] == n
     for z in range(2):
         assert taken[z] == firsts[z][:len(taken[z])]

@@ -12,11 +12,15 @@ import functools
 
 import pytest
 
+import replay.acceptance.boot as B
+import replay.acceptance.page_alloc as A
+import replay.acceptance.unaccepted_memory as U
 from replay.acceptance.boot import boot_accept_cost
-from replay.acceptance.costs import (COST_PRESETS, PUBLISHED, GiB, MiB, accept_range_cost, fit_snp_host_4k_ns,
-                          fit_tdx_exit_4k_ns, unit_accept_cost)
-from replay.model.layout import layout_for_guest
-from replay.acceptance.policies import PRESETS
+from replay.acceptance.costs import (COST_PRESETS, PUBLISHED, GiB, MiB, accept_range_cost, cost_vector,
+                                     fit_snp_host_4k_ns, fit_tdx_exit_4k_ns, unit_accept_cost)
+from replay.acceptance.policies import PRESETS, policy_vector
+from replay.acceptance.unaccepted_memory import Receipt
+from replay.model.layout_x86 import layout_for_guest
 
 TDX4K, TDX2M = COST_PRESETS["tdx-4k"], COST_PRESETS["tdx-2m"]
 SNP4K, SNP2M = COST_PRESETS["snp-4k"], COST_PRESETS["snp-2m"]
@@ -83,19 +87,16 @@ def test_tdx_calls_per_block_match_dstack():
     for one MAX_ORDER accept on a 4K-only host: a FIFO block whose first unit was the previous
     block's guard is one accept_memory() run of 2 units -> 1024 successful 4K TDCALLs (each a TD
     exit); the 2 failed 2M attempts return without an exit."""
-    import replay.acceptance.unaccepted as A
-    from replay.acceptance.costs import cost_vector
-    from replay.acceptance.policies import policy_vector
 
-    st = A.new_accept_state([(0, 8192)], [(0, 0, 0, 0)], unaccepted=[(0, 8192)], unit_pages=512)
+    st = U.new_accept_state([(0, 8192)], [(0, 0, 0, 0)], unaccepted=[(0, 8192)], unit_pages=512)
     cv, pv = cost_vector(TDX4K), policy_vector(PROMO)
-    A.boot_free_memory(st, cv, pv, [(0, 8192)], A.new_receipt(), mode=A.BOOT_LIST)
+    B.boot_free_memory(st, cv, pv, [(0, 8192)], U.new_receipt(), mode=B.BOOT_LIST)
     out = __import__("numpy").zeros(8, dtype="int64")
-    first = A.new_receipt()
+    first = U.new_receipt()
     A.acceptance_hook(st, cv, pv, A.SITE_ZONE_VISIT, 0, 0, 0, 0, 0, 0, out, first)  # wmarks 0: one block
-    second = A.new_receipt()
+    second = U.new_receipt()
     A.acceptance_hook(st, cv, pv, A.SITE_ZONE_VISIT, 0, 0, 0, 0, 0, 0, out, second)
-    k4, kf = A.R_CALLS + 0, A.R_CALLS + 2
+    k4, kf = Receipt.CALLS + 0, Receipt.CALLS + 2
     assert first[k4] == 1536  # the very first block also pays its guard unit
     assert second[k4] == PUBLISHED["dstack_2026"]["td_exits_per_block"]
     assert second[kf] == 2
@@ -165,22 +166,19 @@ def test_hansen_2021_512_calls_of_1000_cycles():
 def test_kirill_2021_two_calls_per_2m_three_per_4m():
     """REPRODUCED: "2 calls per 2M: one MapGPA and one TDACCEPTPAGE (or 3 for MAXORDER -- 4M --
     pages)": calls model "mapgpa+accept" on a 2M-backed host, v1 policy (no guard unit then)."""
-    import replay.acceptance.unaccepted as A
-    from replay.acceptance.costs import cost_vector
-    from replay.acceptance.policies import policy_vector
 
     pub = PUBLISHED["kirill_2021"]
     assert accept_range_cost(TDX2M, 4 * GiB, 2 * MiB, "mapgpa+accept").firmware_calls == pub["calls_per_2m"]
     assert accept_range_cost(TDX2M, 4 * GiB, 4 * MiB, "mapgpa+accept").firmware_calls == pub["calls_per_4m"]
     pol = PRESETS["v1-buddy-global-lock"].replace(calls_model="mapgpa+accept")
-    st = A.new_accept_state([(0, 8192)], None, unaccepted=[(0, 8192)], unit_pages=512)
+    st = U.new_accept_state([(0, 8192)], None, unaccepted=[(0, 8192)], unit_pages=512)
     cv, pv = cost_vector(TDX2M), policy_vector(pol)
     out = __import__("numpy").zeros(4, dtype="int64")
-    r = A.new_receipt()
+    r = U.new_receipt()
     A.acceptance_hook(st, cv, pv, A.SITE_BUDDY_DEL, 0, 0, 10, 0, 0, 0, out, r)  # a MAX_ORDER block
-    assert A.firmware_calls(r) == pub["calls_per_4m"]
-    r = A.new_receipt()
+    assert U.firmware_calls(r) == pub["calls_per_4m"]
+    r = U.new_receipt()
     A.acceptance_hook(st, cv, pv, A.SITE_BUDDY_DEL, 0, 2048, 9, 0, 0, 0, out, r)  # one 2M pageblock
-    assert A.firmware_calls(r) == pub["calls_per_2m"]
+    assert U.firmware_calls(r) == pub["calls_per_2m"]
     # what the merged code does instead on a 2M host: TDG.MEM.PAGE.ACCEPT only, 1 per 2M
     assert unit_accept_cost(TDX2M).firmware_calls == 1

@@ -112,7 +112,7 @@ def tiny_layout_for(table: "object") -> MemoryLayout:
     """An inferred x86-64 layout covering the trace's pfns (no snapshot)."""
     import numpy as np
 
-    from replay.model.layout import infer_layout
+    from replay.model.layout_x86 import infer_layout
 
     pfn = np.asarray(table.column("pfn").drop_null().to_numpy(), np.int64)  # type: ignore[attr-defined]
     pfn = pfn[pfn > 0]

@@ -1,11 +1,12 @@
-"""Tests for replay/model/layout.py: /proc snapshot parsing, x86-64 layout inference, free-count checks.
+"""Tests for replay/model/layout.py, layout_x86.py and procfs.py: /proc snapshot parsing, x86-64
+layout inference, free-count checks.
 
 Measured on the shipped Debian 6.1 snapshots (11 folders): buddyinfo's page sum equals
 zoneinfo's ``nr_free_pages`` exactly in 31 of 33 zones; the two exceptions differ by 63 pages
 (small/proc_before Normal: one pcp ``batch``, a refill between the two reads) and 4 pages
 (tracecmd/proc_before DMA32: an unfolded per-CPU vmstat delta, below ``stat_threshold``).  Pages
 sitting on pcp lists (thousands here) are *not* part of the difference: 6.1's ``rmqueue_bulk``
-takes them out of NR_FREE_PAGES.  The tolerance is ``ZoneLayout.snapshot_skew_tolerance()``
+takes them out of NR_FREE_PAGES.  The tolerance is ``tests.helpers.layout.snapshot_skew_tolerance``
 (sum over CPUs of batch + stat_threshold: 348 pages for Normal).
 """
 
@@ -21,23 +22,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from replay.model.layout import layout_from_texts, load_snapshot, snapshot_free_counts
+from replay.model.layout_x86 import infer_layout, layout_for_guest, zone_batchsize, zone_highsize
+from replay.model.procfs import LayoutError, parse_buddyinfo, parse_iomem, parse_pagetypeinfo
+from replay.results.endcheck import compare_free_counts
 from tests.conftest import require_traces, shared_traces
-from replay.model.layout import (
-    LayoutError,
-    MemoryLayout,
-    compare_free_counts,
-    free_counts_from_pages,
-    infer_layout,
-    layout_for_guest,
-    layout_from_texts,
-    load_snapshot,
-    parse_buddyinfo,
-    parse_iomem,
-    parse_pagetypeinfo,
-    snapshot_free_counts,
-    zone_batchsize,
-    zone_highsize,
-)
+from tests.helpers.layout import (find_zone, free_counts_from_pages, layout_from_dict, ram_pages_in,
+                                  snapshot_skew_tolerance)
 
 TRACES = shared_traces() or Path("/nonexistent")
 ALL_SNAPSHOTS = sorted(p for p in TRACES.glob("*/proc_*") if (p / "zoneinfo").is_file())
@@ -93,7 +84,7 @@ def test_real_snapshot(snap):
         assert (z.zone_start_pfn, z.spanned, z.present, z.managed) == (start, spanned, present,
                                                                        managed)
         # present == System RAM of iomem.txt (found in the parent folder) inside the span
-        assert lay.ram_pages_in(z.zone_start_pfn, z.zone_end_pfn) == z.present
+        assert ram_pages_in(lay, z.zone_start_pfn, z.zone_end_pfn) == z.present
         # pcp: 6.1 zone_batchsize / zone_highsize (low watermark as set, i.e. without boost)
         assert z.pcp_batch == (batch,) * 4 == (zone_batchsize(z.managed),) * 4
         assert z.pcp_high == (zone_highsize(z.wmark_low - z.watermark_boost, batch, 4),) * 4
@@ -105,13 +96,13 @@ def test_real_snapshot(snap):
         assert z.cma == 0 and len(z.protection) == 5
         # free blocks: buddyinfo vs nr_free_pages (module docstring: measured skew)
         pages = sum(n << o for o, n in enumerate(z.free_per_order))
-        assert abs(pages - z.nr_free_pages) <= z.snapshot_skew_tolerance()
+        assert abs(pages - z.nr_free_pages) <= snapshot_skew_tolerance(z)
         assert abs(pages - z.nr_free_pages) <= 63
         # pagetypeinfo rows sum (per order) close to buddyinfo; pageblocks cover the RAM
         per_type = [sum(c) for c in zip(*z.free_per_type.values())]
         assert abs(sum(n << o for o, n in enumerate(per_type)) - pages) <= 2 * 63 * 4
         nblocks = sum(1 for pfn in range(z.zone_start_pfn, z.zone_end_pfn, 512)
-                      if lay.ram_pages_in(pfn // 32768 * 32768, (pfn // 32768 + 1) * 32768))
+                      if ram_pages_in(lay, pfn // 32768 * 32768, (pfn // 32768 + 1) * 32768))
         assert sum(z.blocks_per_type.values()) == nblocks
     dma32 = lay.zones[1]
     assert dma32.protection == (0, 0, 243217 // 256, 243217 // 256, 243217 // 256)
@@ -133,7 +124,7 @@ def test_every_real_snapshot_is_consistent(snap):
         if z.empty:
             continue
         assert node.start_pfn <= z.zone_start_pfn and z.zone_end_pfn <= node.end_pfn
-        assert lay.ram_pages_in(z.zone_start_pfn, z.zone_end_pfn) == z.present
+        assert ram_pages_in(lay, z.zone_start_pfn, z.zone_end_pfn) == z.present
         assert 0 < z.managed <= z.present
         if z.free_per_order is not None:
             pages = sum(n << o for o, n in enumerate(z.free_per_order))
@@ -262,7 +253,7 @@ def test_infer_small_guest_and_errors():
     just_over = infer_layout(1, 1048600)  # RAM seen just past 4 GiB: 3 GiB low + 1024 pages
     assert just_over.zones[2].spanned == 1024 and just_over.zones[1].zone_end_pfn == 1 << 20
     assert just_over.zone_of(1048600) == 2 and just_over.zone_of(0xC0000) == 1  # hole: in span
-    assert just_over.ram_pages_in(0xC0000, 1 << 20) == 0
+    assert ram_pages_in(just_over, 0xC0000, 1 << 20) == 0
     with pytest.raises(LayoutError):
         infer_layout(10, 5)
     with pytest.raises(LayoutError, match="past the guest"):
@@ -351,7 +342,7 @@ def test_zoneinfo_419_without_boost_cma_promo():
     assert dma32.wmark_promo == 16500 + 2750 and dma32.promo_computed
     assert dma32.pcp_high == (186, 186) and dma32.pcp_batch == (31, 31)
     assert dma32.pcp_count == (12, 40) and dma32.pcp_pages == 52
-    assert dma32.pcp_stat_threshold == (30, 30) and dma32.snapshot_skew_tolerance() == 122
+    assert dma32.pcp_stat_threshold == (30, 30) and snapshot_skew_tolerance(dma32) == 122
     assert normal.empty and movable.empty and normal.zone_start_pfn == 0
     assert lay.nodes[0].stats == {"nr_inactive_anon": 1, "nr_active_anon": 2}
     assert dma.stats["nr_zone_inactive_anon"] == 0 and dma.nr_free_pages == 3977
@@ -402,12 +393,12 @@ def test_two_numa_nodes_with_movable_zone_and_promo_line():
     _, n1 = lay.nodes
     assert (n1.start_pfn, n1.end_pfn, n1.present) == (2 << 20, 3 << 20, 1 << 20)
     assert [lay.zones[i].name for i in n1.zone_indices] == ["Normal", "Movable", "DMA", "DMA32"]
-    normal0 = lay.find_zone(0, "Normal")
+    normal0 = find_zone(lay, 0, "Normal")
     assert normal0.wmark_promo == 175 and not normal0.promo_computed
-    movable1 = lay.find_zone(1, "Movable")
+    movable1 = find_zone(lay, 1, "Movable")
     assert movable1.zone_idx == 3 and movable1.pcp_high == (102, 103)
     assert movable1.pcp_high_for(3) == 103 and movable1.pcp_high_for(7) in (102, 103)
-    assert movable1.pcp_batch_for(9) == 7 and lay.find_zone(1, "DMA").free_per_order == (0,) * 3
+    assert movable1.pcp_batch_for(9) == 7 and find_zone(lay, 1, "DMA").free_per_order == (0,) * 3
     pfns = np.array([0, 1, 4096, (1 << 20) - 1, 1 << 20, (2 << 20) - 1, 2 << 20,
                      (2 << 20) + (1 << 19), (3 << 20) - 1, 3 << 20])
     expect = [-1, 0, 1, 1, 2, 2, 3, 4, 4, -1]
@@ -420,7 +411,7 @@ def test_two_numa_nodes_with_movable_zone_and_promo_line():
     tot = {(r["node"], r["zone"]): r for r in rows if r["order"] == -1}
     assert tot[(1, "Normal")]["diff_pages"] == 8 - 20
     assert tot[(-1, "ALL")]["snapshot_pages"] == 7 * 3 + 20 + 2
-    again = MemoryLayout.from_dict(json.loads(json.dumps(lay.as_dict())))
+    again = layout_from_dict(json.loads(json.dumps(lay.as_dict())))
     assert again == lay and again.zone_of(pfns).tolist() == expect
 
 
@@ -507,7 +498,7 @@ def test_malformed_other_files(tmp_path):
     (tmp_path / "snap" / "meminfo").write_text("MemTotal: 4006576 kB\nHugePages_Total: 0\n")
     lay = load_snapshot(tmp_path / "snap")
     assert lay.meminfo == {"MemTotal": 4006576, "HugePages_Total": 0}
-    assert lay.ram_ranges == () and lay.ram_pages_in(0, 10) is None
+    assert lay.ram_ranges == () and ram_pages_in(lay, 0, 10) is None
     assert sum("not found" in n for n in lay.notes) == 3  # buddyinfo, pagetypeinfo, iomem
 
 
@@ -578,7 +569,7 @@ def test_inferred_layout_invariants(guest_mib, nr_cpus):
         assert z.wmark_high - z.wmark_low == z.wmark_low - z.wmark_min
         if z.populated:
             assert lay.zone_of(z.zone_start_pfn) == i == lay.zone_of(z.zone_end_pfn - 1)
-            assert z.present == lay.ram_pages_in(z.zone_start_pfn, z.zone_end_pfn)
+            assert z.present == ram_pages_in(lay, z.zone_start_pfn, z.zone_end_pfn)
             assert len(z.pcp_high) == nr_cpus and z.pcp_high[0] >= 4 * z.pcp_batch[0] >= 4
     end = lay.nodes[0].end_pfn
     assert lay.zone_of(end) == -1 and end * 4096 <= (guest_mib << 20) + (1 << 30)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from replay.events.arrays import event_arrays
-from replay.model.layout import infer_layout
+from replay.model.layout_x86 import infer_layout
 from replay.pipeline.schedule import PrefaultedBuffers, prefault_outputs, tiny_table
 from replay.policy.prepare import prepare
 

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-import replay.acceptance.unaccepted as A
+from replay.acceptance.unaccepted_memory import Receipt
 from replay.acceptance.costs import COST_PRESETS, CALL_KIND_NAMES, GiB
 from replay.acceptance.policies import PRESETS
 from replay.policy.prepare import prepare
@@ -66,7 +66,7 @@ def alloc(t, cpu, pfn, order=0):
 
 
 def calls(r, kind):
-    return int(r.totals[A.R_CALLS + CALL_KIND_NAMES.index(kind)])
+    return int(r.totals[Receipt.CALLS + CALL_KIND_NAMES.index(kind)])
 
 
 def test_none_adds_nothing_and_equals_the_plain_replay():
@@ -110,7 +110,7 @@ def test_v1_holds_zone_lock_across_the_accept_and_the_other_cpu_waits_for_the_re
 def test_v1_atomic_bitmap_takes_no_global_lock():
     rows = [zl(T0, 0, 2048), alloc(T0 + 1, 0, 2048)]
     r = run(rows, "v1-buddy-atomic-bitmap")
-    assert r.totals[A.R_GLOBAL_LOCK_SECTIONS] == 0
+    assert r.totals[Receipt.GLOBAL_LOCK_SECTIONS] == 0
     assert r.hold[0] == SEC + round(U)  # firmware only, still under zone->lock
 
 
@@ -137,7 +137,7 @@ def test_list_promo_accepts_the_fifo_head_at_zone_visit_and_forces_the_traced_bl
     assert r.forced.tolist() == [0, 0, 1, 0]
     assert calls(r, "tdx_accept_4k") == 6 * 512 and calls(r, "tdx_accept_fail") == 6
     # 6.6+ locking: register on accepting_list, clear each run's bits: 2 short sections per run
-    assert r.totals[A.R_GLOBAL_LOCK_SECTIONS] == 2 * 3
+    assert r.totals[Receipt.GLOBAL_LOCK_SECTIONS] == 2 * 3
     # event 0: list_del (zone->lock), firmware, bitmap bookkeeping, then __free_pages_ok of the block
     added0 = round(LOP + U + 2 * BOP) + round(LOP) + FREE_BLOCK
     assert abs(r.added[0] - added0) <= 2
@@ -157,7 +157,7 @@ def test_list_65_accepts_only_after_a_watermark_failure():
     # block 1 (1 unit through its guard), then 1024 + 512 free >= high: stop
     assert r.firmware[2] == round(U)
     # the global lock is held across the firmware (6.5): one section of BOP + U
-    assert r.totals[A.R_GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + U)
+    assert r.totals[Receipt.GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + U)
 
 
 def test_eager_policies_accept_nothing_during_the_trace():
@@ -171,7 +171,7 @@ def test_eager_policies_accept_nothing_during_the_trace():
 def test_background_acceptor_runs_off_the_traced_cpus():
     rows = [zl(T0 + i * 20_000_000, 0, 4096 + i) for i in range(4)]
     r = run(rows, "background")
-    assert r.totals[A.R_BG_FW_NS] > 0
+    assert r.totals[Receipt.BG_FW_NS] > 0
     assert r.added.sum() == 0 or r.forced.sum() > 0
     assert r.invariants_ok and r.accepted_ok
 
