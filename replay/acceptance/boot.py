@@ -19,11 +19,26 @@ import numpy as np
 from replay.acceptance import costs as C
 from replay.acceptance import policies as P
 from replay.acceptance.costs import CostPreset, arch_accept_cost, cost_vector, parallel_accept_ns
-from replay.acceptance.page_alloc import (WMARK_HIGH, BlockState, __free_unaccepted, block_index, cond_accept_memory,
-                                          set_watermarks_ready, try_to_accept_memory)
+from replay.acceptance.page_alloc import (
+    WMARK_HIGH,
+    BlockState,
+    __free_unaccepted,
+    block_index,
+    cond_accept_memory,
+    set_watermarks_ready,
+    try_to_accept_memory,
+)
 from replay.acceptance.policies import AcceptancePolicy, Trigger, policy_vector
-from replay.acceptance.unaccepted_memory import (AcceptGeo, AcceptState, Receipt, accept_memory, new_accept_state,
-                                                 new_receipt, range_contains_unaccepted_memory, reset_clocks)
+from replay.acceptance.unaccepted_memory import (
+    AcceptGeo,
+    AcceptState,
+    Receipt,
+    accept_memory,
+    new_accept_state,
+    new_receipt,
+    range_contains_unaccepted_memory,
+    reset_clocks,
+)
 from replay.jit import kernel_entry
 from replay.model.layout_x86 import layout_for_guest
 
@@ -70,7 +85,6 @@ def _boot_free_ranges(st: AcceptState, cv: np.ndarray, pv: np.ndarray, ranges: n
     order = st.geo[AcceptGeo.BLOCK_ORDER]
     bpages = 1 << order
     guard = pv[P.PV_GUARD]
-    t = 0.0  # one boot stream in virtual time, so boot calls never wait on each other
     for i in range(ranges.shape[0]):
         s = ranges[i, 0]
         e = ranges[i, 1]
@@ -86,7 +100,7 @@ def _boot_free_ranges(st: AcceptState, cv: np.ndarray, pv: np.ndarray, ranges: n
                         __free_unaccepted(st, cv, z, p, receipt)
                         p += bpages
                         continue
-                    t += accept_memory(st, cv, pv, p, bpages, int(t), guard, receipt)
+                    accept_memory(st, cv, pv, p, bpages, guard, receipt)
                 if z >= 0:
                     st.blk_state[b] = BlockState.RELEASED
                     st.z_boot_pages[z] += bpages
@@ -96,7 +110,7 @@ def _boot_free_ranges(st: AcceptState, cv: np.ndarray, pv: np.ndarray, ranges: n
                 q = p - p % bpages + bpages
                 if e < q:
                     q = e
-                t += accept_memory(st, cv, pv, p, q - p, int(t), guard, receipt)
+                accept_memory(st, cv, pv, p, q - p, guard, receipt)
                 p = q
 
 
@@ -206,9 +220,8 @@ def state_from_layout(layout: Any, policy: AcceptancePolicy, costs: CostPreset, 
     for k in range(C.NR_CALL_KINDS):
         boot_r[Receipt.CALLS + k] += calls[k]
     mb = _memblock_ranges(layout) if memblock_ranges is None else list(memblock_ranges)
-    t = 0.0
     for s, e in mb:
-        t += accept_memory(st, cv, pv, s, e - s, int(t), pv[P.PV_GUARD], boot_r)
+        accept_memory(st, cv, pv, s, e - s, pv[P.PV_GUARD], boot_r)
     reset_clocks(st)
     model = AcceptanceModel(policy, costs, st, cv, pv, boot_r,
                             firmware_accepted=[(s, min(e, fw_limit)) for s, e in ram if s < fw_limit] + acc)
@@ -299,7 +312,7 @@ def _early_boot_accepts(m: AcceptanceModel, early_boot_blocks: int) -> np.ndarra
     left = early_boot_blocks
     for z in reversed(zs):
         while left > 0 and st.ul_len[z] > 0:
-            cond_accept_memory(st, m.cv, m.pv, z, 0, 0, 0, int(r[Receipt.ADDED_NS]), out, r)
+            cond_accept_memory(st, m.cv, m.pv, z, 0, 0, 0, out, r)
             left -= 1
     reset_clocks(st)
     set_watermarks_ready(st, True)
@@ -316,9 +329,9 @@ def _fill_to_watermark(m: AcceptanceModel, zones: list[int]) -> np.ndarray:
         free_acc = int(st.z_released_pages[z])
         if m.policy.trigger_id is Trigger.WATERMARK_FAIL:
             if free_acc < st.z_wmark[z, WMARK_HIGH]:
-                try_to_accept_memory(st, m.cv, m.pv, z, 0, free_acc, 0, 0, out, r)
+                try_to_accept_memory(st, m.cv, m.pv, z, 0, free_acc, 0, out, r)
         else:
-            cond_accept_memory(st, m.cv, m.pv, z, 0, free_acc, 0, 0, out, r)
+            cond_accept_memory(st, m.cv, m.pv, z, 0, free_acc, 0, out, r)
     return r
 
 

@@ -32,8 +32,11 @@ from replay.acceptance.unaccepted_memory import (
     AcceptState,
     Receipt,
     accept_memory,
+    emit_locked,
+    emit_step,
 )
 from replay.jit import kernel
+from replay.model.locks import OP_ACQ, OP_REL, OP_WORK
 
 __all__ = [
     "SITE_BUDDY_DEL", "SITE_BULK", "SITE_NAMES", "SITE_POST_ALLOC", "SITE_RMQUEUE_FAIL", "SITE_WMARK_FAIL",
@@ -124,15 +127,17 @@ def __free_unaccepted(st: AcceptState, cv: np.ndarray, z: int, pfn: int, receipt
     st.blk_state[b] = BlockState.LISTED
     st.z_nr_unaccepted[z] += bpages
     st.z_boot_pages[z] += bpages
+    emit_locked(st, z, cv[C.CV_LIST_OP])
     receipt[Receipt.ZONE_LOCK_SECTIONS] += 1
     receipt[Receipt.ZONE_LOCK_HOLD_NS] += cv[C.CV_LIST_OP]
     return True
 
 
 @kernel(nrt=True)
-def __accept_page(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, b: int, now: int,
-                  receipt: np.ndarray) -> float:
-    """6.12 ``__accept_page()``: list_del + counters under zone->lock, unlock, accept_memory(block)."""
+def __accept_page(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, b: int, receipt: np.ndarray) -> float:
+    """6.12 ``__accept_page()``: list_del + counters under zone->lock (taken by the caller),
+    unlock, accept_memory(block), ``__free_pages_ok(page, MAX_PAGE_ORDER, FPI_TO_TAIL)`` (zone->lock
+    again: its hold is ``AcceptScal.FREE_HOLD_NS``, its cost the caller's, who frees the block)."""
     bpages = 1 << st.geo[AcceptGeo.BLOCK_ORDER]
     unaccepted_list_del(st, z, b)
     st.blk_state[b] = BlockState.RELEASED
@@ -145,36 +150,42 @@ def __accept_page(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, b: in
     if lop > receipt[Receipt.IRQS_OFF_MAX_NS]:
         receipt[Receipt.IRQS_OFF_MAX_NS] = lop
     receipt[Receipt.IRQS_OFF_NS] += lop
-    added = lop + accept_memory(st, cv, pv, block_pfn(st, b), bpages, now + int(lop), pv[P.PV_GUARD], receipt)
+    emit_step(st, OP_WORK, 0, 0, lop)
+    emit_step(st, OP_REL, z, 0, 0.0)
+    added = lop + accept_memory(st, cv, pv, block_pfn(st, b), bpages, pv[P.PV_GUARD], receipt)
+    emit_locked(st, z, float(st.scal[AcceptScal.FREE_HOLD_NS]))
     receipt[Receipt.BLOCKS] += 1
     return added
 
 
 @kernel(nrt=True)
-def try_to_accept_memory_one(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, now: int,
+def try_to_accept_memory_one(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int,
                              receipt: np.ndarray) -> tuple[int, float]:
     """``try_to_accept_memory_one(zone)``: accept the head block; returns (pfn or -1, ns added).
 
     The caller frees the returned block with ``__free_pages_ok(page, MAX_PAGE_ORDER, FPI_TO_TAIL)``.
     """
     b = st.ul_head[z]
+    emit_step(st, OP_ACQ, z, 0, 0.0)
     if b < 0:
+        emit_step(st, OP_WORK, 0, 0, cv[C.CV_LIST_OP] * 0.25)
+        emit_step(st, OP_REL, z, 0, 0.0)
         receipt[Receipt.ZONE_LOCK_SECTIONS] += 1
         receipt[Receipt.ZONE_LOCK_HOLD_NS] += cv[C.CV_LIST_OP] * 0.25  # lock, list_first_entry, unlock
         return -1, cv[C.CV_LIST_OP] * 0.25
-    added = __accept_page(st, cv, pv, z, b, now, receipt)
+    added = __accept_page(st, cv, pv, z, b, receipt)
     return block_pfn(st, b), added
 
 
 @kernel(nrt=True)
-def accept_page(st: AcceptState, cv: np.ndarray, pv: np.ndarray, pfn: int, now: int,
-                receipt: np.ndarray) -> tuple[int, float]:
+def accept_page(st: AcceptState, cv: np.ndarray, pv: np.ndarray, pfn: int, receipt: np.ndarray) -> tuple[int, float]:
     """``accept_page(page)`` (isolation / alloc_contig_range): accept that block if still listed."""
     b = block_index(st, pfn)
     if b < 0 or b >= st.geo[AcceptGeo.NR_BLOCKS] or st.blk_state[b] != BlockState.LISTED:
         return -1, 0.0
     z = st.blk_zone[b]
-    added = __accept_page(st, cv, pv, z, b, now, receipt)
+    emit_step(st, OP_ACQ, z, 0, 0.0)
+    added = __accept_page(st, cv, pv, z, b, receipt)
     return block_pfn(st, b), added
 
 
@@ -193,17 +204,15 @@ def _target_wmark(st: AcceptState, pv: np.ndarray, z: int) -> int:
 
 @kernel(nrt=True)
 def _accept_blocks(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, to_accept: int, at_least_one: bool,
-                   now: int, out_pfns: np.ndarray, receipt: np.ndarray) -> int:
+                   out_pfns: np.ndarray, receipt: np.ndarray) -> int:
     """``try_to_accept_memory_one()`` while ``to_accept`` pages are left to accept (``at_least_one``:
     a do/while, the first call unconditional) and the list is not empty; each call starts when the
     one before returned.  Returns the number of block pfns written to ``out_pfns``."""
     bpages = 1 << st.geo[AcceptGeo.BLOCK_ORDER]
     n = 0
-    t = now
     while to_accept > 0 or (at_least_one and n == 0):
-        pfn, added = try_to_accept_memory_one(st, cv, pv, z, t, receipt)
+        pfn, added = try_to_accept_memory_one(st, cv, pv, z, receipt)
         receipt[Receipt.ADDED_NS] += added
-        t += int(added + 0.5)
         if pfn < 0:
             break
         out_pfns[n] = pfn
@@ -214,8 +223,7 @@ def _accept_blocks(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, to_a
 
 @kernel(nrt=True)
 def cond_accept_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, order: int,
-                       nr_free_accepted: int, unusable: int, now: int, out_pfns: np.ndarray,
-                       receipt: np.ndarray) -> int:
+                       nr_free_accepted: int, unusable: int, out_pfns: np.ndarray, receipt: np.ndarray) -> int:
     """``cond_accept_memory(zone, order)`` (6.11+): fill accepted free memory up to the promo mark.
 
     ``to_accept = wmark - (NR_FREE_PAGES - unusable - NR_UNACCEPTED)``; NR_FREE_PAGES counts the
@@ -229,14 +237,13 @@ def cond_accept_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, 
     if wmark == 0:
         if pv[P.PV_ONE_BLOCK_ZERO] == 0:
             return 0
-        return _accept_blocks(st, cv, pv, z, 0, True, now, out_pfns, receipt)
-    return _accept_blocks(st, cv, pv, z, wmark - (nr_free_accepted - unusable), False, now, out_pfns, receipt)
+        return _accept_blocks(st, cv, pv, z, 0, True, out_pfns, receipt)
+    return _accept_blocks(st, cv, pv, z, wmark - (nr_free_accepted - unusable), False, out_pfns, receipt)
 
 
 @kernel(nrt=True)
 def try_to_accept_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int, order: int,
-                         nr_free_accepted: int, unusable: int, now: int, out_pfns: np.ndarray,
-                         receipt: np.ndarray) -> int:
+                         nr_free_accepted: int, unusable: int, out_pfns: np.ndarray, receipt: np.ndarray) -> int:
     """``try_to_accept_memory(zone, order)`` (6.5-6.10): after a watermark / rmqueue failure.
 
     ``to_accept = high - (NR_FREE_PAGES - __zone_watermark_unusable_free())`` where the 6.5
@@ -245,16 +252,16 @@ def try_to_accept_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, z: int
     """
     if st.ul_len[z] == 0:
         return 0
-    return _accept_blocks(st, cv, pv, z, _target_wmark(st, pv, z) - (nr_free_accepted - unusable), True, now,
+    return _accept_blocks(st, cv, pv, z, _target_wmark(st, pv, z) - (nr_free_accepted - unusable), True,
                           out_pfns, receipt)
 
 
 @kernel(nrt=True)
 def accept_covering_units(st: AcceptState, cv: np.ndarray, pv: np.ndarray, pfn: int, order: int,
-                          now: int, receipt: np.ndarray) -> float:
+                          receipt: np.ndarray) -> float:
     """v1 ``clear_page_offline(page, order)`` / v2-v7 ``accept_page(page, order)``: accept the
     bitmap units covering ``[pfn, pfn + 2**order)`` (no guard before v6.5)."""
-    added = accept_memory(st, cv, pv, pfn, 1 << order, now, pv[P.PV_GUARD], receipt)
+    added = accept_memory(st, cv, pv, pfn, 1 << order, pv[P.PV_GUARD], receipt)
     receipt[Receipt.ADDED_NS] += added
     return added
 
@@ -305,7 +312,7 @@ def background_accept(st: AcceptState, cv: np.ndarray, pv: np.ndarray, now: int,
             break
         t = st.scal[AcceptScal.BG_CLOCK] if st.scal[AcceptScal.BG_CLOCK] > start else start
         fw0 = receipt[Receipt.FW_NS]
-        pfn, added = try_to_accept_memory_one(st, cv, pv, z, t, receipt)
+        pfn, added = try_to_accept_memory_one(st, cv, pv, z, receipt)
         if pfn < 0:
             break
         receipt[Receipt.BG_FW_NS] += receipt[Receipt.FW_NS] - fw0
@@ -319,7 +326,7 @@ def background_accept(st: AcceptState, cv: np.ndarray, pv: np.ndarray, now: int,
 
 @kernel(nrt=True)
 def acceptance_hook(st: AcceptState, cv: np.ndarray, pv: np.ndarray, site: int, z: int, pfn: int,
-                    order: int, nr_free_accepted: int, unusable: int, now: int, out_pfns: np.ndarray,
+                    order: int, nr_free_accepted: int, unusable: int, out_pfns: np.ndarray,
                     receipt: np.ndarray) -> int:
     """The one per-event entry point: do what the policy does at kernel call site ``site``.
 
@@ -343,18 +350,18 @@ def acceptance_hook(st: AcceptState, cv: np.ndarray, pv: np.ndarray, site: int, 
     r = np.zeros(RECEIPT_LEN, dtype=np.float64)
     if site == SITE_ZONE_VISIT or site == SITE_BULK:
         if trig == Trigger.EVERY_ZONE_VISIT or trig == Trigger.BACKGROUND:
-            n = cond_accept_memory(st, cv, pv, z, order, nr_free_accepted, unusable, now, out_pfns, r)
+            n = cond_accept_memory(st, cv, pv, z, order, nr_free_accepted, unusable, out_pfns, r)
     elif site == SITE_WMARK_FAIL or site == SITE_RMQUEUE_FAIL:
         if trig == Trigger.WATERMARK_FAIL:
-            n = try_to_accept_memory(st, cv, pv, z, order, nr_free_accepted, unusable, now, out_pfns, r)
+            n = try_to_accept_memory(st, cv, pv, z, order, nr_free_accepted, unusable, out_pfns, r)
         elif trig == Trigger.EVERY_ZONE_VISIT or trig == Trigger.BACKGROUND:
-            n = cond_accept_memory(st, cv, pv, z, order, nr_free_accepted, unusable, now, out_pfns, r)
+            n = cond_accept_memory(st, cv, pv, z, order, nr_free_accepted, unusable, out_pfns, r)
     elif site == SITE_BUDDY_DEL:
         if trig == Trigger.ON_BUDDY_ALLOC:
-            accept_covering_units(st, cv, pv, pfn, order, now, r)
+            accept_covering_units(st, cv, pv, pfn, order, r)
     elif site == SITE_POST_ALLOC:
         if trig == Trigger.POST_ALLOC:
-            accept_covering_units(st, cv, pv, pfn, order, now, r)
+            accept_covering_units(st, cv, pv, pfn, order, r)
     for k in range(RECEIPT_LEN):
         if k == Receipt.IRQS_OFF_MAX_NS:
             if r[k] > receipt[k]:

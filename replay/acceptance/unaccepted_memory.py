@@ -30,6 +30,7 @@ from replay.acceptance import policies as P
 from replay.acceptance.costs import arch_accept_cost
 from replay.acceptance.policies import BitmapLocking, Collision
 from replay.jit import kernel
+from replay.model.locks import OP_ACQ, OP_RANGE_ADD, OP_RANGE_DEL, OP_RANGE_WAIT, OP_REL, OP_WORK
 
 __all__ = [
     "PAGE_SIZE", "RECEIPT_LEN", "AcceptGeo", "AcceptScal", "AcceptState", "Receipt", "accept_memory",
@@ -82,16 +83,28 @@ class AcceptGeo(enum.IntEnum):
 class AcceptScal(enum.IntEnum):
     """Slots of ``AcceptState.scal`` (int64): the scalars that change, in virtual time."""
 
-    GLOCK_FREE_AT = 0  # when unaccepted_memory_lock is next free
-    BG_CLOCK = 1  # background acceptor: busy until
-    BG_BYTES = 2  # background acceptor: bytes accepted so far
-    BG_CPU_NS = 3  # background acceptor: CPU time used so far
+    BG_CLOCK = 0  # background acceptor: busy until
+    BG_BYTES = 1  # background acceptor: bytes accepted so far
+    BG_CPU_NS = 2  # background acceptor: CPU time used so far
+    STEPS_N = 3  # rows of ``steps`` written since the caller last emptied it
+    STEPS_LOST = 4  # steps that did not fit (the caller raises)
+    FREE_HOLD_NS = 5  # zone->lock hold of one ``__free_pages_ok(MAX_PAGE_ORDER)`` (the caller's calibration)
+
+
+#: the lock of a program step (``steps[:, 1]`` of ``OP_ACQ`` / ``OP_REL``): a zone index (its
+#: zone->lock) or this, ``unaccepted_memory_lock``
+LOCK_UNACCEPTED_MEMORY = -1
+#: rows of ``AcceptState.steps``: one round trip's program (a few per accepted block)
+STEP_CAP = 1 << 15
 
 
 AcceptState = namedtuple("AcceptState", [
     "geo", "scal",
     "bitmap",  # uint8 [nr_units]: 1 = unaccepted
-    "acc_busy_until",  # int64 [nr_units]: accepting_list entry covering the unit is in flight until
+    # int64 [STEP_CAP, 4]: what the calls since the caller emptied it did, as the program steps
+    # of replay.model.locks (op, a, b, ns): which locks they took, for how long, which
+    # accepting_list range they registered; the lock schedule decides the waits
+    "steps",
     "blk_state", "blk_next", "blk_prev", "blk_zone",  # per MAX_PAGE_ORDER block (page_alloc.BLK_*)
     "z_start", "z_end", "z_wmark", "z_wmark_ready", "z_nr_unaccepted",
     "ul_head", "ul_tail", "ul_len",  # zone->unaccepted_pages (block indices)
@@ -158,7 +171,7 @@ def new_accept_state(zones: Sequence[tuple[int, int]], wmarks: Sequence[Sequence
             blk_zone[b0:b1] = z
     return AcceptState(
         geo=geo, scal=np.zeros(len(AcceptScal), dtype=np.int64), bitmap=bitmap,
-        acc_busy_until=np.zeros(nr_units, dtype=np.int64),
+        steps=np.zeros((STEP_CAP, 4), dtype=np.int64),
         blk_state=np.zeros(nr_blocks, dtype=np.uint8),
         blk_next=np.full(nr_blocks, -1, dtype=np.int32), blk_prev=np.full(nr_blocks, -1, dtype=np.int32),
         blk_zone=blk_zone,
@@ -178,9 +191,31 @@ def unaccepted_bytes(st: AcceptState) -> int:
 
 
 def reset_clocks(st: AcceptState) -> None:
-    """Forget virtual-time lock / accepting_list state (after boot, before the trace's clock)."""
-    st.acc_busy_until[:] = 0
-    st.scal[AcceptScal.GLOCK_FREE_AT] = 0
+    """Forget what boot did in virtual time (before the trace's clock): its program steps."""
+    st.scal[AcceptScal.STEPS_N] = 0
+    st.scal[AcceptScal.STEPS_LOST] = 0
+
+
+@kernel(nrt=False)
+def emit_step(st: AcceptState, op: int, a: int, b: int, d: float) -> None:
+    """Append one program step (``replay.model.locks.OP_*``; ``d`` rounded to ns)."""
+    n = st.scal[AcceptScal.STEPS_N]
+    if n >= st.steps.shape[0]:
+        st.scal[AcceptScal.STEPS_LOST] += 1
+        return
+    st.steps[n, 0] = op
+    st.steps[n, 1] = a
+    st.steps[n, 2] = b
+    st.steps[n, 3] = int(d + 0.5)
+    st.scal[AcceptScal.STEPS_N] = n + 1
+
+
+@kernel(nrt=False)
+def emit_locked(st: AcceptState, lock: int, d: float) -> None:
+    """``spin_lock(lock)``, ``d`` ns of work, ``spin_unlock(lock)``."""
+    emit_step(st, OP_ACQ, lock, 0, 0.0)
+    emit_step(st, OP_WORK, 0, 0, d)
+    emit_step(st, OP_REL, lock, 0, 0.0)
 
 
 # ------------------------------------------------------------------ the range a request covers
@@ -244,34 +279,6 @@ def page_contains_unaccepted(st: AcceptState, pfn: int, order: int) -> bool:
 
 # ------------------------------------------------------------------ accept_memory()
 @kernel(nrt=True)
-def _glock_section(st: AcceptState, now: int, hold: float, receipt: np.ndarray) -> float:
-    """One ``unaccepted_memory_lock`` section starting at ``now``: FIFO in virtual time; returns wait."""
-    free_at = st.scal[AcceptScal.GLOCK_FREE_AT]
-    wait = float(free_at - now) if free_at > now else 0.0
-    st.scal[AcceptScal.GLOCK_FREE_AT] = now + int(wait + hold + 0.5)
-    receipt[Receipt.GLOBAL_LOCK_SECTIONS] += 1
-    receipt[Receipt.GLOBAL_LOCK_HOLD_NS] += hold
-    receipt[Receipt.GLOBAL_LOCK_WAIT_NS] += wait
-    return wait
-
-
-@kernel(nrt=True)
-def _wait_accepting_list(st: AcceptState, u0: int, u1: int, now: int, receipt: np.ndarray) -> float:
-    """6.6+ ``goto retry`` while an ``accepting_list`` entry overlaps ``[u0, u1)``: the busy-wait
-    until the last overlapping acceptance completes (0 when none is in flight)."""
-    busy = 0
-    for u in range(u0, u1):
-        if st.acc_busy_until[u] > busy:
-            busy = st.acc_busy_until[u]
-    if busy <= now:
-        return 0.0
-    spin = float(busy - now)
-    receipt[Receipt.ACCEPTING_COLLISIONS] += 1
-    receipt[Receipt.ACCEPTING_SPIN_NS] += spin
-    return spin
-
-
-@kernel(nrt=True)
 def _accept_set_runs(st: AcceptState, cv: np.ndarray, calls_model: int, u0: int, u1: int,
                      calls: np.ndarray) -> tuple[float, int, int]:
     """``for_each_set_bitrange_from()``: one ``arch_accept_memory()`` per run of set bits, whose
@@ -297,34 +304,47 @@ def _accept_set_runs(st: AcceptState, cv: np.ndarray, calls_model: int, u0: int,
     return fw, runs, units
 
 
-@kernel(nrt=True)
-def _locked_across_calls(st: AcceptState, bop: float, fw: float, t: float,
-                         receipt: np.ndarray) -> tuple[float, float]:
+@kernel(nrt=False)
+def _locked_across_calls(st: AcceptState, bop: float, fw: float, receipt: np.ndarray) -> float:
     """6.5 (2053bc57f367; also v1 and v2-v7): ``spin_lock_irqsave(&unaccepted_memory_lock)``
-    around the whole walk, firmware calls included: one section.  Returns (wait, bookkeeping)."""
-    return _glock_section(st, int(t), bop + fw, receipt), bop
+    around the whole walk, firmware calls included: one section.  Returns the bookkeeping ns."""
+    emit_locked(st, LOCK_UNACCEPTED_MEMORY, bop + fw)
+    receipt[Receipt.GLOBAL_LOCK_SECTIONS] += 1
+    receipt[Receipt.GLOBAL_LOCK_HOLD_NS] += bop + fw
+    return bop
 
 
-@kernel(nrt=True)
-def _accepting_list_sections(st: AcceptState, bop: float, fw: float, runs: int, t: float,
-                             receipt: np.ndarray) -> tuple[float, float]:
-    """6.6+ (50e782a86c98): the lock is taken to register the range on ``accepting_list``, dropped
-    around each ``arch_accept_memory()`` and re-taken to ``bitmap_clear()`` that run: 1 + runs
-    sections, the firmware time spread evenly over the runs.  Returns (wait, bookkeeping)."""
-    gwait = _glock_section(st, int(t), bop, receipt)
-    book = bop
-    tt = t + gwait + bop
+@kernel(nrt=False)
+def _accepting_list_sections(st: AcceptState, bop: float, fw: float, runs: int, u0: int, u1: int,
+                             spin_retry: bool, receipt: np.ndarray) -> float:
+    """6.6+ (50e782a86c98): ``retry:`` take the lock, look for an overlapping ``accepting_list``
+    entry (``spin_retry``: drop the lock and retry while there is one), ``list_add`` the range,
+    then drop the lock around each ``arch_accept_memory()`` and re-take it to ``bitmap_clear()``
+    that run, ``list_del`` at the end: 1 + runs sections, the firmware time spread evenly over
+    the runs.  Returns the bookkeeping ns."""
+    G = LOCK_UNACCEPTED_MEMORY
+    if spin_retry:
+        emit_step(st, OP_RANGE_WAIT, u0, u1, 0.0)
+    emit_step(st, OP_ACQ, G, 0, 0.0)
+    if spin_retry:
+        emit_step(st, OP_RANGE_ADD, u0, u1, 0.0)
+    emit_step(st, OP_WORK, 0, 0, bop)
     for _ in range(runs):
-        tt += fw / runs
-        gwait += _glock_section(st, int(tt), bop, receipt)
-        tt += bop
-        book += bop
-    return gwait, book
+        emit_step(st, OP_REL, G, 0, 0.0)
+        emit_step(st, OP_WORK, 0, 0, fw / runs)
+        emit_step(st, OP_ACQ, G, 0, 0.0)
+        emit_step(st, OP_WORK, 0, 0, bop)
+    if spin_retry:
+        emit_step(st, OP_RANGE_DEL, u0, u1, 0.0)
+    emit_step(st, OP_REL, G, 0, 0.0)
+    receipt[Receipt.GLOBAL_LOCK_SECTIONS] += 1 + runs
+    receipt[Receipt.GLOBAL_LOCK_HOLD_NS] += bop * (1 + runs)
+    return bop * (1 + runs)
 
 
 @kernel(nrt=True)
 def accept_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, start_pfn: int, nr_pages: int,
-                  now: int, guard: int, receipt: np.ndarray) -> float:
+                  guard: int, receipt: np.ndarray) -> float:
     """``accept_memory(start, size)``: accept every unaccepted unit of the range (+ guard unit).
 
     The ``unaccepted_memory_lock`` scheme follows ``pv``: with ``bitmap_locking`` ``atomic_bits``
@@ -333,8 +353,10 @@ def accept_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, start_pfn: in
     6.6+ ``accepting_list`` (:func:`_accepting_list_sections`).  ``atomic_bits`` and
     ``lockless_test`` first test the bits without the lock and return when none is set.  With
     ``collision`` ``spin_retry`` a request overlapping an in-flight range busy-waits until it
-    completes.  Returns the ns added to the calling CPU; firmware time and calls, lock sections
-    and what ``held_during_call`` keeps held go into ``receipt``.
+    completes.  What the call does is appended to ``st.steps`` as a program
+    (``replay.model.locks``), whose schedule gives the lock waits and spins; returns the ns of
+    work added to the calling CPU; firmware time and calls, lock sections and what
+    ``held_during_call`` keeps held go into ``receipt``.
     """
     u0, u1 = _unit_range(st, start_pfn, nr_pages, guard)
     if u1 <= u0:
@@ -343,38 +365,31 @@ def accept_memory(st: AcceptState, cv: np.ndarray, pv: np.ndarray, start_pfn: in
     locking = pv[P.PV_BITMAP_LOCKING]
     if locking != BitmapLocking.GLOBAL_SPINLOCK and not _any_unaccepted(st, u0, u1):
         return 0.0  # tested without the lock: nothing to accept
-    t = float(now)
-    spin = 0.0
-    if pv[P.PV_COLLISION] == Collision.SPIN_RETRY:
-        spin = _wait_accepting_list(st, u0, u1, now, receipt)
-        t += spin
     calls = np.zeros(C.NR_CALL_KINDS, dtype=np.int64)
     fw, runs, units = _accept_set_runs(st, cv, pv[P.PV_CALLS_MODEL], u0, u1, calls)
     bop = cv[C.CV_BITMAP_OP]
     if locking == BitmapLocking.ATOMIC_BITS:
-        gwait, book = 0.0, 0.0
+        emit_step(st, OP_WORK, 0, 0, fw)
+        book = 0.0
     elif held & P.HELD_GLOBAL_LOCK:
-        gwait, book = _locked_across_calls(st, bop, fw, t, receipt)
+        book = _locked_across_calls(st, bop, fw, receipt)
     else:
-        gwait, book = _accepting_list_sections(st, bop, fw, runs, t, receipt)
-    if pv[P.PV_COLLISION] == Collision.SPIN_RETRY:
-        done = t + gwait + book + fw
-        for v in range(u0, u1):
-            st.acc_busy_until[v] = int(done + 0.5)
+        book = _accepting_list_sections(st, bop, fw, runs, u0, u1, pv[P.PV_COLLISION] == Collision.SPIN_RETRY,
+                                        receipt)
     receipt[Receipt.FW_NS] += fw
     receipt[Receipt.UNITS] += units
     receipt[Receipt.BYTES] += units * st.geo[AcceptGeo.UNIT_PAGES] * PAGE_SIZE
     receipt[Receipt.RUNS] += runs
     for k in range(C.NR_CALL_KINDS):
         receipt[Receipt.CALLS + k] += calls[k]
-    held_ns = gwait + book + fw
+    held_ns = book + fw
     if held & P.HELD_IRQS_OFF:
-        # spin_lock_irqsave() .. spin_unlock_irqrestore(): IRQs off while waiting for the global
-        # lock, bookkeeping and firmware; accepting_list retries re-enable IRQs between attempts
+        # spin_lock_irqsave() .. spin_unlock_irqrestore(): IRQs off for the bookkeeping and the
+        # firmware (and the wait for the global lock, which the schedule adds)
         receipt[Receipt.IRQS_OFF_NS] += held_ns
         if held_ns > receipt[Receipt.IRQS_OFF_MAX_NS]:
             receipt[Receipt.IRQS_OFF_MAX_NS] = held_ns
     if held & P.HELD_ZONE_LOCK:
         receipt[Receipt.FW_UNDER_ZONE_LOCK_NS] += held_ns
         receipt[Receipt.ZONE_LOCK_HOLD_NS] += held_ns
-    return spin + gwait + book + fw
+    return book + fw

@@ -21,10 +21,11 @@ import numpy as np
 from replay.acceptance.page_alloc import (SITE_BUDDY_DEL, SITE_POST_ALLOC, SITE_WMARK_FAIL, SITE_ZONE_VISIT, BlockState,
                                           accept_page, acceptance_hook, background_accept, unaccepted_list_del,
                                           unaccepted_pages_of)
-from replay.acceptance.unaccepted_memory import PAGE_SIZE, AcceptGeo, AcceptState, Receipt, new_receipt
+from replay.acceptance.unaccepted_memory import PAGE_SIZE, AcceptGeo, AcceptScal, AcceptState, Receipt, new_receipt
 from replay.acceptance.policies import PV_HELD, AcceptancePolicy
 from replay.model.state import ModelState
 from replay.policy.delta import count_blocks_to_tail, take_top_blocks
+from replay.policy.timeline import PH_AFTER, PH_BEFORE, PH_INSIDE, Program
 from replay.policy.loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, ACT_BG,
                                 ACT_FORCED, ACT_POST, ACT_VISIT, BG_TICK_NS, INT64_MAX, PP_LEN, PP_LISTS, PP_NOACT,
                                 PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, clear_units_in_use,
@@ -129,7 +130,11 @@ class AcceptanceDriver:
         self.unacc_log_v: list[int] = []
         self.actions: list[dict[str, Any]] = []
         self.totals = new_receipt()
+        self.ncpu = int(st.pcp_count.shape[0])
         self.free_hold = int(round(prep.cal.drain_base_ns + prep.cal.drain_per_block_ns))
+        self.acc.scal[AcceptScal.FREE_HOLD_NS] = self.free_hold
+        #: what each round trip made its CPU do (``policy.timeline`` schedules it)
+        self.programs: list[Program] = []
         trig = policy.trigger
         self.site_visit = SITE_WMARK_FAIL if trig == "watermark_fail" else SITE_ZONE_VISIT
         self.site_post = SITE_BUDDY_DEL if trig == "on_buddy_alloc" else SITE_POST_ALLOC
@@ -170,6 +175,8 @@ class AcceptanceDriver:
         c = int(ea.cpu[k])
         now = int(ea.ts[k]) + int(self.delay[c])
         r = new_receipt()
+        acc = self.acc
+        acc.scal[AcceptScal.STEPS_N] = 0
         if act == ACT_BG:
             kind, nblocks, zone = self._background(k, r)
         elif act == ACT_VISIT:
@@ -179,7 +186,15 @@ class AcceptanceDriver:
         else:
             assert act == ACT_POST
             kind, nblocks, zone = self._post(k, z, now, r, out_pfn)
-        self._charge(k, c, act == ACT_BG, kind, nblocks, zone, now, r)
+        if acc.scal[AcceptScal.STEPS_LOST]:
+            raise RuntimeError(f"event {k}: one acceptance round trip took more than {len(acc.steps)} lock steps")
+        n = int(acc.scal[AcceptScal.STEPS_N])
+        prog = -1
+        if n:
+            prog = len(self.programs)
+            phase = PH_BEFORE if act != ACT_POST else (PH_INSIDE if kind == "buddy_del" else PH_AFTER)
+            self.programs.append(Program(k, self.ncpu if act == ACT_BG else c, phase, acc.steps[:n].copy()))
+        self._charge(k, c, act == ACT_BG, kind, nblocks, zone, now, r, prog)
 
     def _background(self, k: int, r: np.ndarray) -> tuple[str, int, int]:
         t = int(self.prep.events.ts[k])
@@ -208,7 +223,7 @@ class AcceptanceDriver:
             if zone_needs_accept(st, self.acc, self.pp, prep.zmap, zz, o):
                 r0 = float(r[Receipt.ADDED_NS])
                 cnt = acceptance_hook(self.acc, self.cv, self.pv, self.site_visit, int(prep.zmap[zz]), p, o,
-                                        int(st.z_nr_free[zz]), (1 << o) - 1, t, self.out_pfns, r)
+                                        int(st.z_nr_free[zz]), (1 << o) - 1, self.out_pfns, r)
                 t += int(r[Receipt.ADDED_NS] - r0)
                 if cnt > 0:
                     self.free_blocks(cnt)
@@ -220,7 +235,7 @@ class AcceptanceDriver:
 
     def _forced(self, k: int, z: int, now: int, r: np.ndarray) -> tuple[str, int, int]:
         """Exact mode: the trace allocates from a block still listed: ``accept_page`` it there."""
-        pfn_b, add = accept_page(self.acc, self.cv, self.pv, int(self.prep.events.pfn[k]), now, r)
+        pfn_b, add = accept_page(self.acc, self.cv, self.pv, int(self.prep.events.pfn[k]), r)
         r[Receipt.ADDED_NS] += add
         if pfn_b < 0:
             return "forced", 0, z
@@ -235,10 +250,11 @@ class AcceptanceDriver:
         site = self.site_post
         kind = "buddy_del" if site == SITE_BUDDY_DEL else "post_alloc"
         acceptance_hook(self.acc, self.cv, self.pv, site, int(self.prep.zmap[z]) if z >= 0 else 0, q,
-                          int(ea.order[k]), 0, 0, now, self.out_pfns, r)
+                          int(ea.order[k]), 0, 0, self.out_pfns, r)
         return kind, 0, z
 
-    def _charge(self, k: int, c: int, bg: bool, kind: str, nblocks: int, zone: int, now: int, r: np.ndarray) -> None:
+    def _charge(self, k: int, c: int, bg: bool, kind: str, nblocks: int, zone: int, now: int, r: np.ndarray,
+                prog: int) -> None:
         """Record receipt ``r`` against event ``k`` (``acur`` for its time step) and in the totals."""
         add_receipt(self.totals, r)
         acur = self.acur
@@ -259,7 +275,7 @@ class AcceptanceDriver:
         self.unacc_log_v.append(self.unaccepted)
         if r[Receipt.BYTES] > 0 or r[Receipt.GLOBAL_LOCK_SECTIONS] > 0 or nblocks > 0:
             self.actions.append({"k": k, "cpu": -1 if bg else c, "vts": now, "kind": kind, "receipt": r,
-                                 "blocks": nblocks, "zone": zone, "held": int(self.pv[PV_HELD])})
+                                 "blocks": nblocks, "zone": zone, "held": int(self.pv[PV_HELD]), "program": prog})
 
     # ---- at the end
     def unaccepted_series(self, edges: np.ndarray) -> np.ndarray:

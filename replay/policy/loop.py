@@ -106,8 +106,9 @@ def sample_bucket(st: ModelState, b: int, ts_free: np.ndarray, ts_order: np.ndar
 #: ``acur`` slots: the event the driver's acceptance work was charged to, and what it charged
 AC_K, AC_ADDED, AC_FWZL, AC_ZLHOLD, AC_ZONE, AC_BG, AC_ZLWAIT, AC_WAIT, AC_LEN = 0, 1, 2, 3, 4, 5, 6, 7, 8
 
-#: ``elog`` columns: one row per event the policy charged time to (events in order)
-EL_K, EL_VTS, EL_ADDED, EL_WAIT, EL_HOLD, EL_LAT, EL_LEN = 0, 1, 2, 3, 4, 5, 6
+#: ``elog`` columns: one row per event the policy charged time to (events in order); ``EL_WAIT_ACCEPT``:
+#: the part of ``EL_WAIT`` spent behind a holder doing acceptance work (``policy.timeline``)
+EL_K, EL_VTS, EL_ADDED, EL_WAIT, EL_HOLD, EL_LAT, EL_WAIT_ACCEPT, EL_LEN = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 #: the background acceptor is looked at every 10 ms of trace time (it accepts at its rate in between)

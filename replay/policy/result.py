@@ -38,10 +38,17 @@ class PolicyRun:
     handled_firmware: np.ndarray
     handled_accepted: np.ndarray
     handled_forced: np.ndarray
+    #: per zone->lock section (``policy.timeline``): its request in virtual time, its wait, the
+    #: time it held the lock beyond its calibrated hold (work and waits inside it), its whole
+    #: hold, and the CPU that held the lock when it had to wait (-1: none)
     sec_vstart: np.ndarray
     sec_wait: np.ndarray
     sec_ext: np.ndarray
-    #: one row per event whose acceptance work held zone->lock: (event, hold ns, zone, background, wait ns)
+    sec_hold: np.ndarray
+    sec_blocker_cpu: np.ndarray
+    #: per section: what its wait was spent behind (``policy.timeline.WB_*``)
+    sec_behind: np.ndarray
+    #: one row per event whose acceptance work held zone->lock (``policy.timeline.AZ_*`` columns)
     acc_zl: np.ndarray
     #: events the driver handled (sorted)
     handled: np.ndarray

@@ -48,6 +48,7 @@ from replay.policy.loop import (ACT_BG, ACT_DONE, ACT_GROW, ACT_POST, EL_LEN, IN
                                 policy_chunk, sample_bucket)
 from replay.policy.prepare import Prepared, copy_state
 from replay.policy.result import PolicyRun
+from replay.policy.timeline import apply_to_actions, charges, schedule_run, zone_lock_rows
 
 #: events a recording baseline replays between two progress reports (``Recorder.advance``)
 FEED_CHUNK = 1 << 20
@@ -419,19 +420,39 @@ def _make_run(prep: Prepared, policy: AcceptancePolicy, costs: Any, drv: Accepta
               method: str) -> PolicyRun:
     acc = drv.acc
     ea = prep.events
-    sec_vstart, sec_wait, sec_ext = w.sections_used(int(S.n[0]))
+    m = int(S.n[0])
+    tl = schedule_run(S, out_sec, drv.programs, ea.ts, prep.cal, len(drv.delay), len(prep.zone_names),
+                      _acceptance_zone_to_zone(prep, acc))
+    elog, pp = charges(tl, drv.programs, ea.ev, ea.cpu, ea.ts, len(drv.delay))
+    apply_to_actions(drv.actions, pp, drv.totals)
+    sec_hold = tl.sc.sec_hold[:m].copy()
+    rep["lock_overlaps"] = tl.lock_overlaps()
+    rep["cpus_left_waiting"] = tl.waiting
+    rep["ok"] = bool(rep["ok"] and rep["lock_overlaps"] == 0 and tl.waiting == 0)
     handled, firmware, accepted, forced = drv.handled_arrays()
     return PolicyRun(
         policy=policy, costs_name=costs.name, mode=prep.mode, st=st, acc=acc, S=S, out_anom=out_anom,
         out_sec=out_sec, out_zone=out_zone, out_pfn=out_pfn, acount=acount,
-        elog=w.elog[: int(w.elog_n[0])].copy(), ts=ea.ts, cpu=ea.cpu, handled_firmware=firmware,
-        handled_accepted=accepted, handled_forced=forced, sec_vstart=sec_vstart, sec_wait=sec_wait,
-        sec_ext=sec_ext, acc_zl=np.array(drv.zl_rows, np.int64).reshape(-1, 5), handled=handled,
+        elog=elog, ts=ea.ts, cpu=ea.cpu, handled_firmware=firmware,
+        handled_accepted=accepted, handled_forced=forced, sec_vstart=tl.sc.sec_req[:m].copy(),
+        sec_wait=tl.sc.sec_wait[:m].copy(), sec_ext=tl.ext, sec_hold=sec_hold,
+        sec_blocker_cpu=tl.sc.sec_bcpu[:m].astype(np.int32), sec_behind=tl.sec_behind,
+        acc_zl=zone_lock_rows(drv.programs, pp, len(drv.delay)),
+        handled=handled,
         actions=drv.actions, ts_free=w.ts_free, ts_order=w.ts_order, ts_unaccepted=drv.unaccepted_series(prep.edges),
         totals=drv.totals, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=_all_handed_out_accepted(st, acc),
         conservation_ok=bool(check_conservation(acc)), seconds=time.perf_counter() - t_start, yields=yields,
         visited=visited, dfree=dfree, method=method)
+
+
+def _acceptance_zone_to_zone(prep: Prepared, acc: AcceptState) -> np.ndarray:
+    """Model zone of each acceptance zone (``prep.zmap`` inverted)."""
+    out = np.full(max(int(acc.geo[AcceptGeo.NR_ZONES]), 1), -1, np.int64)
+    for z, az in enumerate(np.asarray(prep.zmap).tolist()):
+        if az >= 0:
+            out[az] = z
+    return out
 
 
 def _delta_agrees(base: PolicyRun, st: ModelState, acc: AcceptState, listed: np.ndarray) -> bool:

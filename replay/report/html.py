@@ -41,27 +41,31 @@ RESULT_TABLES: dict[str, tuple[str, str]] = {
     "events": ("(policy, input event the policy charged something to; every input event with --all-events "
                "or in a plain replay)",
                "policy, seq, ts_ns, vts_ns, cpu, comm, pid, event, pfn, order, zone, anomaly (nullable), "
-               "section (id or -1), added_ns, lock_wait_ns, lock_hold_ns, firmware_ns, accepted_bytes, "
+               "section (id or -1), added_ns, lock_wait_ns, lock_wait_behind_accept_ns, lock_hold_ns, firmware_ns, "
+               "accepted_bytes, "
                "forced (bool: exact mode charged the trace's placement)"),
     "lock_sections": ("(policy, critical section)",
                       "policy, id, lock (zone:<node>:<zone>, accept_global, accepting_list), kind (pcp_refill, "
                       "pcp_drain, buddy_alloc, buddy_free, fallback, accept), cpu, zone, start_ns (virtual), "
-                      "wait_ns, hold_ns, pages, firmware_ns, irqs_off (bool)"),
+                      "wait_ns, hold_ns, pages, firmware_ns, irqs_off (bool), blocker_cpu, "
+                      "waited_behind (accept, allocator)"),
     "firmware_calls": ("(policy, batch of calls made at one point)",
                        "policy, seq (event that triggered it, -1 at boot), cpu, vts_ns, kind (tdx_accept_4k, "
                        "tdx_accept_2m, tdx_accept_2m_failed, tdx_mapgpa, snp_psc, snp_pvalidate_4k, "
                        "snp_pvalidate_2m, zeroing), calls, ns, bytes, held (zone_lock, accept_global, irqs_off, none)"),
     "irqs_off": ("(policy, IRQs-off stretch)", "policy, cpu, start_ns, duration_ns, cause"),
-    "attribution_cpu": ("(policy, cpu)", "policy, cpu, events, allocations, added_ns, lock_wait_ns, lock_hold_ns, "
-                                         "firmware_ns, accepted_bytes"),
+    "attribution_cpu": ("(policy, cpu)", "policy, cpu, events, allocations, added_ns, lock_wait_ns, "
+                                         "lock_wait_behind_accept_ns, lock_hold_ns, firmware_ns, accepted_bytes"),
     "attribution_process": ("(policy, comm, pid)", "policy, comm, pid, events, allocations, added_ns, lock_wait_ns, "
-                                                   "lock_hold_ns, firmware_ns, accepted_bytes"),
+                                                   "lock_wait_behind_accept_ns, lock_hold_ns, firmware_ns, "
+                                                   "accepted_bytes"),
     "timeseries": ("(policy, time bucket)", "policy, t_ns (bucket start), accepted_bytes, unaccepted_bytes, "
                                             "free_pages, free_order_0 .. free_order_10"),
     "anomalies": ("anomalous input event", "seq, ts_ns, cpu, event, pfn, order, kind, explained, kernel_path"),
     "summary": ("policy (none first)",
                 "policy, mode, cost_preset, events_replayed, anomalies, anomaly_rate, unexplained_anomaly_rate, "
-                "invariants_ok, forced_allocations, firmware_calls, firmware_ns, accepted_bytes, boot_accept_ns, "
+                "invariants_ok, lock_overlaps, forced_allocations, firmware_calls, firmware_ns, accepted_bytes, "
+                "boot_accept_ns, "
                 "zone_lock_hold_ns, zone_lock_hold_max_ns, zone_lock_wait_ns, zone_lock_wait_max_ns, "
                 "accept_lock_hold_ns, accept_lock_wait_ns, accept_lock_wait_max_ns, irqs_off_max_ns, "
                 "irqs_off_over_1ms, irqs_off_over_20s, alloc_added_p50_ns, alloc_added_p90_ns, alloc_added_p99_ns, "

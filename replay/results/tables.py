@@ -39,10 +39,10 @@ from replay.acceptance.costs import CALL_KIND_NAMES, NR_FIRMWARE_CALL_KINDS
 from replay.events.arrays import EV_ALLOC
 from replay.model.sections import SECTION_KIND_NAMES
 from replay.acceptance.policies import HELD_GLOBAL_LOCK, HELD_IRQS_OFF, HELD_ZONE_LOCK
-from replay.policy.loop import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT
+from replay.policy.loop import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT, EL_WAIT_ACCEPT
+from replay.policy.timeline import AZ_BEHIND, AZ_BLOCKER, WAITED_BEHIND, WB_ACCEPT, WB_NONE
 from replay.policy.prepare import Prepared
 from replay.policy.result import PolicyRun
-from replay.model.sections import hold_times
 from replay.jit import kernel_entry
 
 SCHEMA_VERSION = "1"
@@ -136,6 +136,7 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
                c["ts"], c["vts"], c["cpu"], c["ev"], c["pfn"], c["order"], c["zone"], c["anom"], c["sec"],
                c["added"], c["wait"], c["hold"], c["fw"], c["acc"], c["forced"], c["seq"], c["pid"], c["proc"])
     pfn, zone, anom = c["pfn"], c["zone"], c["anom"]
+    c["wait_accept"] = _log_column(run.elog, rix, EL_WAIT_ACCEPT)
     seq = c["seq"] if seq_flat else np.asarray(sel(ea.seq))
     if sink is not None:
         sink["cpu"] = c["cpu"]
@@ -159,11 +160,21 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
         "section": pa.array(c["sec"], pa.int64()),
         "added_ns": pa.array(c["added"], pa.int64()),
         "lock_wait_ns": pa.array(c["wait"], pa.int64()),
+        "lock_wait_behind_accept_ns": pa.array(c["wait_accept"], pa.int64()),
         "lock_hold_ns": pa.array(c["hold"], pa.int64()),
         "firmware_ns": pa.array(c["fw"], pa.int64()),
         "accepted_bytes": pa.array(c["acc"], pa.int64()),
         "forced": pa.array(c["forced"].astype(bool), pa.bool_()),
     })
+
+
+def _log_column(elog: np.ndarray, rows: np.ndarray, col: int) -> np.ndarray:
+    """Column ``col`` of the event log at event ``rows`` (0 where the log has no row)."""
+    ks = elog[:, EL_K]
+    pos = np.minimum(np.searchsorted(ks, rows), max(len(ks) - 1, 0))
+    if not len(ks):
+        return np.zeros(len(rows), np.int64)
+    return np.where(ks[pos] == rows, elog[pos, col], 0).astype(np.int64)
 
 
 #: ``event_rows``' output columns and their types
@@ -254,6 +265,9 @@ class _Actions:
         self.zone = np.fromiter((a["zone"] for a in acts), np.int64, n)
         self.blocks = np.fromiter((a["blocks"] for a in acts), np.int64, n)
         self.held = np.fromiter((a["held"] for a in acts), np.int64, n)
+        self.global_blocker = np.fromiter((a.get("global_blocker", -1) for a in acts), np.int64, n)
+        self.global_behind = np.fromiter((a.get("global_behind", WB_NONE) for a in acts), np.int64, n)
+        self.range_blocker = np.fromiter((a.get("range_blocker", -1) for a in acts), np.int64, n)
         self.r = np.array([a["receipt"] for a in acts], np.float64).reshape(n, RECEIPT_LEN)
 
 
@@ -272,11 +286,12 @@ def _sections(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
     m = int(S.n[0])
     ea = prep.events
     nz = len(prep.zone_names)
+    ncpu = int(prep.state.pcp_count.shape[0])  # (the background acceptor's blocker id is ncpu: shown as -1)
     lock_all = [f"zone:{prep.zone_nodes[z]}:{prep.zone_names[z]}" for z in range(nz)] + ["accept_global",
                                                                                       "accepting_list"]
     l_global, l_accepting = nz, nz + 1
     kinds = S.kind[:m].astype(np.int64)
-    hold = hold_times(kinds, S.nev[:m], S.fallbacks[:m], prep.cal) + run.sec_ext[:m]
+    hold = run.sec_hold[:m]
     kind_lut = np.zeros(max(SECTION_KIND_NAMES) + 1, np.int64)
     for code, name in SECTION_KIND_NAMES.items():
         kind_lut[code] = SECTION_KIND_CATEGORIES.index(SECTION_KINDS[name])
@@ -291,6 +306,8 @@ def _sections(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
     pages = [S.pages[:m].astype(np.int64)]
     fw = [run.sec_ext[:m]]
     irq = [np.ones(m, bool)]
+    blocker = [run.sec_blocker_cpu[:m].astype(np.int64)]
+    behind = [run.sec_behind[:m].astype(np.int64)]
     # acceptance's zone->lock sections (list_del + __free_pages_ok of the accepted blocks)
     # (event, hold, zone, background, wait) per event whose acceptance work held zone->lock
     az = run.acc_zl
@@ -315,6 +332,8 @@ def _sections(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
         pages.append((nblk * bpages).astype(np.int64))
         fw.append(np.zeros(len(ks), np.int64))
         irq.append(np.ones(len(ks), bool))
+        blocker.append(az[:, AZ_BLOCKER].copy())
+        behind.append(az[:, AZ_BEHIND].copy())
     # the global accept lock and accepting_list: per acceptance action, its global-lock row then
     # its accepting_list row (when it had them)
     r = acts.r
@@ -338,11 +357,15 @@ def _sections(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
         fw.append(rows(np.where(acts.held[g] & HELD_GLOBAL_LOCK, _rint(r[g, Receipt.FW_NS]), 0).astype(np.int64),
                        np.zeros(len(c), np.int64)))
         irq.append(rows((acts.held[g] & HELD_IRQS_OFF) != 0, np.zeros(len(c), bool)))
+        blocker.append(rows(acts.global_blocker[g], acts.range_blocker[c]))
+        behind.append(rows(acts.global_behind[g], np.full(len(c), WB_ACCEPT, np.int64)))
     lock_codes = np.concatenate(lock)
     return {"lock": lock_codes, "lock_all": lock_all, "zone_lock": lock_codes < nz, "kind": np.concatenate(kind),
             "cpu": np.concatenate(cpu), "zone": np.concatenate(zone), "start_ns": np.concatenate(start),
             "wait_ns": np.concatenate(wait), "hold_ns": np.concatenate(holds), "pages": np.concatenate(pages),
-            "firmware_ns": np.concatenate(fw), "irqs_off": np.concatenate(irq)}
+            "firmware_ns": np.concatenate(fw), "irqs_off": np.concatenate(irq),
+            "blocker_cpu": np.where(np.concatenate(blocker) >= ncpu, -1, np.concatenate(blocker)),
+            "waited_behind": np.concatenate(behind)}
 
 
 def _firmware_rows(prep: Prepared, run: PolicyRun, acts: _Actions) -> dict[str, Any]:
@@ -413,7 +436,8 @@ def _nearest_sparse(nz_sorted: np.ndarray, n_zero: int, q: float) -> int:
 
 
 #: the charges ``_group`` sums, as the events table names them
-_CHARGE_COLUMNS = ("added_ns", "lock_wait_ns", "lock_hold_ns", "firmware_ns", "accepted_bytes")
+_CHARGE_COLUMNS = ("added_ns", "lock_wait_ns", "lock_wait_behind_accept_ns", "lock_hold_ns", "firmware_ns",
+                   "accepted_bytes")
 
 
 def _group(counts: tuple[np.ndarray, np.ndarray], keys: np.ndarray,
@@ -449,6 +473,8 @@ def summary_row(prep: Prepared, run: PolicyRun, sec: dict[str, Any], irq: dict[s
         "anomalies": total, "anomaly_rate": total / n if n else 0.0,
         "unexplained_anomaly_rate": unexplained / n if n else 0.0,
         "invariants_ok": bool(run.invariants_ok and run.accepted_ok and run.conservation_ok),
+        # mutual exclusion: holds of one lock that overlap in virtual time (0, else invariants_ok is false)
+        "lock_overlaps": int(run.invariant_report.get("lock_overlaps", 0)),
         "forced_allocations": int(run.handled_forced.sum()),
         "firmware_calls": int(firmware_calls(tot)), "firmware_ns": int(round(tot[Receipt.FW_NS])),
         "accepted_bytes": int(tot[Receipt.BYTES]), "boot_accept_ns": int(round(run.boot.get("boot_accept_ns", 0.0))),
@@ -620,6 +646,8 @@ def policy_tables(prep: Prepared, run: PolicyRun, ctx: ResultContext, *,
         "start_ns": pa.array(sec["start_ns"], pa.int64()), "wait_ns": pa.array(sec["wait_ns"], pa.int64()),
         "hold_ns": pa.array(sec["hold_ns"], pa.int64()), "pages": pa.array(sec["pages"], pa.int64()),
         "firmware_ns": pa.array(sec["firmware_ns"], pa.int64()), "irqs_off": pa.array(sec["irqs_off"], pa.bool_()),
+        "blocker_cpu": pa.array(sec["blocker_cpu"], pa.int32()),
+        "waited_behind": _dict_codes(sec["waited_behind"], WAITED_BEHIND),
     })
     fw = _firmware_rows(prep, run, acts)
     fkinds = sorted(set(CALL_KINDS.values()))

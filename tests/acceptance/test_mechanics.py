@@ -46,10 +46,11 @@ def tiny(policy_name: str, costs=TDX, wmarks_ready=True, **policy_changes):
     return st, cv, pv, boot
 
 
-def hook(st, cv, pv, site, *, pfn=0, order=0, free=0, unusable=0, now=0):
+def hook(st, cv, pv, site, *, pfn=0, order=0, free=0, unusable=0):
     r = UM.new_receipt()
     out = np.zeros(16, dtype=np.int64)
-    n = A.acceptance_hook(st, cv, pv, site, 0, pfn, order, free, unusable, now, out, r)
+    st.scal[UM.AcceptScal.STEPS_N] = 0
+    n = A.acceptance_hook(st, cv, pv, site, 0, pfn, order, free, unusable, out, r)
     return list(out[:n]), r
 
 
@@ -173,32 +174,41 @@ def test_list_promo_also_accepts_at_failure_sites_not_buddy_sites():
 
 def test_accepting_list_collision_on_the_guard_unit():
     """6.6+: CPU A accepts block 1 (units [0,1)); CPU B 10 ns later takes block 2, whose range
-    [0,3) overlaps A's in-flight entry on unit 0: B busy-waits until A's accept_memory returns."""
+    [0,3) overlaps A's in-flight entry on unit 0: B waits for zone->lock (A's list_del), then
+    busy-waits until A's accept_memory returns."""
     st, cv, pv, _ = tiny("list-6.6")
-    _, ra = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6, now=0)  # do/while: exactly one block
-    a_done = int(100 + 2 * BOP + U + 0.5)  # accept_memory starts at now + list op (100 ns)
-    _, rb = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6, now=10)
-    assert rb[Receipt.ACCEPTING_COLLISIONS] == 1
-    assert rb[Receipt.ACCEPTING_SPIN_NS] == a_done - 110
+    _, ra = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6)  # do/while: exactly one block
+    pa = H.take_steps(st)
+    _, rb = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6)
+    pb = H.take_steps(st)
+    res = H.race([(0, 0, pa), (1, 10, pb)])
+    # A: zone->lock [0, 100) (list_del), then its accepting_list entry until A's last bitmap_clear
+    a_done = LOP + int(BOP + 0.5) + int(U + 0.5) + int(BOP + 0.5)
+    assert res["zone_wait"][1] == LOP - 10  # B asked for zone->lock at 10
+    assert res["collisions"][1] == 1 and res["collisions"][0] == 0
+    assert res["spin"][1] == a_done - 2 * LOP  # B's range check at 200, A's range in flight until a_done
     assert rb[Receipt.UNITS] == 2 and rb[Receipt.FW_NS] == pytest.approx(2 * U)
-    assert ra[Receipt.ACCEPTING_COLLISIONS] == 0
 
 
 def test_list_65_global_lock_serialises_all_acceptance():
     """6.5: the firmware call runs under unaccepted_memory_lock: a CPU accepting a different
     block at the same time waits for the whole call (soft lockups, Michael Roth)."""
     st, cv, pv, _ = tiny("list-6.5")
-    _, ra = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6, now=0)
+    _, ra = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6)
     assert ra[Receipt.GLOBAL_LOCK_SECTIONS] == 1
     assert ra[Receipt.GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + U)
     assert ra[Receipt.IRQS_OFF_MAX_NS] == pytest.approx(BOP + U)
-    _, rb = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6, now=0)
-    # B's accept_memory starts at 100 too; A holds the lock over [100, 100 + BOP + U)
-    assert rb[Receipt.GLOBAL_LOCK_WAIT_NS] == pytest.approx(int(100 + BOP + U + 0.5) - 100)
+    pa = H.take_steps(st)
+    _, rb = hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6)
+    pb = H.take_steps(st)
     assert rb[Receipt.ACCEPTING_COLLISIONS] == 0  # no accepting_list in 6.5
-    assert rb[Receipt.ADDED_NS] == pytest.approx(LOP + rb[Receipt.GLOBAL_LOCK_WAIT_NS] + BOP + 2 * U)
-    # IRQs are off while spinning on the lock (spin_lock_irqsave)
-    assert rb[Receipt.IRQS_OFF_MAX_NS] == pytest.approx(rb[Receipt.GLOBAL_LOCK_WAIT_NS] + BOP + 2 * U)
+    assert rb[Receipt.ADDED_NS] == pytest.approx(LOP + BOP + 2 * U)  # the work; the waits are the schedule's
+    # both at 0: B waits for zone->lock until A's list_del is done (100), runs its own (until
+    # 200), then waits for unaccepted_memory_lock, which A holds over [100, 100 + BOP + U)
+    res = H.race([(0, 0, pa), (1, 0, pb)])
+    assert res["zone_wait"][1] == LOP and res["global_wait"][0] == 0
+    assert res["global_wait"][1] == LOP + int(BOP + 0.5) + int(U + 0.5) - 2 * LOP
+    assert res["added"][1] == LOP + LOP + res["global_wait"][1] + int(BOP + 0.5) + int(2 * U + 0.5)
 
 
 def test_list_65_accepts_at_least_one_and_only_on_failure():
@@ -238,14 +248,16 @@ def test_v1_atomic_bitmap_has_no_global_lock():
 
 def test_post_alloc_outside_zone_lock_lockless_test_first():
     st, cv, pv, _ = tiny("post-alloc")
-    _, ra = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2048, order=0, now=0)
+    _, ra = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2048, order=0)
     assert ra[Receipt.UNITS] == 1 and ra[Receipt.FW_UNDER_ZONE_LOCK_NS] == 0
     assert ra[Receipt.GLOBAL_LOCK_HOLD_NS] == pytest.approx(BOP + U)
+    pa = H.take_steps(st)
     # a second CPU allocating in another unit at the same time waits for the global lock
-    _, rb = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2560, order=0, now=0)
-    assert rb[Receipt.GLOBAL_LOCK_WAIT_NS] == pytest.approx(int(BOP + U + 0.5))
+    _, rb = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2560, order=0)
+    res = H.race([(0, 0, pa), (1, 0, H.take_steps(st))])
+    assert res["global_wait"][1] == int(BOP + U + 0.5) and res["global_wait"][0] == 0
     # the fast path: an accepted unit takes no lock at all (maybe_accept_page())
-    _, rc = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2049, order=0, now=10**9)
+    _, rc = hook(st, cv, pv, A.SITE_POST_ALLOC, pfn=2049, order=0)
     assert rc.sum() == 0
 
 
@@ -278,10 +290,10 @@ def test_background_cpu_budget():
 def test_accept_page_for_isolation():
     st, cv, pv, _ = tiny("list-promo")
     r = UM.new_receipt()
-    pfn, added = A.accept_page(st, cv, pv, 5000, 0, r)  # block 4 taken out of the middle of the FIFO
+    pfn, added = A.accept_page(st, cv, pv, 5000, r)  # block 4 taken out of the middle of the FIFO
     assert pfn == 4096 and r[Receipt.UNITS] == 3  # units 4, 5 and guard 6
     assert list(A.unaccepted_pages_of(st, 0)) == [1024, 2048, 3072, 5120, 6144, 7168]
-    assert A.accept_page(st, cv, pv, 4096, 0, r) == (-1, 0.0)
+    assert A.accept_page(st, cv, pv, 4096, r) == (-1, 0.0)
     assert A.check_conservation(st)
 
 
@@ -311,7 +323,7 @@ def test_state_from_layout_8g_guest():
     assert m.boot[Receipt.FW_NS] > 0 and A.check_conservation(st)
     # boot leaves no virtual-time residue: the first runtime accept does not wait
     r = UM.new_receipt()
-    blocks = H.hook(m, A.SITE_WMARK_FAIL, normal, nr_free_accepted=0, now=0, receipt=r)
+    blocks = H.hook(m, A.SITE_WMARK_FAIL, normal, nr_free_accepted=0, receipt=r)
     assert len(blocks) >= 1 and r[Receipt.GLOBAL_LOCK_WAIT_NS] == 0 and r[Receipt.ACCEPTING_SPIN_NS] == 0
     assert all(H.check_accepted(st, int(p), 10) for p in blocks)
     # NR_FREE_PAGES - NR_UNACCEPTED: what the engine's buddy holds is accepted memory only

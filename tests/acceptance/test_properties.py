@@ -68,17 +68,16 @@ def run(name, seq, unit_pages=UNIT, costs="tdx-4k"):
     pol, st, cv, pv = build(name, unit_pages, costs)
     start_unaccepted = U.unaccepted_bytes(st)
     accepted = 0.0
-    now = 0
     out = np.zeros(64, dtype=np.int64)
     total = U.new_receipt()
-    for site, z, pfn, order, free, flag, dt in seq:
-        now += dt
+    for site, z, pfn, order, free, flag, _dt in seq:
         if flag == 3:
             A.set_watermarks_ready(st, not bool(st.z_wmark_ready[0]))
             continue
         pfn = pfn - pfn % (1 << order)
         r = U.new_receipt()
-        n = A.acceptance_hook(st, cv, pv, site, z, pfn, order, free, 0, now, out, r)
+        st.scal[U.AcceptScal.STEPS_N] = 0
+        n = A.acceptance_hook(st, cv, pv, site, z, pfn, order, free, 0, out, r)
         accepted += r[Receipt.BYTES]
         total += r
         # conservation at every step
@@ -136,7 +135,7 @@ def test_list_policies_accept_whole_blocks_fifo(seq, name):
     taken = {0: [], 1: []}
     for site, z, pfn, order, free, flag, dt in seq:
         r = U.new_receipt()
-        n = A.acceptance_hook(st, cv, pv, site, z, pfn, 0, free, 0, 0, out, r)
+        n = A.acceptance_hook(st, cv, pv, site, z, pfn, 0, free, 0, out, r)
         taken[z].extend(int(p) for p in out[:n])
         assert r[Receipt.BLOCKS] == n
     for z in range(2):

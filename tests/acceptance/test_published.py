@@ -93,9 +93,9 @@ def test_tdx_calls_per_block_match_dstack():
     B.boot_free_memory(st, cv, pv, [(0, 8192)], U.new_receipt(), mode=B.BOOT_LIST)
     out = __import__("numpy").zeros(8, dtype="int64")
     first = U.new_receipt()
-    A.acceptance_hook(st, cv, pv, A.SITE_ZONE_VISIT, 0, 0, 0, 0, 0, 0, out, first)  # wmarks 0: one block
+    A.acceptance_hook(st, cv, pv, A.SITE_ZONE_VISIT, 0, 0, 0, 0, 0, out, first)  # wmarks 0: one block
     second = U.new_receipt()
-    A.acceptance_hook(st, cv, pv, A.SITE_ZONE_VISIT, 0, 0, 0, 0, 0, 0, out, second)
+    A.acceptance_hook(st, cv, pv, A.SITE_ZONE_VISIT, 0, 0, 0, 0, 0, out, second)
     k4, kf = Receipt.CALLS + 0, Receipt.CALLS + 2
     assert first[k4] == 1536  # the very first block also pays its guard unit
     assert second[k4] == PUBLISHED["dstack_2026"]["td_exits_per_block"]
@@ -175,10 +175,10 @@ def test_kirill_2021_two_calls_per_2m_three_per_4m():
     cv, pv = cost_vector(TDX2M), policy_vector(pol)
     out = __import__("numpy").zeros(4, dtype="int64")
     r = U.new_receipt()
-    A.acceptance_hook(st, cv, pv, A.SITE_BUDDY_DEL, 0, 0, 10, 0, 0, 0, out, r)  # a MAX_ORDER block
+    A.acceptance_hook(st, cv, pv, A.SITE_BUDDY_DEL, 0, 0, 10, 0, 0, out, r)  # a MAX_ORDER block
     assert U.firmware_calls(r) == pub["calls_per_4m"]
     r = U.new_receipt()
-    A.acceptance_hook(st, cv, pv, A.SITE_BUDDY_DEL, 0, 2048, 9, 0, 0, 0, out, r)  # one 2M pageblock
+    A.acceptance_hook(st, cv, pv, A.SITE_BUDDY_DEL, 0, 2048, 9, 0, 0, out, r)  # one 2M pageblock
     assert U.firmware_calls(r) == pub["calls_per_2m"]
     # what the merged code does instead on a 2M host: TDG.MEM.PAGE.ACCEPT only, 1 per 2M
     assert unit_accept_cost(TDX2M).firmware_calls == 1

@@ -188,7 +188,7 @@ def test_event_rows_equal_the_array_operations() -> None:
     charge log and the handled events) equal the per-column array operations (``vts_at``,
     ``charges_at``, ``handled_values``, plain gathers) they replace, for every policy, at the
     charged rows and at every event; so do the CPUs and (comm, pid) groups it hands back."""
-    from replay.policy.loop import EL_ADDED, EL_HOLD, EL_WAIT
+    from replay.policy.loop import EL_ADDED, EL_HOLD, EL_WAIT, EL_WAIT_ACCEPT
     from replay.results.tables import _events, charged_events
     from tests.helpers.oracles import charges_at, handled_values
 
@@ -212,6 +212,7 @@ def test_event_rows_equal_the_array_operations() -> None:
                     "cpu": ea.cpu[idx], "pid": ctx.pid[idx], "order": ea.order[idx], "section": run.out_sec[idx],
                     "added_ns": charges_at(run, EL_ADDED, idx), "lock_wait_ns": charges_at(run, EL_WAIT, idx),
                     "lock_hold_ns": charges_at(run, EL_HOLD, idx),
+                    "lock_wait_behind_accept_ns": charges_at(run, EL_WAIT_ACCEPT, idx),
                     "firmware_ns": handled_values(run, run.handled_firmware, idx),
                     "accepted_bytes": handled_values(run, run.handled_accepted, idx),
                     "forced": handled_values(run, run.handled_forced, idx).astype(bool)}
