@@ -23,7 +23,7 @@ from .scan.codes import (
     LINES_TS_DECIMAL,
     N_LINE_COUNTERS,
 )  # fmt: skip
-from .schema import EVENT_NAMES
+from .schema import ALL_EVENT_NAMES, EVENT_NAMES
 
 # parsers/binary/table.py reads the scanner's counter indices as ``accounting._scan.C_*``; these
 # names keep it working until it imports them from ``parsers.scan.codes`` (then remove them)
@@ -202,7 +202,9 @@ class Accounting:
         return "ns"
 
     def as_dict(self) -> dict[str, Any]:
-        events = {n: sum(f.events[n] for f in self.files) for n in EVENT_NAMES}
+        # the six kmem events always, then the other kinds of the table (lock contention, untraced) seen
+        names = list(EVENT_NAMES) + [n for n in ALL_EVENT_NAMES[len(EVENT_NAMES):] if any(n in f.events for f in self.files)]
+        events = {n: sum(f.events.get(n, 0) for f in self.files) for n in names}
         other: dict[str, int] = {}
         reasons: dict[str, int] = {}
         for f in self.files:

@@ -34,10 +34,12 @@ from .formats import FORMAT_CODE, FORMATS, classify_unrecognised, detect_format
 from .inputs import DEFAULT_BLOCK, LineBlocks, RawHasher, start_hashers
 from .scan.result import Strings
 from .schema import (
+    ALL_EVENT_NAMES,
     COLUMNS,
     EVENT_NAMES,
     GFP_BIT_TABLE_NAME,
     METADATA_PREFIX,
+    OPTIONAL_COLUMNS,
     SCHEMA_VERSION,
     SORT_KEYS,
     Event,
@@ -70,6 +72,58 @@ def _warm_up() -> None:
 
 
 _EVENT_DICT = event_dictionary()
+_EVENT_DICT_ALL = event_dictionary(len(ALL_EVENT_NAMES))  # a block with lock contention / untraced rows
+#: the columns of schema 1 (the kmem events'), which parsers/binary still builds its batches with
+_SCHEMA_1 = arrow_schema()
+
+
+class _Schema1View:
+    """The parser as ``parsers.binary`` sees it until it builds the schema-2 columns itself: ``schema``
+    is the schema-1 one; every other attribute is the parser's (read and written through)."""
+
+    schema = _SCHEMA_1
+
+    def __init__(self, parser: TraceParser) -> None:
+        object.__setattr__(self, "_parser", parser)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._parser, name, value)
+
+
+def _with_optional_columns(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A schema-1 batch (binary inputs: kmem events only) with the schema-2 columns, all null."""
+    if batch.num_columns == len(schema):
+        return batch
+    cols = [*batch.columns, *(_nulls(batch.num_rows, schema.field(n).type) for n in OPTIONAL_COLUMNS)]
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def _extra_columns(res: _scan.ScanResult, s: _Reorder) -> dict[str, pa.Array]:
+    """``lock_addr``, ``lock_flags``, ``ret``, ``nr_pages`` of a block: null but on its lock contention
+    and untraced kprobe rows (``parsers.scan.probes``)."""
+    x = res.extras
+    n = s.n
+    if x.n == 0:
+        return {name: _nulls(n, typ) for name, typ in (("lock_addr", pa.uint64()), ("lock_flags", pa.uint32()),
+                                                        ("ret", pa.int64()), ("nr_pages", pa.int64()))}
+    from .scan.probes import HAVE_FLAGS, HAVE_LOCK, HAVE_NR, HAVE_RET
+
+    rows, have = x.row[: x.n], x.have[: x.n]
+    out = {}
+    for name, bit, vals, typ in (("lock_addr", HAVE_LOCK, x.lock_addr, pa.uint64()),
+                                 ("lock_flags", HAVE_FLAGS, x.lock_flags, pa.uint32()),
+                                 ("ret", HAVE_RET, x.ret, pa.int64()), ("nr_pages", HAVE_NR, x.nr_pages, pa.int64())):
+        full = np.zeros(n, np.int64)
+        valid = np.zeros(n, bool)
+        full[rows] = vals[: x.n]
+        valid[rows] = (have & bit) != 0
+        a, v = s(full), s(valid)
+        a = a.view(np.uint64) if typ == pa.uint64() else a.astype(np.uint32) if typ == pa.uint32() else a
+        out[name] = _column(a, typ, ~v) if v.any() else _nulls(n, typ)
+    return out
 
 
 @dataclass
@@ -159,7 +213,8 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, fmt_code: int) -> tuple[_sca
         "cpu": pa.array(s(c.cpu), pa.int32()),
         "pid": pa.array(s(c.pid), pa.int32()),
         "tgid": s.ints(c.tgid, pa.int32()),
-        "event": pa.DictionaryArray.from_arrays(pa.array(s(c.event), pa.int8()), _EVENT_DICT, safe=False),
+        "event": pa.DictionaryArray.from_arrays(pa.array(s(c.event), pa.int8()),
+                                                _EVENT_DICT_ALL if res.extras.n else _EVENT_DICT, safe=False),
         "pfn": s.ints(pfn, pa.int64()),
         "order": pa.array(s(c.order), pa.int8()),
         "migratetype": s.ints(c.migratetype, pa.int8()),
@@ -171,6 +226,7 @@ def _scan_and_prepare(arr: np.ndarray, nbytes: int, fmt_code: int) -> tuple[_sca
         "fragmenting": s.bools(frag),
         "change_ownership": s.bools(c.change_ownership),
         "cold": s.bools(c.cold),
+        **_extra_columns(res, s),
     }
     ev_counts = np.bincount(c.event, minlength=len(EVENT_NAMES))
     return res, _Sorted(s.perm, arrays, s(c.comm), s(c.gfp), s(c.line), ev_counts, nfailed, nfrag_fixed)
@@ -280,10 +336,11 @@ class TraceParser:
         self._last_key: tuple[int, int, int] | None = None
         self.run_starts: list[int] = [0]
         self._npieces = 0
-        self.schema = arrow_schema()
+        self.schema = arrow_schema(extra=True)
         # sha256 of each regular input file, computed on side threads (see ``inputs.RawHasher``)
         self.hashers: dict[str, RawHasher] = dict(hashers or {})
         self.kernel_versions: list[str] = []  # uname -r recorded by binary inputs (trace.dat, perf.data)
+        self.capture_folders: list[Any] = []  # the capture folders the inputs came from (``_expand_folders``)
 
     # ------------------------------------------------------------------ batches
     def batches(self, sources: Iterable[Source], names: Iterable[str | None] | None = None) -> Iterator[pa.Table]:
@@ -357,7 +414,8 @@ class TraceParser:
 
     def _file_batches(self, src: Source, name: str | None, pool: cf.ThreadPoolExecutor) -> Iterator[pa.RecordBatch]:
         if _binary.sniff(src):  # trace.dat / perf.data (by magic, also inside gzip/zstd): the binary reader
-            yield from _binary.file_batches(self, src, name)
+            for b in _binary.file_batches(_Schema1View(self), src, name):
+                yield _with_optional_columns(b, self.schema)
             return
         reader = LineBlocks(
             src, name=name, block_size=self.block_size, on_raw_bytes=self.on_raw_bytes, hasher=self._hasher_for(src)
@@ -445,7 +503,8 @@ class TraceParser:
             return None, last_ts
         last_ts = _check_cpu_order(fa, res.events.cpu[:ne], res.events.ts[:ne], lines, last_ts)
         for code, n in enumerate(srt.ev_counts):
-            fa.events[EVENT_NAMES[code]] += int(n)
+            if n or code < len(EVENT_NAMES):  # (the other kinds only where the trace has them)
+                fa.events[ALL_EVENT_NAMES[code]] = fa.events.get(ALL_EVENT_NAMES[code], 0) + int(n)
         fa.failed_allocs += srt.failed
         fa.fragmenting_recomputed += srt.frag_fixed
         comm_ids = self.comms.remap(block, *res.comms).take(srt.comm_local)
@@ -531,13 +590,18 @@ class TraceParser:
                 ]
             ),
             "format": fmts[0] if len(fmts) == 1 else ",".join(fmts),
-            "kernel_version": kernel_version or ",".join(self.kernel_versions),
+            "kernel_version": kernel_version or ",".join(self.kernel_versions) or ",".join(
+                dict.fromkeys(f.kernel_release for f in self.capture_folders if f.kernel_release)),
             "kmem_era": acc.kmem_era(),
             "timestamp_unit": acc.timestamp_unit(),
             "gfp_bit_table": _binary.gfp_bit_table([f.format for f in acc.files], GFP_BIT_TABLE_NAME),
             "accounting": json.dumps(acc.as_dict(), sort_keys=True),
             "lost_events": json.dumps(acc.lost_markers()),
         }
+        if self.capture_folders:  # (only then: a plain trace's metadata is as before)
+            from .capture.folder import folder_metadata
+
+            md.update(folder_metadata(self.capture_folders))
         return {METADATA_PREFIX + k: v for k, v in md.items()}
 
 
@@ -546,6 +610,24 @@ def _as_list(paths: Source | Iterable[Source]) -> list[Source]:
     if isinstance(paths, (str, bytes, os.PathLike)):
         return [paths]
     return list(paths)
+
+
+def _expand_folders(sources: list[Source]) -> tuple[list[Source], list[Any]]:
+    """Capture folders (``pagereplay record`` output, the shared reference folders) replaced by
+    their trace file; returns the sources and the folders (``parsers.capture.folder``)."""
+    out: list[Source] = []
+    folders: list[Any] = []
+    for src in sources:
+        if isinstance(src, (str, os.PathLike)) and str(src) != "-" and Path(src).is_dir():
+            from .capture.folder import is_capture_folder, read_capture_folder
+
+            if is_capture_folder(src):
+                f = read_capture_folder(src)
+                folders.append(f)
+                out.append(str(f.trace))
+                continue
+        out.append(src)
+    return out, folders
 
 
 def _sorted_table(pieces: list[pa.Table], parser: TraceParser) -> pa.Table:
@@ -584,10 +666,11 @@ def parse_files(
     block_size: int = DEFAULT_BLOCK,
     workers: int = 2,
 ) -> ParseResult:
-    """Parse text traces into one in-memory canonical table (sorted by ts_ns, cpu, seq)."""
-    sources = _as_list(paths)
+    """Parse text traces (or capture folders) into one in-memory canonical table (sorted by ts_ns, cpu, seq)."""
+    sources, folders = _expand_folders(_as_list(paths))
     _precheck(sources)
     parser = TraceParser(fmt, block_size=block_size, workers=workers)
+    parser.capture_folders = folders
     batches = list(parser.batches(sources, names))
     parser.check(strict=strict)
     md = parser.metadata(kernel_version=kernel_version)
@@ -623,12 +706,13 @@ def parse_to_parquet(
     ``inputs.start_hashers``) lets a caller start hashing the inputs earlier.
     """
     out = Path(out)
-    sources = _as_list(paths)
+    sources, folders = _expand_folders(_as_list(paths))
     _precheck(sources)
     if out.is_dir():
         raise TraceInputError(f"{out}: is a directory; give a file name for the Parquet output")
     out.parent.mkdir(parents=True, exist_ok=True)
     parser = TraceParser(fmt, block_size=block_size, workers=workers, on_raw_bytes=on_raw_bytes, hashers=hashers)
+    parser.capture_folders = folders
     fd, tmp_name = tempfile.mkstemp(prefix=".pagereplay-", suffix=".parquet", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)

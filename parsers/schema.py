@@ -31,7 +31,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+#: 2: the lock contention and untraced (kprobe) event kinds and the four columns after ``seq``
+#: (absent in a version-1 file: read as all null)
+SCHEMA_VERSION = "2"
 METADATA_PREFIX = "pagereplay."
 
 
@@ -60,6 +62,75 @@ EVENT_ALIASES: dict[str, Event] = {
     "mm_page_free_direct": Event.MM_PAGE_FREE,
     "mm_pagevec_free": Event.MM_PAGE_FREE_BATCHED,
 }
+
+
+class LockEvent(enum.IntEnum):
+    """``lock:contention_begin`` / ``lock:contention_end`` (``include/trace/events/lock.h``, 5.19+):
+    a task starts and stops waiting for a lock (``lock_addr``; begin: ``lock_flags``, end: ``ret``).
+
+    Codes follow ``Event``'s; ``pfn`` is null and ``order`` -1 on these rows."""
+
+    CONTENTION_BEGIN = 6
+    CONTENTION_END = 7
+
+    @property
+    def tracepoint(self) -> str:
+        return self.name.lower()
+
+
+class UntracedEvent(enum.IntEnum):
+    """The kprobe events of ``pagereplay record --untraced`` (group ``pagereplay``; one per probe of
+    ``parsers/capture/untraced.py``, which says what each function does and how its line reads): the
+    kernel paths that move pages with no kmem tracepoint.
+
+    Entry probes on a page: ``pfn = (page - vmemmap_base) / sizeof(struct page)``, ``order`` as
+    recorded (or the function's fixed order; -1 unknown).  Range probes (accept, offline): ``pfn`` the
+    first page, ``nr_pages`` the length, ``order`` its log2 when a power of two, else -1.  Return
+    probes (``*_RET``): ``pfn`` null, ``ret`` the return value, ``order`` 0 when the function did
+    its work and -1 when it refused (``parsers.capture.untraced.parse_untraced``)."""
+
+    ISOLATE_FREE_PAGE = 8
+    ISOLATE_FREE_PAGE_RET = 9
+    PUTBACK_ISOLATED_PAGE = 10
+    TAKE_PAGE_OFF_BUDDY = 11
+    TAKE_PAGE_OFF_BUDDY_RET = 12
+    PUT_PAGE_BACK_BUDDY = 13
+    PUT_PAGE_BACK_BUDDY_RET = 14
+    SPLIT_FREE_PAGE = 15
+    SPLIT_FREE_PAGE_RET = 16
+    FREE_UNACCEPTED = 17
+    FREE_UNACCEPTED_RET = 18
+    TDX_ACCEPT_MEMORY = 19
+    SNP_ACCEPT_MEMORY = 20
+    OFFLINE_ISOLATED_PAGES = 21
+    SPLIT_PAGE = 22
+    FREE_PAGES_CORE = 23
+    ACCEPT_PAGE = 24
+    COMPACTION_FREE = 25
+    SPLIT_LARGE_BUDDY = 26
+    FREE_PREPARED_CONTIG_RANGE = 27
+
+    @property
+    def tracepoint(self) -> str:
+        return self.name.lower()
+
+
+#: every event kind of the table by code (``Event``, then ``LockEvent``, then ``UntracedEvent``);
+#: ``EVENT_NAMES`` / ``EVENT_BY_NAME`` stay the six kmem events the model switches on
+ALL_EVENT_NAMES: tuple[str, ...] = EVENT_NAMES + tuple(e.tracepoint for e in LockEvent) + tuple(
+    e.tracepoint for e in UntracedEvent)
+ALL_EVENT_BY_NAME: dict[str, int] = {n: i for i, n in enumerate(ALL_EVENT_NAMES)}
+#: the ``lock_flags`` bits (``LCB_F_*``, include/trace/events/lock.h) and the names
+#: ``__print_flags`` prints for them, joined by ``|``
+LOCK_FLAG_BITS: dict[str, int] = {"SPIN": 1 << 0, "READ": 1 << 1, "WRITE": 1 << 2, "RT": 1 << 3, "PERCPU": 1 << 4,
+                                  "MUTEX": 1 << 5}
+
+
+def lock_flags_text(mask: int) -> str:
+    """``lock_flags`` as the kernel prints it (``SPIN|MUTEX``; unknown bits as hex, none as '')."""
+    names = [n for n, b in LOCK_FLAG_BITS.items() if mask & b]
+    rest = mask & ~sum(LOCK_FLAG_BITS.values())
+    return "|".join(names + ([f"{rest:#x}"] if rest else []))
 
 
 class Migratetype(enum.IntEnum):
@@ -116,33 +187,49 @@ COLUMNS: tuple[Column, ...] = (
     Column("line", pa.int64(), False, "1-based line number in source_file"),
     Column("seq", pa.int64(), False, "input order across all files (0-based); the final sort tie-break"),
 )
+#: the columns schema 2 added after ``seq``, for the lock contention and untraced (kprobe) rows (null
+#: on kmem rows): the text parser writes them; a table without them (schema 1, the synthetic
+#: generator, the binary readers) reads as all null
+EXTRA_COLUMNS: tuple[Column, ...] = (
+    Column("lock_addr", pa.uint64(), True, "contention_begin/end: the lock's address as printed (a hashed %p in tracefs)"),
+    Column("lock_flags", pa.uint32(), True, "contention_begin: LCB_F_* bits (LOCK_FLAG_BITS: SPIN, READ, WRITE, RT, PERCPU, MUTEX)"),
+    Column("ret", pa.int64(), True, "contention_end: ret; untraced *_ret kprobes: the function's return value"),
+    Column("nr_pages", pa.int64(), True, "untraced range kprobes (accept, offline, free_prepared_contig_range): pages"),
+)
+OPTIONAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in EXTRA_COLUMNS)
+#: every column of a parsed table, in table order
+ALL_COLUMNS: tuple[Column, ...] = COLUMNS + EXTRA_COLUMNS
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+ALL_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in ALL_COLUMNS)
 SORT_KEYS: tuple[str, ...] = ("ts_ns", "cpu", "seq")
 
 
-def arrow_schema(metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The Arrow schema of the canonical event table."""
-    fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in COLUMNS]
+def arrow_schema(metadata: dict[str, str] | None = None, *, extra: bool = False) -> pa.Schema:
+    """The Arrow schema of the canonical event table (``extra``: with ``EXTRA_COLUMNS``, as the
+    text parser writes it)."""
+    fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in (ALL_COLUMNS if extra else COLUMNS)]
     md = None
     if metadata is not None:
         md = {k.encode(): v.encode() for k, v in metadata.items()}
     return pa.schema(fields, metadata=md)
 
 
-def event_dictionary() -> pa.Array:
-    """The fixed dictionary of the ``event`` column (index == Event code)."""
-    return pa.array(list(EVENT_NAMES), pa.string())
+def event_dictionary(n_codes: int = len(EVENT_NAMES)) -> pa.Array:
+    """The fixed dictionary of the ``event`` column (index == event code), codes ``0..n_codes-1``:
+    by default the six kmem events (a kmem-only table's dictionary, as in schema 1)."""
+    return pa.array(list(ALL_EVENT_NAMES[:max(n_codes, len(EVENT_NAMES))]), pa.string())
 
 
 def check_schema(schema: pa.Schema) -> list[str]:
     """Return a list of mismatches between ``schema`` and the canonical one (empty if fine)."""
     problems = []
-    want = {c.name: c for c in COLUMNS}
+    want = {c.name: c for c in ALL_COLUMNS}
     have = {f.name: f for f in schema}
     for name, col in want.items():
         if name not in have:
-            problems.append(f"missing column {name!r}")
+            if name not in OPTIONAL_COLUMNS:
+                problems.append(f"missing column {name!r}")
             continue
         t = have[name].type
         if pa.types.is_dictionary(col.type):

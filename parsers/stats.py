@@ -52,7 +52,18 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from parsers.schema import EVENT_NAMES, METADATA_PREFIX, SORT_KEYS, Event, Migratetype
+from parsers.schema import (
+    ALL_EVENT_NAMES,
+    EVENT_NAMES,
+    LOCK_FLAG_BITS,
+    METADATA_PREFIX,
+    SORT_KEYS,
+    Event,
+    LockEvent,
+    Migratetype,
+    UntracedEvent,
+    lock_flags_text,
+)
 
 PAGE_SIZE = 4096
 #: ``enum migratetype`` names for codes 0..5 (v4.4+ numbering, CONFIG_CMA).
@@ -93,12 +104,13 @@ def _pages() -> pl.Expr:
 
 
 def _prepare(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Keep the columns the summary needs; replace the event name by its ``Event`` code in ``ev``."""
-    ev = pl.col("event").cast(pl.Enum(list(EVENT_NAMES))).to_physical().cast(pl.Int8)
+    """Keep the kmem events and the columns the summary needs; replace the event name by its
+    ``Event`` code in ``ev`` (the other kinds of the table: :func:`other_kinds_summary`)."""
+    ev = pl.col("event").cast(pl.Enum(list(ALL_EVENT_NAMES))).to_physical().cast(pl.Int8)
     lf = lf.select(
         *[pl.col(c) for c in _NEEDED if c != "event"],
         ev.alias("ev"),
-    ).with_columns(_pages().alias("pages"))
+    ).filter(pl.col("ev") < len(EVENT_NAMES)).with_columns(_pages().alias("pages"))
     return _ensure_sorted(lf)
 
 
@@ -638,7 +650,8 @@ def info_summary(
       ``extfrag_splits``, ``quantiles``
 
     ``top`` limits the ranked lists; ``metadata`` (pagereplay.* keys, prefix optional)
-    supplies the timestamp unit when the input does not carry it.
+    supplies the timestamp unit when the input does not carry it.  A table with lock contention
+    or untraced rows also gets ``lock_contention`` / ``untraced`` (:func:`other_kinds_summary`).
     """
     if isinstance(table, (str, os.PathLike)):
         lf, meta = _prepare(pl.scan_parquet(table)), _parquet_metadata(table)
@@ -646,7 +659,50 @@ def info_summary(
         lf, meta = _as_lazy(table)
     if metadata:
         meta.update({k.removeprefix(METADATA_PREFIX): v for k, v in metadata.items()})
-    return _summarise(lf, meta, top=top, page_size=page_size, extfrag_splits=extfrag_splits)
+    out = _summarise(lf, meta, top=top, page_size=page_size, extfrag_splits=extfrag_splits)
+    if isinstance(table, (pa.Table, str, os.PathLike)):
+        out.update(other_kinds_summary(table))  # lock_contention, untraced: only when the table has them
+    return out
+
+
+def other_kinds_summary(table: pa.Table | str | os.PathLike[str]) -> dict[str, Any]:
+    """The rows beyond the kmem events: ``lock_contention`` {begin, end, locks (distinct addresses),
+    by_flags {kernel-printed flags: contention_begin count}} and ``untraced`` {kprobe event: count};
+    each key only when the table has such rows (a kmem-only table gives {})."""
+    want = ["event", "lock_addr", "lock_flags"]
+    if isinstance(table, pa.Table):
+        have = [c for c in want if c in table.column_names]
+        lf = pl.from_arrow(table.select(have)).lazy()
+    else:
+        lf = pl.scan_parquet(table)
+        have = [c for c in want if c in lf.collect_schema().names()]
+        lf = lf.select(have)
+    if "lock_addr" not in have:  # a schema-1 table: kmem events only
+        return {}
+    ev = pl.col("event").cast(pl.Enum(list(ALL_EVENT_NAMES))).to_physical().cast(pl.Int16)
+    rows = (lf.with_columns(ev.alias("ev")).filter(pl.col("ev") >= len(EVENT_NAMES))
+            .group_by("ev", "lock_flags").agg(pl.len().alias("n"), pl.col("lock_addr").unique().alias("locks"))
+            .collect())
+    out: dict[str, Any] = {}
+    if rows.height == 0:
+        return out
+    begin, end = int(LockEvent.CONTENTION_BEGIN), int(LockEvent.CONTENTION_END)
+    lock = rows.filter(pl.col("ev").is_in([begin, end]))
+    if lock.height:
+        by_flags: dict[str, int] = {}
+        for r in lock.filter(pl.col("ev") == begin).sort("lock_flags", nulls_last=True).iter_rows(named=True):
+            k = lock_flags_text(int(r["lock_flags"])) if r["lock_flags"] is not None else "?"
+            by_flags[k or "(none)"] = by_flags.get(k or "(none)", 0) + int(r["n"])
+        locks = {a for r in lock.iter_rows(named=True) for a in r["locks"] if a is not None}
+        out["lock_contention"] = {
+            "begin": int(lock.filter(pl.col("ev") == begin)["n"].sum()),
+            "end": int(lock.filter(pl.col("ev") == end)["n"].sum()),
+            "locks": len(locks), "by_flags": by_flags, "flag_bits": dict(LOCK_FLAG_BITS),
+        }
+    unt = rows.filter(pl.col("ev") >= int(min(UntracedEvent))).group_by("ev").agg(pl.col("n").sum()).sort("ev")
+    if unt.height:
+        out["untraced"] = {ALL_EVENT_NAMES[int(r["ev"])]: int(r["n"]) for r in unt.iter_rows(named=True)}
+    return out
 
 
 def info_summary_from_parquet(

@@ -15,8 +15,11 @@ The trace file is chosen in this order (the first that exists; ``manifest.json``
 4. ``trace.dat.zst``, ``trace.dat``                          trace-cmd binary (``binary=True``)
 5. ``perf.data.zst``, ``perf.data``                          perf binary (``binary=True``)
 
-Text comes first because the parser reads text; a folder with only a binary trace is still
-described (``binary=True``) so the caller can say how to turn it into text.
+Text comes first (the reference folders keep the text their binary twin printed); a folder with
+only a binary trace is read by the binary readers (``binary=True``).
+
+``pagereplay parse|info|replay DIR`` read a folder through :func:`folder_metadata` (what goes into
+the parsed table's metadata) and the CLI's snapshot defaults (``proc_before``/``proc_after``).
 """
 
 from __future__ import annotations
@@ -234,10 +237,60 @@ def read_capture_folder(path: str | Path) -> CaptureFolder:
     )
 
 
+#: the parsed table's metadata keys a capture folder sets (``pagereplay.`` prefixed): the running
+#: kernel as ``uname -r`` printed it (``6.18.15+deb13-amd64``: what picks the kernel profile), its
+#: upstream version (``6.18.15``) and the folder's description (``CaptureFolder.as_dict``: snapshots,
+#: overruns per CPU, trace clock)
+META_KERNEL_RELEASE = "kernel_release"
+META_KERNEL_UPSTREAM = "kernel_upstream_version"
+META_CAPTURE = "capture"
+
+
+def folder_metadata(folders: list[CaptureFolder]) -> dict[str, str]:
+    """The metadata (keys without the ``pagereplay.`` prefix) of a parse whose inputs came from
+    ``folders`` (empty: none); several folders' values are joined by commas."""
+    if not folders:
+        return {}
+
+    def join(vals: list[str | None]) -> str:
+        return ",".join(dict.fromkeys(v for v in vals if v))
+
+    return {
+        META_KERNEL_RELEASE: join([f.kernel_release for f in folders]),
+        META_KERNEL_UPSTREAM: join([f.kernel_version for f in folders]),
+        META_CAPTURE: json.dumps([f.as_dict() for f in folders], sort_keys=True),
+    }
+
+
+def capture_info(md: Mapping[str, str]) -> dict[str, Any] | None:
+    """From a parsed table's metadata (``pagereplay.`` keys): the capture folders it came from, the
+    kernel, and the ring-buffer overruns (total, per CPU; ``None``: not recorded); ``None`` when the
+    table was not parsed from a capture folder."""
+    raw = md.get("pagereplay." + META_CAPTURE)
+    if not raw:
+        return None
+    try:
+        caps = json.loads(raw)
+    except ValueError:
+        return None
+    per_cpu: dict[str, int] = {}
+    for c in caps:
+        for k, v in (c.get("overruns_per_cpu") or {}).items():
+            per_cpu[k] = per_cpu.get(k, 0) + int(v)
+    known = [int(c["overruns"]) for c in caps if c.get("overruns") is not None]
+    return {"folders": [c.get("path") for c in caps],
+            "kernel_release": md.get("pagereplay." + META_KERNEL_RELEASE, ""),
+            "kernel_upstream_version": md.get("pagereplay." + META_KERNEL_UPSTREAM, ""),
+            "overruns": sum(known) if known else None, "overruns_per_cpu": per_cpu}
+
+
 def is_capture_folder(path: str | Path) -> bool:
     """A folder holding one of the trace files of ``TRACE_CANDIDATES``."""
     d = Path(path)
     return d.is_dir() and any((d / n).is_file() for n, _, _ in TRACE_CANDIDATES)
 
 
-__all__ = ["TRACE_CANDIDATES", "CaptureFolder", "is_capture_folder", "read_capture_folder", "upstream_version"]
+__all__ = [
+    "META_CAPTURE", "META_KERNEL_RELEASE", "META_KERNEL_UPSTREAM", "TRACE_CANDIDATES", "CaptureFolder",
+    "capture_info", "folder_metadata", "is_capture_folder", "read_capture_folder", "upstream_version",
+]  # fmt: skip

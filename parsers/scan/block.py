@@ -31,8 +31,9 @@ from .codes import (
 from .compile import kernel
 from .header import HEADER_EVENT, HEADER_UNRECOGNISED, no_template, parse_header
 from .intern import N, intern, intern_repeated, new_table
-from .payload import new_key_cache, parse_payload
-from .result import EventColumns, LineSpans, MalformedLines, OtherEvents, ScanResult, Strings
+from .payload import Fields, new_key_cache, parse_payload
+from .probes import XEV_BYTES, XEV_CODE, XEV_LEN, XEV_OFF, parse_probe_payload
+from .result import EventColumns, ExtraFields, LineSpans, MalformedLines, OtherEvents, ScanResult, Strings
 
 
 @kernel()
@@ -84,6 +85,29 @@ def _put_event(o, i, h, ev, comm, f, ln):
     o.line[i] = ln
 
 
+@kernel(inline="always")
+def _put_malformed(mal, nm, ln, reason, ls, end):
+    """Malformed line ``ln`` (byte span ``ls..end``) at ``mal[nm]``; returns ``nm + 1``."""
+    mal.line[nm] = ln
+    mal.reason[nm] = reason
+    mal.start[nm] = ls
+    mal.end[nm] = end
+    return nm + 1
+
+
+@kernel(inline="always")
+def _put_extra(xf, row, p):
+    """The non-kmem fields of event row ``row`` (``probes.ProbeFields`` ``p``) at ``xf.n[0]``."""
+    j = xf.n[0]
+    xf.row[j] = row
+    xf.have[j] = p.have
+    xf.lock_addr[j] = p.lock
+    xf.lock_flags[j] = p.flags
+    xf.ret[j] = p.ret
+    xf.nr_pages[j] = p.nr
+    xf.n[0] = j + 1
+
+
 @kernel()
 def scan_block(buf, nbytes, fmt):
     """Scan ``buf[:nbytes]`` (whole lines) with line grammar ``fmt`` (``codes.FMT_*``).
@@ -102,13 +126,16 @@ def scan_block(buf, nbytes, fmt):
     gfps = new_table(cap)
     others = new_table(cap)
     other_count = np.zeros(cap + 1, np.int64)
+    xf = ExtraFields(np.zeros(1, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8), np.empty(cap, np.int64),
+                     np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64))  # fmt: skip
     ne, nu, nm, lines = _scan_lines(buf, nbytes, fmt, ends, out, unrec, mal, counts, comms, gfps, others, other_count,
-                                    new_key_cache())  # fmt: skip
+                                    new_key_cache(), xf)  # fmt: skip
     return ScanResult(
         ne, out[:], counts, lines, LineSpans(nu, unrec.line, unrec.start, unrec.end)[:],
         MalformedLines(nm, mal.line, mal.reason, mal.start, mal.end)[:],
         Strings(comms.state[N], comms.start, comms.length)[:], Strings(gfps.state[N], gfps.start, gfps.length)[:],
         OtherEvents(others.state[N], others.start, others.length, other_count)[:],
+        ExtraFields(xf.n[0], xf.row, xf.have, xf.lock_addr, xf.lock_flags, xf.ret, xf.nr_pages)[:],
     )[:]  # fmt: skip
 
 
@@ -118,7 +145,7 @@ def scan_block(buf, nbytes, fmt):
 # are inlined helpers (``parse_header``, ``parse_payload``, ``intern``), so the loop costs what
 # one hand-inlined function did.
 @kernel(_nrt=False)
-def _scan_lines(buf, nbytes, fmt, ends, out, unrec, mal, counts, comms, gfps, others, other_count, keys):
+def _scan_lines(buf, nbytes, fmt, ends, out, unrec, mal, counts, comms, gfps, others, other_count, keys, xf):
     """The lines of buf[:nbytes] (``ends``: their ends) into the output arrays; returns (events,
     unrecognised lines, malformed lines, lines)."""
     tmpl = no_template()
@@ -152,8 +179,22 @@ def _scan_lines(buf, nbytes, fmt, ends, out, unrec, mal, counts, comms, gfps, ot
             counts[LINES_SYS_PREFIX] += 1
         k = match(buf, ns, h.name_e, EV_BYTES, EV_OFF, EV_LEN)
         if k < 0:
-            other_count[intern(buf, h.name_s, h.name_e, nbytes, others)] += 1
-            counts[LINES_OTHER_EVENT] += 1
+            x = match(buf, ns, h.name_e, XEV_BYTES, XEV_OFF, XEV_LEN)  # lock contention, untraced kprobes
+            if x < 0:
+                other_count[intern(buf, h.name_s, h.name_e, nbytes, others)] += 1
+                counts[LINES_OTHER_EVENT] += 1
+                continue
+            _count_stamp(counts, h)
+            p = parse_probe_payload(buf, h.pay_s, le, XEV_CODE[x])
+            if p.bad != 0:
+                nm = _put_malformed(mal, nm, ln, p.bad, ls, ends[ln])
+                counts[LINES_MALFORMED] += 1
+                continue
+            _put_extra(xf, ne, p)
+            f = Fields(0, p.pfn, p.order, p.mt, -1, -1, -1, -1, -1, -1, -1, -1)
+            _put_event(out, ne, h, XEV_CODE[x], intern_repeated(buf, h.comm_s, h.comm_e, nbytes, comms), f, ln)
+            ne += 1
+            counts[LINES_EVENT] += 1
             continue
         ev = EV_CODE[k]
         _count_stamp(counts, h)

@@ -29,10 +29,15 @@ MalformedLines = namedtuple("MalformedLines", ("n", "line", "reason", "start", "
 Strings = namedtuple("Strings", ("n", "start", "length"))
 #: other events by name (byte spans of the block), with how many lines each
 OtherEvents = namedtuple("OtherEvents", ("n", "start", "length", "count"))
+#: the fields beyond kmem of the lock contention and untraced kprobe rows (``probes``): the event
+#: row they belong to, ``probes.HAVE_*`` bits of the fields present, lock address (uint64 bits),
+#: lock flags, ret, nr_pages
+ExtraFields = namedtuple("ExtraFields", ("n", "row", "have", "lock_addr", "lock_flags", "ret", "nr_pages"))
 #: ``counts``: the ``codes.LINES_*`` counters; ``lines``: lines in the block; ``comms``, ``gfps``:
 #: the tables the ``comm`` and ``gfp`` columns index
 ScanResult = namedtuple(
-    "ScanResult", ("n_events", "events", "counts", "lines", "unrecognised", "malformed", "comms", "gfps", "others")
+    "ScanResult",
+    ("n_events", "events", "counts", "lines", "unrecognised", "malformed", "comms", "gfps", "others", "extras"),
 )
 
 
@@ -46,4 +51,5 @@ def from_kernel(raw: tuple[Any, ...]) -> ScanResult:
         comms=Strings._make(r.comms),
         gfps=Strings._make(r.gfps),
         others=OtherEvents._make(r.others),
+        extras=ExtraFields._make(r.extras),
     )

@@ -121,7 +121,7 @@ def print_accounting(acc: dict[str, Any], console: Console) -> None:
 @app.command()
 @friendly_errors
 def parse(
-    traces: Annotated[list[str], typer.Argument(help="Trace files (plain, gzip or zstd), or - for standard input.")],
+    traces: Annotated[list[str], typer.Argument(help="Trace files (plain, gzip or zstd), capture folders (`pagereplay record`), or - for standard input.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")] = Path("events.parquet"),
     fmt: FormatOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any line is malformed.")] = False,
@@ -166,7 +166,7 @@ def parse(
 @app.command()
 @friendly_errors
 def info(
-    trace: Annotated[str, typer.Argument(help="A text trace or the Parquet written by `pagereplay parse`.")],
+    trace: Annotated[str, typer.Argument(help="A trace, a capture folder (`pagereplay record`) or the Parquet written by `pagereplay parse`.")],
     fmt: FormatOpt = None,
     top: Annotated[int, typer.Option("--top", help="How many comms / gfp strings to list.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
@@ -182,6 +182,11 @@ def info(
     if acc:
         summary["accounting"] = json.loads(acc)
     summary["input"] = {"path": trace, "parquet": is_parquet(trace), "format": md.get("pagereplay.format", "")}
+    from parsers.capture.folder import capture_info
+
+    cap = capture_info(md)  # a capture folder (or its parse): the kernel and the ring-buffer overruns
+    if cap:
+        summary["capture"] = cap
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=1, default=str) + "\n")
         return
@@ -193,7 +198,8 @@ def info(
 @app.command()
 def schema(as_json: Annotated[bool, typer.Option("--json", help="Print the schema as JSON.")] = False) -> None:
     """The canonical event table: columns, types, meaning, and the sort order."""
-    from parsers.schema import COLUMNS, SCHEMA_VERSION, SORT_KEYS
+    from parsers.schema import ALL_COLUMNS as COLUMNS  # (with the lock contention / untraced columns)
+    from parsers.schema import SCHEMA_VERSION, SORT_KEYS
 
     if as_json:
         cols = [{"name": c.name, "type": str(c.type), "nullable": c.nullable, "doc": c.doc} for c in COLUMNS]

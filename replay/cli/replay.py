@@ -21,7 +21,8 @@ class Mode(str, enum.Enum):
 #: the baseline's summary keys ``replay --json`` prints for a plain (single-policy) replay
 PLAIN_JSON_KEYS = ("mode", "events_replayed", "anomalies", "anomalies_total", "anomaly_rate", "unexplained_anomalies",
                    "unexplained_anomaly_rate", "invariants_ok", "fidelity", "lock_sections", "calibration",
-                   "free_pages", "zones", "initial_state", "end_snapshot", "invariants", "invariant_checks")
+                   "free_pages", "zones", "initial_state", "end_snapshot", "invariants", "invariant_checks",
+                   "capture", "events_not_replayed")  # (the last two only for capture folders / such rows)
 
 
 def _console() -> Any:
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
     @app.command("replay")
     @friendly_errors
     def replay_cmd(
-        trace: Annotated[Path, typer.Argument(help="Text trace (ftrace/trace-cmd/perf) or the Parquet from `pagereplay parse`.")],
+        trace: Annotated[Path, typer.Argument(help="Text trace (ftrace/trace-cmd/perf), trace.dat/perf.data, the Parquet from `pagereplay parse`, or a capture folder (`pagereplay record`: its trace, proc_before/ and proc_after/ are used).")],
         output: Annotated[Path, typer.Option("-o", "--output", help="Results folder (docs/results.md: one Parquet table per file).")],
         mode: Annotated[Mode, typer.Option("--mode", help="exact: apply the trace's pfns; simulate: the model chooses them.")] = Mode.exact,
         snapshot: Annotated[Optional[Path], typer.Option("--snapshot", help="/proc snapshot folder taken before the trace (proc_before/).")] = None,
@@ -70,6 +71,12 @@ def register(app: typer.Typer) -> None:
             raise fail(f"{trace}: no such file")
         if policy and all_policies:
             raise fail("give --policy or --all-policies, not both")
+        if trace.is_dir():  # a capture folder: its snapshots unless given
+            from parsers.capture.folder import read_capture_folder
+
+            cf = read_capture_folder(trace)
+            snapshot = snapshot if snapshot is not None else cf.proc_before
+            end_snapshot = end_snapshot if end_snapshot is not None else cf.proc_after
         s = run_replay(trace, mode.value, output, snapshot=snapshot, end_snapshot=end_snapshot, guest_size=guest_size,
                        cpus=cpus, boot=boot, policies=policy, all_presets=all_policies, costs=costs,
                        policies_file=policies_file, workers=max(1, min(os.cpu_count() or 1, workers)),

@@ -18,6 +18,9 @@ class ReplayInputs:
     layout: Any  # replay.model.layout.MemoryLayout
     snapshot: Any  # the start snapshot's layout, or None
     end_snapshot: Any  # the end snapshot's layout, or None
+    #: the trace's rows that are not kmem events (lock contention, untraced kprobes), by event name:
+    #: kept out of the model (``split_other_kinds``)
+    other_kinds: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _parse_size(text: str) -> int:
@@ -26,6 +29,38 @@ def _parse_size(text: str) -> int:
     if t and t[-1] in mult:
         return int(float(t[:-1]) * mult[t[-1]])
     return int(t)
+
+
+def _has_other_kinds(md: dict[str, str]) -> bool:
+    """The parse's accounting lists events beyond the six kmem ones (lock contention, untraced)."""
+    import json
+
+    from parsers.schema import EVENT_NAMES
+
+    try:
+        events = json.loads(md.get("pagereplay.accounting", "{}")).get("events", {})
+    except ValueError:
+        return False
+    return any(v for k, v in events.items() if k not in EVENT_NAMES)
+
+
+def split_other_kinds(table: Any) -> tuple[Any, dict[str, int]]:
+    """The table's kmem rows, and the count by name of the others (lock contention, untraced
+    kprobes): the model replays the kmem events; the others pass it by (counted in the summary)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from replay.events.arrays import event_codes
+
+    codes = event_codes(table)
+    other = codes < 0
+    if not other.any():
+        return table, {}
+    names = table.column("event").combine_chunks()
+    if pa.types.is_dictionary(names.type):
+        names = names.dictionary_decode()
+    vals, counts = np.unique(np.asarray(names.filter(pa.array(other)).to_pylist(), dtype=object), return_counts=True)
+    return table.filter(pa.array(~other)), {str(v): int(c) for v, c in zip(vals, counts)}
 
 
 def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str], Any, Any]:
@@ -51,8 +86,10 @@ def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str
         if problems:
             raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
         # no numba needed to read: the columns fill while it loads on the other threads
-        cols, names = read_event_columns(trace, with_gfp=with_gfp)
         md = read_metadata(trace)
+        if _has_other_kinds(md):  # rows to split off first (rare: --contention / --untraced captures)
+            return pq.read_table(trace), md, None, None
+        cols, names = read_event_columns(trace, with_gfp=with_gfp)
     except (pa.ArrowException, OSError) as e:  # cut short, damaged pages...: say which file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{trace}: unreadable Parquet file: {msg}") from None
@@ -90,6 +127,9 @@ def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, g
     from replay.model.layout_x86 import infer_layout
 
     table, md, ea, bounds = load_events(trace, mode)
+    other: dict[str, int] = {}
+    if ea is None:
+        table, other = split_other_kinds(table)
     if table.num_rows == 0:
         raise ValueError(f"{trace}: no page-allocator events")
     snap = load_snapshot(snapshot) if snapshot else None
@@ -106,7 +146,8 @@ def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, g
                               nr_cpus=cpus or cpu_max)
     if cpus:
         layout = dataclasses.replace(layout, nr_cpus=cpus)
-    return ReplayInputs(table=table, events=ea, metadata=md, layout=layout, snapshot=snap, end_snapshot=end)
+    return ReplayInputs(table=table, events=ea, metadata=md, layout=layout, snapshot=snap, end_snapshot=end,
+                        other_kinds=other)
 
 
 def resolve_policies(names: list[str] | None, all_presets: bool, policies_file: Path | None) -> list[Any]:

@@ -68,6 +68,21 @@ def _end_check(out: Any, layout: Any, end: Any, snapshot: Path | None, end_snaps
     return endrep
 
 
+def capture_summary(md: dict[str, str], other_kinds: dict[str, int]) -> dict[str, Any]:
+    """The replay summary's ``capture`` (a capture folder's kernel and overruns per CPU:
+    ``parsers.capture.folder.capture_info``) and ``events_not_replayed`` (lock contention and
+    untraced kprobe rows, by name: the model replays the kmem events only), each when there is one."""
+    from parsers.capture.folder import capture_info
+
+    out: dict[str, Any] = {}
+    cap = capture_info(md)
+    if cap:
+        out["capture"] = cap
+    if other_kinds:
+        out["events_not_replayed"] = dict(other_kinds)
+    return out
+
+
 def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = None, end_snapshot: Path | None = None,
                guest_size: str | None = None, cpus: int | None = None, boot: bool | None = None,
                policies: list[str] | None = None, all_presets: bool = False, costs: str = "tdx-4k",
@@ -140,6 +155,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     endrep = _end_check(out, layout, inp.end_snapshot, snapshot, end_snapshot) if inp.end_snapshot is not None else None
     summary = summary_dict(out, prep.cal, endrep)
     summary["input"] = str(trace)
+    summary.update(capture_summary(md, inp.other_kinds))
     tables, rows = combine_policy_tables(parts, anomalies[0])
     meta = results_metadata(prep, pols, cost, extra={"snapshot": str(snapshot or ""),
                                                      "end_snapshot": str(end_snapshot or "")})

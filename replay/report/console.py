@@ -216,6 +216,34 @@ def render_info(summary: dict[str, Any], console: Console) -> None:
     _render_gfp(summary, console)
     _render_extfrag(summary, console)
     _render_bursts(summary, console)
+    _render_capture(summary, console)
+
+
+def _render_capture(s: dict[str, Any], console: Console) -> None:
+    """A capture folder's kernel and overruns; lock contention by flags; the untraced kprobe events."""
+    cap = s.get("capture")
+    if cap:
+        per_cpu = ", ".join(f"cpu{k} {v:,}" for k, v in sorted(cap["overruns_per_cpu"].items(), key=lambda kv: int(kv[0])))
+        over = "not recorded" if cap["overruns"] is None else f"{cap['overruns']:,}" + (f" ({per_cpu})" if per_cpu else "")
+        console.print(f"capture: kernel {cap['kernel_release'] or '?'} ({cap['kernel_upstream_version'] or '?'}); "
+                      f"ring-buffer overruns {over}", markup=False)
+    lc = s.get("lock_contention")
+    if lc:
+        t = Table(title=f"lock contention ({lc['begin']:,} begin, {lc['end']:,} end, {lc['locks']:,} locks)",
+                  header_style="bold")
+        t.add_column("flags")
+        t.add_column("contention_begin", justify="right")
+        for k, v in lc["by_flags"].items():
+            t.add_row(k, f"{v:,}")
+        console.print(t)
+    un = s.get("untraced")
+    if un:
+        t = Table(title="untraced page movements (record --untraced kprobes)", header_style="bold")
+        t.add_column("event")
+        t.add_column("count", justify="right")
+        for k, v in un.items():
+            t.add_row(k, f"{v:,}")
+        console.print(t)
 
 
 # ------------------------------------------------------------------ pagereplay replay / compare
@@ -240,6 +268,20 @@ def print_replay_summary(s: dict[str, Any], c: Console) -> None:
             f"drain {cal['drain_base_ns']:.0f} + {cal['drain_per_block_ns']:.0f}/block ns")
     if "end_snapshot" in s:
         _print_end_snapshot(s["end_snapshot"], c)
+    _print_capture(s, c)
+
+
+def _print_capture(s: dict[str, Any], c: Console) -> None:
+    """A capture folder's overruns, and the trace's rows the model does not replay (by name)."""
+    cap = s.get("capture")
+    if cap:
+        over = "not recorded" if cap["overruns"] is None else f"{cap['overruns']:,}"
+        c.print(f"capture: kernel {cap['kernel_release'] or '?'}, ring-buffer overruns {over}"
+                + (" (events lost: the trace has holes)" if cap["overruns"] else ""), markup=False)
+    nr = s.get("events_not_replayed")
+    if nr:
+        c.print("not replayed (lock contention, untraced page movements; exact mode infers the untraced paths): "
+                + ", ".join(f"{k} {v:,}" for k, v in nr.items()), markup=False)
 
 
 def _print_end_snapshot(end: dict[str, Any], c: Console) -> None:

@@ -14,7 +14,7 @@ import zstandard
 
 from parsers.api import load_events, parse_files, parse_text, parse_to_parquet, read_metadata
 from parsers.errors import StrictModeError, TraceFormatError, TraceInputError
-from parsers.schema import COLUMN_NAMES, check_schema
+from parsers.schema import ALL_COLUMN_NAMES, check_schema
 
 from tests.conftest import SAMPLES
 
@@ -225,9 +225,9 @@ def test_parquet_round_trip_metadata_and_determinism(tmp_path, trace_text):
     parse_to_parquet([src], b)
     assert a.read_bytes() == b.read_bytes()
     table, md = load_events(a)
-    assert list(table.column_names) == list(COLUMN_NAMES)
+    assert list(table.column_names) == list(ALL_COLUMN_NAMES)
     assert check_schema(table.schema) == []
-    assert md["pagereplay.schema_version"] == "1"
+    assert md["pagereplay.schema_version"] == "2"
     acc = __import__("json").loads(md["pagereplay.accounting"])
     assert acc["lines_parsed"] == 3000 and balanced(acc)
     assert __import__("json").loads(md["pagereplay.inputs"])[0]["sha256"] == __import__("hashlib").sha256(src.read_bytes()).hexdigest()
