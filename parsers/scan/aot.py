@@ -142,6 +142,7 @@ def _build_in(d: Path, name: str) -> ModuleType | None:
             proc = subprocess.run(
                 [sys.executable, "-m", "parsers.scan.aot", str(target)],
                 env=env,
+                cwd=root,  # `-m` puts the working directory first: another checkout's parsers/ would win
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
