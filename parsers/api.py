@@ -37,7 +37,6 @@ from .schema import (
     ALL_EVENT_NAMES,
     COLUMNS,
     EVENT_NAMES,
-    GFP_BIT_TABLE_NAME,
     METADATA_PREFIX,
     OPTIONAL_COLUMNS,
     SCHEMA_VERSION,
@@ -342,6 +341,14 @@ class TraceParser:
         self.kernel_versions: list[str] = []  # uname -r recorded by binary inputs (trace.dat, perf.data)
         self.capture_folders: list[Any] = []  # the capture folders the inputs came from (``_expand_folders``)
 
+    def use_kernel(self, kernel_version: str | None, folders: Iterable[Any] = ()) -> None:
+        """Decode gfp texts with the bit table of ``kernel_version``, else of the capture ``folders``'
+        kernel (``parsers.gfp``; the 6.1 table when neither is known)."""
+        from .gfp import table_for_release
+
+        rel = kernel_version or next((f.kernel_release for f in folders if f.kernel_release), None)
+        self.gfps.table = table_for_release(rel)
+
     # ------------------------------------------------------------------ batches
     def batches(self, sources: Iterable[Source], names: Iterable[str | None] | None = None) -> Iterator[pa.Table]:
         """Sorted pieces of the canonical table, in input order.
@@ -594,7 +601,7 @@ class TraceParser:
                 dict.fromkeys(f.kernel_release for f in self.capture_folders if f.kernel_release)),
             "kmem_era": acc.kmem_era(),
             "timestamp_unit": acc.timestamp_unit(),
-            "gfp_bit_table": _binary.gfp_bit_table([f.format for f in acc.files], GFP_BIT_TABLE_NAME),
+            "gfp_bit_table": _binary.gfp_bit_table([f.format for f in acc.files], self.gfps.table),
             "accounting": json.dumps(acc.as_dict(), sort_keys=True),
             "lost_events": json.dumps(acc.lost_markers()),
         }
@@ -670,6 +677,7 @@ def parse_files(
     sources, folders = _expand_folders(_as_list(paths))
     _precheck(sources)
     parser = TraceParser(fmt, block_size=block_size, workers=workers)
+    parser.use_kernel(kernel_version)
     parser.capture_folders = folders
     batches = list(parser.batches(sources, names))
     parser.check(strict=strict)
@@ -712,6 +720,7 @@ def parse_to_parquet(
         raise TraceInputError(f"{out}: is a directory; give a file name for the Parquet output")
     out.parent.mkdir(parents=True, exist_ok=True)
     parser = TraceParser(fmt, block_size=block_size, workers=workers, on_raw_bytes=on_raw_bytes, hashers=hashers)
+    parser.use_kernel(kernel_version)
     parser.capture_folders = folders
     fd, tmp_name = tempfile.mkstemp(prefix=".pagereplay-", suffix=".parquet", dir=out.parent)
     os.close(fd)

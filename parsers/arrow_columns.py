@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pyarrow as pa
 
-from .schema import decode_gfp
+from .schema import GFP_BIT_TABLE_NAME, decode_gfp
 
 
 class _Interner:
@@ -45,13 +45,14 @@ class _Interner:
 
 
 class _GfpInterner(_Interner):
-    def __init__(self) -> None:
+    def __init__(self, table: str = GFP_BIT_TABLE_NAME) -> None:
         super().__init__()
+        self.table = table  # the gfp bit table (parsers/gfp.py) the texts are decoded with
         self.masks: list[int] = []
         self.known: list[bool] = []
 
     def _added(self, gid: int) -> None:
-        m = decode_gfp(self.strings[gid])
+        m = decode_gfp(self.strings[gid], self.table)
         self.masks.append(0 if m is None else m)
         self.known.append(m is not None)
 

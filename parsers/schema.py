@@ -174,7 +174,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("order", pa.int8(), False, "order (extfrag: alloc_order; free_batched: 0)"),
     Column("migratetype", pa.int8(), True, "migratetype (extfrag: alloc_migratetype)"),
     Column("gfp_flags", _DICT32, True, "gfp_flags text as printed by show_gfp_flags() (mm_page_alloc only)"),
-    Column("gfp_mask", pa.uint64(), True, "gfp_flags decoded to a bit mask (Linux 6.1 bit layout); null if a token is unknown"),
+    Column("gfp_mask", pa.uint64(), True, "gfp_flags decoded to a bit mask (the traced kernel's bit layout, parsers/gfp.py); null if a token is unknown"),
     Column("percpu_refill", pa.bool_(), True, "mm_page_alloc_zone_locked: the page went to a per-CPU list"),
     Column("failed", pa.bool_(), False, "mm_page_alloc that returned NULL (pfn printed as 0 or -1)"),
     Column("fallback_order", pa.int8(), True, "extfrag: order of the block stolen from"),
@@ -241,94 +241,9 @@ def check_schema(schema: pa.Schema) -> list[str]:
 
 
 # --- gfp flags ---------------------------------------------------------------
-# Bit layout of include/linux/gfp_types.h in Linux 6.1 (___GFP_* values) and the
-# composite names show_gfp_flags() prints first (include/trace/events/mmflags.h).
-# Bits move between kernel versions, so the decoded mask is only as right as this
-# table for the traced kernel; the printed text is always kept as well.
-GFP_BIT_TABLE_NAME = "linux-6.1"
-GFP_BITS: dict[str, int] = {
-    "__GFP_DMA": 0x01,
-    "__GFP_HIGHMEM": 0x02,
-    "__GFP_DMA32": 0x04,
-    "__GFP_MOVABLE": 0x08,
-    "__GFP_RECLAIMABLE": 0x10,
-    "__GFP_HIGH": 0x20,
-    "__GFP_IO": 0x40,
-    "__GFP_FS": 0x80,
-    "__GFP_ZERO": 0x100,
-    "__GFP_ATOMIC": 0x200,
-    "__GFP_DIRECT_RECLAIM": 0x400,
-    "__GFP_KSWAPD_RECLAIM": 0x800,
-    "__GFP_WRITE": 0x1000,
-    "__GFP_NOWARN": 0x2000,
-    "__GFP_RETRY_MAYFAIL": 0x4000,
-    "__GFP_NOFAIL": 0x8000,
-    "__GFP_NORETRY": 0x10000,
-    "__GFP_MEMALLOC": 0x20000,
-    "__GFP_COMP": 0x40000,
-    "__GFP_NOMEMALLOC": 0x80000,
-    "__GFP_HARDWALL": 0x100000,
-    "__GFP_THISNODE": 0x200000,
-    "__GFP_ACCOUNT": 0x400000,
-    "__GFP_ZEROTAGS": 0x800000,
-    "__GFP_SKIP_ZERO": 0x1000000,
-    "__GFP_SKIP_KASAN_UNPOISON": 0x2000000,
-    "__GFP_SKIP_KASAN_POISON": 0x4000000,
-    "__GFP_NOLOCKDEP": 0x8000000,
-}
+# The bit tables per kernel version live in parsers/gfp.py; these names are the 6.1 table's
+# (what a text trace of an unknown kernel is decoded with).
+from .gfp import DEFAULT_TABLE as GFP_BIT_TABLE_NAME
+from .gfp import GFP_TABLES, decode_gfp  # noqa: F401
 
-
-def _composites() -> dict[str, int]:
-    b = GFP_BITS
-    reclaim = b["__GFP_DIRECT_RECLAIM"] | b["__GFP_KSWAPD_RECLAIM"]
-    kernel = reclaim | b["__GFP_IO"] | b["__GFP_FS"]
-    user = kernel | b["__GFP_HARDWALL"]
-    highuser = user | b["__GFP_HIGHMEM"]
-    highuser_movable = (
-        highuser | b["__GFP_MOVABLE"] | b["__GFP_SKIP_KASAN_POISON"] | b["__GFP_SKIP_KASAN_UNPOISON"]
-    )
-    thp_light = (highuser_movable | b["__GFP_COMP"] | b["__GFP_NOMEMALLOC"] | b["__GFP_NOWARN"]) & ~reclaim
-    return {
-        "__GFP_RECLAIM": reclaim,
-        "GFP_ATOMIC": b["__GFP_HIGH"] | b["__GFP_ATOMIC"] | b["__GFP_KSWAPD_RECLAIM"],
-        "GFP_KERNEL": kernel,
-        "GFP_KERNEL_ACCOUNT": kernel | b["__GFP_ACCOUNT"],
-        "GFP_NOWAIT": b["__GFP_KSWAPD_RECLAIM"],
-        "GFP_NOIO": reclaim,
-        "GFP_NOFS": reclaim | b["__GFP_IO"],
-        "GFP_USER": user,
-        "GFP_DMA": b["__GFP_DMA"],
-        "GFP_DMA32": b["__GFP_DMA32"],
-        "GFP_HIGHUSER": highuser,
-        "GFP_HIGHUSER_MOVABLE": highuser_movable,
-        "GFP_TRANSHUGE_LIGHT": thp_light,
-        "GFP_TRANSHUGE": thp_light | b["__GFP_DIRECT_RECLAIM"],
-        # pre-4.4 name, kept so old traces decode
-        "__GFP_WAIT": b["__GFP_DIRECT_RECLAIM"],
-    }
-
-
-GFP_NAMES: dict[str, int] = {**GFP_BITS, **_composites(), "none": 0}
-
-
-def decode_gfp(text: str) -> int | None:
-    """Decode a ``show_gfp_flags()`` string to a mask; ``None`` if a token is unknown.
-
-    >>> hex(decode_gfp("GFP_KERNEL|__GFP_ZERO"))
-    '0xcc0'
-    """
-    mask = 0
-    for tok in text.split("|"):
-        tok = tok.strip()
-        if not tok:
-            continue
-        if tok in GFP_NAMES:
-            mask |= GFP_NAMES[tok]
-        elif tok.startswith("0x"):
-            try:
-                mask |= int(tok, 16)
-            except ValueError:
-                return None
-        else:
-            return None
-    return mask
+GFP_NAMES: dict[str, int] = dict(GFP_TABLES[GFP_BIT_TABLE_NAME])

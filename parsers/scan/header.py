@@ -91,21 +91,26 @@ def _parse_ts(buf, s, e):
 
 @kernel()
 def _is_flag_char(c):
-    # irqs-off d D b X .; need-resched N n p; hard/softirq Z z H h s; preempt hex digit
+    # kernel/trace/trace_output.c:trace_print_lat_fmt (6.1 .. 7.3), any position (a superset):
+    # irqs-off D d b X .; need-resched N n p and, from v6.13 (lazy preemption), B L b l;
+    # hardirq/softirq/NMI Z z H h s; preempt depth and migrate-disable . or a hex digit
     return (
         c == 46
         or is_digit(c)
-        or (97 <= c <= 102)
-        or c == 68
-        or c == 88
-        or c == 78
-        or c == 110
-        or c == 112
-        or c == 90
-        or c == 122
-        or c == 72
-        or c == 104
-        or c == 115
+        or (97 <= c <= 102)  # a-f (b: BH off / need-resched + lazy)
+        or c == 68  # D
+        or c == 88  # X
+        or c == 78  # N
+        or c == 110  # n
+        or c == 112  # p
+        or c == 66  # B
+        or c == 76  # L
+        or c == 108  # l
+        or c == 90  # Z
+        or c == 122  # z
+        or c == 72  # H
+        or c == 104  # h
+        or c == 115  # s
     )
 
 
