@@ -677,8 +677,8 @@ def parse_files(
     sources, folders = _expand_folders(_as_list(paths))
     _precheck(sources)
     parser = TraceParser(fmt, block_size=block_size, workers=workers)
-    parser.use_kernel(kernel_version)
     parser.capture_folders = folders
+    parser.use_kernel(kernel_version, folders)
     batches = list(parser.batches(sources, names))
     parser.check(strict=strict)
     md = parser.metadata(kernel_version=kernel_version)
@@ -720,8 +720,8 @@ def parse_to_parquet(
         raise TraceInputError(f"{out}: is a directory; give a file name for the Parquet output")
     out.parent.mkdir(parents=True, exist_ok=True)
     parser = TraceParser(fmt, block_size=block_size, workers=workers, on_raw_bytes=on_raw_bytes, hashers=hashers)
-    parser.use_kernel(kernel_version)
     parser.capture_folders = folders
+    parser.use_kernel(kernel_version, folders)
     fd, tmp_name = tempfile.mkstemp(prefix=".pagereplay-", suffix=".parquet", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
