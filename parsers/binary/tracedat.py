@@ -225,6 +225,21 @@ def _section_body(data, name: str, off: int, le: bool, dec: _Decompressor, want:
     return Cursor(data, name, pos=body, end=body + size, le=le, what=what)
 
 
+def _check_tail(data, name: str, first_section: int, le: bool) -> None:
+    """Walk the v7 sections, which trace-cmd writes back to back to the end of the file: a file cut
+    inside the last ones (the section-name strings come last, and no option points at them) fails
+    here, naming the section's offset.  A section id outside trace-cmd's (0-25) ends the walk
+    without a verdict (another writer's layout)."""
+    p = first_section
+    while p + 16 <= len(data):
+        sid = int.from_bytes(bytes(data[p : p + 2]), "little" if le else "big")
+        if sid > 25:
+            return
+        p += 16 + _section_header(data, name, p, le)[3]
+    if p != len(data):
+        fail(name, p, f"section header cut short: {len(data) - p} of 16 bytes (truncated?)")
+
+
 def _read_v7(data, name: str, c: Cursor, page_size: int, comp: str, opt_off: int) -> TraceDat:
     le = c.le
     dec = _Decompressor(comp, name)
@@ -283,6 +298,7 @@ def _read_v7(data, name: str, c: Cursor, page_size: int, comp: str, opt_off: int
     cmdlines: dict[int, str] = {}
     if SEC_CMDLINES in locations:
         cmdlines = read_cmdlines(_section_body(data, name, locations[SEC_CMDLINES], le, dec, SEC_CMDLINES, "saved cmdlines"))
+    _check_tail(data, name, first_section, le)
     meta = TracingMeta(hdr, formats, cmdlines, locations[SEC_EVENTS])
     td = TraceDat(name, 7, le, page_size, comp, meta, options, [])
     if not buffers:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+import pytest
 import zstandard
 from typer.testing import CliRunner
 
 from replay.cli import app
+from tests.conftest import require_trace_file
 
 from .test_binary_synthetic import (
     CMDLINES,
@@ -75,3 +77,95 @@ def test_real_tracedat_parse_and_replay(traces_dir, tmp_path):
     r = invoke("replay", d / "trace.dat.zst", "--snapshot", d / "proc_before", "-o", res)
     assert r.exit_code == 0, r.output
     assert res.is_dir() and any(res.iterdir())
+
+
+# ---------------------------------------------------------------- damaged real binaries (issue 18, item 4)
+
+REAL = {"trace.dat": "debian12-6.1-tracecmd/trace.dat.zst", "perf.data": "debian12-6.1-perf/perf.data.zst"}
+
+
+@pytest.fixture(scope="module")
+def real_binaries(tmp_path_factory):
+    """The 6.1 trace.dat and perf.data, decompressed (the cuts and flips are of the files as the tools wrote them)."""
+    d = tmp_path_factory.mktemp("real-binaries")
+    out = {}
+    for kind, rel in REAL.items():
+        src = require_trace_file(rel)
+        out[kind] = zstandard.ZstdDecompressor().decompressobj().decompress(src.read_bytes())
+        (d / kind).write_bytes(out[kind])
+    return d, out
+
+
+def assert_one_line_error(r, path, offset_expected=True):
+    assert r.exit_code == 1, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.output, r.output
+    assert str(path) in lines[0], lines[0]
+    if offset_expected:
+        assert "at byte 0x" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("kind", ["trace.dat", "perf.data"])
+@pytest.mark.parametrize("cut", [16, 64, 200, 4096, "third", "last-100", "last-1"])
+def test_truncated_real_binary_is_one_line_naming_the_offset(real_binaries, tmp_path, kind, cut):
+    _d, data = real_binaries
+    n = len(data[kind])
+    at = {"third": n // 3, "last-100": n - 100, "last-1": n - 1}.get(cut, cut)
+    bad = tmp_path / f"{kind}.cut"
+    bad.write_bytes(data[kind][:at])
+    r = invoke("parse", bad, "-o", tmp_path / "x.parquet")
+    assert_one_line_error(r, bad)
+    assert "truncated" in r.output or "cut short" in r.output or "past the end" in r.output, r.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def _flip(data: bytes, at: int, value: bytes) -> bytes:
+    return data[:at] + value + data[at + len(value):]
+
+
+# (offset, replacement bytes, what the message must say): header fields of trace-cmd's v7 header
+# (magic 10 bytes, version string, endian, long size, page size, compression, options offset) and
+# of perf's perf_file_header (magic, size, attr_size, attrs, data, event_types sections)
+TRACEDAT_FLIPS = [
+    (10, b"9", "unsupported trace.dat file version 9"),
+    (12, b"\x07", "bad endian byte 7"),
+    (14, b"\x00\x30\x00\x00", "implausible page size"),
+]
+PERF_FLIPS = [
+    (8, (7).to_bytes(8, "little"), "header"),  # header size
+    (16, (3).to_bytes(8, "little"), "attr"),  # attr size
+    (40, (1 << 40).to_bytes(8, "little"), "data section"),  # data offset
+]
+
+
+@pytest.mark.parametrize("kind,at,value,says", [("trace.dat", *f) for f in TRACEDAT_FLIPS] + [("perf.data", *f) for f in PERF_FLIPS])
+def test_flipped_header_bytes_of_real_binary(real_binaries, tmp_path, kind, at, value, says):
+    _d, data = real_binaries
+    bad = tmp_path / kind
+    bad.write_bytes(_flip(data[kind], at, value))
+    r = invoke("parse", bad, "-o", tmp_path / "x.parquet")
+    assert_one_line_error(r, bad)
+    assert says in r.output, r.output
+
+
+def test_corrupt_options_offset_of_real_tracedat(real_binaries, tmp_path):
+    _d, data = real_binaries
+    td = data["trace.dat"]
+    # the options offset follows "7\0", endian, long size, page size and the compression name/version strings
+    comp_end = td.index(b"\x00", td.index(b"\x00", 18) + 1) + 1
+    bad = tmp_path / "trace.dat"
+    bad.write_bytes(_flip(td, comp_end, (len(td) + 4096).to_bytes(8, "little")))
+    r = invoke("parse", bad, "-o", tmp_path / "x.parquet")
+    assert_one_line_error(r, bad)
+    assert "options section offset outside the file" in r.output
+
+
+def test_real_perfdata_replay(traces_dir, tmp_path):
+    d = traces_dir / "debian12-6.1-perf"
+    res = tmp_path / "res"
+    r = invoke("replay", d / "perf.data.zst", "--snapshot", d / "proc_before", "-o", res)
+    assert r.exit_code == 0, r.output
+    # every record of the binary replayed, like the text twin's lines (446,026 in perf script's text)
+    summary = pq.read_table(res / "summary.parquet").to_pylist()
+    assert summary[0]["events_replayed"] == 446_026 and summary[0]["invariants_ok"]
+    assert pq.read_metadata(res / "events.parquet").num_rows == 446_026
