@@ -22,7 +22,8 @@ class Mode(str, enum.Enum):
 PLAIN_JSON_KEYS = ("mode", "events_replayed", "anomalies", "anomalies_total", "anomaly_rate", "unexplained_anomalies",
                    "unexplained_anomaly_rate", "invariants_ok", "fidelity", "lock_sections", "calibration",
                    "free_pages", "zones", "initial_state", "end_snapshot", "invariants", "invariant_checks",
-                   "capture", "events_not_replayed")  # (the last two only for capture folders / such rows)
+                   "capture", "events_not_replayed",  # (these two only for capture folders / such rows)
+                   "kernel_profile", "kernel_profile_source")
 
 
 def _console() -> Any:
@@ -63,6 +64,7 @@ def register(app: typer.Typer) -> None:
         policies_file: Annotated[Optional[Path], typer.Option("--policies-file", help="TOML file with \\[policy.NAME] tables.")] = None,
         workers: Annotated[int, typer.Option("--workers", help="Parallelism for the policies after none: exact mode runs them as threads that follow the baseline (1: one after the other); simulate mode in this many forked processes (at most the CPU count; each holds ~120 bytes per event).")] = 2,
         all_events: Annotated[bool, typer.Option("--all-events", help="events.parquet: one row per input event for every policy (default: only the events a policy charged something to, unless the plain-VM baseline runs alone).")] = False,
+        kernel: Annotated[Optional[str], typer.Option("--kernel", "--kernel-version", help="Kernel profile (6.1, 6.12, 6.18, 7.3) or release (uname -r); default: the trace's metadata (capture folder uname.txt, parse --kernel-version), else a trace heuristic (docs/kernel-profiles.md).")] = None,
     ) -> None:
         """Replay a page-allocator trace through the buddy + per-CPU list model, under acceptance policies."""
         from replay.pipeline.job import run_replay
@@ -80,7 +82,7 @@ def register(app: typer.Typer) -> None:
         s = run_replay(trace, mode.value, output, snapshot=snapshot, end_snapshot=end_snapshot, guest_size=guest_size,
                        cpus=cpus, boot=boot, policies=policy, all_presets=all_policies, costs=costs,
                        policies_file=policies_file, workers=max(1, min(os.cpu_count() or 1, workers)),
-                       all_events=all_events, check_every=check_every)
+                       all_events=all_events, check_every=check_every, kernel=kernel)
         if as_json:
             _print_json(s)
             return

@@ -46,6 +46,7 @@ from replay.jit import kernel, kernel_entry
 
 if TYPE_CHECKING:
     from replay.model.layout import MemoryLayout
+    from replay.model.profiles import KernelProfile
 
 @kernel(nrt=False)
 def refill_limit(st: ModelState, c: int, z: int, o: int) -> int:
@@ -261,8 +262,9 @@ class InitialModel:
 
 def prepare_events(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact",
                    snapshot: "MemoryLayout | None" = None, boot: bool | None = None,
-                   events: EventArrays | None = None) -> InitialModel:
-    """The event columns of ``table`` (or ``events``, already made) and the initial model state.
+                   events: EventArrays | None = None, profile: "KernelProfile | None" = None) -> InitialModel:
+    """The event columns of ``table`` (or ``events``, already made) and the initial model state
+    of kernel ``profile`` (``replay.model.profiles``; default 6.1).
 
     ``snapshot`` (a layout read from ``proc_before``) seeds the initial free blocks; ``boot``
     (default: no snapshot and the first event within 5 s of boot) starts from the boot layout.
@@ -277,23 +279,29 @@ def prepare_events(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exac
     if boot:
         ea.deferred |= boot_free_core_mask(ea, layout.pageblock_order)
     st, initial = infer_initial_state(ea.ev, ea.pfn, ea.order, ea.mt, ea.cpu, ea.fb_mt, layout,
-                                      snapshot=snapshot, boot=bool(boot))
+                                      snapshot=snapshot, boot=bool(boot),
+                                      profile_params=None if profile is None else profile.params())
     ea.first = initial.pop("_first")
     return InitialModel(events=ea, state=st, initial=initial, zone_names=[z.name for z in model_zones(layout)])
 
 
 def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snapshot: "MemoryLayout | None" = None,
            boot: bool | None = None, check_every: int = 0, metadata: dict[str, str] | None = None,
-           events: EventArrays | None = None) -> ReplayOutput:
+           events: EventArrays | None = None, profile: "KernelProfile | None" = None) -> ReplayOutput:
     """Replay ``table`` through the model of ``layout`` (``mode``: ``exact`` or ``simulate``), the
     buddy model alone (no acceptance policy: ``replay.policy`` runs those, and ``pagereplay
     replay``); ``check_every`` > 0 checks the invariants every that many events as well as at
-    the end.  See ``prepare_events`` for the other arguments."""
+    the end.  ``profile``: the kernel profile (default: ``profiles.pick_profile`` from
+    ``metadata`` and the trace).  See ``prepare_events`` for the other arguments."""
+    from replay.model.profiles import pick_profile
+
+    if profile is None:
+        profile = pick_profile(None, metadata or {}, table)[0]
     from replay.model.initial_state import model_zones
     from replay.model.invariants import check_invariants
     from replay.model.simulate import zone_kinds
 
-    init = prepare_events(table, layout, mode=mode, snapshot=snapshot, boot=boot, events=events)
+    init = prepare_events(table, layout, mode=mode, snapshot=snapshot, boot=boot, events=events, profile=profile)
     ea, st, names = init.events, init.state, init.zone_names
     zones = model_zones(layout)
     S, out_anom, out_sec, out_zone, out_pfn, acount, reports = run_loop(
@@ -304,4 +312,5 @@ def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snap
     reports.append(final)
     return ReplayOutput(mode=mode, events=ea, state=st, sections=S, out_anom=out_anom, out_sec=out_sec,
                         out_zone=out_zone, out_pfn=out_pfn, acount=acount, zone_names=names, initial=init.initial,
-                        invariant_reports=reports, metadata=dict(metadata or {}))
+                        invariant_reports=reports,
+                        metadata={**(metadata or {}), "pagereplay.kernel_profile": profile.name})

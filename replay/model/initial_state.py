@@ -367,7 +367,8 @@ def _free_blocks_per_order(st: ModelState, n_zones: int, n_orders: int) -> list[
     return [np.bincount(orders[zi == z], minlength=n_orders)[:n_orders].tolist() for z in range(n_zones)]
 
 
-def _new_model_state(layout: MemoryLayout, zones: list[ZoneLayout], cpu: np.ndarray) -> ModelState:
+def _new_model_state(layout: MemoryLayout, zones: list[ZoneLayout], cpu: np.ndarray,
+                     profile_params: np.ndarray | None = None) -> ModelState:
     """An empty model of ``zones`` with a per-CPU list for every CPU the layout or the trace names."""
     n_cpus = max([layout.nr_cpus] + [c + 1 for c in layout.cpu_ids] + [int(cpu.max()) + 1 if len(cpu) else 1])
     high = np.zeros((n_cpus, len(zones)), np.int64)
@@ -378,7 +379,7 @@ def _new_model_state(layout: MemoryLayout, zones: list[ZoneLayout], cpu: np.ndar
             batch[c, zi] = z.pcp_batch_for(c)
     return new_state(np.array([z.zone_start_pfn for z in zones]), np.array([z.zone_end_pfn for z in zones]), n_cpus,
                      n_orders=layout.nr_page_orders, pageblock_order=layout.pageblock_order, pcp_high=high,
-                     pcp_batch=batch)
+                     pcp_batch=batch, profile_params=profile_params)
 
 
 def _all_free(zi: int, blocks: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -534,8 +535,10 @@ def _report(st: ModelState, zones: list[ZoneLayout], snapshot: MemoryLayout | No
 def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: np.ndarray, cpu: np.ndarray,
                         fb_mt: np.ndarray, layout: MemoryLayout, *, snapshot: MemoryLayout | None = None,
                         boot: bool = False, seed_order: str = SEED_ORDER,
-                        seed_migratetypes: bool = SEED_MIGRATETYPES) -> tuple[ModelState, dict[str, Any]]:
-    """Build the pre-trace model state; returns (state, report).
+                        seed_migratetypes: bool = SEED_MIGRATETYPES,
+                        profile_params: np.ndarray | None = None) -> tuple[ModelState, dict[str, Any]]:
+    """Build the pre-trace model state (of the kernel profile ``profile_params``, default 6.1);
+    returns (state, report).
 
     ``seed_order``: which untouched maximal blocks stay free when seeding from a snapshot,
     after the blocks holding pages the trace takes from the buddy: ``"low"`` (lowest pfns
@@ -547,7 +550,7 @@ def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: 
         raise ValueError(f"seed_order {seed_order!r}: low or high")
     zones = model_zones(layout)
     n_orders = layout.nr_page_orders
-    st = _new_model_state(layout, zones, cpu)
+    st = _new_model_state(layout, zones, cpu, profile_params)
     base = int(st.geo[G_PFN_BASE])
     npages = len(st.pg_state)
     zid = np.full(npages, -1, np.int8)

@@ -127,6 +127,8 @@ ModelState = namedtuple(
         "ctr",
         # tracepoint log (shape (0, TP_COLS) when off), see the module docstring
         "tp",
+        # the kernel profile's switches (replay/model/profiles.py: KernelProfile.params, KP_*)
+        "kp",
     ],
 )
 
@@ -161,8 +163,13 @@ def new_state(
     pageblock_order: int = PAGEBLOCK_ORDER,
     pcp_high: np.ndarray | None = None,
     pcp_batch: np.ndarray | None = None,
+    profile_params: np.ndarray | None = None,
 ) -> ModelState:
-    """An empty model (every page PG_NONE, every list empty) for zones [start, end) pfns."""
+    """An empty model (every page PG_NONE, every list empty) for zones [start, end) pfns, of the
+    kernel profile whose ``params()`` is ``profile_params`` (default: 6.1)."""
+    from replay.model.profiles import DEFAULT_PROFILE, PROFILES
+
+    kp = PROFILES[DEFAULT_PROFILE].params() if profile_params is None else np.asarray(profile_params, np.int64)
     zone_start = np.asarray(zone_start, dtype=np.int64)
     zone_end = np.asarray(zone_end, dtype=np.int64)
     nz = len(zone_start)
@@ -203,6 +210,7 @@ def new_state(
         geo=np.array([base, n_orders, nz, n_cpus, n_fa, pageblock_order], np.int64),
         ctr=np.zeros(N_CTR, np.int64),
         tp=np.zeros((0, TP_COLS), np.int64),
+        kp=kp.copy(),
     )
 
 

@@ -21,6 +21,9 @@ class ReplayInputs:
     #: the trace's rows that are not kmem events (lock contention, untraced kprobes), by event name:
     #: kept out of the model (``split_other_kinds``)
     other_kinds: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: the kernel profile (replay/model/profiles.py) and where it came from (``pick_profile``)
+    profile: Any = None
+    profile_source: str = ""
 
 
 def _parse_size(text: str) -> int:
@@ -120,9 +123,10 @@ def _pfn_range(table: Any, ea: Any, bounds: Any) -> tuple[int | None, int | None
 
 
 def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, guest_size: str | None,
-                cpus: int | None, mode: str = "simulate") -> ReplayInputs:
+                cpus: int | None, mode: str = "simulate", kernel: str | None = None) -> ReplayInputs:
     """Events (and their ``EventArrays`` when read from Parquet), their metadata, the layout (the
-    start snapshot's, else the end snapshot's, else inferred from the pfn range), the snapshots."""
+    start snapshot's, else the end snapshot's, else inferred from the pfn range), the snapshots,
+    and the kernel profile (``kernel``: ``--kernel``, else ``profiles.pick_profile``)."""
     from replay.model.layout import load_snapshot
     from replay.model.layout_x86 import infer_layout
 
@@ -146,8 +150,15 @@ def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, g
                               nr_cpus=cpus or cpu_max)
     if cpus:
         layout = dataclasses.replace(layout, nr_cpus=cpus)
+    from replay.errors import ReplayInputError
+    from replay.model.profiles import pick_profile
+
+    try:
+        profile, source = pick_profile(kernel, md, table)
+    except ValueError as e:
+        raise ReplayInputError(str(e)) from None
     return ReplayInputs(table=table, events=ea, metadata=md, layout=layout, snapshot=snap, end_snapshot=end,
-                        other_kinds=other)
+                        other_kinds=other, profile=profile, profile_source=source)
 
 
 def resolve_policies(names: list[str] | None, all_presets: bool, policies_file: Path | None) -> list[Any]:

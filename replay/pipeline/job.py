@@ -87,7 +87,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
                guest_size: str | None = None, cpus: int | None = None, boot: bool | None = None,
                policies: list[str] | None = None, all_presets: bool = False, costs: str = "tdx-4k",
                policies_file: Path | None = None, workers: int = 2, all_events: bool = False,
-               check_every: int = 0) -> dict[str, Any]:
+               check_every: int = 0, kernel: str | None = None) -> dict[str, Any]:
     """Load, replay under each policy, write the results folder (docs/results.md).
 
     ``check_every`` > 0: the baseline also checks the model's invariants every that many events.
@@ -101,7 +101,7 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     reader = ThreadPoolExecutor(1)
     # Arrow reads the trace without the GIL while this thread imports numba and the replay
     # modules, and the side thread loads the kernels from numba's cache (both hold the GIL)
-    loading = reader.submit(load_inputs, trace, snapshot, end_snapshot, guest_size, cpus, mode)
+    loading = reader.submit(load_inputs, trace, snapshot, end_snapshot, guest_size, cpus, mode, kernel)
     try:
         from replay.acceptance.costs import get_costs
         from replay.jit import JIT_ENABLED
@@ -132,7 +132,8 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
         ctx_f = pool.submit(result_context, table, [p.name for p in pols], inp.events)
         # then, on the same thread (idle until prepare ends), the baseline's per-event arrays
         outputs_f = pool.submit(schedule.prefault_outputs, table.num_rows) if mode == "exact" else None
-        init = prepare_events(table, layout, mode=mode, snapshot=inp.snapshot, boot=boot, events=inp.events)
+        init = prepare_events(table, layout, mode=mode, snapshot=inp.snapshot, boot=boot, events=inp.events,
+                              profile=inp.profile)
         if mode == "exact":  # the baseline's state copy, made while the calibration runs
             buffers.copy_from(init.state)
         prep = prepare(table, layout, mode=mode, metadata=md, initial=init)
@@ -155,9 +156,11 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     endrep = _end_check(out, layout, inp.end_snapshot, snapshot, end_snapshot) if inp.end_snapshot is not None else None
     summary = summary_dict(out, prep.cal, endrep)
     summary["input"] = str(trace)
+    summary["kernel_profile_source"] = inp.profile_source
     summary.update(capture_summary(md, inp.other_kinds))
     tables, rows = combine_policy_tables(parts, anomalies[0])
-    meta = results_metadata(prep, pols, cost, extra={"snapshot": str(snapshot or ""),
+    meta = results_metadata(prep, pols, cost, extra={"kernel_profile": inp.profile.name,
+                                                     "snapshot": str(snapshot or ""),
                                                      "end_snapshot": str(end_snapshot or "")})
     clock.lap("tables")
     write_policy_results(output, tables, meta)

@@ -253,6 +253,8 @@ def print_replay_summary(s: dict[str, Any], c: Console) -> None:
             f"anomalies {s['anomalies_total']:,} ({100 * s['anomaly_rate']:.3f} %), "
             f"unexplained {s['unexplained_anomalies']:,} ({100 * s['unexplained_anomaly_rate']:.4f} %), "
             f"invariants {'ok' if s['invariants_ok'] else 'VIOLATED'}")
+    if s.get("kernel_profile"):
+        c.print(f"kernel profile {s['kernel_profile']} (from {s.get('kernel_profile_source') or 'the caller'})")
     if s["anomalies"]:
         t = Table(title="anomalies by kind")
         t.add_column("kind")

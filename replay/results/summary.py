@@ -18,6 +18,7 @@ from replay.model.sections import SECTION_KIND_NAMES
 from replay.model.engine import ReplayOutput
 from replay.model.initial_state import model_zones
 from replay.model.procfs import read_vmstat
+from replay.model.profiles import profile_name
 from replay.model.sections import Calibration
 from replay.model.state import CTR_NAMES, G_NR_ORDERS, PG_BUDDY
 from replay.results.endcheck import end_check
@@ -74,6 +75,7 @@ def summary_dict(out: ReplayOutput, cal: Calibration, end: dict[str, Any] | None
 
     s: dict[str, Any] = {
         "mode": out.mode,
+        "kernel_profile": profile_name(st.kp),
         "events_replayed": n,
         "anomalies": counts,
         "anomalies_total": total,
