@@ -15,7 +15,10 @@ For each real binary with a text twin (``debian12-*-tracecmd/trace.dat.zst`` bes
 
 Printed: the median wall time of each side, the median of user+sys CPU, and the speed ratio
 text / binary (issue 18's target: >= 2 for the plain files).  The event count of each side's
-Parquet output is checked to agree (both must hold the same events).
+Parquet output is checked to agree (both must hold the same events).  Also printed: the
+1-minute load average before and after, and the fixed cost every ``pagereplay parse`` pays
+before reading a byte (``pagereplay version``, and the interpreter importing numpy and
+pyarrow.parquet), alternated the same way: a binary parse cannot be faster than that floor.
 """
 
 from __future__ import annotations
@@ -105,6 +108,27 @@ def compare(binary: Path, text: Path, out: Path, runs: int) -> dict[str, float]:
     }
 
 
+def floor(runs: int) -> dict[str, float]:
+    """Median wall time of the start-up every parse pays: the CLI alone, and numpy + pyarrow.parquet."""
+    cli = [*_pagereplay(), "version"]
+    # (with one OpenBLAS thread, as ``pagereplay`` sets it)
+    imports = [sys.executable, "-c", "import os; os.environ['OPENBLAS_NUM_THREADS'] = '1'; import numpy, pyarrow, pyarrow.parquet"]
+    _run(cli)
+    _run(imports)
+    cw, iw = [], []
+    for _ in range(runs):
+        cw.append(_run(cli)[0])
+        iw.append(_run(imports)[0])
+    return {"pagereplay_version_s": statistics.median(cw), "python_numpy_pyarrow_s": statistics.median(iw)}
+
+
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--traces", type=Path, default=ROOT.parent / "shared" / "traces")
@@ -114,7 +138,8 @@ def main() -> int:
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     only = {s for s in args.only.split(",") if s}
-    results = []
+    results: list[dict] = []
+    load0 = _load()
     scratch = Path(tempfile.mkdtemp(prefix="binary-bench-"))
     try:
         print(f"{'input':34} {'events':>8} {'binary s':>9} {'text s':>9} {'bin cpu':>8} {'txt cpu':>8} {'text/binary':>11}")
@@ -142,9 +167,14 @@ def main() -> int:
                     f"{r['binary_cpu_s']:>8.3f} {r['text_cpu_s']:>8.3f} {r['ratio']:>10.2f}x",
                     flush=True,
                 )
+        fl = floor(args.runs)
+        results.append({"floor": fl})
+        print(f"floor: `pagereplay version` {fl['pagereplay_version_s']:.3f} s; "
+              f"python + import numpy, pyarrow.parquet {fl['python_numpy_pyarrow_s']:.3f} s")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"(medians of {args.runs} alternating runs each; cpu = user + sys of the child)")
+    print(f"(medians of {args.runs} alternating runs each; cpu = user + sys of the child; "
+          f"1-minute load average {load0} before, {_load()} after, on {os.cpu_count()} CPUs)")
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=1) + "\n")
     return 0
