@@ -23,6 +23,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from parsers import binary
@@ -116,7 +117,7 @@ def test_binary_accounting_and_metadata(traces_dir, folder):
     pairs = set(zip(g["gfp_flags"], g["gfp_mask"]))
     assert ("GFP_KERNEL_ACCOUNT|__GFP_ZERO", 0x400DC0) in pairs
     assert len({m for _, m in pairs}) == len({s for s, _ in pairs})  # one mask per text
-    ef = b.table.filter(pa.compute.equal(b.table.column("event").cast(pa.string()), "mm_page_alloc_extfrag"))
+    ef = b.table.filter(pc.equal(b.table.column("event").cast(pa.string()), "mm_page_alloc_extfrag"))
     assert ef.num_rows > 0 and set(ef.column("pageblock_order").to_pylist()) == {9}
 
 
