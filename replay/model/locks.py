@@ -567,7 +567,10 @@ def run_schedule(it: Items, sp: Steps, n_sections: int, n_locks: int) -> tuple[S
 
 def check_exclusion(lock: np.ndarray, grant: np.ndarray, hold: np.ndarray) -> int:
     """Overlapping holds of one lock among the given holds (lock id, grant time, hold): the pairs
-    of consecutive holds of a lock where the later is granted before the earlier is released."""
+    of consecutive holds of a lock where the later is granted before the earlier is released.
+    A hold of 0 ns is an empty interval (granted and released at one instant): it overlaps nothing."""
+    held = hold > 0
+    lock, grant, hold = lock[held], grant[held], hold[held]
     if len(lock) == 0:
         return 0
     order = np.lexsort((grant, lock))

@@ -26,7 +26,7 @@ import numpy as np
 
 from replay.acceptance.policies import HELD_IRQS_OFF
 from replay.acceptance.unaccepted_memory import LOCK_UNACCEPTED_MEMORY, Receipt
-from replay.events.arrays import EV_ALLOC, EV_EXTFRAG, EV_ZL
+from replay.events.arrays import EV_ALLOC, EV_BATCHED, EV_DRAIN, EV_EXTFRAG, EV_FREE, EV_ZL
 from replay.jit import kernel_entry
 from replay.model.locks import (BK_PROGRAM, BK_RANGE, BK_SECTION, IT_PROGRAM, IT_SECTION, OP_ACQ, OP_REL, Items,
                                 Schedule, Steps, check_exclusion, run_schedule)
@@ -160,8 +160,8 @@ def event_log(ev: np.ndarray, cpu: np.ndarray, ts: np.ndarray, ks: np.ndarray, v
             pend[c] = 0
         elif e == EV_ZL or e == EV_EXTFRAG:
             pend[c] += a
-        else:
-            pend[c] = 0
+        elif e == EV_FREE or e == EV_BATCHED or e == EV_DRAIN:
+            pend[c] = 0  # (other events, lock contention, kprobes, do not end a request)
         delay[c] += a
         if a != 0 or w != 0 or h != 0 or lat != 0:
             if not write:
