@@ -845,11 +845,18 @@ def is_parquet(path: str | os.PathLike[str]) -> bool:
 def load_events(path: str | os.PathLike[str], fmt: str | None = None) -> tuple[pa.Table, dict[str, str]]:
     """The canonical table from a Parquet file written by ``pagereplay parse`` or from any text trace."""
     if is_parquet(path):
-        table = pq.read_table(path)
-        problems = check_schema(table.schema)
-        if problems:
-            raise SchemaMismatchError(f"{path}: not a pagereplay event table: {'; '.join(problems)}")
-        md = read_metadata(path)
+        from .ranges import check_parquet
+
+        try:
+            problems = check_schema(pq.read_schema(path))
+            if problems:
+                raise SchemaMismatchError(f"{path}: not a pagereplay event table: {'; '.join(problems)}")
+            check_parquet(path, SchemaMismatchError)
+            table = pq.read_table(path)
+            md = read_metadata(path)
+        except (pa.ArrowException, OSError) as e:  # cut short, damaged pages: say which file
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise TraceInputError(f"{path}: unreadable Parquet file: {msg}") from None
         return table, md
     res = parse_files([path], fmt)
     return res.table, res.metadata

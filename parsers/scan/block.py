@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ranges import NR_CPUS_MAX, PID_MAX_LIMIT
 from .bytes import line_ends, match
 from .codes import (
     EV_BYTES,
@@ -26,6 +27,9 @@ from .codes import (
     LINES_TS_COUNTER,
     LINES_TS_DECIMAL,
     LINES_UNRECOGNISED,
+    MALFORMED_RANGE_CPU,
+    MALFORMED_RANGE_PID,
+    MALFORMED_RANGE_TS,
     N_LINE_COUNTERS,
 )  # fmt: skip
 from .compile import kernel
@@ -60,6 +64,19 @@ def _count_stamp(counts, h):
             counts[LINES_TS_9] += 1
     if h.flags:
         counts[LINES_FLAGS] += 1
+
+
+@kernel(inline="always")
+def _header_range_bad(h):
+    """0 when the header's pid, tgid, cpu and timestamp are in range (``parsers/ranges.py``),
+    else the reason (``header`` saturates what would overflow: -1 for a timestamp)."""
+    if h.ts < 0:
+        return MALFORMED_RANGE_TS
+    if h.pid > PID_MAX_LIMIT or h.tgid > PID_MAX_LIMIT:
+        return MALFORMED_RANGE_PID
+    if h.cpu >= NR_CPUS_MAX:
+        return MALFORMED_RANGE_CPU
+    return 0
 
 
 @kernel(inline="always")
@@ -199,9 +216,10 @@ def _scan_lines(buf, nbytes, fmt, ends, out, unrec, mal, counts, comms, gfps, ot
         ev = EV_CODE[k]
         _count_stamp(counts, h)
         f = parse_payload(buf, h.pay_s, le, nbytes, ev, keys, gfps, counts)
-        if f.bad != 0:
+        bad = f.bad if f.bad != 0 else _header_range_bad(h)
+        if bad != 0:
             mal.line[nm] = ln
-            mal.reason[nm] = f.bad
+            mal.reason[nm] = bad
             mal.start[nm] = ls
             mal.end[nm] = ends[ln]
             nm += 1

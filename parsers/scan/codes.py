@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ranges import MAX_PAGE_ORDER, MIGRATE_TYPES, NR_CPUS_MAX, PID_MAX_LIMIT, TS_MAX_SECONDS
 from ..schema import EVENT_ALIASES, EVENT_BY_NAME
 
 # line formats the caller can enforce
@@ -38,9 +39,22 @@ N_LINE_COUNTERS = 20
 # why an event line is malformed (header recognised, payload not)
 MALFORMED_MISSING_FIELD = 1
 MALFORMED_BAD_VALUE = 2
+# a value outside its range (parsers/ranges.py), per field: stored, it would not be what the text says
+MALFORMED_RANGE_ORDER = 3
+MALFORMED_RANGE_MT = 4
+MALFORMED_RANGE_BOOL = 5
+MALFORMED_RANGE_PID = 6
+MALFORMED_RANGE_CPU = 7
+MALFORMED_RANGE_TS = 8
 MALFORMED_REASONS = {
     MALFORMED_MISSING_FIELD: "missing field",
     MALFORMED_BAD_VALUE: "bad field value",
+    MALFORMED_RANGE_ORDER: f"order out of range (0..{MAX_PAGE_ORDER}, MAX_PAGE_ORDER)",
+    MALFORMED_RANGE_MT: f"migratetype out of range (0..{MIGRATE_TYPES - 1}, MIGRATE_TYPES {MIGRATE_TYPES})",
+    MALFORMED_RANGE_BOOL: "flag out of range (0 or 1)",
+    MALFORMED_RANGE_PID: f"pid/tgid out of range (0..{PID_MAX_LIMIT}, PID_MAX_LIMIT)",
+    MALFORMED_RANGE_CPU: f"cpu out of range (0..{NR_CPUS_MAX - 1}, NR_CPUS)",
+    MALFORMED_RANGE_TS: f"timestamp out of range (at most {TS_MAX_SECONDS} s in int64 ns)",
 }
 
 # payload keys, in the order of KEY_NAMES

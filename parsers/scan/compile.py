@@ -22,9 +22,9 @@ _HERE = Path(__file__).resolve().parent
 
 @functools.lru_cache(maxsize=1)
 def sources_digest() -> str:
-    """Digest of every source a scanner kernel is compiled from: this package and the event codes."""
+    """Digest of every source a scanner kernel is compiled from: this package, the event codes and the field ranges."""
     h = hashlib.sha256()
-    for p in [*sorted(_HERE.glob("*.py")), _HERE.parent / "schema.py"]:
+    for p in [*sorted(_HERE.glob("*.py")), _HERE.parent / "schema.py", _HERE.parent / "ranges.py"]:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 

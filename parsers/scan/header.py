@@ -20,7 +20,10 @@ from collections import namedtuple
 
 from .bytes import COLONS, SPACES, find, is_digit, same
 from .codes import FMT_FTRACE, FMT_PERF, LINES_BLANK, LINES_COMMENT, LINES_DASH, LINES_SPACE, LINES_TGID
+from ..ranges import PID_MAX_LIMIT, TS_MAX_SECONDS
 from .compile import kernel
+
+PID_SATURATED = PID_MAX_LIMIT * 10  # a pid/tgid read this far is out of range whatever follows
 
 # what a line is, as far as its header tells
 HEADER_EVENT = 0  # a header: an event of some name follows (Header fields valid)
@@ -84,6 +87,8 @@ def _parse_ts(buf, s, e):
         i += 1
     if i != e or nd == 0 or nd > 9:
         return False, 0, 0
+    if v > TS_MAX_SECONDS:  # its ns would not fit int64: -1 makes the line malformed (block.py)
+        return True, -1, nd
     for _ in range(9 - nd):
         f *= 10
     return True, v * 1000000000 + f, nd
@@ -188,7 +193,7 @@ def _task(buf, ls, bracket, fmt, counts):
         digits = 0
         for j in range(o + 1, r - 1):
             c = buf[j]
-            if is_digit(c):
+            if is_digit(c) and tv <= PID_SATURATED:  # saturates: out of range, not wrapped (block.py)
                 tv = tv * 10 + (c - 48)
                 digits += 1
         tgid = tv if digits > 0 else -1
@@ -204,7 +209,8 @@ def _task(buf, ls, bracket, fmt, counts):
         return _Task(False, 0, 0, 0, -1, False, 0)
     pid = 0
     for j in range(d, r):
-        pid = pid * 10 + (buf[j] - 48)
+        if pid <= PID_SATURATED:  # saturates: out of range, not wrapped (block.py)
+            pid = pid * 10 + (buf[j] - 48)
     sep = buf[d - 1]
     if sep == 47:  # perf "pid/tid": the tid is what ftrace calls pid
         d2 = d - 1

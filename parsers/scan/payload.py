@@ -2,7 +2,8 @@
 
 Keys the events do not print are skipped, so are ``page=`` (a hashed or raw pointer) and
 ``cpu=``; a value that does not parse makes the line malformed, and so does a missing field the
-event must carry (``codes.REQUIRED``).
+event must carry (``codes.REQUIRED``), and so does a value outside its field's range
+(``parsers/ranges.py``: stored, it would not be the value the text says).
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ from .codes import (
     LINES_PFN_HEX,
     MALFORMED_BAD_VALUE,
     MALFORMED_MISSING_FIELD,
+    MALFORMED_RANGE_BOOL,
+    MALFORMED_RANGE_MT,
+    MALFORMED_RANGE_ORDER,
     REQUIRED,
 )  # fmt: skip
 from .compile import kernel
+from ..ranges import MAX_PAGE_ORDER, MIGRATE_TYPES
 from .intern import intern_repeated
 
 #: ``bad``: 0 or a ``MALFORMED_*`` reason; then the fields (-1: not printed; ``order`` 0 when
@@ -136,6 +141,19 @@ def _parse_pfn(buf, s, e):
 
 
 @kernel(inline="always")
+def _range_bad(key, v):
+    """0 when ``v`` is in the range of field ``key`` (``parsers/ranges.py``), else the reason."""
+    if key == KEY_ORDER or key == KEY_AORDER or key == KEY_FORDER or key == KEY_PBORDER or key == KEY_FRAG:
+        # fragmenting: trace-cmd and perf print the fallback order there (recomputed later)
+        return 0 if 0 <= v <= MAX_PAGE_ORDER else MALFORMED_RANGE_ORDER
+    if key == KEY_MT or key == KEY_AMT or key == KEY_FMT:
+        return 0 if 0 <= v < MIGRATE_TYPES else MALFORMED_RANGE_MT
+    if key == KEY_PCP or key == KEY_CHOWN or key == KEY_COLD:
+        return 0 if 0 <= v <= 1 else MALFORMED_RANGE_BOOL
+    return 0
+
+
+@kernel(inline="always")
 def _key(buf, ks, ke, ntok, keys, nb):
     """Id of the key buf[ks:ke], the ``ntok``-th of its payload (-1: not a kmem key)."""
     kn = ke - ks
@@ -209,8 +227,11 @@ def parse_payload(buf, q, le, nb, ev, keys, gfps, counts):
                 counts[LINES_PFN_DEC] += 1
             continue
         vok, v = _parse_int(buf, vs, ve)
-        if not vok or v < -128 or v > 127:
+        if not vok:
             bad = MALFORMED_BAD_VALUE
+            break
+        bad = _range_bad(key, v)
+        if bad != 0:
             break
         if key == KEY_ORDER or key == KEY_AORDER:
             order = v
@@ -237,5 +258,6 @@ def parse_payload(buf, q, le, nb, ev, keys, gfps, counts):
             cold = v
     if bad == 0 and (have & REQUIRED[ev]) != REQUIRED[ev]:
         bad = MALFORMED_MISSING_FIELD
-    order = max(order, 0)  # mm_page_free_batched before 4.15 printed no order: always 0
+    if (have & HAS_ORDER) == 0:
+        order = 0  # mm_page_free_batched before 4.15 printed no order: always 0
     return Fields(bad, pfn, order, mt, gfp, pcp, forder, pborder, fmt, frag, chown, cold)

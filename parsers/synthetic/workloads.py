@@ -146,6 +146,14 @@ class Machine:
             raise ValueError("memory must be at least 64M")
         if self.events is None and self.duration_s is None:
             raise ValueError("give events or duration_s")
+        if self.events is not None and self.events < 1:
+            raise ValueError(f"events must be >= 1, got {self.events}")
+        for k in ("duration_s", "start_s"):
+            v = getattr(self, k)
+            if v is not None and not (math.isfinite(v) and v >= (0 if k == "start_s" else 1e-9)):
+                raise ValueError(f"{k} must be a finite number {'>= 0' if k == 'start_s' else '> 0'}, got {v}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
 
 
 # ----------------------------------------------------------------------------- named workloads

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from parsers.errors import PagereplayError
+from replay.cli.errors import fail, one_line
 
 # piped output (tests, files) gets a wide fixed width so table cells are not truncated
 _out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _POLICY_COLS = ("trigger", "unit_bytes", "block_order", "guard_unit", "held_during_call",
                 "bitmap_locking", "accept_target", "one_block_when_wmark_zero", "unaccepted_unusable",
@@ -49,8 +49,7 @@ def _cell(k: str, v: Any) -> str:
 
 
 def _fail(e: Exception) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-    return typer.Exit(1)
+    return fail(one_line(e))  # the message names [policy.NAME]: escaped, not read as markup
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +59,7 @@ def register(app: typer.Typer) -> None:
     def policies_cmd(
         as_json: Annotated[bool, typer.Option("--json", help="Print every policy as JSON.")] = False,
         file: Annotated[Optional[Path], typer.Option(
-            "--file", help="TOML file of [policy.NAME] tables to validate and list with the presets.")] = None,
+            "--file", help="TOML file of \\[policy.NAME] tables to validate and list with the presets.")] = None,
     ) -> None:
         """List the acceptance policies: the ten presets (spec §6) and any from --file."""
         from replay.acceptance.policies import all_policies
@@ -97,7 +96,7 @@ def register(app: typer.Typer) -> None:
     def costs_cmd(
         as_json: Annotated[bool, typer.Option("--json", help="Print every cost preset as JSON.")] = False,
         file: Annotated[Optional[Path], typer.Option(
-            "--file", help="TOML file of [costs.NAME] tables (overrides) to validate and list.")] = None,
+            "--file", help="TOML file of \\[costs.NAME] tables (overrides) to validate and list.")] = None,
     ) -> None:
         """List the cost presets: each figure with its source, and the derived cost of one 2 MiB unit."""
         from replay.acceptance.costs import all_costs

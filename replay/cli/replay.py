@@ -95,18 +95,29 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     @friendly_errors
     def compare_cmd(
-        results: Annotated[Path, typer.Argument(help="Results folder of `pagereplay replay --policy ...`.")],
-        as_json: Annotated[bool, typer.Option("--json", help="Rows and deltas against none as JSON.")] = False,
+        results: Annotated[list[Path], typer.Argument(help="One results folder (its policies side by side, deltas against none) or two (RESULTS_A RESULTS_B: policy by policy, deltas B - A).")],
+        as_json: Annotated[bool, typer.Option("--json", help="Rows and deltas as JSON.")] = False,
     ) -> None:
-        """Policies side by side, with deltas against none (summary.parquet of a results folder)."""
-        from replay.results.compare import COMPARE_KEYS, compare_rows, read_summary
-
-        cmp = compare_rows(read_summary(results))
-        if as_json:
-            print(json.dumps(cmp, indent=2, default=str))
-            return
+        """Policies side by side with deltas against none, or two results folders side by side (two kernels, traces or cost presets) with deltas B - A."""
         from rich.console import Console
 
+        from replay.results.compare import COMPARE_KEYS, compare_folders, compare_rows, read_summary, to_json
+
+        if len(results) > 2:
+            raise fail(f"compare takes one or two results folders, not {len(results)}", 2)
+        if len(results) == 2:
+            cmp = compare_folders(results[0], results[1])
+            if as_json:
+                print(to_json(cmp))
+                return
+            from replay.report.console import print_compare_folders
+
+            print_compare_folders(cmp, Console(highlight=False, soft_wrap=True, width=140))
+            return
+        cmp = compare_rows(read_summary(results[0]))
+        if as_json:
+            print(to_json(cmp))
+            return
         from replay.report.console import print_compare
 
         print_compare(cmp, COMPARE_KEYS, Console(highlight=False, soft_wrap=True,

@@ -19,6 +19,7 @@ from replay.model.layout import (
     ZoneLayout,
     assemble_layout,
 )
+from parsers.ranges import PFN_LIMIT
 from replay.model.procfs import PAGE_SIZE, LayoutError
 
 __all__ = ["X86_64_ZONE_NAMES", "infer_layout", "layout_for_guest", "ram_ranges_x86_qemu", "zone_batchsize",
@@ -123,6 +124,22 @@ def _ram_in(ram: Sequence[tuple[int, int]], s: int, e: int) -> int:
     return sum(max(0, min(b, e) - max(a, s)) for a, b in ram)
 
 
+def _present_sections(ram: Sequence[tuple[int, int]], node_start: int, node_end: int) -> int:
+    """Memory sections of [node_start, node_end) holding RAM, counted per RAM range (work per
+    range, not per section up to the end: a section two ranges share counts once)."""
+    count, last = 0, -1
+    for a, b in sorted(ram):
+        a, b = max(a, node_start), min(b, node_end)
+        if b <= a:
+            continue
+        first, end = a // SECTION_PAGES, -(-b // SECTION_PAGES)
+        first = max(first, last + 1)
+        if end > first:
+            count += end - first
+            last = end - 1
+    return count
+
+
 def _zone_spans(node_start: int, node_end: int) -> list[tuple[int, int]]:
     """(start, spanned) of DMA, DMA32 and Normal clipped to the node (``zone_spanned_pages_in_node``)."""
     spans = []
@@ -138,8 +155,7 @@ def _managed_estimate(ram: Sequence[tuple[int, int]], present: list[int], node_s
     the first MiB, the kernel image in DMA32, the swiotlb when RAM extends past 4 GiB, and the
     vmemmap of each present section plus misc early allocations in the topmost zone."""
     top = max(i for i in range(3) if present[i])
-    sections = sum(1 for sec in range(node_start // SECTION_PAGES, -(-node_end // SECTION_PAGES))
-                   if _ram_in(ram, sec * SECTION_PAGES, (sec + 1) * SECTION_PAGES))
+    sections = _present_sections(ram, node_start, node_end)
     memmap = sections * SECTION_PAGES * MEMMAP_BYTES_PER_PAGE // page_size
     reserved = [_ram_in(ram, 0, 0x100), 0, 0]
     reserved[1 if present[1] else top] += KERNEL_IMAGE_PAGES
@@ -204,7 +220,11 @@ def infer_layout(min_pfn: int, max_pfn: int, *, guest_bytes: int | None = None,
     to the node span (``zone_spanned_pages_in_node``); Movable and Device empty.  ``max_pfn`` is
     the highest pfn seen (inclusive); without ``guest_bytes`` the guest is taken to end at
     ``max_pfn + 1`` rounded up to a MAX_PAGE_ORDER block (plus the BIOS-reserved top pages),
-    holding 3 GiB below 4 GiB when that end is past 4 GiB.  ``min_pfn`` is only checked (< 0 is an error).
+    holding 3 GiB below 4 GiB when that end is past 4 GiB; a ``max_pfn`` no x86-64 machine has
+    (:data:`parsers.ranges.PFN_LIMIT`) is an error (callers leave such pfns out: they are
+    anomalies).  With ``guest_bytes`` the trace's pfns past its end are the replay's
+    ``pfn_out_of_range`` anomalies.  ``min_pfn`` is only checked (< 0 is an error).  The work
+    is per RAM range, not per page or section.
 
     present = RAM pages of :func:`ram_ranges_x86_qemu` in the span.  managed = present minus
     the memblock reservations, an *estimate* calibrated on the shipped 4 GiB guest: the first
@@ -226,6 +246,9 @@ def infer_layout(min_pfn: int, max_pfn: int, *, guest_bytes: int | None = None,
     """
     if min_pfn < 0 or max_pfn < min_pfn:
         raise LayoutError(f"infer_layout: bad pfn range [{min_pfn}, {max_pfn}]")
+    if guest_bytes is None and max_pfn >= PFN_LIMIT:
+        raise LayoutError(f"infer_layout: pfn {max_pfn:#x} lies beyond x86-64's 52-bit physical address "
+                          f"space (pfn < {PFN_LIMIT:#x}): no guest has it")
     nr_cpus = nr_cpus or 1
     low_bytes = None
     if guest_bytes is None:
@@ -233,10 +256,7 @@ def infer_layout(min_pfn: int, max_pfn: int, *, guest_bytes: int | None = None,
     ram = ram_ranges_x86_qemu(guest_bytes, page_size, low_bytes)
     if not ram:
         raise LayoutError(f"infer_layout: guest of {guest_bytes} bytes has no RAM")
-    node_start, node_end = ram[0][0], ram[-1][1]
-    if max_pfn >= node_end:
-        raise LayoutError(f"infer_layout: pfn {max_pfn} lies past the guest's RAM "
-                          f"(ends at pfn {node_end}); give a larger guest_bytes")
+    node_start, node_end = ram[0][0], ram[-1][1]  # pfns past a given guest's end: pfn_out_of_range anomalies
     spans = _zone_spans(node_start, node_end)
     present = [_ram_in(ram, s, s + n) if n else 0 for s, n in spans]
     managed = _managed_estimate(ram, present, node_start, node_end, page_size)

@@ -26,12 +26,47 @@ class ReplayInputs:
     profile_source: str = ""
 
 
-def _parse_size(text: str) -> int:
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if t and t[-1] in mult:
-        return int(float(t[:-1]) * mult[t[-1]])
-    return int(t)
+#: the model state per page of the modelled span: pg_next, pg_prev (int32), pg_state, pg_order,
+#: pg_mt (int8), pg_cpu (int16): replay/model/state.py; the replay's private copies and the
+#: per-event arrays come on top, so this is the least a layout needs
+MODEL_BYTES_PER_PAGE = 13
+
+
+def guest_size_bytes(text: str) -> int:
+    """``--guest-size`` in bytes (``parsers.units.parse_size``: ``4G``, ``4096M``, ``4GiB``)."""
+    from parsers.units import parse_size
+    from replay.errors import ReplayInputError
+
+    n = parse_size(text, where="--guest-size", error=ReplayInputError)
+    if n < 64 << 20:
+        raise ReplayInputError(f"--guest-size: {text!r} is below the 64 MiB an x86-64 guest needs")
+    return n
+
+
+def _check_fits(trace: Path, layout: Any, hi: int | None) -> None:
+    """Refuse an inferred layout whose model state would not fit in this machine's memory: the
+    state costs bytes per page of the span (``replay.model.state``: 13), however few pages the
+    trace touches."""
+    from replay.errors import ReplayInputError
+
+    span = layout.nodes[-1].end_pfn - layout.nodes[0].start_pfn
+    need = span * MODEL_BYTES_PER_PAGE
+    avail = _memory_available()
+    if span >= 1 << 31 or (avail is not None and need > avail):
+        where = f"its highest pfn {hi:#x}" if hi is not None else "--guest-size"
+        raise ReplayInputError(
+            f"{trace}: {where} implies a guest of {span * layout.page_size / (1 << 30):,.0f} GiB, whose model needs "
+            f"{need / (1 << 30):,.1f} GiB" + (f" (this machine has {avail / (1 << 30):,.1f} GiB available)" if avail else "")
+            + "; give --snapshot or a smaller --guest-size (pfns past it are counted as pfn_out_of_range anomalies)")
+
+
+def _memory_available() -> int | None:
+    """MemAvailable + SwapFree of this machine, bytes (None off Linux)."""
+    try:
+        kv = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        return sum(int(kv[k].split()[0]) << 10 for k in ("MemAvailable", "SwapFree") if k in kv)
+    except (OSError, ValueError):
+        return None
 
 
 def _has_other_kinds(md: dict[str, str]) -> bool:
@@ -49,21 +84,37 @@ def _has_other_kinds(md: dict[str, str]) -> bool:
 
 def split_other_kinds(table: Any) -> tuple[Any, dict[str, int]]:
     """The table's kmem rows, and the count by name of the others (lock contention, untraced
-    kprobes): the model replays the kmem events; the others pass it by (counted in the summary)."""
+    kprobes): the model replays the kmem events; the others pass it by (counted in the summary).
+
+    NumPy and Arrow only: this runs on the reader thread while the main thread imports numba
+    (an import of a numba-compiled module here could deadlock on numba's module locks)."""
     import numpy as np
     import pyarrow as pa
 
-    from replay.events.arrays import event_codes
+    from parsers.schema import EVENT_NAMES
 
-    codes = event_codes(table)
-    other = codes < 0
-    if not other.any():
+    kmem = set(EVENT_NAMES)
+    masks: list[np.ndarray] = []
+    other: dict[str, int] = {}
+    for chunk in table.column("event").chunks:
+        if pa.types.is_dictionary(chunk.type):
+            names = chunk.dictionary.to_pylist()
+            idx = np.asarray(chunk.indices.fill_null(0))
+            ok = np.array([n in kmem for n in names], bool)[idx] if len(names) else np.zeros(len(chunk), bool)
+            counts = np.bincount(idx[~ok], minlength=len(names)) if len(names) else []
+            for n, c in zip(names, counts):
+                if c:
+                    other[n] = other.get(n, 0) + int(c)
+        else:
+            vals = chunk.to_pylist()
+            ok = np.array([v in kmem for v in vals], bool)
+            for v in (v for v, k in zip(vals, ok) if not k):
+                other[v] = other.get(v, 0) + 1
+        masks.append(ok)
+    if not other:
         return table, {}
-    names = table.column("event").combine_chunks()
-    if pa.types.is_dictionary(names.type):
-        names = names.dictionary_decode()
-    vals, counts = np.unique(np.asarray(names.filter(pa.array(other)).to_pylist(), dtype=object), return_counts=True)
-    return table.filter(pa.array(~other)), {str(v): int(c) for v, c in zip(vals, counts)}
+    keep = np.concatenate(masks) if masks else np.zeros(0, bool)
+    return table.filter(pa.array(keep)), dict(sorted(other.items()))
 
 
 def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str], Any, Any]:
@@ -75,7 +126,9 @@ def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str
     from parsers.api import is_parquet, read_metadata
     from parsers.api import load_events as parse_events
     from parsers.errors import SchemaMismatchError
+    from parsers.ranges import check_parquet
     from parsers.schema import check_schema
+    from replay.errors import ReplayInputError
     from replay.events.columns import event_table, read_event_columns
 
     if not is_parquet(trace):
@@ -88,6 +141,7 @@ def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str
         problems = check_schema(pq.read_schema(trace))
         if problems:
             raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
+        check_parquet(trace, SchemaMismatchError)  # every value in its field's range
         # no numba needed to read: the columns fill while it loads on the other threads
         md = read_metadata(trace)
         if _has_other_kinds(md):  # rows to split off first (rare: --contention / --untraced captures)
@@ -95,7 +149,7 @@ def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str
         cols, names = read_event_columns(trace, with_gfp=with_gfp)
     except (pa.ArrowException, OSError) as e:  # cut short, damaged pages...: say which file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{trace}: unreadable Parquet file: {msg}") from None
+        raise ReplayInputError(f"{trace}: unreadable Parquet file: {msg}") from None
     from replay.events.arrays import event_arrays_from_columns
 
     table = event_table(cols, names)
@@ -104,20 +158,28 @@ def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str
 
 
 def _pfn_range(table: Any, ea: Any, bounds: Any) -> tuple[int | None, int | None, int]:
-    """(lowest pfn above 0, highest pfn, CPU count) of the trace."""
+    """(lowest pfn above 0, highest pfn, CPU count) of the trace, over the pfns a machine can
+    have (below ``parsers.ranges.PFN_LIMIT``): the others are anomalies, not a guest's size."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from parsers.ranges import PFN_LIMIT
+
     if bounds is not None:
         lo, hi = bounds
+        if hi is not None and hi >= PFN_LIMIT:  # rare: one more pass, over the possible pfns
+            pfn = np.asarray(ea.pfn)
+            ok = pfn[(pfn > 0) & (pfn < PFN_LIMIT)]
+            lo, hi = (int(ok.min()), int(ok.max())) if len(ok) else (None, None)
         return lo, hi, int(ea.cpu.max()) + 1
     col = table.column("pfn")
     if pa.types.is_integer(col.type):  # Arrow kernels: no NumPy copies of a column of millions
-        lo, hi = pc.min(pc.filter(col, pc.greater(col, 0))).as_py(), pc.max(col).as_py()
+        possible = pc.filter(col, pc.and_(pc.greater(col, 0), pc.less(col, PFN_LIMIT)))
+        lo, hi = pc.min(possible).as_py(), pc.max(possible).as_py()
     else:  # a hand-made table (float pfns, NaN for none)
         pfn = np.asarray(col.to_numpy(zero_copy_only=False), np.float64)
-        pfn = pfn[~np.isnan(pfn) & (pfn > 0)].astype(np.int64)
+        pfn = pfn[~np.isnan(pfn) & (pfn > 0) & (pfn < PFN_LIMIT)].astype(np.int64)
         lo, hi = (int(pfn.min()), int(pfn.max())) if len(pfn) else (None, None)
     return lo, hi, int(pc.max(table.column("cpu")).as_py()) + 1
 
@@ -134,8 +196,12 @@ def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, g
     other: dict[str, int] = {}
     if ea is None:
         table, other = split_other_kinds(table)
+    from replay.errors import ReplayInputError
+
+    if cpus is not None and cpus < 1:
+        raise ReplayInputError(f"--cpus: {cpus}; allowed: an integer >= 1")
     if table.num_rows == 0:
-        raise ValueError(f"{trace}: no page-allocator events")
+        raise ReplayInputError(f"{trace}: no page-allocator events")
     snap = load_snapshot(snapshot) if snapshot else None
     end = load_snapshot(end_snapshot) if end_snapshot else None
     if snap is not None:
@@ -145,12 +211,12 @@ def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, g
     else:
         lo, hi, cpu_max = _pfn_range(table, ea, bounds)
         if lo is None:
-            raise ValueError(f"{trace}: no pfns to infer a memory layout from (give --snapshot)")
-        layout = infer_layout(int(lo), int(hi), guest_bytes=_parse_size(guest_size) if guest_size else None,
+            raise ReplayInputError(f"{trace}: no pfns to infer a memory layout from (give --snapshot)")
+        layout = infer_layout(int(lo), int(hi), guest_bytes=guest_size_bytes(guest_size) if guest_size else None,
                               nr_cpus=cpus or cpu_max)
+        _check_fits(trace, layout, None if guest_size else int(hi))
     if cpus:
         layout = dataclasses.replace(layout, nr_cpus=cpus)
-    from replay.errors import ReplayInputError
     from replay.model.profiles import pick_profile
 
     try:
@@ -172,7 +238,9 @@ def resolve_policies(names: list[str] | None, all_presets: bool, policies_file: 
         wanted = list(dict.fromkeys(names or ["none"]))
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise ValueError(f"unknown policy {unknown[0]!r}; known: {', '.join(known)}")
+        from replay.errors import ReplayInputError
+
+        raise ReplayInputError(f"--policy: unknown policy {unknown[0]!r}; known: {', '.join(known)}")
     if "none" in wanted:
         wanted.remove("none")
     return [known["none"], *(known[n] for n in wanted)]
