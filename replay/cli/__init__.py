@@ -31,9 +31,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from replay.cli.errors import fail, friendly_errors
+from replay.cli.errors import OneLineErrors, fail, friendly_errors
 
 app = typer.Typer(
+    cls=OneLineErrors,  # option errors are one line too
     name="pagereplay",
     help="Replay Linux page-allocator traces through a buddy-allocator model under memory-acceptance policies.",
     rich_markup_mode="rich",
@@ -227,9 +228,10 @@ from replay.cli import policies as _policies  # noqa: E402  (each module adds it
 from replay.cli import record as _record  # noqa: E402
 from replay.cli import replay as _replay  # noqa: E402
 from replay.cli import report as _report  # noqa: E402
+from replay.cli import sweep as _sweep  # noqa: E402
 from replay.cli import synth as _synth  # noqa: E402
 
-for _m in (_replay, _report, _policies, _synth, _record):
+for _m in (_replay, _report, _policies, _synth, _record, _sweep):
     _m.register(app)
 
 
