@@ -41,7 +41,7 @@ from replay.model.exact import (
 from replay.model.sections import (CUR_DRAIN, CUR_NONE, CUR_PENDING_FB, CUR_REFILL, SEC_ALLOC, SEC_DRAIN,
                                    SEC_FALLBACK, SEC_FREE, SEC_REFILL, Sections, new_sections, sec_add, sec_close,
                                    sec_open)
-from replay.model.state import C_FAILED_ALLOCS, G_PFN_BASE, PG_BUDDY, ModelState, block_head, zone_of
+from replay.model.state import C_AT_HALF, C_FAILED_ALLOCS, C_HALF_AT, G_PFN_BASE, PG_BUDDY, ModelState, block_head, zone_of
 from replay.jit import kernel, kernel_entry
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
     replays of ``replay.policy.delta``."""
     rec = dfree.shape[0] > 0
     for k in range(k0, k1):
+        if k == st.ctr[C_HALF_AT]:  # the counters at the midpoint: fidelity.second_half
+            for j in range(C_AT_HALF):
+                st.ctr[C_AT_HALF + j] = st.ctr[j]
         e = int(ev[k])
         c = int(cpu[k])
         p = int(pfn[k])
@@ -282,6 +285,7 @@ def prepare_events(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exac
                                       snapshot=snapshot, boot=bool(boot),
                                       profile_params=None if profile is None else profile.params())
     ea.first = initial.pop("_first")
+    st.ctr[C_HALF_AT] = len(ea) // 2
     return InitialModel(events=ea, state=st, initial=initial, zone_names=[z.name for z in model_zones(layout)])
 
 

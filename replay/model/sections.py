@@ -23,7 +23,10 @@ least two events, the least-squares fit of ``span = a + b * (events - 1)`` gives
 ``per_block = b`` (the cost of one ``__rmqueue`` + list add, or one
 ``__free_one_page`` + list del).  The time from taking the lock to the first
 event and from the last event to the unlock is not visible in the trace; it is
-taken as one more block's worth (``base = max(a, 0) + b``).  Single-block
+taken as one more block's worth (``base = max(a, 0) + b``).  Fewer than
+three bursts, bursts all of one length (no slope to fit) or a slope <= 0 use
+``DEFAULT_CALIBRATION``'s figure for that kind, and ``Calibration.source`` names
+each such fallback and its reason (the replay summary prints it).  Single-block
 sections (alloc/free) use the refill (alloc) or drain (free) figures; a steal
 adds the mean gap between an ``mm_page_alloc_extfrag`` and the next event of its
 section.  Timestamps are µs-resolution (``trace_clock=global`` text) and the
@@ -180,14 +183,25 @@ def scan_bursts(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndar
     return nr, ng
 
 
-def _fit(n: np.ndarray, span: np.ndarray) -> tuple[float, float, int]:
+#: bursts of two or more events a fit needs (fewer: the default figures)
+MIN_FIT_BURSTS = 3
+
+
+def _fit(n: np.ndarray, span: np.ndarray) -> tuple[float, float, int, str]:
+    """``(a, b, bursts, why_not)`` of ``span = a + b * (events - 1)``; ``why_not`` is empty when
+    the fit is usable, else why the default figures are used instead (``b`` is then -1)."""
     m = n >= 2
-    if m.sum() < 3:
-        return -1.0, -1.0, int(m.sum())
+    k = int(m.sum())
+    if k < MIN_FIT_BURSTS:
+        return -1.0, -1.0, k, f"{k} bursts of 2+ events, {MIN_FIT_BURSTS} needed"
     x = (n[m] - 1).astype(np.float64)
     y = span[m].astype(np.float64)
+    if np.unique(x).size < 2:  # every burst the same length: no slope (np.polyfit's RankWarning)
+        return -1.0, -1.0, k, f"all {k} bursts have {int(x[0]) + 1} events: no slope"
     b, a = np.polyfit(x, y, 1)
-    return float(a), float(b), int(m.sum())
+    if b <= 0:
+        return -1.0, -1.0, k, f"fitted slope {b:.0f} ns/block <= 0"
+    return float(a), float(b), k, ""
 
 
 def _scan_runs(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np.ndarray, max_gap_ns: int,
@@ -230,19 +244,22 @@ def calibrate_events(ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, refill: np
     if len(cpu) and int(cpu.min()) < 0:
         raise ValueError("negative cpu numbers in the event table")
     (n_r, s_r), (n_d, s_d), gaps = _scan_runs(ev, ts, cpu, refill, max_gap_ns, ncpu)
-    a_r, b_r, k_r = _fit(n_r, s_r)
-    a_d, b_d, k_d = _fit(n_d, s_d)
+    a_r, b_r, k_r, why_r = _fit(n_r, s_r)
+    a_d, b_d, k_d, why_d = _fit(n_d, s_d)
     d = DEFAULT_CALIBRATION
-    if b_r <= 0:
+    if why_r:
         a_r, b_r = d.refill_base_ns - d.refill_per_block_ns, d.refill_per_block_ns
-    if b_d <= 0:
+    if why_d:
         a_d, b_d = d.drain_base_ns - d.drain_per_block_ns, d.drain_per_block_ns
+    # a degenerate fit falls back to DEFAULT_CALIBRATION's figure and the source says which and why
+    notes = [f"default {what} ({why})" for what, why in (("refill", why_r), ("drain", why_d)) if why]
     # steal: gap between an extfrag and the next event on its CPU
     steal = float(gaps.mean()) if len(gaps) else d.steal_ns
     cal = Calibration(
         refill_base_ns=max(a_r, 0.0) + b_r, refill_per_block_ns=b_r,
         drain_base_ns=max(a_d, 0.0) + b_d, drain_per_block_ns=b_d,
-        steal_ns=steal, refill_bursts=k_r, drain_bursts=k_d, steal_samples=int(len(gaps)), source="trace",
+        steal_ns=steal, refill_bursts=k_r, drain_bursts=k_d, steal_samples=int(len(gaps)),
+        source="; ".join(["trace", *notes]),
     )
     if verbose:
         print(cal.describe())

@@ -89,7 +89,11 @@ C_FAILED_ALLOCS = 9
 C_BULK_INFERRED = 10  # pages inferred to have left a pcp list through __alloc_pages_bulk()
 C_OWNERSHIP_AGREE = 11
 C_OWNERSHIP_CHECKED = 12
-N_CTR = 16
+#: ctr[C_AT_HALF + j]: counter j when the exact replay reached event ctr[C_HALF_AT] (half the
+#: events; -1: never), for the second-half fidelity rates
+C_HALF_AT = 15
+C_AT_HALF = 16
+N_CTR = 32
 
 CTR_NAMES = {
     C_MERGES: "merges",
@@ -208,10 +212,16 @@ def new_state(
         pcp_batch=batch,
         pcp_free_factor=np.zeros((n_cpus, nz), np.int64),
         geo=np.array([base, n_orders, nz, n_cpus, n_fa, pageblock_order], np.int64),
-        ctr=np.zeros(N_CTR, np.int64),
+        ctr=_new_counters(),
         tp=np.zeros((0, TP_COLS), np.int64),
         kp=kp.copy(),
     )
+
+
+def _new_counters() -> np.ndarray:
+    ctr = np.zeros(N_CTR, np.int64)
+    ctr[C_HALF_AT] = -1
+    return ctr
 
 
 def with_trace_log(st: ModelState, cap: int) -> ModelState:

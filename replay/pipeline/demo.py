@@ -1,5 +1,6 @@
-"""``pagereplay demo``'s replay: a trace beside its ``proc_before``/``proc_after`` snapshots, parsed
-and replayed under every policy preset (``tdx-4k`` costs, exact mode)."""
+"""``pagereplay demo``'s replay: a trace beside its ``proc_before``/``proc_after`` snapshots (and the
+capture's ``uname.txt``, for the kernel version), parsed and replayed under every policy preset
+(``tdx-4k`` costs, exact mode)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,21 @@ def demo_replay(trace: Path, results_dir: Path) -> dict[str, Any]:
     before, after = d / "proc_before", d / "proc_after"
     warm = start_warm_kernels(before, _WARM_PFN) if before.is_dir() else None
     parsed = Path(results_dir).parent / "events.parquet"
-    parse_to_parquet([trace], parsed)
+    parse_to_parquet([trace], parsed, kernel_version=uname_release(d / "uname.txt"))
     if warm is not None:
         warm.wait()
     return run_replay(parsed, "exact", Path(results_dir), snapshot=before if before.is_dir() else None,
                       end_snapshot=after if after.is_dir() else None, all_presets=True, costs="tdx-4k")
+
+
+def uname_release(path: Path) -> str | None:
+    """The kernel release (``uname -r``) from a capture's ``uname.txt`` (``uname -a`` output:
+    ``Linux HOST RELEASE ...``), or None when there is none."""
+    try:
+        fields = path.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return None
+    return fields[2] if len(fields) > 2 and fields[0] == "Linux" else None
 
 
 def warm_kernels(snapshot: str, pfn: int) -> None:

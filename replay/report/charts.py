@@ -172,6 +172,7 @@ def _log_bin(col: str, per_decade: int) -> pl.Expr:
 # ------------------------------------------------------------------ 1. policy comparison
 _COMPARE = (
     ("firmware_ns", "firmware time", False),
+    ("boot_accept_ns", "acceptance at boot", False),
     ("zone_lock_hold_ns", "zone->lock hold added", True),
     ("zone_lock_wait_ns", "zone->lock wait added", True),
     ("alloc_added_p99_ns", "p99 added allocation latency", False),
@@ -180,7 +181,8 @@ _COMPARE = (
 
 
 def chart_policy_comparison(results_dir: str | Path) -> ChartLike:
-    """Firmware time, zone->lock hold and wait added over ``none``, p99 and max added latency."""
+    """Firmware time during the trace and at boot, zone->lock hold and wait added over ``none``, p99 and
+    max added latency."""
     pols = policy_order(results_dir)
     cols = [c for c, _, _ in _COMPARE]
     s = scan_table(results_dir, "summary", ["policy", *cols]).collect()
@@ -498,7 +500,8 @@ class ChartKind:
 
 CHART_KINDS: dict[str, ChartKind] = {k.name: k for k in (
     ChartKind("policy-comparison", "Policy comparison",
-              "Firmware time, zone->lock hold and wait added over 'none', p99 and max added allocation latency.",
+              "Firmware time during the trace and at boot, zone->lock hold and wait added over 'none', p99 and "
+              "max added allocation latency.",
               ("summary",), chart_policy_comparison),
     ChartKind("added-latency", "Added allocation latency",
               "Share of allocations (mm_page_alloc) delayed by at least x, per policy, log-log.",

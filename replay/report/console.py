@@ -263,11 +263,15 @@ def print_replay_summary(s: dict[str, Any], c: Console) -> None:
             t.add_row(k, f"{v:,}")
         c.print(t)
     f = s["fidelity"]
-    c.print("fidelity: " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if v is not None))
+    c.print("fidelity: " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if isinstance(v, float)))
+    if f.get("second_half"):
+        c.print("fidelity, second half: " + ", ".join(f"{k} {v:.3f}" for k, v in f["second_half"].items()
+                                                      if v is not None))
     c.print("lock sections: " + ", ".join(f"{k} {v:,}" for k, v in s["lock_sections"].items()))
     cal = s["calibration"]
     c.print(f"calibration: refill {cal['refill_base_ns']:.0f} + {cal['refill_per_block_ns']:.0f}/block ns, "
-            f"drain {cal['drain_base_ns']:.0f} + {cal['drain_per_block_ns']:.0f}/block ns")
+            f"drain {cal['drain_base_ns']:.0f} + {cal['drain_per_block_ns']:.0f}/block ns"
+            + ("" if cal.get("source", "trace") == "trace" else f" (from {cal['source']})"))
     if "end_snapshot" in s:
         _print_end_snapshot(s["end_snapshot"], c)
     _print_capture(s, c)
@@ -338,3 +342,43 @@ def print_compare(cmp: dict[str, Any], keys: tuple[str, ...], c: Console) -> Non
             cells.append(cell)
         t.add_row(k, *cells)
     c.print(t)
+
+
+def _identity(side: dict[str, Any]) -> str:
+    parts = [f"{k.replace('_', ' ')} {side[k]}" for k in ("input_name", "kernel_version", "kernel_profile", "mode",
+                                                           "cost_preset") if side.get(k)]
+    return f"{side['folder']}: " + (", ".join(parts) or "(no metadata)")
+
+
+def print_compare_folders(cmp: dict[str, Any], c: Console) -> None:
+    """``results.compare.compare_folders``: one row per (policy, metric), A, B and B - A; rows that
+    are 0 in both folders are left out (and counted)."""
+    c.print(f"A = {_identity(cmp['a'])}", markup=False)
+    c.print(f"B = {_identity(cmp['b'])}", markup=False)
+    c.print("A and B differ in: " + (", ".join(k.replace("_", " ") for k in cmp["differs"]) or "nothing recorded"),
+            markup=False)
+    t = Table(title="B against A, per policy", box=box.SIMPLE_HEAD)
+    for col, kw in (("policy", {"no_wrap": True}), ("metric", {"no_wrap": True}), ("A", _NUM), ("B", _NUM),
+                    ("B - A", _NUM), ("B / A", _NUM)):
+        t.add_column(col, **kw)
+    zero = 0
+    for pol in cmp["policies"]:
+        first = True
+        for k, v in cmp["rows"][pol].items():
+            a, b, d = v["a"], v["b"], v["delta"]
+            if not a and not b:
+                zero += 1
+                continue
+            ratio = f"{b / a:.3g}x" if isinstance(d, (int, float)) and a else "-"
+            dtxt = "-" if d is None else ("0" if d == 0 else ("+" if d > 0 else "-") + metric(k, abs(d)))
+            t.add_row(pol if first else "", k, metric(k, a), metric(k, b), dtxt, ratio,
+                      end_section=False)
+            first = False
+        if not first:
+            t.add_section()
+    c.print(t)
+    if zero:
+        c.print(f"({zero} policy/metric pairs are 0 in both folders and not shown; --json has every row)")
+    for side, names in (("A", cmp["only_a"]), ("B", cmp["only_b"])):
+        if names:
+            c.print(f"only in {side}: {', '.join(names)}", markup=False)

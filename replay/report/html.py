@@ -140,6 +140,20 @@ def _first(md: dict[str, str], *keys: str) -> str:
     return next((md[k] for k in keys if md.get(k)), "")
 
 
+#: an absolute POSIX path (two or more components, not inside a word: "kB/s", "4K/2M" stay)
+_ABS_PATH = re.compile(r"(?<![\w.~-])/(?:[\w.+@~-]+/)+[\w.+@~-]+")
+
+
+def portable(text: str) -> str:
+    """``text`` with every absolute path cut to its last two components (``/home/u/t/proc_before`` ->
+    ``t/proc_before``): a report names no folder of the machine that made it."""
+    return _ABS_PATH.sub(lambda m: "/".join(m.group(0).rsplit("/", 2)[-2:]), text)
+
+
+def _file_name(path: str) -> str:
+    return Path(path).name if path else ""
+
+
 def _inputs(md: dict[str, str]) -> list[dict[str, Any]]:
     """The trace inputs, from ``inputs`` (JSON list, as `pagereplay parse` writes) or single keys."""
     inputs = _json(md, "inputs")
@@ -303,18 +317,38 @@ def _short(v: Any, n: int = 160) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
+def _kernel_profile(md: dict[str, str]) -> str:
+    """The kernel profile the model ran (issue 16's ``kernel_profile`` key: a name or a JSON object)."""
+    prof = _json(md, "kernel_profile")
+    if isinstance(prof, dict):
+        name = prof.get("name") or prof.get("version") or ""
+        rest = ", ".join(f"{k} {v}" for k, v in prof.items() if k not in ("name",) and not isinstance(v, (dict, list)))
+        return portable(f"{name} ({rest})" if rest and name else (name or rest))
+    return portable(str(prof)) if prof else "not recorded"
+
+
+def _options(md: dict[str, str]) -> str:
+    """The replay's options as recorded (mode, costs, seed, snapshots, and an ``options`` object if any)."""
+    opts = [("mode", _first(md, "mode")), ("costs", _first(md, "cost_preset", "costs")), ("seed", _first(md, "seed")),
+            ("snapshot", portable(_first(md, "snapshot"))), ("end snapshot", portable(_first(md, "end_snapshot")))]
+    extra = _json(md, "options")
+    if isinstance(extra, dict):
+        opts += [(str(k), portable(json.dumps(v) if isinstance(v, (dict, list)) else str(v))) for k, v in extra.items()]
+    return "; ".join(f"{k} {v}" for k, v in opts if v not in ("", None))
+
+
 def _inputs_html(md: dict[str, str], pols: list[str]) -> str:
     parts = []
     ins = _inputs(md)
     rows: list[tuple[str, Any]] = []
     for i, inp in enumerate(ins):
         sfx = f" {i + 1}" if len(ins) > 1 else ""
-        rows.append((f"trace{sfx}", inp.get("name", "") or "(unknown)"))
+        rows.append((f"trace{sfx}", _file_name(str(inp.get("name", ""))) or "(unknown)"))
         rows.append((f"sha256{sfx}", _Raw(f"<code>{_e(inp.get('sha256', '') or '(not recorded)')}</code>")))
     rows += [("format", _first(md, "format") or ", ".join(str(i.get("format", "")) for i in ins if i.get("format"))),
-             ("kernel", _first(md, "kernel_version", "kernel") or "(not recorded)"),
-             ("mode", _first(md, "mode")), ("cost preset", _first(md, "cost_preset", "costs")),
-             ("seed", _first(md, "seed")),
+             ("kernel", _first(md, "kernel_version", "kernel") or "not recorded"),
+             ("kernel profile", _kernel_profile(md)),
+             ("replay options", _options(md)),
              ("pagereplay", " / ".join(x for x in (_first(md, "tool_version", "version"),
                                                     "results schema " + _first(md, "schema_version")) if x.strip()))]
     parts.append(_kv_table([(k, v) for k, v in rows if v != ""]))
@@ -324,11 +358,12 @@ def _inputs_html(md: dict[str, str], pols: list[str]) -> str:
     if isinstance(cost, dict):
         parts.append("<details><summary>Cost preset parameters" + (f": {_e(cost.get('name', ''))}" if
                      cost.get("name") else "") + "</summary>"
-                     + _kv_table((k, _short(v, 400)) for k, v in cost.items()) + "</details>")
+                     + _kv_table((k, portable(_short(v, 400))) for k, v in cost.items()) + "</details>")
     elif cost:
-        parts.append(f"<details><summary>Cost preset parameters</summary><pre>{_e(cost)}</pre></details>")
+        parts.append(f"<details><summary>Cost preset parameters</summary><pre>{_e(portable(str(cost)))}</pre></details>")
     parts.append("<details><summary>All metadata keys</summary>"
-                 + _kv_table((f"pagereplay.{k}", _short(v, 300)) for k, v in sorted(md.items())) + "</details>")
+                 + _kv_table((f"pagereplay.{k}", portable(_short(v, 300))) for k, v in sorted(md.items()))
+                 + "</details>")
     return "".join(parts)
 
 
@@ -342,7 +377,7 @@ def _layout_html(layout: Any) -> str:
     head = (f"<h3>Memory layout</h3><p>{len(layout.get('nodes', [])) or 1} node(s), "
             f"{_e(layout.get('nr_cpus', '?'))} CPUs, {_e(human_bytes(present * page))} present "
             f"({int(present):,} pages of {page} B), MAX_PAGE_ORDER {_e(layout.get('max_page_order', '?'))}"
-            + (f"; source: {_e(layout['source'])}" if layout.get("source") else "") + "</p>")
+            + (f"; source: {_e(portable(str(layout['source'])))}" if layout.get("source") else "") + "</p>")
     cols = ["node", "name", "zone_start_pfn", "spanned", "present", "managed", "wmark_min", "wmark_low",
             "wmark_high", "wmark_promo"]
     rows = [[(f"{z[c]:,}" if isinstance(z.get(c), int) and c not in ("node",) else z.get(c, "")) for c in cols]
@@ -351,19 +386,35 @@ def _layout_html(layout: Any) -> str:
                           "promo"], rows, num=range(2, 10)) if rows else "")
 
 
+#: the policy parameters of the compact table (the design-space axes; the rest is behind <details>)
+POLICY_COLUMNS = ("trigger", "unit_bytes", "held_during_call", "bitmap_locking", "accept_target", "collision",
+                  "kernel_version")
+
+
+def _param(k: str, v: Any) -> str:
+    if k == "unit_bytes" and isinstance(v, int):
+        return human_bytes(v)
+    if isinstance(v, list):
+        return "+".join(str(x) for x in v) or "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return portable(_short(v, 120))
+
+
 def _policies_html(pol: Any, order: list[str]) -> str:
     if isinstance(pol, list):
         pol = {str(p.get("name", i)): p for i, p in enumerate(pol) if isinstance(p, dict)}
     if not isinstance(pol, dict) or not pol:
         return "<p class=\"note\">Policy parameters: not recorded.</p>"
     names = [p for p in order if p in pol] + [p for p in pol if p not in order]
-    keys: list[str] = []
-    for n in names:
-        params = pol[n] if isinstance(pol[n], dict) else {"value": pol[n]}
-        keys += [k for k in params if k not in keys and k != "name"]
-    rows = [[k, *[_short((pol[n] if isinstance(pol[n], dict) else {}).get(k, ""), 120) for n in names]]
-            for k in keys]
-    return "<h3>Policies</h3>" + _grid(["parameter", *names], rows, "grid params")
+    params = {n: (pol[n] if isinstance(pol[n], dict) else {"value": pol[n]}) for n in names}
+    cols = [c for c in POLICY_COLUMNS if any(c in params[n] for n in names)]
+    rows = [[n, *[_param(c, params[n].get(c, "")) for c in cols]] for n in names]
+    every = "".join(f"<details><summary>{_e(n)}</summary>"
+                    + _kv_table((k, _param(k, v)) for k, v in params[n].items() if k != "name") + "</details>"
+                    for n in names)
+    return ("<h3>Policies</h3>" + _grid(["policy", *[c.replace("_", " ") for c in cols]], rows, "grid params")
+            + "<p class=\"note\">Every parameter of each policy:</p>" + every)
 
 
 def _fmt_summary(col: str, v: Any) -> str:
@@ -478,8 +529,10 @@ main{padding:8px 28px 40px;max-width:1250px}section{margin-top:26px}
 h2{border-bottom:1px solid #d0d7de;padding-bottom:4px}h3{margin:18px 0 6px}
 table{border-collapse:collapse;font-size:13px;background:#fff}th,td{border:1px solid #d0d7de;padding:3px 8px;
 vertical-align:top}table.kv th{text-align:left;background:#f3f4f6;white-space:nowrap}
-table.grid thead th{background:#f3f4f6;position:sticky;top:0}table.grid td{text-align:left;white-space:nowrap}
-table.grid td.num{text-align:right}table.grid td:first-child{font-weight:600}table.params td{text-align:left;white-space:normal;
+table.grid thead th{background:#f3f4f6;position:sticky;top:0}table.grid td{text-align:left;overflow-wrap:anywhere}
+table.grid td.num{text-align:right;white-space:nowrap}table.summary{table-layout:fixed;width:100%}
+table.summary th{overflow-wrap:anywhere;font-size:12px}table.summary th:first-child{width:200px}
+table.summary td:first-child{overflow-wrap:anywhere}ul.findings li{margin:0 0 6px}*{box-sizing:border-box}table.grid td:first-child{font-weight:600}table.params td{text-align:left;white-space:normal;
 max-width:260px}.scroll{overflow-x:auto;max-width:100%}.delta{display:block;color:#57606a;font-size:11px}
 .bad{color:#cf222e;font-weight:700}.note{color:#57606a;font-size:13px}code{font-size:12px}
 figure{margin:0 0 26px;background:#fff;border:1px solid #d0d7de;padding:12px 14px}figcaption{font-size:12px;
@@ -488,43 +541,72 @@ details{margin:8px 0}.toc a{color:#0969da;text-decoration:none}summary{cursor:po
 """
 
 
+def _findings_html(results_dir: Path) -> str:
+    """The findings (``replay.report.findings``): a sentence per policy, the cheapest per axis."""
+    from replay.report.findings import findings
+
+    try:
+        f = findings(results_dir)
+    except ResultsError as e:
+        return f"<p class=\"note\">No findings: {_e(e)}</p>"
+    items = "".join(f"<li><strong>{_e(p)}</strong>: {_e(t)}</li>" for p, t in f.policies)
+    rows = [[label, ", ".join(best), v, worst or "-", wv] for label, best, v, worst, wv in f.cheapest]
+    notes = "".join(f"<p class=\"note\">{_e(n)}</p>" for n in f.notes)
+    ref = (f"Against '{_e(f.reference)}' (the plain VM): zone->lock hold and wait and the IRQs-off figures are "
+           "differences from it, the rest are absolute." if f.reference else "")
+    return (f"<p class=\"note\">{ref}</p><ul class=\"findings\">{items}</ul>{notes}"
+            "<h3>Cheapest on each axis</h3>"
+            + _grid(["axis", "cheapest", "its cost", "costliest", "its cost"], rows, "grid cheapest", num=(2, 4)))
+
+
+def _figure(rd: Path, kind: str, charts_dir: Path, images: bool) -> tuple[str, str | None]:
+    """(the figure's HTML, its spec's <script> or None when the chart is not available)."""
+    ck = CHART_KINDS[kind]
+    try:
+        spec = make_chart(rd, kind).to_dict()
+    except ResultsError as e:
+        return (f"<figure id=\"fig-{_e(kind)}\"><h3>{_e(ck.title)}</h3>"
+                f"<p class=\"note\">Not available: {_e(e)}</p></figure>", None)
+    (charts_dir / f"{kind}.vl.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    links = f"<a href=\"charts/{_e(kind)}.vl.json\">Vega-Lite JSON</a>"
+    if images:
+        (charts_dir / f"{kind}.png").write_bytes(_png(spec))
+        (charts_dir / f"{kind}.svg").write_text(_svg(spec))
+        links = f"<a href=\"charts/{_e(kind)}.png\">PNG</a> · <a href=\"charts/{_e(kind)}.svg\">SVG</a> · " + links
+    # the chart carries its own title; the caption says where the data comes from
+    return (f"<figure id=\"fig-{_e(kind)}\">"
+            f"<div class=\"chart\" id=\"chart-{_e(kind)}\" data-kind=\"{_e(kind)}\"></div>"
+            f"<figcaption>{_e(ck.description)} <code>{_e(kind)}</code> from "
+            f"{_e(', '.join(t + '.parquet' for t in ck.tables))} · {links}</figcaption></figure>",
+            f"<script type=\"application/json\" id=\"spec-{_e(kind)}\">{_script_json(spec)}</script>")
+
+
+#: the chart drawn right after the findings
+LEAD_CHART = "policy-comparison"
+
+
 def write_report(results_dir: str | Path, out_dir: str | Path, *, kinds: Iterable[str] | None = None,
                  images: bool = True) -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/charts/<kind>.{png,svg,vl.json}``; return the HTML path.
 
-    A chart whose table is missing from the folder is listed as not available instead of
-    failing the whole report.
+    The page answers first (findings, then the policy comparison chart), then gives the details
+    (summary table, the other charts, anomalies, inputs and parameters).  A chart whose table is
+    missing from the folder is listed as not available instead of failing the whole report.  The
+    page names its inputs by file name and sha256, never by a path of the machine that made it.
     """
     rd, od = Path(results_dir), Path(out_dir)
     md = results_metadata(rd)
     charts_dir = od / "charts"
     charts_dir.mkdir(parents=True, exist_ok=True)
-    figures: list[str] = []
+    figures: dict[str, str] = {}
     specs: list[str] = []
-    toc: list[str] = []
     for kind in (list(kinds) if kinds is not None else list(CHART_KINDS)):
-        ck = CHART_KINDS[kind]
-        try:
-            spec = make_chart(rd, kind).to_dict()
-        except ResultsError as e:
-            figures.append(f"<figure id=\"fig-{_e(kind)}\"><h3>{_e(ck.title)}</h3>"
-                           f"<p class=\"note\">Not available: {_e(e)}</p></figure>")
-            continue
-        (charts_dir / f"{kind}.vl.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
-        links = f"<a href=\"charts/{_e(kind)}.vl.json\">Vega-Lite JSON</a>"
-        if images:
-            (charts_dir / f"{kind}.png").write_bytes(_png(spec))
-            (charts_dir / f"{kind}.svg").write_text(_svg(spec))
-            links = (f"<a href=\"charts/{_e(kind)}.png\">PNG</a> · <a href=\"charts/{_e(kind)}.svg\">SVG</a> · "
-                     + links)
-        # the chart carries its own title; the caption says where the data comes from
-        figures.append(f"<figure id=\"fig-{_e(kind)}\">"
-                       f"<div class=\"chart\" id=\"chart-{_e(kind)}\" data-kind=\"{_e(kind)}\"></div>"
-                       f"<figcaption>{_e(ck.description)} <code>{_e(kind)}</code> from "
-                       f"{_e(', '.join(t + '.parquet' for t in ck.tables))} · {links}</figcaption></figure>")
-        toc.append(f"<a href=\"#fig-{_e(kind)}\">{_e(ck.title)}</a>")
-        specs.append(f"<script type=\"application/json\" id=\"spec-{_e(kind)}\">{_script_json(spec)}</script>")
-    trace = ", ".join(str(i.get("name", "")) for i in _inputs(md) if i.get("name")) or rd.name
+        figures[kind], spec = _figure(rd, kind, charts_dir, images)
+        if spec is not None:
+            specs.append(spec)
+    lead = figures.pop(LEAD_CHART, "")
+    toc = " · ".join(f"<a href=\"#fig-{_e(k)}\">{_e(CHART_KINDS[k].title)}</a>" for k in figures)
+    trace = ", ".join(_file_name(str(i.get("name", ""))) for i in _inputs(md) if i.get("name")) or rd.name
     try:
         pols = policy_order(rd)
     except ResultsError:
@@ -532,20 +614,22 @@ def write_report(results_dir: str | Path, out_dir: str | Path, *, kinds: Iterabl
     subtitle = " · ".join(x for x in (
         f"trace {trace}", f"mode {_first(md, 'mode')}" if _first(md, "mode") else "",
         f"cost preset {_first(md, 'cost_preset', 'costs')}" if _first(md, "cost_preset", "costs") else "",
-        f"{len(pols)} policies: {', '.join(pols)}" if pols else "") if x)
+        f"{len(pols)} policies" if pols else "") if x)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pagereplay report: {_e(trace)}</title><style>{_CSS}</style>
 <script>{inline_js()}</script>
 </head><body>
 <header><h1>pagereplay report</h1><p>{_e(subtitle)}</p>
-<nav><a href="#inputs">Inputs</a><a href="#summary">Summary</a><a href="#charts">Charts</a>
-<a href="#anomalies">Anomalies</a></nav>
+<nav><a href="#findings">Findings</a><a href="#comparison">Comparison</a><a href="#summary">Summary</a>
+<a href="#charts">Charts</a><a href="#anomalies">Anomalies</a><a href="#inputs">Inputs</a></nav>
 </header><main>
-<section id="inputs"><h2>Inputs</h2>{_inputs_html(md, pols)}</section>
+<section id="findings"><h2>Findings</h2>{_findings_html(rd)}</section>
+<section id="comparison"><h2>Policy comparison</h2>{lead}</section>
 <section id="summary"><h2>Summary</h2>{_summary_html(rd)}</section>
-<section id="charts"><h2>Charts</h2><p class="toc">{' · '.join(toc)}</p>{''.join(figures)}</section>
+<section id="charts"><h2>Charts</h2><p class="toc">{toc}</p>{''.join(figures.values())}</section>
 <section id="anomalies"><h2>Anomalies</h2>{_anomalies_html(rd)}</section>
+<section id="inputs"><h2>Inputs</h2>{_inputs_html(md, pols)}</section>
 <p class="note">Results folder: {_e(rd.name)}. Everything on this page works offline; the charts are
 interactive (tooltips, policy dropdowns).</p>
 </main>
@@ -575,7 +659,8 @@ def sample_traces_dir() -> Path:
 def default_demo_trace() -> Path:
     """The bundled sample trace the demo replays."""
     root = sample_traces_dir()
-    for cand in (root / "debian12-6.1-small" / "trace.txt.zst", root / "debian12-6.1-boot-head3k.txt"):
+    for cand in (root / "debian12-6.1-medium-head" / "trace.txt.zst", root / "debian12-6.1-small" / "trace.txt.zst",
+                 root / "debian12-6.1-boot-head3k.txt"):
         if cand.is_file():
             return cand
     raise ResultsError(f"no bundled sample trace under {root}")

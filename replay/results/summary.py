@@ -20,7 +20,7 @@ from replay.model.initial_state import model_zones
 from replay.model.procfs import read_vmstat
 from replay.model.profiles import profile_name
 from replay.model.sections import Calibration
-from replay.model.state import CTR_NAMES, G_NR_ORDERS, PG_BUDDY
+from replay.model.state import C_AT_HALF, C_HALF_AT, CTR_NAMES, G_NR_ORDERS, PG_BUDDY
 from replay.results.endcheck import end_check
 
 
@@ -73,6 +73,11 @@ def summary_dict(out: ReplayOutput, cal: Calibration, end: dict[str, Any] | None
     def rate(a: str, b: str) -> float | None:
         return (ctr[a] / ctr[b]) if ctr[b] else None
 
+    half = {name: int(st.ctr[i]) - int(st.ctr[C_AT_HALF + i]) for i, name in CTR_NAMES.items()}
+
+    def rate2(a: str, b: str) -> float | None:  # over the second half of the events
+        return (half[a] / half[b]) if half[b] > 0 and st.ctr[C_HALF_AT] >= 0 else None
+
     s: dict[str, Any] = {
         "mode": out.mode,
         "kernel_profile": profile_name(st.kp),
@@ -90,6 +95,11 @@ def summary_dict(out: ReplayOutput, cal: Calibration, end: dict[str, Any] | None
             "pcp_alloc_took_list_head": rate("pcp_alloc_head", "pcp_alloc_checked"),
             "drain_took_list_tail": rate("drain_tail", "drain_checked"),
             "steal_ownership_agreement": rate("ownership_agree", "ownership_checked"),
+            "second_half": {
+                "rmqueue_smallest_agreement": rate2("rmqueue_predicted", "rmqueue_checked"),
+                "pcp_alloc_took_list_head": rate2("pcp_alloc_head", "pcp_alloc_checked"),
+                "drain_took_list_tail": rate2("drain_tail", "drain_checked"),
+            },
         },
         "counters": ctr,
         "zones": list(out.zone_names),

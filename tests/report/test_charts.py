@@ -166,9 +166,12 @@ def test_policy_comparison_reference(results: Path) -> None:
             assert r["shown_ns"] == src["zone_lock_hold_ns"] - ref_hold
         if r["metric"] == "firmware time":
             assert r["shown_ns"] == src["firmware_ns"]
+        if r["metric"] == "acceptance at boot":
+            assert r["shown_ns"] == src["boot_accept_ns"]
         if r["policy"] == "none" and "added" in r["metric"]:
             assert r["shown_ns"] == 0
-    assert {r["metric"] for r in rows} == {"firmware time", "zone->lock hold added", "zone->lock wait added",
+    assert {r["metric"] for r in rows} == {"firmware time", "acceptance at boot", "zone->lock hold added",
+                                           "zone->lock wait added",
                                            "p99 added allocation latency", "max added allocation latency"}
 
 
