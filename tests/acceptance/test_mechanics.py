@@ -190,6 +190,18 @@ def test_accepting_list_collision_on_the_guard_unit():
     assert rb[Receipt.UNITS] == 2 and rb[Receipt.FW_NS] == pytest.approx(2 * U)
 
 
+def test_accepting_list_disjoint_ranges_do_not_collide():
+    """6.6+ with no guard unit: blocks 1 and 2 cover disjoint units, so two CPUs accept them at
+    once without spinning (only the short bitmap sections of the global lock serialise)."""
+    st, cv, pv, _ = tiny("list-6.6", guard_unit=False)
+    hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6)
+    pa = H.take_steps(st)
+    hook(st, cv, pv, A.SITE_WMARK_FAIL, free=10**6)
+    pb = H.take_steps(st)
+    res = H.race([(0, 0, pa), (1, 10, pb)])
+    assert res["collisions"].tolist() == [0, 0] and res["spin"].tolist() == [0, 0]
+
+
 def test_list_65_global_lock_serialises_all_acceptance():
     """6.5: the firmware call runs under unaccepted_memory_lock: a CPU accepting a different
     block at the same time waits for the whole call (soft lockups, Michael Roth)."""

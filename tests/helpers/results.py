@@ -196,8 +196,8 @@ def write_fake_results(folder: str | Path, *, seed: int = 0, policies: tuple[str
             "comm": [PROCESSES[i][0] for i in proc_i], "pid": np.array([PROCESSES[i][1] for i in proc_i], np.int32),
             "event": [EVENTS[i] for i in ev_i], "pfn": pfn, "order": order,
             "zone": [ZONES[i] for i in zone_i], "anomaly": anomaly, "section": sec_id, "added_ns": added,
-            "lock_wait_ns": wait, "lock_hold_ns": hold, "firmware_ns": firmware, "accepted_bytes": accepted,
-            "forced": forced,
+            "lock_wait_ns": wait, "lock_wait_behind_accept_ns": np.where(in_section, wait, 0).astype(np.int64) // 2,
+            "lock_hold_ns": hold, "firmware_ns": firmware, "accepted_bytes": accepted, "forced": forced,
         }))
         # lock_sections: one row per section
         s_is_acc = hit[sec_idx]
@@ -214,6 +214,10 @@ def write_fake_results(folder: str | Path, *, seed: int = 0, policies: tuple[str
             "pages": np.where(s_is_acc, accepted[sec_idx] // PAGE, rng.integers(1, 64, len(sec_idx))).astype(np.int64),
             "firmware_ns": np.where(locks == "accept_global", firmware[sec_idx], 0).astype(np.int64),
             "irqs_off": np.ones(len(sec_idx), bool),
+            # the holder when the wait began: the previous section's CPU; none when nobody waited
+            "blocker_cpu": np.where(wait[sec_idx] > 0, np.roll(cpu[sec_idx], 1), -1).astype(np.int32),
+            "waited_behind": np.where(wait[sec_idx] > 0, np.where(np.roll(s_is_acc, 1), "accept", "allocator"),
+                                      "").tolist(),
         }))
         # firmware calls: one batch per accepting event (+ the boot-time accept of kernel-eager)
         rows: list[dict[str, Any]] = []
@@ -282,6 +286,7 @@ def write_fake_results(folder: str | Path, *, seed: int = 0, policies: tuple[str
                 .agg(events=pl.len().cast(pl.Int64),
                      allocations=(pl.col("event") == "mm_page_alloc").sum().cast(pl.Int64),
                      added_ns=pl.col("added_ns").sum(), lock_wait_ns=pl.col("lock_wait_ns").sum(),
+                     lock_wait_behind_accept_ns=pl.col("lock_wait_behind_accept_ns").sum(),
                      lock_hold_ns=pl.col("lock_hold_ns").sum(), firmware_ns=pl.col("firmware_ns").sum(),
                      accepted_bytes=pl.col("accepted_bytes").sum())
                 .sort(["policy", *keys], maintain_order=True))
@@ -311,7 +316,7 @@ def write_fake_results(folder: str | Path, *, seed: int = 0, policies: tuple[str
         summary_rows.append({
             "policy": pol, "mode": mode, "cost_preset": COST_PRESET["name"], "events_replayed": n_events,
             "anomalies": n_anom, "anomaly_rate": n_anom / n_events, "unexplained_anomaly_rate": unexplained / n_events,
-            "invariants_ok": True, "forced_allocations": int(e["forced"].sum()),
+            "invariants_ok": True, "lock_overlaps": 0, "forced_allocations": int(e["forced"].sum()),
             "firmware_calls": int(f["calls"].sum()), "firmware_ns": int(f["ns"].sum()),
             "accepted_bytes": int(f["bytes"].filter(f["kind"] != "zeroing").sum()),
             "boot_accept_ns": int(f.filter(pl.col("seq") == -1)["ns"].sum()),
@@ -347,7 +352,8 @@ def write_fake_results(folder: str | Path, *, seed: int = 0, policies: tuple[str
     tables = {
         "events": to_arrow(events, ("policy", "comm", "event", "zone", "anomaly"),
                            {"cpu": i32, "pid": i32, "order": i8, "section": i64}),
-        "lock_sections": to_arrow(sections, ("policy", "lock", "kind", "zone"), {"cpu": i32}),
+        "lock_sections": to_arrow(sections, ("policy", "lock", "kind", "zone", "waited_behind"),
+                                  {"cpu": i32, "blocker_cpu": i32}),
         "firmware_calls": to_arrow(fwcalls, ("policy", "kind", "held"), {"cpu": i32}),
         "irqs_off": to_arrow(irqs_off, ("policy", "cause"), {"cpu": i32}),
         "attribution_cpu": to_arrow(by_cpu, ("policy",), {"cpu": i32}),

@@ -8,12 +8,13 @@ units from pfn 2048 (unit 4 = pfns [4096, 4608)), the default calibration.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from replay.model.locks import check_exclusion
 from replay.policy.loop import EL_K
-from tests.policy.test_mechanics import BOP, T0, U, alloc, run, zl
+from tests.policy.test_mechanics import BOP, SEC, T0, U, alloc, run, zl
 
 #: the presets whose acceptance can run during a trace
 ACTING = ("v1-buddy-global-lock", "v1-buddy-atomic-bitmap", "post-alloc", "list-6.5", "list-6.6", "list-promo",
@@ -43,6 +44,54 @@ def test_v1_firmware_call_under_zone_lock_blocks_the_other_cpu():
     assert r.invariant_report["lock_overlaps"] == 0 and r.invariants_ok
     lock, grant, hold = section_holds(r)
     assert check_exclusion(lock, grant, hold) == 0
+
+
+def three_cpus(policy):
+    """CPU0 takes pfn 4096 (unaccepted unit 4, inside a free MAX_ORDER block it splits) at T0;
+    CPUs 1 and 2 refill from the same zone 1 and 2 us later (accepted pfns 0 and 1)."""
+    import dataclasses
+
+    from replay.acceptance.costs import COST_PRESETS
+    from replay.acceptance.policies import PRESETS
+    from replay.model.sections import DEFAULT_CALIBRATION
+    from replay.policy.prepare import prepare
+    from replay.policy.run import run_policy
+    from tests.helpers.events import make_events
+    from tests.helpers.oracles import DenseRun
+    from tests.helpers.replay import tiny_layout
+    from tests.policy.test_mechanics import FW_ACCEPTED
+
+    rows = [zl(T0, 0, 4096), alloc(T0 + 1, 0, 4096), zl(T0 + 1000, 1, 0), alloc(T0 + 1001, 1, 0),
+            zl(T0 + 2000, 2, 1), alloc(T0 + 2001, 2, 1)]
+    lay = tiny_layout(8192, cpus=3)
+    z = dataclasses.replace(lay.zones[0], wmark_min=256, wmark_low=512, wmark_high=1024, wmark_promo=2048)
+    lay = dataclasses.replace(lay, zones=(z,))
+    prep = prepare(make_events(rows), lay, mode="exact", boot=True, cal=DEFAULT_CALIBRATION)
+    return DenseRun(run_policy(prep, PRESETS[policy], COST_PRESETS["tdx-4k"], firmware_accepted_bytes=FW_ACCEPTED))
+
+
+@pytest.mark.parametrize("policy,fw", [("v1-buddy-global-lock", int(BOP + U + 0.5)),
+                                       ("v1-buddy-atomic-bitmap", int(U + 0.5))])
+def test_v1_three_cpus_queue_behind_the_firmware_call(policy, fw):
+    """By hand: CPU0's section is cut to 1000 ns by CPU1's request and lengthened by the firmware
+    call made inside it; CPU1 waits ``fw``, holds until CPU2's request 1000 ns on; CPU2 waits the
+    same ``fw`` behind CPU1 (the delay passed down the queue) and holds the whole SEC.  IRQs are
+    off for each spin + hold (spin_lock_irqsave)."""
+    r = three_cpus(policy)
+    assert r.sec_hold.tolist() == [1000 + fw, 1000, SEC]
+    assert r.sec_wait.tolist() == [0, fw, fw]
+    assert r.sec_blocker_cpu.tolist() == [-1, 0, 1]
+    assert (r.sec_wait + r.sec_hold).tolist() == [1000 + fw, fw + 1000, fw + SEC]  # IRQs-off stretches
+    assert r.wait.tolist() == [0, 0, fw, 0, fw, 0]
+    assert r.alloc_lat.tolist() == [0, fw, 0, fw, 0, fw]  # CPU0's own call at its zone_locked event
+    assert r.vts.tolist()[5] == T0 + 2001 + fw  # CPU2's allocation happens fw later than traced
+    assert r.invariant_report["lock_overlaps"] == 0
+
+
+def test_firmware_eager_adds_nothing_at_run_time():
+    r = three_cpus("firmware-eager")
+    assert (r.wait == 0).all() and (r.added == 0).all() and (r.sec_wait == 0).all()
+    assert r.sec_hold.tolist() == [1000, 1000, SEC]
 
 
 def test_post_alloc_accepts_outside_zone_lock_no_wait():
