@@ -34,7 +34,7 @@ import numpy as np
 from ..compiled import aot_enabled, cache_root
 
 MODULE = "_pagereplay_binary"
-EXPORTS = ("rb_scan", "perf_scan", "decode", "gather")
+EXPORTS = ("rb_scan", "perf_walk", "perf_samples", "decode", "gather")
 BUILD_TIMEOUT = 600
 _HERE = Path(__file__).resolve().parent
 _lock = threading.Lock()
@@ -48,6 +48,14 @@ def ro(a: np.ndarray, dtype=None) -> np.ndarray:
         a = a.view()
         a.flags.writeable = False
     return a
+
+
+def perf_outputs(ns: int, nf: int) -> tuple[np.ndarray, ...]:
+    """The arrays ``kernels.perf_samples`` fills for ``ns`` samples: (s_time, s_cpu, s_pid, s_tid,
+    s_pos, s_len, s_attr, evid, cpid, st, vals), the types its compiled signature has."""
+    i8, i4 = np.int64, np.int32
+    return (np.empty(ns, i8), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i8), np.empty(ns, i4),
+            np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, np.int8), np.empty((nf, ns), i8))
 
 
 def _key() -> str:
@@ -158,7 +166,9 @@ def _build(target: Path) -> None:
     plan = ro(np.zeros((1, 1, 3), np.int64))
     jit["rb_scan"](u8, i8, 4096, 8, 8, 8, 16, True, 8, hdr, i8, plan, i8, i8)
     fix = ro(np.zeros((1, 5), np.int64))
-    jit["perf_scan"](u8, 0, 0, True, 16, True, 0, i8, i8, i8, i8, fix, hdr, i8, plan, i8, i8)
+    jit["perf_walk"](u8, 0, 0, True, 16)
+    # (the output arrays of perf_samples are writable: the readers allocate them, see ``perf_outputs``)
+    jit["perf_samples"](u8, i8, 0, 0, True, 0, i8, i8, i8, i8, fix, hdr, i8, plan, i8, i8, *perf_outputs(0, 1))
     jit["decode"](u8, i8, i8, True, hdr, i8, plan, i8, i8)
     jit["gather"](u8, i8, 8, False, True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))

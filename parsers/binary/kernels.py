@@ -5,8 +5,9 @@ buffer), so each kernel reads everything the table needs from a record while it 
 
 * ``rb_scan``: every record of every ring-buffer page (trace.dat) with its timestamp, and
   its payload decoded (``_decode``);
-* ``perf_scan``: every perf.data record, and for samples the sample fields (time, cpu,
-  pid/tid, where the raw data is) and the raw tracepoint payload decoded;
+* ``perf_walk``: every perf.data record (offset, type, size);
+* ``perf_samples``: for the samples found by the walk, the sample fields (time, cpu, pid/tid,
+  where the raw data is) and the raw tracepoint payload decoded, a range of rows per call;
 * ``decode``: payloads at given offsets (pipe mode, where the sample layouts are only known
   after a first walk);
 * ``gather``: a fixed-size integer field of many records.
@@ -35,7 +36,7 @@ BAD_COMMIT = 1  # commit larger than the page
 BAD_HEADER = 2  # a record header that cannot be (array[0] < 4)
 BAD_OVERRUN = 3  # a record runs past the committed data
 
-# perf_scan / perf_walk status
+# perf_walk status
 WALK_OK = 0
 WALK_CUT_HEADER = 1
 WALK_BAD_SIZE = 2
@@ -312,40 +313,15 @@ def _sample(buf, q, size, le, stype, rf):
     return True, pid, tid, tm, cpu, p + 4, rsz
 
 
-def perf_scan(buf, start, end, le, cap, decode, idpos, id_sorted, id_attr, attr_st, attr_rf, attr_fix,
-              hdr, id2plan, plan, plan_nf, plan_need):
-    """Records of ``buf[start:end]`` (at most ``cap``), with their samples decoded when ``decode``.
-
-    Returns (status, stop, n records, n samples, rec_off, rec_type, rec_size, s_rec, s_time, s_cpu,
-    s_pid, s_tid, s_pos, s_len, s_attr, evid, cpid, st, vals); the arrays hold ``cap`` rows of which
-    the first n (records) or n samples are set.
-
-    ``attr_fix[a]``: for an attr whose samples have a fixed layout (no READ group, no CALLCHAIN),
-    the offsets in the record of {pid, tid}, time, cpu and the raw size (-1: absent) and the
-    smallest record that holds them (0: not fixed, decoded field by field by ``_sample``).
-    """
+def perf_walk(buf, start, end, le, cap):
+    """Records of ``buf[start:end]`` (at most ``cap``): (status, stop, n, rec_off, rec_type, rec_size),
+    the first n rows set; status WALK_FULL: call again from ``stop``."""
     # (narrow types where they hold: the first touch of fresh memory costs as much as the walk)
     rec_off = np.empty(cap, np.int64)
     rec_type = np.empty(cap, np.int32)
     rec_size = np.empty(cap, np.int32)
-    ncap = cap if decode else 1
-    s_rec = np.empty(ncap, np.int64)
-    s_time = np.empty(ncap, np.int64)
-    s_cpu = np.empty(ncap, np.int32)
-    s_pid = np.empty(ncap, np.int32)
-    s_tid = np.empty(ncap, np.int32)
-    s_pos = np.empty(ncap, np.int64)
-    s_len = np.empty(ncap, np.int32)
-    s_attr = np.empty(ncap, np.int32)
-    evid = np.empty(ncap, np.int32)
-    cpid = np.empty(ncap, np.int32)
-    st = np.empty(ncap, np.int8)
-    nf = plan.shape[1]
-    vals = np.empty((nf, ncap), np.int64)
     p = start
     n = 0
-    ns = 0
-    done = 0
     status = np.int64(WALK_OK)
     while p < end:
         if n >= cap:
@@ -370,56 +346,70 @@ def perf_scan(buf, start, end, le, cap, decode, idpos, id_sorted, id_attr, attr_
         rec_off[n] = p
         rec_type[n] = typ
         rec_size[n] = size
-        if decode and typ == 9:
-            a = _attr_of(buf, p, size, le, idpos, id_sorted, id_attr)
-            s_rec[ns] = n
-            s_attr[ns] = a
-            if a >= 0 and attr_fix[a, 4] > 0:
-                v_pid = -1
-                v_tid = -1
-                v_tm = 0
-                v_cpu = 0
-                v_pos = -1
-                v_len = 0
-                if size >= attr_fix[a, 4]:
-                    o = attr_fix[a, 0]
-                    if o >= 0:
-                        v_pid = _sext(_u(buf, p + o, 4, le), 4)
-                        v_tid = _sext(_u(buf, p + o + 4, 4, le), 4)
-                    o = attr_fix[a, 1]
-                    if o >= 0:
-                        v_tm = _u(buf, p + o, 8, le)
-                    o = attr_fix[a, 2]
-                    if o >= 0:
-                        v_cpu = _u(buf, p + o, 4, le)
-                    o = attr_fix[a, 3]
-                    if o < 0:
-                        v_pos = -2
-                    else:
-                        rsz = _u(buf, p + o, 4, le)
-                        if o + 4 + rsz <= size:
-                            v_pos = p + o + 4
-                            v_len = rsz
-            elif a >= 0:
-                _ok, v_pid, v_tid, v_tm, v_cpu, v_pos, v_len = _sample(buf, p, size, le, attr_st[a], attr_rf[a])
-            else:
-                v_pid, v_tid, v_tm, v_cpu, v_pos, v_len = -1, -1, 0, 0, -1, 0
-            s_pid[ns] = v_pid
-            s_tid[ns] = v_tid
-            s_time[ns] = v_tm
-            s_cpu[ns] = v_cpu
-            s_pos[ns] = v_pos
-            s_len[ns] = v_len
-            ns += 1
-            if ns - done >= 64:  # decode the last samples while their records are still in the cache
-                _decode_all(buf, s_pos, s_len, le, hdr, id2plan, plan, plan_nf, plan_need, done, ns, evid, cpid, st, vals)
-                done = ns
         n += 1
         p = nxt
-    if decode:
-        _decode_all(buf, s_pos, s_len, le, hdr, id2plan, plan, plan_nf, plan_need, done, ns, evid, cpid, st, vals)
-    return (status, p, n, ns, rec_off, rec_type, rec_size, s_rec, s_time, s_cpu, s_pid, s_tid, s_pos, s_len, s_attr,
-            evid, cpid, st, vals)
+    return status, p, n, rec_off, rec_type, rec_size
+
+
+def perf_samples(buf, s_off, lo, hi, le, idpos, id_sorted, id_attr, attr_st, attr_rf, attr_fix, hdr, id2plan, plan,
+                 plan_nf, plan_need, s_time, s_cpu, s_pid, s_tid, s_pos, s_len, s_attr, evid, cpid, st, vals):
+    """Samples ``lo <= i < hi`` (records at ``s_off[i]``, found by ``perf_walk``): their fields and raw
+    payloads decoded into row i of the given arrays.  The GIL is released: two threads fill two
+    halves (the first touch of the output pages shared out too).
+
+    ``attr_fix[a]``: for an attr whose samples have a fixed layout (no READ group, no CALLCHAIN),
+    the offsets in the record of {pid, tid}, time, cpu and the raw size (-1: absent) and the
+    smallest record that holds them (0: not fixed, decoded field by field by ``_sample``).
+    (Written out here, not in a helper: numba's code for an inlined helper with these arrays
+    was twice as slow.)
+    """
+    done = lo
+    for i in range(lo, hi):
+        p = s_off[i]
+        size = _u(buf, p + 6, 2, le)
+        a = _attr_of(buf, p, size, le, idpos, id_sorted, id_attr)
+        s_attr[i] = a
+        if a >= 0 and attr_fix[a, 4] > 0:
+            v_pid = -1
+            v_tid = -1
+            v_tm = 0
+            v_cpu = 0
+            v_pos = -1
+            v_len = 0
+            if size >= attr_fix[a, 4]:
+                o = attr_fix[a, 0]
+                if o >= 0:
+                    v_pid = _sext(_u(buf, p + o, 4, le), 4)
+                    v_tid = _sext(_u(buf, p + o + 4, 4, le), 4)
+                o = attr_fix[a, 1]
+                if o >= 0:
+                    v_tm = _u(buf, p + o, 8, le)
+                o = attr_fix[a, 2]
+                if o >= 0:
+                    v_cpu = _u(buf, p + o, 4, le)
+                o = attr_fix[a, 3]
+                if o < 0:
+                    v_pos = -2
+                else:
+                    rsz = _u(buf, p + o, 4, le)
+                    if o + 4 + rsz <= size:
+                        v_pos = p + o + 4
+                        v_len = rsz
+        elif a >= 0:
+            _ok, v_pid, v_tid, v_tm, v_cpu, v_pos, v_len = _sample(buf, p, size, le, attr_st[a], attr_rf[a])
+        else:
+            v_pid, v_tid, v_tm, v_cpu, v_pos, v_len = -1, -1, 0, 0, -1, 0
+        s_pid[i] = v_pid
+        s_tid[i] = v_tid
+        s_time[i] = v_tm
+        s_cpu[i] = v_cpu
+        s_pos[i] = v_pos
+        s_len[i] = v_len
+        if i + 1 - done >= 64:
+            _decode_all(buf, s_pos, s_len, le, hdr, id2plan, plan, plan_nf, plan_need, done, i + 1, evid, cpid, st, vals)
+            done = i + 1  # (decoded while their records are still in the cache)
+    _decode_all(buf, s_pos, s_len, le, hdr, id2plan, plan, plan_nf, plan_need, done, hi, evid, cpid, st, vals)
+    return hi - lo
 
 
 def decode(buf, pos, length, le, hdr, id2plan, plan, plan_nf, plan_need):

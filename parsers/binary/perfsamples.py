@@ -1,17 +1,18 @@
 """perf.data's PERF_RECORD_SAMPLE records -> the sample fields (time, cpu, pid/tid) and where each
 sample's raw tracepoint data is, in ``sample_type`` bit order: by the compiled scan
-(``kernels.perf_scan``, which also decodes the raw payloads) or with numpy (``samples``).
+(``kernels.perf_walk`` then ``kernels.perf_samples``, which also decodes the raw payloads, on two
+threads) or with numpy (``samples``).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import aot
 from .cursor import fail
-from .kernels import WALK_FULL, WALK_OK
 from .perfformat import (
     F_ENABLED,
     F_GROUP,
@@ -37,7 +38,7 @@ from .perfformat import (
     id_pos,
     read_uint,
 )
-from .perfwalk import SCAN_CAP, walk_fail
+from .perfwalk import walk_compiled
 
 
 @dataclass
@@ -196,7 +197,7 @@ def _layout_args(pd: PerfData):
 
 def _fixed_layout(a: Attr) -> list[int]:
     """[offset of {pid, tid}, time, cpu, raw size, smallest record] of a sample layout without
-    variable parts (see ``kernels.perf_scan``); the last is 0 for the others."""
+    variable parts (see ``kernels.perf_samples``); the last is 0 for the others."""
     st = a.sample_type
     if st & S_CALLCHAIN or (st & S_READ and a.read_format & F_GROUP):
         return [-1, -1, -1, -1, 0]
@@ -227,39 +228,48 @@ def check_attrs(pd: PerfData) -> None:
             pd.warnings.append(f"{pd.name}: samples of {a.name or a.config} carry no cpu (PERF_SAMPLE_CPU); cpu 0 assumed")
 
 
+PARALLEL_MIN = 1 << 16  # samples: fewer are decoded on one thread (a thread costs more than it saves)
+
+
+def _decode_samples(k, buf: np.ndarray, s_off: np.ndarray, le: bool, lay: tuple, pargs: tuple, out: tuple) -> None:
+    """``kernels.perf_samples`` over every sample into ``out``: the two halves on two threads (the
+    compiled code releases the GIL; the first touch of the output pages is shared out too)."""
+    ns = len(s_off)
+    if ns < PARALLEL_MIN:
+        k.perf_samples(buf, s_off, 0, ns, le, *lay, *pargs, *out)
+        return
+    mid = ns // 2
+    failed: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            k.perf_samples(buf, s_off, mid, ns, le, *lay, *pargs, *out)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+            failed.append(e)
+
+    t = threading.Thread(target=second, name="pagereplay-perf-samples")
+    t.start()
+    try:
+        k.perf_samples(buf, s_off, 0, mid, le, *lay, *pargs, *out)
+    finally:
+        t.join()
+    if failed:
+        raise failed[0]
+
+
 def scan_compiled(k, pd: PerfData, plan) -> Samples:
+    """The records walked, then the samples' fields and raw payloads decoded (``_decode_samples``)."""
     buf = aot.ro(pd.buf)
-    end = len(buf)
     lay = _layout_args(pd)
     pargs = plan.args()
-    p = 0
-    recs: list[tuple[np.ndarray, ...]] = []
-    smp: list[tuple[np.ndarray, ...]] = []
-    nrec = 0
-    while True:
-        cap = max(1024, min(SCAN_CAP, (end - p) // 8 + 1))
-        r = k.perf_scan(buf, p, end, pd.le, cap, True, *lay, *pargs)
-        (status, stop, n, ns, rec_off, rec_type, rec_size, s_rec, s_time, s_cpu, s_pid, s_tid, s_pos, s_len,
-         s_attr, evid, cpid, st, vals) = r
-        recs.append((rec_off[:n], rec_type[:n], rec_size[:n]))
-        smp.append((s_rec[:ns] + nrec, s_time[:ns], s_cpu[:ns], s_pid[:ns], s_tid[:ns], s_pos[:ns], s_len[:ns],
-                    s_attr[:ns], evid[:ns], cpid[:ns], st[:ns], vals[:, :ns]))
-        nrec += n
-        if status == WALK_FULL:
-            p = int(stop)
-            continue
-        if status != WALK_OK:
-            walk_fail(pd, int(status), int(stop), end)
-        break
-
-    def cat(parts, i):
-        return parts[0][i] if len(parts) == 1 else np.concatenate([x[i] for x in parts])
-
-    pd.rec_off, pd.rec_type, pd.rec_size = cat(recs, 0), cat(recs, 1), cat(recs, 2)
+    pd.rec_off, pd.rec_type, pd.rec_size = walk_compiled(k, pd.buf, pd.le, pd.name, pd.stream_base)
+    nrec = len(pd.rec_off)
     tcount = np.bincount(pd.rec_type[(pd.rec_type >= 0) & (pd.rec_type < 256)], minlength=1) if nrec else np.zeros(1, np.int64)
     pd.record_counts = {RECORD_NAMES.get(t, f"type {t}"): int(c) for t, c in enumerate(tcount) if c}
-    s_rec, s_time, s_cpu, s_pid, s_tid, s_pos, s_len, s_attr, evid, cpid, st = (cat(smp, i) for i in range(11))
-    vals = smp[0][11] if len(smp) == 1 else np.concatenate([x[11] for x in smp], axis=1)
+    s_rec = np.flatnonzero(pd.rec_type == R_SAMPLE)
+    out = aot.perf_outputs(len(s_rec), pargs[2].shape[1])
+    _decode_samples(k, buf, aot.ro(pd.rec_off.take(s_rec)), pd.le, lay, pargs, out)
+    s_time, s_cpu, s_pid, s_tid, s_pos, s_len, s_attr, evid, cpid, st, vals = out
     ns = len(s_rec)
     bad: list[tuple[int, str]] = []
     nb = np.flatnonzero(st == 2)

@@ -1,6 +1,6 @@
 """Finding perf.data's records: they can only be found by walking their sizes.
 
-The compiled walk (``kernels.perf_scan`` without decoding) is used when it is built.  The numpy
+The compiled walk (``kernels.perf_walk``) is used when it is built.  The numpy
 walk is vectorised: the data is cut into a few thousand chunks, each chunk starts at a plausible
 record header, all chunks are walked at once, and then each chunk's start is checked against
 where the previous (already verified) chunk's walk ended; a chunk whose guess was wrong is
@@ -58,36 +58,35 @@ WINDOW = 64  # 8-byte words searched for a plausible header at the start of each
 SCAN_CAP = 1 << 21  # records per call of the compiled walk (bounds its output arrays)
 
 
+def walk_compiled(k, buf: np.ndarray, le: bool, name: str, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offset, type, size) of every record in ``buf``, by the compiled walk (``SCAN_CAP`` records
+    per call); a record that cannot be is an error naming its file offset (``base`` + its
+    offset, when ``buf`` is the file's)."""
+    rbuf = aot.ro(buf)
+    end = len(buf)
+    p = 0
+    recs: list[tuple[np.ndarray, ...]] = []
+    while True:
+        cap = max(1024, min(SCAN_CAP, (end - p) // 8 + 1))
+        status, stop, n, rec_off, rec_type, rec_size = k.perf_walk(rbuf, p, end, le, cap)
+        recs.append((rec_off[:n], rec_type[:n], rec_size[:n]))
+        if status == WALK_FULL:
+            p = int(stop)
+            continue
+        if status != WALK_OK:
+            _walk_fail(buf, le, name, base, int(status), int(stop), end)
+        break
+    if len(recs) == 1:
+        return recs[0]
+    return np.concatenate([r[0] for r in recs]), np.concatenate([r[1] for r in recs]), np.concatenate([r[2] for r in recs])
+
+
 def walk_records(buf: np.ndarray, le: bool, name: str, base: int, compiled: bool = True) -> np.ndarray:
     """Offsets of every record in ``buf`` (a record stream starting at a boundary)."""
     end = len(buf)
     k = aot.get() if compiled else None
     if k is not None:
-        rbuf = aot.ro(buf)
-        z = aot.ro(np.zeros(1, np.int64))
-        hdr = aot.ro(np.array([0, 2, 4, 4], np.int64))
-        plan0 = aot.ro(np.zeros((1, 1, 3), np.int64))
-        out = []
-        p = 0
-        while True:
-            cap = max(1024, min(SCAN_CAP, (end - p) // 8 + 1))
-            r = k.perf_scan(rbuf, p, end, le, cap, False, -1, z, z, z, z, aot.ro(np.zeros((1, 5), np.int64)), hdr, z,
-                            plan0, z, z)
-            status, stop, n = int(r[0]), int(r[1]), int(r[2])
-            out.append(r[4][:n])
-            if status == WALK_FULL:
-                p = stop
-                continue
-            if status != WALK_OK:
-                at = base + stop if base >= 0 else None
-                if status == WALK_CUT_HEADER:
-                    fail(name, at, f"record header cut short at the end of the data ({end - stop} bytes left; truncated?)")
-                typ = int(read_uint(buf, np.array([stop]), 4, le, False)[0])
-                if status == WALK_BAD_SIZE:
-                    fail(name, at, f"corrupt record (type {typ}, size {int(read_uint(buf, np.array([stop + 6]), 2, le, False)[0])})")
-                fail(name, at, f"record (type {typ}) runs past the end of the data (truncated?)")
-            break
-        return out[0] if len(out) == 1 else np.concatenate(out)
+        return walk_compiled(k, buf, le, name, base)[0]
     mv = memoryview(buf) if buf.flags.c_contiguous else memoryview(np.ascontiguousarray(buf))
     out: list[np.ndarray] = []
     p = 0
@@ -304,11 +303,11 @@ def set_records(pd: PerfData, offs: np.ndarray, compiled: bool = True) -> None:
     pd.record_counts = {RECORD_NAMES.get(t, f"type {t}"): int(c) for t, c in enumerate(tcount) if c}
 
 
-def walk_fail(pd: PerfData, status: int, p: int, end: int) -> None:
-    at = pd.stream_base + int(p) if pd.stream_base >= 0 else None
+def _walk_fail(buf: np.ndarray, le: bool, name: str, base: int, status: int, p: int, end: int) -> None:
+    at = base + int(p) if base >= 0 else None
     if status == WALK_CUT_HEADER:
-        fail(pd.name, at, f"record header cut short at the end of the data ({end - int(p)} bytes left; truncated?)")
-    typ = int(read_uint(pd.buf, np.array([p]), 4, pd.le, False)[0])
+        fail(name, at, f"record header cut short at the end of the data ({end - int(p)} bytes left; truncated?)")
+    typ = int(read_uint(buf, np.array([p]), 4, le, False)[0])
     if status == WALK_BAD_SIZE:
-        fail(pd.name, at, f"corrupt record (type {typ}, size {int(read_uint(pd.buf, np.array([p + 6]), 2, pd.le, False)[0])})")
-    fail(pd.name, at, f"record (type {typ}) runs past the end of the data (truncated?)")
+        fail(name, at, f"corrupt record (type {typ}, size {int(read_uint(buf, np.array([p + 6]), 2, le, False)[0])})")
+    fail(name, at, f"record (type {typ}) runs past the end of the data (truncated?)")
