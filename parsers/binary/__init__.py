@@ -101,7 +101,7 @@ def _perfdata_records(inp: BinaryInput, compiled: bool = True) -> Records:
     s = P.scan(pd, plan, compiled)
     evid, cpid, st, vals = s.decoded  # type: ignore[misc]
     sb = P.side_band(pd, s.ts)
-    comm_ids, names = P.resolve_comms(sb, s.ts, s.rec, s.tid)
+    comm_ids, names = P.resolve_comms(sb, s.ts, s.rec, s.tid, compiled)
     # samples of events without raw tracepoint data (a cycles event recorded alongside) have
     # pos -2: other events, by name
     other = dict(s.no_raw_names)

@@ -34,7 +34,7 @@ import numpy as np
 from ..compiled import aot_enabled, cache_root
 
 MODULE = "_pagereplay_binary"
-EXPORTS = ("rb_scan", "perf_walk", "perf_samples", "decode", "gather")
+EXPORTS = ("rb_scan", "perf_walk", "perf_samples", "decode", "comm_of", "gather")
 BUILD_TIMEOUT = 600
 _HERE = Path(__file__).resolve().parent
 _lock = threading.Lock()
@@ -170,6 +170,8 @@ def _build(target: Path) -> None:
     # (the output arrays of perf_samples are writable: the readers allocate them, see ``perf_outputs``)
     jit["perf_samples"](u8, i8, 0, 0, True, 0, i8, i8, i8, i8, fix, hdr, i8, plan, i8, i8, *perf_outputs(0, 1))
     jit["decode"](u8, i8, i8, True, hdr, i8, plan, i8, i8)
+    i4 = ro(np.zeros(1, np.int32))
+    jit["comm_of"](i8, i8, i4, i8, i8, i8, i4, 1)
     jit["gather"](u8, i8, 8, False, True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:

@@ -10,6 +10,7 @@ buffer), so each kernel reads everything the table needs from a record while it 
   where the raw data is) and the raw tracepoint payload decoded, a range of rows per call;
 * ``decode``: payloads at given offsets (pipe mode, where the sample layouts are only known
   after a first walk);
+* ``comm_of``: each perf.data sample's comm, from the COMM/FORK events replayed before it;
 * ``gather``: a fixed-size integer field of many records.
 
 "Decoded" means: the event id (``common_type``), ``common_pid`` and the raw fields the event's
@@ -421,6 +422,44 @@ def decode(buf, pos, length, le, hdr, id2plan, plan, plan_nf, plan_need):
     vals = np.empty((plan.shape[1], n), np.int64)
     _decode_all(buf, pos, length, le, hdr, id2plan, plan, plan_nf, plan_need, 0, n, evid, cpid, st, vals)
     return evid, cpid, st, vals
+
+
+def comm_of(s_ts, s_rec, s_tid, ev_time, ev_rec, ks, kcomm, stride):
+    """Each sample's comm id (-1: none): that of the last COMM/FORK event of its thread replayed
+    before it in (time, record) order (``perfcomm.resolve_comms``).  ``ev_time``/``ev_rec``: the
+    events in replay order; ``ks``: sorted keys ``tid * stride + event index``, ``kcomm`` their
+    comm ids."""
+    n = len(s_ts)
+    ne = len(ev_time)
+    nk = len(ks)
+    out = np.empty(n, np.int32)
+    for i in range(n):
+        t = s_ts[i]
+        r = s_rec[i]
+        lo = 0
+        hi = ne
+        while lo < hi:  # j: the events ordered before the sample
+            mid = (lo + hi) // 2
+            if ev_time[mid] < t or (ev_time[mid] == t and ev_rec[mid] < r):
+                lo = mid + 1
+            else:
+                hi = mid
+        out[i] = -1
+        if lo == 0:
+            continue
+        tid = np.int64(s_tid[i])
+        key = tid * stride + (lo - 1)
+        lo = 0
+        hi = nk
+        while lo < hi:  # the last key <= key: the thread's last event before j, if it is the thread's
+            mid = (lo + hi) // 2
+            if ks[mid] <= key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo > 0 and ks[lo - 1] // stride == tid:
+            out[i] = kcomm[lo - 1]
+    return out
 
 
 def gather(buf, pos, size, signed, le):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import aot
 from .perfformat import (
     R_COMM,
     R_FORK,
@@ -95,7 +96,8 @@ def side_band(pd: PerfData, sample_ts_by_rec: np.ndarray | None = None) -> SideB
     return SideBand(comm_events, lost)
 
 
-def resolve_comms(sb: SideBand, s_ts: np.ndarray, s_rec: np.ndarray, s_tid: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def resolve_comms(sb: SideBand, s_ts: np.ndarray, s_rec: np.ndarray, s_tid: np.ndarray,
+                  compiled: bool = True) -> tuple[np.ndarray, list[str]]:
     """Each sample's comm as ``perf script`` shows it: the thread's comm when the sample is processed.
 
     Events are replayed in (time, file position) order: COMM sets ``comm[tid]``; FORK gives the
@@ -138,25 +140,14 @@ def resolve_comms(sb: SideBand, s_ts: np.ndarray, s_rec: np.ndarray, s_tid: np.n
         # events in replay order: e = 0..E-1; samples see the events before them in that order
         ekey_t = np.array(ev_time, np.int64)
         ekey_r = np.array(ev_rec, np.int64)
-        # number of events ordered before each sample: (time, rec) lexicographic
-        j = np.searchsorted(ekey_t, s_ts, side="left")  # events strictly earlier in time
-        j2 = np.searchsorted(ekey_t, s_ts, side="right")
-        tie = j2 > j
-        if tie.any():
-            # same time: the events whose record comes before the sample's in the file
-            for i in np.flatnonzero(tie).tolist():
-                lo, hi = int(j[i]), int(j2[i])
-                j[i] = lo + int(np.searchsorted(ekey_r[lo:hi], s_rec[i]))
-        # last event e < j for the sample's tid: key tid * (E + 1) + e
-        ekey = et * (E + 1) + np.arange(E, dtype=np.int64)
-        o = np.argsort(ekey, kind="stable")
-        ks = ekey[o]
-        skey = s_tid.astype(np.int64) * (E + 1) + (j - 1)
-        k = np.searchsorted(ks, skey, side="right") - 1
-        kc = np.maximum(k, 0)
-        hit = (k >= 0) & ((ks[kc] // (E + 1)) == s_tid) & (j > 0)
-        # (ks[kc] // (E+1) == tid and e <= j-1 by construction of the search)
-        out[hit] = ec[o[kc[hit]]]
+        k = aot.get() if compiled else None
+        if k is not None:
+            ekey = et * (E + 1) + np.arange(E, dtype=np.int64)
+            o = np.argsort(ekey, kind="stable")
+            out = k.comm_of(aot.ro(s_ts, np.int64), aot.ro(s_rec, np.int64), aot.ro(s_tid, np.int32), aot.ro(ekey_t),
+                            aot.ro(ekey_r), aot.ro(ekey[o]), aot.ro(ec[o]), E + 1)
+        else:
+            _comm_numpy(out, s_ts, s_rec, s_tid, et, ec, ekey_t, ekey_r)
     miss = np.flatnonzero(out < 0)
     if miss.size:
         mt = s_tid[miss]
@@ -164,3 +155,27 @@ def resolve_comms(sb: SideBand, s_ts: np.ndarray, s_rec: np.ndarray, s_tid: np.n
         sids = np.array([sid("swapper" if t == 0 else f":{int(t)}") for t in ut.tolist()], np.int32)
         out[miss] = sids[inv]
     return out, names
+
+
+def _comm_numpy(out: np.ndarray, s_ts, s_rec, s_tid, et, ec, ekey_t, ekey_r) -> None:
+    """What ``kernels.comm_of`` computes, with numpy, into ``out`` (-1 where no event names the thread)."""
+    E = len(et)
+    # number of events ordered before each sample: (time, rec) lexicographic
+    j = np.searchsorted(ekey_t, s_ts, side="left")  # events strictly earlier in time
+    j2 = np.searchsorted(ekey_t, s_ts, side="right")
+    tie = j2 > j
+    if tie.any():
+        # same time: the events whose record comes before the sample's in the file
+        for i in np.flatnonzero(tie).tolist():
+            lo, hi = int(j[i]), int(j2[i])
+            j[i] = lo + int(np.searchsorted(ekey_r[lo:hi], s_rec[i]))
+    # last event e < j for the sample's tid: key tid * (E + 1) + e
+    ekey = et * (E + 1) + np.arange(E, dtype=np.int64)
+    o = np.argsort(ekey, kind="stable")
+    ks = ekey[o]
+    skey = s_tid.astype(np.int64) * (E + 1) + (j - 1)
+    k = np.searchsorted(ks, skey, side="right") - 1
+    kc = np.maximum(k, 0)
+    hit = (k >= 0) & ((ks[kc] // (E + 1)) == s_tid) & (j > 0)
+    # (ks[kc] // (E+1) == tid and e <= j-1 by construction of the search)
+    out[hit] = ec[o[kc[hit]]]

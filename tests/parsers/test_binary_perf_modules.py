@@ -115,14 +115,27 @@ def test_samples_numpy_equal_the_compiled_scan_on_the_real_capture():
     assert a.record_counts == b.record_counts and a.record_counts["COMM"] == int(np.count_nonzero(b.rec_type == R_COMM))
 
 
-def test_resolve_comms_replays_comm_and_fork_in_time_then_file_order():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_resolve_comms_replays_comm_and_fork_in_time_then_file_order(compiled):
     # (time, record index, kind 0 comm / 1 fork, tid, comm or parent tid)
     sb = SideBand([(0, 0, 0, 10, "sh"), (50, 3, 0, 10, "dd"), (60, 5, 1, 11, "10"), (70, 7, 1, 12, "99")], [])
     s_ts = np.array([40, 50, 50, 65, 80, 80, 5], np.int64)
     s_rec = np.array([1, 2, 4, 6, 8, 9, 10], np.int64)
     s_tid = np.array([10, 10, 10, 11, 12, 0, 13], np.int32)
-    ids, names = resolve_comms(sb, s_ts, s_rec, s_tid)
+    ids, names = resolve_comms(sb, s_ts, s_rec, s_tid, compiled)
     got = [names[i] for i in ids.tolist()]
     # record 2 is before the COMM at record 3 (same time): still "sh"; record 4 after it: "dd";
     # the fork of 11 inherits "dd"; 12's parent 99 was never named; pid 0 is swapper
     assert got == ["sh", "sh", "dd", "dd", ":12", "swapper", ":13"]
+
+
+def test_resolve_comms_compiled_equals_numpy_on_the_real_capture():
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(
+        require_trace_file("debian12-6.1-perf/perf.data.zst").read_bytes())
+    pd = P.read_perfdata(raw, "perf.data")
+    s = P.scan(pd, Plan(pd.meta.formats, pd.meta.headers.long_size))
+    sb = P.side_band(pd, s.ts)
+    a_ids, a_names = resolve_comms(sb, s.ts, s.rec, s.tid, True)
+    b_ids, b_names = resolve_comms(sb, s.ts, s.rec, s.tid, False)
+    assert a_names == b_names and len(a_names) > 50
+    assert np.array_equal(a_ids, b_ids)
