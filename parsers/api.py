@@ -552,7 +552,8 @@ class TraceParser:
         tried = self.fmt if self.fmt else ", ".join(FORMATS)
         for f in acc.files:
             if f.lines_total == 0:
-                raise TraceFormatError(f"{f.name}: empty trace (no lines)")
+                raise TraceFormatError(f"{f.name}: cut short: the compressed data ends before its first line"
+                                       if f.truncated else f"{f.name}: empty trace (no lines)")
         if acc.lines_parsed == 0:
             for f in acc.files:
                 if f.lines_parsed:
@@ -718,6 +719,7 @@ def parse_to_parquet(
     _precheck(sources)
     if out.is_dir():
         raise TraceInputError(f"{out}: is a directory; give a file name for the Parquet output")
+    check_parquet_output(out, [s for s in sources if isinstance(s, (str, os.PathLike))])
     out.parent.mkdir(parents=True, exist_ok=True)
     parser = TraceParser(fmt, block_size=block_size, workers=workers, on_raw_bytes=on_raw_bytes, hashers=hashers)
     parser.capture_folders = folders
@@ -748,8 +750,13 @@ def parse_to_parquet(
                     f.cancel()
                 cf.wait(inflight)
                 writer.close()
-        if not parser.in_order:
-            _merge_runs(tmp, out, md, compression, parser.run_starts)
+        if not parser.in_order:  # merged into a second temporary file: ``out`` appears only when whole
+            merged = tmp.with_name(tmp.name + ".merged")
+            try:
+                _merge_runs(tmp, merged, md, compression, parser.run_starts)
+                os.replace(merged, out)
+            finally:
+                merged.unlink(missing_ok=True)
             tmp.unlink()
         else:
             os.replace(tmp, out)
@@ -832,6 +839,21 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``pagereplay.*`` key-value metadata of a Parquet file."""
     raw = pq.read_metadata(path).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k.decode().startswith(METADATA_PREFIX)}
+
+
+def check_parquet_output(out: str | os.PathLike[str], inputs: list[Any]) -> None:
+    """Refuse a Parquet output that is one of ``inputs`` or an existing file pagereplay did not
+    write (a Parquet file without ``pagereplay.*`` metadata, or anything else)."""
+    from .errors import refuse_clobber, refuse_foreign
+
+    refuse_clobber(out, inputs)
+    ours = False
+    if is_parquet(out):
+        try:
+            ours = bool(read_metadata(out))
+        except (OSError, pa.ArrowException):
+            ours = False
+    refuse_foreign(out, ours, "a Parquet file")
 
 
 def is_parquet(path: str | os.PathLike[str]) -> bool:

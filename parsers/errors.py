@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from os import PathLike
+from pathlib import Path
+
 
 class PagereplayError(Exception):
     """Root of every error pagereplay reports to a user (one line, no traceback)."""
@@ -21,3 +25,42 @@ class StrictModeError(PagereplayError):
 
 class SchemaMismatchError(PagereplayError):
     """A Parquet file does not hold the canonical event table."""
+
+
+class OutputClobberError(PagereplayError, ValueError):
+    """An output path names one of the command's inputs, or an existing file pagereplay did not write."""
+
+
+def _same_or_inside(out: Path, inp: Path) -> bool:
+    """``out`` is ``inp`` (same inode), lies inside the folder ``inp``, or is a folder holding ``inp``."""
+    import os
+
+    try:
+        if out.exists() and inp.exists() and os.path.samefile(out, inp):
+            return True
+    except OSError:
+        pass
+    o, i = out.resolve(), inp.resolve()
+    return o == i or (inp.is_dir() and o.is_relative_to(i)) or (out.is_dir() and i.is_relative_to(o))
+
+
+def refuse_clobber(output: str | PathLike[str], inputs: Iterable[str | PathLike[str] | None], *,
+                   option: str = "-o") -> None:
+    """Raise :class:`OutputClobberError` if ``output`` is one of ``inputs`` (the same file, a path inside
+    an input folder, or a folder holding an input): no command writes over what it reads."""
+    out = Path(output)
+    for inp in inputs:
+        if inp is None or str(inp) == "-":
+            continue
+        if _same_or_inside(out, Path(inp)):
+            raise OutputClobberError(f"{out}: {option} names the input {inp}; an output never replaces "
+                                     "an input (choose another path)")
+
+
+def refuse_foreign(output: str | PathLike[str], ours: bool, what: str, *, option: str = "-o") -> None:
+    """Raise :class:`OutputClobberError` if ``output`` exists and is not ``ours`` (a ``what`` pagereplay
+    wrote, which a new run may replace)."""
+    out = Path(output)
+    if out.exists() and not ours:
+        raise OutputClobberError(f"{out}: {option} exists and is not {what} pagereplay wrote; remove it "
+                                 "or choose another path")

@@ -6,6 +6,7 @@ Raised with a message naming the input (file, table, key or option) and what is 
 
 from __future__ import annotations
 
+from parsers.errors import OutputClobberError as _OutputClobber
 from parsers.errors import PagereplayError
 
 
@@ -21,5 +22,5 @@ class ResultsFolderError(ReplayError):
     """A results folder's table is missing, cut short or not one pagereplay wrote."""
 
 
-class OutputClobberError(ReplayError):
+class OutputClobberError(ReplayError, _OutputClobber):
     """An output path names one of the command's inputs, or a file the command did not write."""

@@ -68,6 +68,18 @@ def _synth(emitters, default, workload, output, param, config, seed, events, dur
 STANDIN_ONLY: dict[str, object] = {"standin": None}
 
 
+def _check_outputs(output, text, inputs) -> None:
+    """No output replaces an input, the other output, or a file pagereplay did not write (a text
+    trace cannot be told from a real one: an existing --text file is refused)."""
+    from ..api import check_parquet_output
+    from ..errors import refuse_clobber, refuse_foreign
+
+    check_parquet_output(output, inputs)
+    if text is not None:
+        refuse_clobber(text, [*inputs, output], option="--text")
+        refuse_foreign(text, False, "a trace", option="--text")
+
+
 def _run(workload, output, params, config, seed, events, duration, cpus, memory, text, fmt, era, trace_pipe,
          compare_to, compare_out, compare_chart=None, emitter="standin", emitters=None) -> None:  # fmt: skip
     from .config import SynthConfigError, load_config, parse_param_overrides, parse_size
@@ -89,6 +101,7 @@ def _run(workload, output, params, config, seed, events, duration, cpus, memory,
     elif duration is not None:
         machine["events"] = None
     cfg = load_config(config, workload=workload, overrides=parse_param_overrides(params), machine=machine)
+    _check_outputs(output, text, [config, compare_to])
     t0 = time.perf_counter()
     md = write_parquet(cfg, output, emitter=emitters[emitter])  # type: ignore[arg-type]
     dt = time.perf_counter() - t0

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 
 from parsers.errors import PagereplayError
 from replay.acceptance.policies import CALLS_MODELS, CallsModel
-from replay.acceptance.tomlconf import read_named_tables
+from replay.acceptance.tomlconf import check_number, read_named_tables, unknown_key
 from replay.jit import kernel
 
 __all__ = [
@@ -156,11 +155,10 @@ class CostPreset:
         for f in dataclasses.fields(self):
             if f.name in _NUMERIC:
                 v = getattr(self, f.name)
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                    raise CostConfigError(f"{where} key '{f.name}': {v!r}; allowed: a finite number >= 0")
-        for k in ("cpu_ghz", "zero_gib_s", "accept_ceiling_gib_s"):
-            if getattr(self, k) <= 0:
-                raise CostConfigError(f"{where} key '{k}': must be > 0")
+                # at most 1e12 (ns, cycles): a unit's derived cost stays an int64 of ns
+                check_number(where, f.name, v, CostConfigError, maximum=1e12)
+        for k in ("cpu_ghz", "zero_gib_s", "accept_ceiling_gib_s"):  # divisors: 1e-3 GHz, 1 MiB/s at least
+            check_number(where, k, getattr(self, k), CostConfigError, minimum=1e-3, maximum=1e12)
         if not isinstance(self.psc_max_entries, int) or not 1 <= self.psc_max_entries <= 253:
             raise CostConfigError(f"{where} key 'psc_max_entries': {self.psc_max_entries!r}; allowed: "
                                   "1..253 (VMGEXIT_PSC_MAX_COUNT)")
@@ -522,7 +520,7 @@ def _from_table(name: str, table: Mapping[str, Any], source: str,
                                           f"{', '.join(a for a in allowed if a not in ('base', 'sources'))}")
             continue
         if key not in _FIELD_TYPES or key in ("name", "source"):
-            raise CostConfigError(f"{where}: unknown key '{key}'; allowed: {', '.join(allowed)}")
+            raise unknown_key(where, key, allowed, CostConfigError)
         t = _FIELD_TYPES[key]
         kw = f"{where} key '{key}'"
         if t in ("float", float):

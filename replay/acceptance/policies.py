@@ -37,7 +37,7 @@ import numpy as np
 
 from parsers.errors import PagereplayError
 from parsers.units import parse_size
-from replay.acceptance.tomlconf import read_named_tables
+from replay.acceptance.tomlconf import check_number, read_named_tables, unknown_key
 
 __all__ = [
     "ACCEPT_SCOPES", "ACCEPT_TARGETS", "BITMAP_LOCKING", "CALLS_MODELS", "COLLISIONS", "HELD_KINDS",
@@ -261,10 +261,10 @@ class AcceptancePolicy:
         if not isinstance(self.block_order, int) or not 0 <= self.block_order <= 20:
             raise PolicyConfigError(f"{where} key 'block_order': {self.block_order!r}; allowed 0..20 "
                                     "(MAX_PAGE_ORDER, 10 on x86-64)")
-        for k in ("background_rate_bytes_s", "background_cpu_budget"):
-            v = getattr(self, k)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise PolicyConfigError(f"{where} key '{k}': {v!r}; allowed: a number >= 0")
+        # finite, and a rate the int64 policy vector holds (policy_vector)
+        check_number(where, "background_rate_bytes_s", self.background_rate_bytes_s, PolicyConfigError,
+                     maximum=float(1 << 62))
+        check_number(where, "background_cpu_budget", self.background_cpu_budget, PolicyConfigError)
         if self.background_cpu_budget > 1.0:
             raise PolicyConfigError(f"{where} key 'background_cpu_budget': {self.background_cpu_budget!r}; "
                                     "allowed: 0 .. 1 (fraction of one CPU)")
@@ -460,7 +460,7 @@ def _from_table(name: str, table: Mapping[str, Any], source: str) -> AcceptanceP
         if key == "base":
             continue
         if key not in _FIELDS or key in ("name", "source"):
-            raise PolicyConfigError(f"{where}: unknown key '{key}'; allowed: {', '.join(allowed_keys)}")
+            raise unknown_key(where, key, allowed_keys, PolicyConfigError)
         kw = f"{where} key '{key}'"
         if key == "unit_bytes":
             v = parse_size(v, where=kw, error=PolicyConfigError)

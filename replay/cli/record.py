@@ -36,8 +36,8 @@ def register(app: typer.Typer) -> None:
         from parsers.capture.errors import CaptureAborted
         from parsers.capture.record import RecordOptions, record
 
-        if duration is not None and duration <= 0:
-            raise fail("--duration must be positive", 2)
+        if duration is not None and not 0 < duration < float("inf"):  # (NaN fails this too)
+            raise fail(f"--duration must be positive (a finite number of seconds), got {duration}", 2)
         if buffer_mb is not None and buffer_mb <= 0:
             raise fail("--buffer-mb must be positive", 2)
         if output is None and not script:

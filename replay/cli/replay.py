@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         all_policies: Annotated[bool, typer.Option("--all-policies", help="Every preset (and every policy of --policies-file).")] = False,
         costs: Annotated[str, typer.Option("--costs", help="Cost preset name (tdx-2m, tdx-4k, snp-2m, snp-4k) or a TOML file.")] = "tdx-4k",
         policies_file: Annotated[Optional[Path], typer.Option("--policies-file", help="TOML file with \\[policy.NAME] tables.")] = None,
-        workers: Annotated[int, typer.Option("--workers", help="Parallelism for the policies after none: exact mode runs them as threads that follow the baseline (1: one after the other); simulate mode in this many forked processes (at most the CPU count; each holds ~120 bytes per event).")] = 2,
+        workers: Annotated[int, typer.Option("--workers", help="Parallelism for the policies after none: exact mode runs them as threads that follow the baseline (1: one after the other); simulate mode in this many forked processes (at most the CPU count; each holds ~120 bytes per event).", min=1)] = 2,
         all_events: Annotated[bool, typer.Option("--all-events", help="events.parquet: one row per input event for every policy (default: only the events a policy charged something to, unless the plain-VM baseline runs alone).")] = False,
         kernel: Annotated[Optional[str], typer.Option("--kernel", "--kernel-version", help="Kernel profile (6.1, 6.12, 6.18, 7.3) or release (uname -r); default: the trace's metadata (capture folder uname.txt, parse --kernel-version), else a trace heuristic (docs/kernel-profiles.md).")] = None,
     ) -> None:
@@ -105,6 +105,10 @@ def register(app: typer.Typer) -> None:
 
         if len(results) > 2:
             raise fail(f"compare takes one or two results folders, not {len(results)}", 2)
+        from replay.results.folder import check_results_folder
+
+        for r in results:  # a table cut short or foreign: named before anything reads it
+            check_results_folder(r)
         if len(results) == 2:
             cmp = compare_folders(results[0], results[1])
             if as_json:

@@ -36,8 +36,15 @@ def _kinds() -> list[str]:
 
 
 def _check_results_dir(results: Path) -> None:
-    if not results.is_dir():
-        raise _fail(f"{results}: no such results folder (write one with `pagereplay replay TRACE -o {results}`)")
+    from replay.results.folder import check_results_folder
+
+    check_results_folder(results)  # a table cut short or foreign: named before anything reads it
+
+
+def _check_output(output: Path, results: Path) -> None:
+    from parsers.errors import refuse_clobber
+
+    refuse_clobber(output, [results])  # never written over, into or around the folder it reads
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +61,7 @@ def register(app: typer.Typer) -> None:
         from replay.report.html import write_report
 
         _check_results_dir(results)
+        _check_output(output, results)
         index = write_report(results, output, images=not no_images)
         print(f"wrote {index}")
 
@@ -74,6 +82,7 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"{output}: unknown output type {output.suffix or '(none)'!r}; use one of: "
                         f"{', '.join(CHART_SUFFIXES)}", 2)
         _check_results_dir(results)
+        _check_output(output, results)
         print(f"wrote {save_chart(results, kind, output)}")
 
     @app.command("results")
@@ -97,6 +106,7 @@ def register(app: typer.Typer) -> None:
                 raise _fail(f"unknown --format {fmt!r}; choose one of: csv", 2)
             if output is None:
                 raise _fail("--format csv needs -o DIR", 2)
+            _check_output(output, results)
             written = export_csv(results, output)
             print(f"wrote {len(written) - 1} CSV tables and metadata.json to {output}")
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from replay.model.procfs import (NODE_ZONE, PAGE_SIZE, LayoutError, parse_buddyinfo, parse_iomem, parse_meminfo,
-                                 parse_pagetypeinfo, parse_zoneinfo, snapshot_error)
+from replay.model.procfs import (NODE_ZONE, PAGE_SIZE, LayoutError, check_snapshot_text, parse_buddyinfo, parse_iomem,
+                                 parse_meminfo, parse_pagetypeinfo, parse_zoneinfo, read_vmstat,
+                                 snapshot_error)
 
 __all__ = [
     "DEFAULT_MAX_PAGE_ORDER", "DEFAULT_MIGRATETYPE_NAMES", "DEFAULT_PAGEBLOCK_ORDER", "MemoryLayout", "NodeLayout",
@@ -428,12 +429,14 @@ def load_snapshot(path: str | Path, *, max_page_order: int | None = None,
                     texts[key] = p.read_text(encoding="utf-8", errors="strict")
                 except (OSError, UnicodeDecodeError) as e:
                     raise LayoutError(f"{p}: cannot read: {e}") from None
+                check_snapshot_text(texts[key], str(p))  # empty, or cut short mid-line
                 names[key] = str(p)
                 break
         if texts[key] is None:
             if key == "zoneinfo":
                 raise LayoutError(f"{d / 'zoneinfo'}: missing (a snapshot needs zoneinfo)")
             notes.append(f"{key} not found in {d}")
+    read_vmstat(d)  # not part of the layout, but a damaged vmstat is named now, not after the replay
     lay = layout_from_texts(texts["zoneinfo"] or "", texts["buddyinfo"], texts["pagetypeinfo"],
                             texts["meminfo"], texts["iomem"], max_page_order=max_page_order,
                             source=f"snapshot:{d}", names=names)

@@ -122,7 +122,41 @@ def parse_zoneinfo(text: str, name: str = "zoneinfo") -> list[dict[str, Any]]:
             if missing:
                 raise snapshot_error(name, p["line"], f"zone {z['name']}: cpu {p['cpu']} pageset lacks "
                            f"{', '.join(missing)}")
+        _check_zone_values(z, name)
     return zones
+
+
+def _check_zone_values(z: dict[str, Any], name: str) -> None:
+    """The counters ``zoneinfo_show_print`` prints unsigned (``%lu``) are >= 0, ``present`` fits in
+    ``spanned`` and ``managed`` in ``present`` (``calculate_node_totalpages``, ``memblock_free_all``),
+    and the zone ends below x86-64's 52-bit physical address space."""
+    from parsers.ranges import PFN_LIMIT
+
+    f, where = z["fields"], f"zone {z['name']} of node {z['node']}"
+    for k, v in sorted(f.items()):
+        if v < 0:
+            raise snapshot_error(name, z["line"], f"{where}: {k} {v} is negative (the kernel prints it unsigned)")
+    for p in z["pcp"]:
+        for k in ("count", "high", "batch"):
+            if p[k] < 0:
+                raise snapshot_error(name, p["line"], f"{where}: cpu {p['cpu']} pageset {k} {p[k]} is negative")
+    if f["present"] > f["spanned"]:
+        raise snapshot_error(name, z["line"], f"{where}: present {f['present']} exceeds spanned {f['spanned']}")
+    if f.get("managed", 0) > f["present"]:
+        raise snapshot_error(name, z["line"], f"{where}: managed {f['managed']} exceeds present {f['present']}")
+    start = z["start_pfn"] or 0
+    if start < 0 or start + f["spanned"] > PFN_LIMIT:
+        raise snapshot_error(name, z["line"], f"{where}: pfns [{start:#x}, {start + f['spanned']:#x}) lie outside "
+                             f"x86-64's 52-bit physical address space (pfn < {PFN_LIMIT:#x})")
+
+
+def check_snapshot_text(text: str, name: str) -> None:
+    """A /proc file read whole ends in a newline (seq_file prints whole lines): an empty file or a
+    last line without one is a copy cut short, whose last number may be cut too."""
+    if not text.strip():
+        raise snapshot_error(name, None, "empty file (a /proc snapshot file always has lines)")
+    if not text.endswith("\n"):
+        raise snapshot_error(name, text.count("\n") + 1, "cut short: the last line has no newline")
 
 
 def _int_row(values: Sequence[str], name: str, lineno: int) -> tuple[list[int], bool]:
@@ -154,6 +188,8 @@ def parse_buddyinfo(text: str, name: str = "buddyinfo") -> dict[tuple[int, str],
         if key in out:
             raise snapshot_error(name, lineno, f"zone {key[1]} of node {key[0]} appears twice")
         out[key] = counts
+    if not out:
+        raise snapshot_error(name, None, "no 'Node N, zone NAME counts...' line")
     return out
 
 
@@ -223,6 +259,8 @@ def parse_pagetypeinfo(text: str, name: str = "pagetypeinfo") -> dict[str, Any]:
             continue
         else:
             raise snapshot_error(name, lineno, "zone line before any section header")
+    if not res["free"]:
+        raise snapshot_error(name, None, "no 'Free pages count per migrate type' rows")
     return res
 
 
@@ -236,6 +274,8 @@ def parse_meminfo(text: str, name: str = "meminfo") -> dict[str, int]:
         if not m:
             raise snapshot_error(name, lineno, f"unrecognised meminfo line {raw.strip()!r}")
         out[m.group(1)] = int(m.group(2))
+    if "MemTotal" not in out:
+        raise snapshot_error(name, None, "no MemTotal line (meminfo_proc_show prints it first)")
     return out
 
 
@@ -269,13 +309,17 @@ def parse_iomem(text: str, name: str = "iomem",
     return tuple(merged)
 
 
-def parse_vmstat(text: str) -> dict[str, int]:
-    """/proc/vmstat: counter -> value; lines that are not ``name value`` are skipped."""
+def parse_vmstat(text: str, name: str = "vmstat") -> dict[str, int]:
+    """/proc/vmstat (``vmstat_show``): counter -> value; a line that is not ``name value`` raises
+    :class:`LayoutError` naming ``name:line``."""
     out: dict[str, int] = {}
-    for line in text.splitlines():
+    for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
+        if not parts:
+            continue
+        if len(parts) != 2 or not re.fullmatch(r"[a-z_0-9]+", parts[0]) or not re.fullmatch(r"-?\d+", parts[1]):
+            raise snapshot_error(name, lineno, f"expected 'counter value', got {line.strip()[:80]!r}")
+        out[parts[0]] = int(parts[1])
     return out
 
 
@@ -286,4 +330,9 @@ def read_vmstat(folder: str | Path | None) -> dict[str, int]:
     p = Path(folder) / "vmstat"
     if not p.is_file():
         return {}
-    return parse_vmstat(p.read_text())
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LayoutError(f"{p}: cannot read: {e}") from None
+    check_snapshot_text(text, str(p))
+    return parse_vmstat(text, str(p))

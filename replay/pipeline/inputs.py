@@ -53,11 +53,13 @@ def _check_fits(trace: Path, layout: Any, hi: int | None) -> None:
     need = span * MODEL_BYTES_PER_PAGE
     avail = _memory_available()
     if span >= 1 << 31 or (avail is not None and need > avail):
-        where = f"its highest pfn {hi:#x}" if hi is not None else "--guest-size"
+        where = f"its highest pfn {hi:#x}" if hi is not None else (
+            "its zones" if trace.is_dir() else "--guest-size")  # (a snapshot folder: its zoneinfo)
         raise ReplayInputError(
             f"{trace}: {where} implies a guest of {span * layout.page_size / (1 << 30):,.0f} GiB, whose model needs "
             f"{need / (1 << 30):,.1f} GiB" + (f" (this machine has {avail / (1 << 30):,.1f} GiB available)" if avail else "")
-            + "; give --snapshot or a smaller --guest-size (pfns past it are counted as pfn_out_of_range anomalies)")
+            + ("; the model keeps int32 page indices" if trace.is_dir() else
+               "; give --snapshot or a smaller --guest-size (pfns past it are counted as pfn_out_of_range anomalies)"))
 
 
 def _memory_available() -> int | None:
@@ -206,8 +208,10 @@ def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, g
     end = load_snapshot(end_snapshot) if end_snapshot else None
     if snap is not None:
         layout = snap
+        _check_fits(snapshot, layout, None)
     elif end is not None:
         layout = end
+        _check_fits(end_snapshot, layout, None)
     else:
         lo, hi, cpu_max = _pfn_range(table, ea, bounds)
         if lo is None:

@@ -97,6 +97,9 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     """
     clock = PhaseClock()
     pols = resolve_policies(policies, all_presets, policies_file)  # cheap: a bad name fails at once
+    from replay.results.folder import check_results_output
+
+    check_results_output(output, [trace, snapshot, end_snapshot, policies_file, costs if Path(costs).exists() else None])
     schedule.register_arrow_compute()
     reader = ThreadPoolExecutor(1)
     # Arrow reads the trace without the GIL while this thread imports numba and the replay

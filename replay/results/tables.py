@@ -24,6 +24,7 @@ Definitions (what a reader of the tables can recompute):
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,9 @@ from replay.policy.timeline import AZ_BEHIND, AZ_BLOCKER, WAITED_BEHIND, WB_ACCE
 from replay.policy.prepare import Prepared
 from replay.policy.result import PolicyRun
 from replay.jit import kernel_entry
+from replay.results.folder import PARTIAL_SUFFIX, POLICY_RESULT_FILES
 
 SCHEMA_VERSION = "1"
-POLICY_RESULT_FILES = ("events", "lock_sections", "firmware_calls", "irqs_off", "attribution_cpu",
-                       "attribution_process", "timeseries", "anomalies", "summary")
 #: replay.model.engine section kinds -> docs/results.md lock_sections.kind
 SECTION_KINDS = {"refill": "pcp_refill", "drain": "pcp_drain", "alloc": "buddy_alloc", "free": "buddy_free",
                  "fallback": "fallback"}
@@ -790,14 +790,22 @@ def _dictionary_columns(t: pa.Table) -> list[str]:
 
 def write_policy_results(folder: str | Path, tables: dict[str, pa.Table], metadata: dict[str, str],
                          extra_tables: dict[str, pa.Table] | None = None) -> list[Path]:
-    """Write each table to ``folder/<name>.parquet`` (fixed writer options: deterministic bytes)."""
+    """Write each table to ``folder/<name>.parquet`` (fixed writer options: deterministic bytes).
+
+    Each file is written under a hidden ``.NAME.parquet.partial`` name and renamed when whole;
+    an earlier ``summary.parquet`` goes first and the new one lands last, so a run cut short
+    leaves a folder that every reader refuses (no summary), never old and new tables that look
+    like one result."""
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
+    for stale in d.glob(f".*{PARTIAL_SUFFIX}"):
+        stale.unlink()
+    (d / "summary.parquet").unlink(missing_ok=True)
     md = {f"pagereplay.{k}": str(v) for k, v in sorted(metadata.items())}
 
     def write(item: tuple[str, pa.Table]) -> Path:
         name, t = item
-        p = d / f"{name}.parquet"
+        p = d / f".{name}.parquet{PARTIAL_SUFFIX}"
         pq.write_table(t.replace_schema_metadata({**md, "pagereplay.table": name}), p, compression="zstd",
                        use_dictionary=_dictionary_columns(t), write_statistics=True, row_group_size=1 << 20,
                        store_schema=True)
@@ -806,5 +814,14 @@ def write_policy_results(folder: str | Path, tables: dict[str, pa.Table], metada
     from concurrent.futures import ThreadPoolExecutor
 
     items = [*((n, tables[n]) for n in POLICY_RESULT_FILES), *sorted((extra_tables or {}).items())]
-    with ThreadPoolExecutor(2) as pool:  # Arrow encodes without the GIL: the files side by side
-        return list(pool.map(write, items))
+    try:
+        with ThreadPoolExecutor(2) as pool:  # Arrow encodes without the GIL: the files side by side
+            partial = list(pool.map(write, items))
+    except BaseException:
+        for p in d.glob(f".*{PARTIAL_SUFFIX}"):
+            p.unlink(missing_ok=True)
+        raise
+    final = [d / p.name[1:].removesuffix(PARTIAL_SUFFIX) for p in partial]
+    for p, f in sorted(zip(partial, final), key=lambda pf: pf[1].name == "summary.parquet"):
+        os.replace(p, f)  # summary.parquet last: its presence says the folder is whole
+    return final
