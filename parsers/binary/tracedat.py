@@ -68,6 +68,9 @@ class CpuData:
     base: int = 0  # offset of this CPU's pages in ``buf``
     npages: int = 0
     chunk_offsets: list[int] = field(default_factory=list)  # file offset of each page (compressed: its chunk)
+    # compressed (v7): the chunks (frame, uncompressed size, file offset), decompressed by ``_finish``
+    chunks: list[tuple[Any, int, int]] | None = None
+    dec: Any = None  # (their ``_Decompressor``)
 
 
 @dataclass
@@ -117,9 +120,13 @@ class _Decompressor:
         elif kind != "none":
             fail(name, None, f"unknown compression {kind!r} (known: none, zlib, zstd)")
 
-    def __call__(self, frame, usize: int, offset: int, what: str) -> bytes:
+    def check(self, frame, usize: int, offset: int, what: str) -> None:
+        """A size no chunk of a trace-cmd file can have is corruption (before allocating it)."""
         if usize > MAX_CHUNK or usize > MAX_RATIO * max(len(frame), 1) + 4096:
             fail(self.name, offset, f"corrupt {what}: uncompressed size {usize} for {len(frame)} compressed bytes")
+
+    def __call__(self, frame, usize: int, offset: int, what: str) -> bytes:
+        self.check(frame, usize, offset, what)
         try:
             if self.kind == "zstd":
                 out = self._z.decompress(frame, max_output_size=usize) if usize else b""
@@ -387,21 +394,23 @@ def _load_chunks(td: TraceDat, data, cd: CpuData, dec: _Decompressor) -> None:
     nchunks = c.u32("chunk count")
     if nchunks > c.left // 8:
         c.fail(f"corrupt chunk count {nchunks}", cd.offset)
-    outs: list[bytes] = []
+    chunks: list[tuple[Any, int, int]] = []
     offs: list[int] = []
     for _ in range(nchunks):
         at = c.pos
         zsize = c.u32("chunk compressed size")
         usize = c.u32("chunk uncompressed size")
         frame = c.view(zsize, "compressed chunk")
-        out = dec(frame, usize, at, f"cpu {cd.cpu} chunk")
+        dec.check(frame, usize, at, f"cpu {cd.cpu} chunk")
         if usize % td.page_size:
             fail(name, at, f"corrupt cpu {cd.cpu} chunk: {usize} bytes is not whole pages of {td.page_size}")
-        outs.append(out)
+        chunks.append((frame, usize, at))
         offs.extend([at] * (usize // td.page_size))
-    raw = b"".join(outs)
-    cd.buf = np.frombuffer(raw, np.uint8)
-    cd.npages = len(raw) // td.page_size
+    # (decompressed by ``_finish``, each chunk straight into its place in the one page buffer: joining
+    # the chunks per CPU, then the CPUs, wrote and faulted in the 13 MB of pages three times)
+    cd.chunks = chunks
+    cd.dec = dec
+    cd.npages = len(offs)
     cd.chunk_offsets = offs
 
 
@@ -488,27 +497,39 @@ def _finish(td: TraceDat, data) -> None:
     ps = td.page_size
     cpus = sorted(td.cpus, key=lambda cd: (cd.cpu, cd.instance))
     td.cpus = cpus
-    if all(cd.buf is None for cd in cpus):
+    if all(cd.chunks is None for cd in cpus):
         buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
         starts = [np.arange(cd.npages, dtype=np.int64) * ps + cd.offset for cd in cpus]
         fo = starts
     else:
-        parts = []
-        starts, fo = [], []
-        base = 0
-        for cd in cpus:
-            if cd.buf is None:
-                cd.buf = np.frombuffer(data, np.uint8)[cd.offset : cd.offset + cd.npages * ps]
-                cd.chunk_offsets = list(range(cd.offset, cd.offset + cd.npages * ps, ps))
-            parts.append(cd.buf[: cd.npages * ps])
-            starts.append(base + np.arange(cd.npages, dtype=np.int64) * ps)
-            fo.append(np.asarray(cd.chunk_offsets, np.int64))
-            base += cd.npages * ps
-        buf = np.concatenate(parts) if len(parts) != 1 else parts[0]
+        buf, starts, fo = _gather_pages(cpus, data, ps)
     td.buf = buf
     td.page_starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
     td.page_cpu = np.concatenate([np.full(cd.npages, cd.cpu, np.int32) for cd in cpus]) if cpus else np.zeros(0, np.int32)
     td.page_file_offset = np.concatenate(fo) if fo else np.zeros(0, np.int64)
+
+
+def _gather_pages(cpus: list[CpuData], data, ps: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """One buffer of every CPU's pages, in ``cpus`` order: compressed chunks decompressed into
+    place, in-place pages copied; (buffer, page starts, page file offsets) per CPU."""
+    buf = np.empty(sum(cd.npages for cd in cpus) * ps, np.uint8)
+    starts, fo = [], []
+    base = 0
+    for cd in cpus:
+        n = cd.npages * ps
+        if cd.chunks is None:
+            buf[base : base + n] = np.frombuffer(data, np.uint8)[cd.offset : cd.offset + n]
+            cd.chunk_offsets = list(range(cd.offset, cd.offset + n, ps))
+        else:
+            pos = base
+            for frame, usize, at in cd.chunks:
+                buf[pos : pos + usize] = np.frombuffer(cd.dec(frame, usize, at, f"cpu {cd.cpu} chunk"), np.uint8)
+                pos += usize
+        cd.buf = buf[base : base + n]
+        starts.append(base + np.arange(cd.npages, dtype=np.int64) * ps)
+        fo.append(np.asarray(cd.chunk_offsets, np.int64))
+        base += n
+    return buf, starts, fo
 
 
 def scan(td: TraceDat, plan=None, compiled: bool = True) -> PageScan:
