@@ -422,10 +422,100 @@ def build(parser, recs: Records, fa: BinaryFileAccounting, file_id: int, name: s
     n = len(recs.pos)
     fa.lines_total += n
     plan = recs.plan
-    formats = plan.formats
-    evid, st = recs.evid, recs.st
+    evid = recs.evid
     for nm, c in recs.info.get("other_events", {}).items():
         fa.other_events[nm] = fa.other_events.get(nm, 0) + int(c)
+    rec_code, code_of, mal_rows, problems, seen_kmem = _classify(fa, recs)
+    decoders = plan.decoders
+    for rows, reason in mal_rows:
+        _malformed(fa, recs, rows, reason)
+    for line, reason, detail in recs.malformed:  # found by the reader (corrupt pages...): not in ``pos``
+        fa.lines_malformed += 1
+        fa.lines_total += 1
+        fa.malformed_reasons[reason] = fa.malformed_reasons.get(reason, 0) + 1
+        if len(fa.malformed_examples) < fa.max_examples:
+            fa.malformed_examples.append({"file": fa.name, "line": int(line), "reason": reason, "text": detail})
+    parsed = np.flatnonzero(rec_code >= 0)
+    npar = len(parsed)
+    if npar == 0:
+        _no_events(fa, recs, name, n, seen_kmem, problems)
+    # --- the canonical order of the parsed records: (ts, cpu, file order)
+    every = npar == n  # (the usual case: every record is a kmem event)
+    ts_f = recs.ts if every else recs.ts.take(parsed)
+    cpu_f = (recs.cpu if every else recs.cpu.take(parsed)).astype(np.int32, copy=False)
+    lines_f = recs.ordinal if every else recs.ordinal.take(parsed)
+    _order_check(fa, ts_f, cpu_f, lines_f)
+    perm = _sort_order(ts_f, cpu_f)
+    rows_s = perm if every else parsed.take(perm)  # record index of each output row
+    seq0 = parser._seq
+    parser._seq += npar
+    seq_s = seq0 + perm.astype(np.int64)
+    _lost(fa, recs, parsed, seq0)
+    ts_s = ts_f.take(perm)
+    cpu_s = cpu_f.take(perm)
+    lines_s = lines_f.take(perm)
+    code_s = rec_code.take(rows_s)
+    evid_s = evid.take(rows_s)
+    pid_s = (recs.pid if recs.pid is not None else recs.cpid).take(rows_s).astype(np.int32)
+    comm_s = _comms(parser, recs, rows_s, pid_s)
+    tgid_s = recs.tgid.take(rows_s).astype(np.int32) if recs.tgid is not None else None
+    present = [eid for eid in decoders if eid < len(code_of) and code_of[eid] >= 0]
+    sel_of = {eid: np.flatnonzero(evid_s == eid) for eid in present}
+    gfp_s = _gfp_ids(parser, decoders, present, sel_of, recs, rows_s, name, npar)
+    counts = np.bincount(code_s.astype(np.int64), minlength=len(EVENT_NAMES))
+    for c, k in enumerate(counts.tolist()):
+        fa.events[EVENT_NAMES[c]] += int(k)
+    fa.lines_parsed += npar
+    fa.counters[LINES_TS_COUNTER if recs.timestamp_unit == "counter" else LINES_TS_DECIMAL] += npar
+    for eid in present:
+        fa.counters[LINES_PFN_HEX if decoders[eid].hex_pfn else LINES_PFN_DEC] += len(sel_of[eid])
+    dicts = (parser.comms.dictionary(), parser.gfps.dictionary(), parser.files.dictionary())
+    cols_s = (ts_s, cpu_s, pid_s, comm_s, lines_s, seq_s)
+    dropped = 0
+    for a in range(0, npar, PIECE_ROWS):
+        b = min(npar, a + PIECE_ROWS)
+        m = b - a
+        cols = _decode_piece(decoders, present, evid_s[a:b], rows_s[a:b], recs.vals, m)
+        keep = cols.pop("_keep")
+        pcode = code_s[a:b]
+        pfn = cols["pfn"]
+        failed = (pcode == 0) & (pfn <= 0)
+        nfailed = int(np.count_nonzero(failed))
+        if nfailed:
+            pfn = np.where(failed, -1, pfn)
+        forder, pborder, frag = cols["forder"], cols["pborder"], cols["frag"]
+        known = (forder >= 0) & (pborder >= 0)
+        if known.any():
+            want = np.where(known, (forder < pborder).astype(np.int64), frag)
+            fa.fragmenting_recomputed += int(np.count_nonzero((want != frag) & known))
+            frag = want
+        fa.failed_allocs += nfailed
+        arrays = _piece_arrays(cols, a, b, pcode, pfn, failed, forder, pborder, frag, gfp_s, cols_s, tgid_s, file_id, dicts)
+        batch = pa.RecordBatch.from_arrays(arrays, schema=parser.schema)
+        if keep is not None:  # values outside int8: malformed, as in the text (rare)
+            bad = np.flatnonzero(~keep)
+            _malformed(fa, recs, rows_s[a:b][bad], "bad field value")
+            fa.lines_parsed -= len(bad)
+            for c in pcode[bad].tolist():
+                fa.events[EVENT_NAMES[c]] -= 1
+            fa.failed_allocs -= int(np.count_nonzero(failed[bad]))
+            dropped += len(bad)
+            batch = batch.filter(pa.array(keep))
+            if batch.num_rows == 0:
+                continue
+        yield batch
+    if dropped and fa.lines_parsed == 0:
+        _no_events(fa, recs, name, n, seen_kmem, problems)
+
+
+def _classify(fa: BinaryFileAccounting, recs: Records):
+    """What each record is: (its Event code or -1, the code of each event id, the malformed rows
+    with their reasons, the kmem formats that cannot be evaluated, whether any kmem event was
+    seen); other events are counted in ``fa``."""
+    n = len(recs.pos)
+    plan = recs.plan
+    formats = plan.formats
+    evid, st = recs.evid, recs.st
     mal_rows: list[tuple[np.ndarray, str]] = []
     if n and int(st.max()) > 0:
         bad_hdr = np.flatnonzero(st == 2)
@@ -469,44 +559,17 @@ def build(parser, recs: Records, fa: BinaryFileAccounting, file_id: int, name: s
     if short.size:
         mal_rows.append((short, "record shorter than its format"))
         rec_code[short] = -1
-    for rows, reason in mal_rows:
-        _malformed(fa, recs, rows, reason)
-    for line, reason, detail in recs.malformed:  # found by the reader (corrupt pages...): not in ``pos``
-        fa.lines_malformed += 1
-        fa.lines_total += 1
-        fa.malformed_reasons[reason] = fa.malformed_reasons.get(reason, 0) + 1
-        if len(fa.malformed_examples) < fa.max_examples:
-            fa.malformed_examples.append({"file": fa.name, "line": int(line), "reason": reason, "text": detail})
-    parsed = np.flatnonzero(rec_code >= 0)
-    npar = len(parsed)
-    if npar == 0:
-        _no_events(fa, recs, name, n, seen_kmem, problems)
-    # --- the canonical order of the parsed records: (ts, cpu, file order)
-    every = npar == n  # (the usual case: every record is a kmem event)
-    ts_f = recs.ts if every else recs.ts.take(parsed)
-    cpu_f = (recs.cpu if every else recs.cpu.take(parsed)).astype(np.int32, copy=False)
-    lines_f = recs.ordinal if every else recs.ordinal.take(parsed)
-    _order_check(fa, ts_f, cpu_f, lines_f)
-    perm = _sort_order(ts_f, cpu_f)
-    rows_s = perm if every else parsed.take(perm)  # record index of each output row
-    seq0 = parser._seq
-    parser._seq += npar
-    seq_s = seq0 + perm.astype(np.int64)
-    _lost(fa, recs, parsed, seq0)
-    ts_s = ts_f.take(perm)
-    cpu_s = cpu_f.take(perm)
-    lines_s = lines_f.take(perm)
-    code_s = rec_code.take(rows_s)
-    evid_s = evid.take(rows_s)
-    pid_s = (recs.pid if recs.pid is not None else recs.cpid).take(rows_s).astype(np.int32)
-    comm_s = _comms(parser, recs, rows_s, pid_s)
-    tgid_s = recs.tgid.take(rows_s).astype(np.int32) if recs.tgid is not None else None
+    return rec_code, code_of, mal_rows, problems, seen_kmem
+
+
+def _gfp_ids(parser, decoders, present: list[int], sel_of: dict, recs: Records, rows_s: np.ndarray, name: str,
+             npar: int) -> np.ndarray:
+    """The global gfp_flags text id of each output row (-1: none), each text rebuilt once per
+    distinct raw value over the whole file."""
     # gfp text: evaluated once per distinct input over the whole file
     gfp_s = np.full(npar, -1, np.int32)
     gtexts: list[str] = []
     gids_of: dict[str, int] = {}
-    present = [eid for eid in decoders if eid < len(code_of) and code_of[eid] >= 0]
-    sel_of = {eid: np.flatnonzero(evid_s == eid) for eid in present}
     for eid in present:
         dec = decoders[eid]
         sel = sel_of[eid]
@@ -525,75 +588,41 @@ def build(parser, recs: Records, fa: BinaryFileAccounting, file_id: int, name: s
         gglob = _intern_strings(parser.gfps, gtexts)
         has_g = gfp_s >= 0
         gfp_s = np.where(has_g, gglob.take(np.maximum(gfp_s, 0)), -1).astype(np.int32)
-    counts = np.bincount(code_s.astype(np.int64), minlength=len(EVENT_NAMES))
-    for c, k in enumerate(counts.tolist()):
-        fa.events[EVENT_NAMES[c]] += int(k)
-    fa.lines_parsed += npar
-    fa.counters[LINES_TS_COUNTER if recs.timestamp_unit == "counter" else LINES_TS_DECIMAL] += npar
-    for eid in present:
-        fa.counters[LINES_PFN_HEX if decoders[eid].hex_pfn else LINES_PFN_DEC] += len(sel_of[eid])
-    comm_dict = parser.comms.dictionary()
-    gfp_dict = parser.gfps.dictionary()
-    files_dict = parser.files.dictionary()
-    dropped = 0
-    for a in range(0, npar, PIECE_ROWS):
-        b = min(npar, a + PIECE_ROWS)
-        m = b - a
-        cols = _decode_piece(decoders, present, evid_s[a:b], rows_s[a:b], recs.vals, m)
-        keep = cols.pop("_keep")
-        pcode = code_s[a:b]
-        pfn = cols["pfn"]
-        failed = (pcode == 0) & (pfn <= 0)
-        nfailed = int(np.count_nonzero(failed))
-        if nfailed:
-            pfn = np.where(failed, -1, pfn)
-        forder, pborder, frag = cols["forder"], cols["pborder"], cols["frag"]
-        known = (forder >= 0) & (pborder >= 0)
-        if known.any():
-            want = np.where(known, (forder < pborder).astype(np.int64), frag)
-            fa.fragmenting_recomputed += int(np.count_nonzero((want != frag) & known))
-            frag = want
-        fa.failed_allocs += nfailed
-        g = gfp_s[a:b]
-        arrays = [
-            _plain(ts_s[a:b], pa.int64()),
-            _plain(cpu_s[a:b], pa.int32()),
-            _plain(pid_s[a:b], pa.int32()),
-            _nulls(m, pa.int32()) if tgid_s is None else _plain(tgid_s[a:b], pa.int32()),
-            pa.DictionaryArray.from_arrays(_plain(comm_s[a:b], pa.int32()), comm_dict, safe=False),
-            pa.DictionaryArray.from_arrays(_plain(pcode, pa.int8()), _EVENT_DICT, safe=False),
-            _nint(pfn, pa.int64()),
-            _plain(cols["order"].astype(np.int8), pa.int8()),
-            _nint(cols["mt"], pa.int8()),
-            pa.DictionaryArray.from_arrays(_col(g, pa.int32(), g < 0), gfp_dict, safe=False),
-            _col(cols["gfp_raw"].view(np.uint64), pa.uint64(), ~cols["gfp_has"]),
-            _nbool(cols["pcp"]),
-            _bool_column(failed),
-            _nint(forder, pa.int8()),
-            _nint(pborder, pa.int8()),
-            _nint(cols["fmt"], pa.int8()),
-            _nbool(frag),
-            _nbool(cols["chown"]),
-            _nbool(cols["cold"]),
-            pa.DictionaryArray.from_arrays(_plain(np.full(m, file_id, np.int16), pa.int16()), files_dict, safe=False),
-            _plain(lines_s[a:b], pa.int64()),
-            _plain(seq_s[a:b], pa.int64()),
-        ]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=parser.schema)
-        if keep is not None:  # values outside int8: malformed, as in the text (rare)
-            bad = np.flatnonzero(~keep)
-            _malformed(fa, recs, rows_s[a:b][bad], "bad field value")
-            fa.lines_parsed -= len(bad)
-            for c in pcode[bad].tolist():
-                fa.events[EVENT_NAMES[c]] -= 1
-            fa.failed_allocs -= int(np.count_nonzero(failed[bad]))
-            dropped += len(bad)
-            batch = batch.filter(pa.array(keep))
-            if batch.num_rows == 0:
-                continue
-        yield batch
-    if dropped and fa.lines_parsed == 0:
-        _no_events(fa, recs, name, n, seen_kmem, problems)
+    return gfp_s
+
+
+def _piece_arrays(cols: dict, a: int, b: int, pcode, pfn, failed, forder, pborder, frag, gfp_s, cols_s, tgid_s, file_id: int,
+                  dicts) -> list[pa.Array]:
+    """The Arrow columns of output rows [a, b) (``cols``: the piece's decoded numeric columns;
+    ``cols_s``: the whole file's sorted ts, cpu, pid, comm, line and seq)."""
+    g = gfp_s[a:b]
+    ts_s, cpu_s, pid_s, comm_s, lines_s, seq_s = cols_s
+    comm_dict, gfp_dict, files_dict = dicts
+    m = b - a
+    return [
+        _plain(ts_s[a:b], pa.int64()),
+        _plain(cpu_s[a:b], pa.int32()),
+        _plain(pid_s[a:b], pa.int32()),
+        _nulls(m, pa.int32()) if tgid_s is None else _plain(tgid_s[a:b], pa.int32()),
+        pa.DictionaryArray.from_arrays(_plain(comm_s[a:b], pa.int32()), comm_dict, safe=False),
+        pa.DictionaryArray.from_arrays(_plain(pcode, pa.int8()), _EVENT_DICT, safe=False),
+        _nint(pfn, pa.int64()),
+        _plain(cols["order"].astype(np.int8), pa.int8()),
+        _nint(cols["mt"], pa.int8()),
+        pa.DictionaryArray.from_arrays(_col(g, pa.int32(), g < 0), gfp_dict, safe=False),
+        _col(cols["gfp_raw"].view(np.uint64), pa.uint64(), ~cols["gfp_has"]),
+        _nbool(cols["pcp"]),
+        _bool_column(failed),
+        _nint(forder, pa.int8()),
+        _nint(pborder, pa.int8()),
+        _nint(cols["fmt"], pa.int8()),
+        _nbool(frag),
+        _nbool(cols["chown"]),
+        _nbool(cols["cold"]),
+        pa.DictionaryArray.from_arrays(_plain(np.full(m, file_id, np.int16), pa.int16()), files_dict, safe=False),
+        _plain(lines_s[a:b], pa.int64()),
+        _plain(seq_s[a:b], pa.int64()),
+    ]
 
 
 def _decode_piece(decoders, present, evid_p: np.ndarray, rows_p: np.ndarray, vals: np.ndarray, m: int) -> dict[str, Any]:
