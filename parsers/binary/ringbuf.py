@@ -145,11 +145,27 @@ def scan_pages(buf: np.ndarray, starts: np.ndarray, page_size: int, hdr: Headers
 
 
 def _scan_batch(buf, u32v, P, page_size, hdr: Headers, le, counts, bad, b0):
+    """The data records of the pages at ``P`` with numpy: (payload offset, length, stamp, page,
+    lost per page); bad pages are appended to ``bad`` (page ``b0`` + i, reason, offset)."""
     B = len(P)
-    nbuf = len(buf)
     if B == 0:
         z = np.zeros(0, np.int64)
         return z, z, z, z, z
+    page_ts, pos, end, lost = _page_heads(buf, P, page_size, hdr, le, bad, b0)
+    fast_steps, slow_steps, cur = _walk_steps(buf, u32v, pos, end, le, bad, b0, P)
+    # records that run past their page's data: the last one of such a page
+    over = np.flatnonzero(cur > end)
+    order = _file_order(fast_steps, slow_steps, B, over, P, bad, b0)
+    if order is None:
+        z = np.zeros(0, np.int64)
+        return z, z, z, z, lost
+    return (*_records(order, slow_steps, page_ts, le, counts), lost)
+
+
+def _page_heads(buf, P, page_size, hdr: Headers, le, bad, b0):
+    """(page stamps, data start, data end, lost events: -1 none, -2 an unknown number) of the
+    pages at ``P``; a commit larger than the page is a bad page (its data taken as empty)."""
+    B = len(P)
     page_ts = _gather_u(buf, P, hdr.page_ts_size, le)
     commit = _gather_u(buf, P + hdr.commit_offset, hdr.commit_size, le)
     length = commit & COMMIT_MASK
@@ -170,6 +186,12 @@ def _scan_batch(buf, u32v, P, page_size, hdr: Headers, le, counts, bad, b0):
         if stored.any():
             idx = np.flatnonzero(stored)
             lost[idx] = _gather_u(buf, end[idx], hdr.long_size, le)
+    return page_ts, pos, end, lost
+
+
+def _walk_steps(buf, u32v, pos, end, le, bad, b0, P):
+    """Walk every page's records at once: (fast steps, slow steps, where each page's walk ended)."""
+    nbuf = len(buf)
     # walk: step k reads the k-th record header of every page that has one.  The common case
     # (data records, type_len 1..28) costs a handful of numpy calls per step; the rest is decoded
     # after the walk, over all records at once.
@@ -219,15 +241,18 @@ def _scan_batch(buf, u32v, P, page_size, hdr: Headers, le, counts, bad, b0):
         act = act[keep]
         e_act = e_act[keep]
         k += 1
-    # records that run past their page's data: the last one of such a page
-    over = np.flatnonzero(cur > end)
+    return fast_steps, slow_steps, cur
+
+
+def _file_order(fast_steps, slow_steps, B: int, over, P, bad, b0):
+    """The walk's steps scattered into page-major (file) order: (positions, header words, array[0],
+    slow, page, keep or None, count), or None when there is no record."""
     # scatter the steps into page-major (file) order: a page's k-th entry is in step k
     steps_pages = [st[0] for st in fast_steps] + [st[0] for st in slow_steps]
     cnt = np.bincount(np.concatenate(steps_pages), minlength=B) if steps_pages else np.zeros(B, np.int64)
     n = int(cnt.sum())
     if n == 0:
-        z = np.zeros(0, np.int64)
-        return z, z, z, z, lost
+        return None
     first_entry = np.cumsum(cnt) - cnt
     posf = np.empty(n, np.int64)
     wf = np.empty(n, np.uint32)
@@ -257,6 +282,13 @@ def _scan_batch(buf, u32v, P, page_size, hdr: Headers, le, counts, bad, b0):
                 last = first_entry[pg] + cnt[pg] - 1
                 keepf[last] = False
                 bad.append((b0 + pg, BAD_OVERRUN, int(posf[last] - P[pg])))
+    return posf, wf, a0f, slowf, pagef, keepf, n
+
+
+def _records(order, slow_steps, page_ts, le, counts):
+    """(payload offset, length, stamp, page) of the data records, from the records in file order:
+    time deltas summed within each page, restarting at absolute stamps."""
+    posf, wf, a0f, slowf, pagef, keepf, n = order
     tlf = ((wf & np.uint32(31)) if le else (wf >> np.uint32(27))).astype(np.int64)
     delta = ((wf >> np.uint32(5)) if le else (wf & np.uint32(0x7FFFFFF))).astype(np.int64)
     posf_data = posf + 4
@@ -292,4 +324,4 @@ def _scan_batch(buf, u32v, P, page_size, hdr: Headers, le, counts, bad, b0):
     seg_off = cs[seg_start] - add[seg_start]
     ts = seg_base[seg] + cs - seg_off[seg]
     dataf = posf >= 0
-    return posf[dataf], lenf[dataf], ts[dataf], pagef[dataf], lost
+    return posf[dataf], lenf[dataf], ts[dataf], pagef[dataf]
