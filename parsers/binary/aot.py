@@ -34,7 +34,7 @@ import numpy as np
 from ..compiled import aot_enabled, cache_root
 
 MODULE = "_pagereplay_binary"
-EXPORTS = ("rb_scan", "perf_walk", "perf_samples", "decode", "comm_of", "gather")
+EXPORTS = ("rb_count", "rb_scan_into", "perf_walk", "perf_samples", "decode", "comm_of", "gather")
 BUILD_TIMEOUT = 600
 _HERE = Path(__file__).resolve().parent
 _lock = threading.Lock()
@@ -48,6 +48,14 @@ def ro(a: np.ndarray, dtype=None) -> np.ndarray:
         a = a.view()
         a.flags.writeable = False
     return a
+
+
+def rb_outputs(n: int, nf: int) -> tuple[np.ndarray, ...]:
+    """The record arrays ``kernels.rb_scan_into`` fills for ``n`` records: (pos, length, ts, page,
+    evid, cpid, st, vals), the types its compiled signature has."""
+    i8, i4 = np.int64, np.int32
+    return (np.empty(n, i8), np.empty(n, i4), np.empty(n, i8), np.empty(n, i4), np.empty(n, i4), np.empty(n, i4),
+            np.empty(n, np.int8), np.empty((nf, n), i8))
 
 
 def perf_outputs(ns: int, nf: int) -> tuple[np.ndarray, ...]:
@@ -164,7 +172,9 @@ def _build(target: Path) -> None:
     i8 = ro(np.zeros(1, np.int64))
     hdr = ro(np.array([0, 2, 4, 4], np.int64))
     plan = ro(np.zeros((1, 1, 3), np.int64))
-    jit["rb_scan"](u8, i8, 4096, 8, 8, 8, 16, True, 8, hdr, i8, plan, i8, i8)
+    jit["rb_count"](u8, i8, 4096, 8, 8, 8, 16, True)
+    jit["rb_scan_into"](u8, i8, 0, 0, 0, 4096, 8, 8, 8, 16, True, 8, hdr, i8, plan, i8, i8, *rb_outputs(0, 1),
+                        np.zeros(1, np.int64), np.zeros((1, 3), np.int64), np.zeros(3, np.int64))
     fix = ro(np.zeros((1, 5), np.int64))
     jit["perf_walk"](u8, 0, 0, True, 16)
     # (the output arrays of perf_samples are writable: the readers allocate them, see ``perf_outputs``)

@@ -3,8 +3,8 @@
 Touching a record costs a cache miss (perf.data records are ~100 bytes apart in a 40 MB
 buffer), so each kernel reads everything the table needs from a record while it is at hand:
 
-* ``rb_scan``: every record of every ring-buffer page (trace.dat) with its timestamp, and
-  its payload decoded (``_decode``);
+* ``rb_count`` then ``rb_scan_into``: every record of every ring-buffer page (trace.dat) with
+  its timestamp, and its payload decoded (``_decode_all``), a range of pages per call;
 * ``perf_walk``: every perf.data record (offset, type, size);
 * ``perf_samples``: for the samples found by the walk, the sample fields (time, cpu, pid/tid,
   where the raw data is) and the raw tracepoint payload decoded, a range of rows per call;
@@ -32,7 +32,7 @@ MISSED_EVENTS = 1 << 31
 MISSED_STORED = 1 << 30
 TOP_MASK = -(1 << 59)
 
-# bad-page reasons (rb_scan)
+# bad-page reasons (rb_scan_into)
 BAD_COMMIT = 1  # commit larger than the page
 BAD_HEADER = 2  # a record header that cannot be (array[0] < 4)
 BAD_OVERRUN = 3  # a record runs past the committed data
@@ -181,31 +181,34 @@ def _page(buf, start, page_size, ts_size, commit_off, commit_size, data_off, le,
     return nrec, 0, 0
 
 
-def rb_scan(buf, starts, page_size, ts_size, commit_off, commit_size, data_off, le, long_size,
-            hdr, id2plan, plan, plan_nf, plan_need):
-    """Data records of the pages at ``starts``, decoded: (k, pos, length, ts, page, page_lost, counts,
-    bad, evid, cpid, st, vals), of which the first k rows are set."""
+def rb_count(buf, starts, page_size, ts_size, commit_off, commit_size, data_off, le):
+    """The data records of each page at ``starts`` (the rows ``rb_scan_into`` writes for it), so
+    that threads can fill exact, disjoint row ranges."""
     npg = len(starts)
-    cap = 0
-    for i in range(npg):  # an upper bound: a data record takes at least 8 bytes
-        length = _u(buf, starts[i] + commit_off, commit_size, le) & np.int64(COMMIT_MASK)
-        cap += min(length, page_size) // 8 + 1
-    # (narrow types where they hold: the first touch of fresh memory costs as much as the scan)
-    out_pos = np.empty(cap, np.int64)
-    out_len = np.empty(cap, np.int32)
-    out_ts = np.empty(cap, np.int64)
-    out_page = np.empty(cap, np.int32)
-    evid = np.empty(cap, np.int32)
-    cpid = np.empty(cap, np.int32)
-    st = np.empty(cap, np.int8)
-    nf = plan.shape[1]
-    vals = np.empty((nf, cap), np.int64)  # (not zeroed: a row only reads the fields its plan wrote)
-    page_lost = np.full(npg, -1, np.int64)
-    bad = np.full((npg, 3), -1, np.int64)  # (page, reason, offset in page)
+    m = page_size // 8 + 1  # (a data record takes at least 8 bytes: a page's rows fit the scratch)
+    s_pos = np.empty(m, np.int64)
+    s_len = np.empty(m, np.int32)
+    s_ts = np.empty(m, np.int64)
+    s_page = np.empty(m, np.int32)
     counts = np.zeros(3, np.int64)
-    nbad = 0
-    k = 0
+    out = np.empty(npg, np.int64)
     for i in range(npg):
+        r, _b, _o = _page(buf, starts[i], page_size, ts_size, commit_off, commit_size, data_off, le, s_pos, s_len,
+                          s_ts, s_page, 0, i, counts)
+        out[i] = r
+    return out
+
+
+def rb_scan_into(buf, starts, lo, hi, row0, page_size, ts_size, commit_off, commit_size, data_off, le, long_size,
+                 hdr, id2plan, plan, plan_nf, plan_need, out_pos, out_len, out_ts, out_page, evid, cpid, st, vals,
+                 page_lost, bad, counts):
+    """The data records of pages ``lo <= i < hi`` into rows from ``row0`` (``rb_count`` gives each
+    page's rows), decoded; ``page_lost[i]`` set, bad pages listed in ``bad`` (page, reason, offset
+    in page), padding / time extends / time stamps counted in ``counts``.  Returns (rows, bad
+    pages).  The GIL is released: two threads fill two page ranges."""
+    nbad = 0
+    k = row0
+    for i in range(lo, hi):
         s = starts[i]
         r, b, o = _page(buf, s, page_size, ts_size, commit_off, commit_size, data_off, le, out_pos, out_len,
                         out_ts, out_page, k, i, counts)
@@ -221,8 +224,8 @@ def rb_scan(buf, starts, page_size, ts_size, commit_off, commit_size, data_off, 
             page_lost[i] = -2
             if (commit & np.int64(MISSED_STORED)) and length + long_size <= page_size - data_off:
                 page_lost[i] = _u(buf, s + data_off + length, long_size, le)
-    _decode_all(buf, out_pos, out_len, le, hdr, id2plan, plan, plan_nf, plan_need, 0, k, evid, cpid, st, vals)
-    return (k, out_pos, out_len, out_ts, out_page, page_lost, counts, bad[:nbad].copy(), evid, cpid, st, vals)
+    _decode_all(buf, out_pos, out_len, le, hdr, id2plan, plan, plan_nf, plan_need, row0, k, evid, cpid, st, vals)
+    return k - row0, nbad
 
 
 def _attr_of(buf, q, size, le, idpos, id_sorted, id_attr):

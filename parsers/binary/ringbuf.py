@@ -25,6 +25,7 @@ the data.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,33 +41,49 @@ TS_SHIFT = 27
 PAGES_PER_BATCH = 4096
 
 
-COMPILED_BATCH = 1 << 14  # pages per call of the compiled scan (bounds its output arrays)
+PARALLEL_MIN = 1 << 16  # records: fewer are scanned on one thread (a thread costs more than it saves)
 
 
 def _scan_compiled(k, buf, starts, page_size, hdr: Headers, le: bool, plan_args: tuple) -> PageScan:
+    """The pages counted (``kernels.rb_count``), then scanned into exact row ranges, the two
+    halves of the pages on two threads (``kernels.rb_scan_into`` releases the GIL)."""
     rbuf = aot.ro(buf)
-    parts = []
-    page_lost = np.full(len(starts), -1, np.int64)
-    counts = np.zeros(3, np.int64)
-    bad: list[tuple[int, int, int]] = []
-    for b0 in range(0, len(starts), COMPILED_BATCH):
-        P = aot.ro(starts[b0 : b0 + COMPILED_BATCH], np.int64)
-        (n, pos, length, ts, page, lost, c3, bd, evid, cpid, st, vals) = k.rb_scan(
-            rbuf, P, page_size, hdr.page_ts_size, hdr.commit_offset, hdr.commit_size, hdr.data_offset, le,
-            hdr.long_size, *plan_args)
-        parts.append((pos[:n], length[:n], ts[:n], page[:n] + b0, evid[:n], cpid[:n], st[:n], vals[:, :n]))
-        page_lost[b0 : b0 + len(P)] = lost
-        counts += c3
-        bad.extend((int(a) + b0, int(b), int(c)) for a, b, c in bd.tolist())
-    if len(parts) == 1:
-        pos, length, ts, page, evid, cpid, st, vals = parts[0]
-    elif parts:
-        pos, length, ts, page, evid, cpid, st = (np.concatenate([p[i] for p in parts]) for i in range(7))
-        vals = np.concatenate([p[7] for p in parts], axis=1)
-    else:
-        pos = length = ts = page = evid = cpid = np.zeros(0, np.int64)
-        st = np.zeros(0, np.int8)
-        vals = np.zeros((plan_args[2].shape[1], 0), np.int64)
+    P = aot.ro(starts, np.int64)
+    npg = len(P)
+    geo = (page_size, hdr.page_ts_size, hdr.commit_offset, hdr.commit_size, hdr.data_offset, le)
+    per_page = k.rb_count(rbuf, P, *geo) if npg else np.zeros(0, np.int64)
+    n = int(per_page.sum())
+    out = aot.rb_outputs(n, plan_args[2].shape[1])
+    page_lost = np.full(npg, -1, np.int64)
+    h = npg // 2 if n >= PARALLEL_MIN else npg
+    ranges = [(0, h), (h, npg)] if 0 < h < npg else [(0, npg)]
+    res: list = [None] * len(ranges)
+
+    def run(j: int) -> None:
+        lo, hi = ranges[j]
+        bad_j = np.full((max(hi - lo, 1), 3), -1, np.int64)
+        counts_j = np.zeros(3, np.int64)
+        try:
+            _rows, nbad = k.rb_scan_into(rbuf, P, lo, hi, int(per_page[:lo].sum()), *geo, hdr.long_size, *plan_args, *out,
+                                        page_lost, bad_j, counts_j)
+            res[j] = (bad_j[:nbad], counts_j)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+            res[j] = e
+
+    threads = [threading.Thread(target=run, args=(j,), name="pagereplay-rb-scan") for j in range(1, len(ranges))]
+    for t in threads:
+        t.start()
+    try:
+        run(0)
+    finally:
+        for t in threads:
+            t.join()
+    for r in res:
+        if isinstance(r, BaseException):
+            raise r
+    pos, length, ts, page, evid, cpid, st, vals = out
+    counts = sum((r[1] for r in res), np.zeros(3, np.int64))
+    bad = [(int(a), int(b), int(c)) for r in res for a, b, c in r[0].tolist()]
     c = {"pages": len(starts), "padding": int(counts[0]), "time_extend": int(counts[1]),
          "time_stamp": int(counts[2]), "records": len(pos)}
     page_first = np.searchsorted(page, np.arange(len(starts)), side="left").astype(np.int64)
