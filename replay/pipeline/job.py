@@ -118,11 +118,10 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
         inp = loading.result()
     finally:
         reader.shutdown(wait=False)
-    from replay.model.engine import ReplayOutput, prepare_events
+    from replay.model.engine import prepare_events
     from replay.policy.prepare import prepare
-    from replay.results.summary import summary_dict
-    from replay.results.tables import (anomalies_table, combine_policy_tables, policy_tables, result_context,
-                                       results_metadata, write_policy_results)
+    from replay.results.tables import anomalies_table, policy_tables, result_context, results_metadata
+    from replay.results.writer import ResultsWriter
 
     table, md, layout = inp.table, inp.metadata, inp.layout
     clock.lap("load")
@@ -148,11 +147,39 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     # a plain replay (the baseline alone) keeps every input event's row: its per-event model result
     all_events = all_events or len(pols) == 1
     anomalies: list[Any] = []  # (the baseline's, built while the other policies finish)
-    base, parts, seconds = schedule.run_policies(
-        prep, pols, cost, lambda run: policy_tables(prep, run, ctx, all_events=all_events), workers=workers,
-        buffers=buffers, check_every=check_every, on_baseline=lambda run: anomalies.append(anomalies_table(prep, run)))
-    clock.lap("policies")
-    out = ReplayOutput(mode=mode, events=prep.events, state=base.st, sections=base.S, out_anom=base.out_anom,
+    meta = results_metadata(prep, pols, cost, extra={"kernel_profile": inp.profile.name,
+                                                     "snapshot": str(snapshot or ""),
+                                                     "end_snapshot": str(end_snapshot or "")})
+    with ResultsWriter(output, [p.name for p in pols], meta) as writer:
+        # each policy's big tables go to disk as it finishes (in policy order): memory per
+        # policy, not per replay
+        def tables_of(run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+            t, row = policy_tables(prep, run, ctx, all_events=all_events)
+            return writer.offer(run.name, t), row
+
+        base, parts, seconds = schedule.run_policies(
+            prep, pols, cost, tables_of, workers=workers, buffers=buffers, check_every=check_every,
+            on_baseline=lambda run: anomalies.append(anomalies_table(prep, run)))
+        clock.lap("policies")
+        summary, rows = _finish(prep, base, parts, anomalies[0], inp, trace, layout, snapshot, end_snapshot,
+                                writer, clock)
+    summary["policies"] = rows
+    summary["replay_seconds"] = seconds
+    summary["phase_seconds"] = clock.phases
+    return summary
+
+
+def _finish(prep: Any, base: Any, parts: list[Any], anomalies: Any, inp: Any, trace: Path, layout: Any,
+            snapshot: Path | None, end_snapshot: Path | None, writer: Any, clock: PhaseClock
+            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The replay summary of the baseline and the per-policy rows; the rest of the results written."""
+    from replay.model.engine import ReplayOutput
+    from replay.results.summary import summary_dict
+    from replay.results.tables import combine_policy_tables
+    from replay.results.writer import STREAMED
+
+    md = inp.metadata
+    out = ReplayOutput(mode=prep.mode, events=prep.events, state=base.st, sections=base.S, out_anom=base.out_anom,
                        out_sec=base.out_sec, out_zone=base.out_zone, out_pfn=base.out_pfn, acount=base.acount,
                        zone_names=prep.zone_names, initial=prep.initial,
                        invariant_reports=[*base.invariant_checks, base.invariant_report], metadata=md)
@@ -161,14 +188,8 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     summary["input"] = str(trace)
     summary["kernel_profile_source"] = inp.profile_source
     summary.update(capture_summary(md, inp.other_kinds))
-    tables, rows = combine_policy_tables(parts, anomalies[0])
-    meta = results_metadata(prep, pols, cost, extra={"kernel_profile": inp.profile.name,
-                                                     "snapshot": str(snapshot or ""),
-                                                     "end_snapshot": str(end_snapshot or "")})
+    tables, rows = combine_policy_tables(parts, anomalies)
     clock.lap("tables")
-    write_policy_results(output, tables, meta)
+    writer.finish(parts, {n: t for n, t in tables.items() if n not in STREAMED})
     clock.lap("write")
-    summary["policies"] = rows
-    summary["replay_seconds"] = seconds
-    summary["phase_seconds"] = clock.phases
-    return summary
+    return summary, rows

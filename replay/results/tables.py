@@ -45,7 +45,7 @@ from replay.policy.timeline import AZ_BEHIND, AZ_BLOCKER, WAITED_BEHIND, WB_ACCE
 from replay.policy.prepare import Prepared
 from replay.policy.result import PolicyRun
 from replay.jit import kernel_entry
-from replay.results.folder import PARTIAL_SUFFIX, POLICY_RESULT_FILES
+from replay.results.folder import POLICY_RESULT_FILES
 
 SCHEMA_VERSION = "1"
 #: replay.model.engine section kinds -> docs/results.md lock_sections.kind
@@ -781,47 +781,13 @@ def results_metadata(prep: Prepared, runs: list[Any], costs: Any, *, seed: int =
     return out
 
 
-def _dictionary_columns(t: pa.Table) -> list[str]:
-    """The columns Parquet dictionary-encodes: all but the 64-bit numbers (times, pfns, ns and
-    byte counts: mostly distinct values, whose dictionary Arrow would build and then drop)."""
-    return [f.name for f in t.schema
-            if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) or f.type.bit_width < 64]
-
-
 def write_policy_results(folder: str | Path, tables: dict[str, pa.Table], metadata: dict[str, str],
                          extra_tables: dict[str, pa.Table] | None = None) -> list[Path]:
-    """Write each table to ``folder/<name>.parquet`` (fixed writer options: deterministic bytes).
+    """Write each table to ``folder/<name>.parquet`` (fixed writer options: deterministic bytes),
+    whole tables at once through :class:`replay.results.writer.ResultsWriter` (a replay streams
+    its per-policy parts through it instead)."""
+    from replay.results.writer import STREAMED, ResultsWriter
 
-    Each file is written under a hidden ``.NAME.parquet.partial`` name and renamed when whole;
-    an earlier ``summary.parquet`` goes first and the new one lands last, so a run cut short
-    leaves a folder that every reader refuses (no summary), never old and new tables that look
-    like one result."""
-    d = Path(folder)
-    d.mkdir(parents=True, exist_ok=True)
-    for stale in d.glob(f".*{PARTIAL_SUFFIX}"):
-        stale.unlink()
-    (d / "summary.parquet").unlink(missing_ok=True)
-    md = {f"pagereplay.{k}": str(v) for k, v in sorted(metadata.items())}
-
-    def write(item: tuple[str, pa.Table]) -> Path:
-        name, t = item
-        p = d / f".{name}.parquet{PARTIAL_SUFFIX}"
-        pq.write_table(t.replace_schema_metadata({**md, "pagereplay.table": name}), p, compression="zstd",
-                       use_dictionary=_dictionary_columns(t), write_statistics=True, row_group_size=1 << 20,
-                       store_schema=True)
-        return p
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    items = [*((n, tables[n]) for n in POLICY_RESULT_FILES), *sorted((extra_tables or {}).items())]
-    try:
-        with ThreadPoolExecutor(2) as pool:  # Arrow encodes without the GIL: the files side by side
-            partial = list(pool.map(write, items))
-    except BaseException:
-        for p in d.glob(f".*{PARTIAL_SUFFIX}"):
-            p.unlink(missing_ok=True)
-        raise
-    final = [d / p.name[1:].removesuffix(PARTIAL_SUFFIX) for p in partial]
-    for p, f in sorted(zip(partial, final), key=lambda pf: pf[1].name == "summary.parquet"):
-        os.replace(p, f)  # summary.parquet last: its presence says the folder is whole
-    return final
+    with ResultsWriter(folder, ["all"], metadata) as w:
+        w.offer("all", {n: tables[n] for n in STREAMED})
+        return w.finish([], {**{n: t for n, t in tables.items() if n not in STREAMED}, **(extra_tables or {})})
