@@ -349,3 +349,27 @@ def test_results_folder_whole_passes(tmp_path: Path, results: Path) -> None:
     for command in sorted(RESULTS_COMMANDS):
         r = cli(*RESULTS_COMMANDS[command](results, tmp_path / command))
         assert r.exit_code == 0, (command, r.output)
+
+
+# ------------------------------------------------------------------ sweep, demo, compare: their own inputs
+def test_sweep_demo_compare_inputs(tmp_path: Path, good: Path, results: Path) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[sweep]\nbogus = 1\n")
+    one_line_error(cli("sweep", good, "-o", tmp_path / "sw", "--spec", spec, "-q"), spec, "unknown key")
+    one_line_error(cli("sweep", good, "-o", tmp_path / "sw", "--policy", "nope", "-q"), "nope", "did you mean")
+    one_line_error(cli("sweep", good, "-o", tmp_path / "sw", "--axis", "bogus=1,2", "-q"), "--axis", "bogus")
+    one_line_error(cli("sweep", good, "-o", tmp_path / "sw", "--axis", "vcpus=0", "-q"), "vcpus")
+    one_line_error(cli("demo", "-o", tmp_path / "d", "--trace", tmp_path / "nope.txt", "--no-images"),
+                   tmp_path / "nope.txt")
+    one_line_error(cli("compare", results, results, results), "one or two", code=2)
+    one_line_error(cli("compare", tmp_path / "nope"), tmp_path / "nope", code=1)
+
+
+def test_help_keeps_square_brackets() -> None:
+    """User-facing text with [KEY.NAME] is never read as rich markup (it used to vanish)."""
+    for args, text in ((["policies", "--help"], "[policy.NAME]"), (["replay", "--help"], "[policy.NAME]"),
+                       (["costs", "--help"], "[costs.NAME]")):
+        from replay.cli import app
+
+        r = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert r.exit_code == 0 and text in r.output, (args, r.output)
