@@ -31,30 +31,38 @@ class OutputClobberError(PagereplayError, ValueError):
     """An output path names one of the command's inputs, or an existing file pagereplay did not write."""
 
 
-def _same_or_inside(out: Path, inp: Path) -> bool:
-    """``out`` is ``inp`` (same inode), lies inside the folder ``inp``, or is a folder holding ``inp``."""
+def _relation(out: Path, inp: Path) -> str | None:
+    """How ``out`` overlaps the input ``inp`` (the same file or folder, a path inside the folder
+    ``inp``, a folder holding ``inp``), or None."""
     import os
 
     try:
         if out.exists() and inp.exists() and os.path.samefile(out, inp):
-            return True
+            return f"names the input {inp}"
     except OSError:
         pass
     o, i = out.resolve(), inp.resolve()
-    return o == i or (inp.is_dir() and o.is_relative_to(i)) or (out.is_dir() and i.is_relative_to(o))
+    if o == i:
+        return f"names the input {inp}"
+    if inp.is_dir() and o.is_relative_to(i):
+        return f"lies inside the input folder {inp}"
+    if out.is_dir() and i.is_relative_to(o):
+        return f"is a folder holding the input {inp}"
+    return None
 
 
 def refuse_clobber(output: str | PathLike[str], inputs: Iterable[str | PathLike[str] | None], *,
                    option: str = "-o") -> None:
     """Raise :class:`OutputClobberError` if ``output`` is one of ``inputs`` (the same file, a path inside
-    an input folder, or a folder holding an input): no command writes over what it reads."""
+    an input folder, or a folder holding an input): no command writes over or into what it reads."""
     out = Path(output)
     for inp in inputs:
         if inp is None or str(inp) == "-":
             continue
-        if _same_or_inside(out, Path(inp)):
-            raise OutputClobberError(f"{out}: {option} names the input {inp}; an output never replaces "
-                                     "an input (choose another path)")
+        how = _relation(out, Path(inp))
+        if how:
+            raise OutputClobberError(f"{out}: {option} {how}; an output never replaces or goes into an input "
+                                     "(choose another path)")
 
 
 def refuse_foreign(output: str | PathLike[str], ours: bool, what: str, *, option: str = "-o") -> None:

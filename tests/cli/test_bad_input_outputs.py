@@ -59,8 +59,8 @@ def test_replay_output_is_never_an_input(tmp_path: Path, good: Path) -> None:
     snap_before, trace_before = _digest(snap), good.read_bytes()
     one_line_error(cli("replay", good, "-o", good), good, "names the input", code=1)
     one_line_error(cli("replay", good, "--snapshot", snap, "-o", snap), snap, "names the input")
-    one_line_error(cli("replay", good, "--snapshot", snap, "-o", snap / "results"), snap, "names the input")
-    one_line_error(cli("replay", good, "--end-snapshot", snap, "-o", tmp_path), tmp_path, "names the input")
+    one_line_error(cli("replay", good, "--snapshot", snap, "-o", snap / "results"), snap, "inside the input folder")
+    one_line_error(cli("replay", good, "--end-snapshot", snap, "-o", tmp_path), tmp_path, "holding the input")
     policies = tmp_path / "p.toml"
     policies.write_text('[policy.x]\nbase = "list-6.6"\n')
     one_line_error(cli("replay", good, "--policies-file", policies, "-o", policies), policies, "names the input")
@@ -84,9 +84,9 @@ def test_report_chart_results_never_write_into_their_input(tmp_path: Path, good:
     assert cli("replay", good, "-o", res).exit_code == 0
     before = _digest(res)
     one_line_error(cli("report", res, "-o", res, "--no-images"), res, "names the input", code=1)
-    one_line_error(cli("chart", res, "policy-comparison", "-o", res / "c.html"), res, "names the input")
+    one_line_error(cli("chart", res, "policy-comparison", "-o", res / "c.html"), res, "inside the input folder")
     one_line_error(cli("results", res, "-f", "csv", "-o", res), res, "names the input")
-    one_line_error(cli("results", res, "-f", "csv", "-o", tmp_path), res, "names the input")  # a folder holding it
+    one_line_error(cli("results", res, "-f", "csv", "-o", tmp_path), res, "holding the input")
     assert _digest(res) == before
 
 
