@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from replay.results.writer import dictionary_columns
 from replay.sweep.grid import Chunk, Point
 from replay.sweep.spec import POINT_TABLES, Output
 
@@ -85,20 +86,15 @@ SUMMARY_COLUMNS = ("point", *PARTITION_COLUMNS, *(n for n, _ in (*IDENTITY_COLUM
 
 
 # ------------------------------------------------------------------ encoding
-def _dictionary_columns(t: pa.Table) -> list[str]:
-    """Dictionary-encode strings, booleans and narrow integers, not the 64-bit numbers (as the
-    results folder does: ``replay.results.tables``)."""
-    return [f.name for f in t.schema
-            if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) or f.type.bit_width < 64]
-
-
 def encode_table(t: pa.Table) -> bytes:
     """``t`` as Parquet bytes, with fixed writer options (the same table gives the same bytes).
 
-    The 64-bit integers (times, bytes, pages: slowly varying) are delta-encoded, then snappy:
+    Strings, booleans and narrow integers are dictionary-encoded as in the results folder
+    (``replay.results.writer.dictionary_columns``); the 64-bit integers (times, bytes, pages:
+    slowly varying) are delta-encoded; then snappy:
     a sixth of the size of snappy alone at the same speed; zstd took twice as long, which on a
     chunk's small tables is a noticeable share of its points' replay."""
-    dictionary = _dictionary_columns(t)
+    dictionary = dictionary_columns(t.schema)
     delta = {f.name: "DELTA_BINARY_PACKED" for f in t.schema if f.name not in dictionary and f.type == pa.int64()}
     buf = io.BytesIO()
     pq.write_table(t.replace_schema_metadata(None), buf, compression="snappy", use_dictionary=dictionary,
@@ -256,12 +252,10 @@ class SweepDir:
     def _write(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            f = open(tmp, "wb")
+            tmp.write_bytes(data)
         except FileNotFoundError:  # its folder's first file (a mkdir per file cost ~0.5 ms on some file systems)
             path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(tmp, "wb")
-        with f:
-            f.write(data)
+            tmp.write_bytes(data)
         os.replace(tmp, path)
 
     def commit(self, rec: ChunkRecord) -> None:
