@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -60,6 +61,8 @@ def test_sweep_report_writes_an_offline_page(app: typer.Typer, swept: Path, tmp_
     assert r.exit_code == 0, r.output
     page = (tmp_path / "report" / "index.html").read_text()
     assert "vegaEmbed" in page and "https://" not in page.split("<script>", 1)[0]
+    # offline: nothing fetched from elsewhere (the libraries are inlined)
+    assert not re.search(r"""<(script|link|img)[^>]*(src|href)\s*=\s*["']?(https?:)?//""", page)
     charts = sorted(p.name for p in (tmp_path / "report" / "charts").glob("*.vl.json"))
     assert charts == ["axis-guest_size_bytes.vl.json", "axis-vcpus.vl.json",
                       "heat-guest_size_bytes-vcpus-added_ms.vl.json", "heat-guest_size_bytes-vcpus-boot_s.vl.json",
