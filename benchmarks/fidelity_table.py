@@ -34,7 +34,7 @@ def measure(folder: Path) -> dict[str, Any]:
     exe = ROOT / ".venv" / "bin" / "pagereplay"
     with tempfile.TemporaryDirectory(prefix="fidelity_") as tmp:
         t0 = time.perf_counter()
-        p = subprocess.run([str(exe), "replay", str(folder), "--json", "-o", tmp], capture_output=True, text=True)
+        p = subprocess.run([str(exe), "replay", str(folder), "--json", "-o", tmp], check=False, capture_output=True, text=True)
         wall = time.perf_counter() - t0
     if p.returncode != 0:
         return {"trace": folder.name, "error": (p.stderr.strip().splitlines() or ["?"])[-1], "wall_s": wall}

@@ -272,6 +272,7 @@ def prepare_events(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exac
     ``snapshot`` (a layout read from ``proc_before``) seeds the initial free blocks; ``boot``
     (default: no snapshot and the first event within 5 s of boot) starts from the boot layout.
     """
+    from replay.model.deferred_init import deferred_init_order0_mask, pid_column
     from replay.model.initial_state import infer_initial_state, model_zones
 
     if mode not in ("exact", "simulate"):
@@ -280,7 +281,11 @@ def prepare_events(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exac
     if boot is None:
         boot = snapshot is None and len(ea) > 0 and int(ea.ts.min()) < 5_000_000_000
     if boot:
-        ea.deferred |= boot_free_core_mask(ea, layout.pageblock_order)
+        core = boot_free_core_mask(ea, layout.pageblock_order)
+        ea.deferred |= core
+        pid = pid_column(table, len(ea))
+        if pid is not None:
+            ea.deferred |= deferred_init_order0_mask(ea.ev, ea.pfn, ea.order, pid, core, layout.pageblock_order)
     st, initial = infer_initial_state(ea.ev, ea.pfn, ea.order, ea.mt, ea.cpu, ea.fb_mt, layout,
                                       snapshot=snapshot, boot=bool(boot),
                                       profile_params=None if profile is None else profile.params())

@@ -42,6 +42,7 @@ from replay.model.buddy import (
     steal_suitable_fallback,
 )
 from replay.model.pcp import pcp_add, pcp_allowed_order, pcp_del, pcp_list_of
+from replay.model.profiles import FREE_FOLIOS, KP_FREE_BATCH
 from replay.model.state import (
     C_BULK_INFERRED,
     C_DRAIN_CHECKED,
@@ -301,17 +302,25 @@ def exact_free(st: ModelState, c: int, i: int, z: int, o: int, flags: int) -> tu
 
 @kernel(nrt=False)
 def exact_free_batched(st: ModelState, c: int, i: int, z: int) -> tuple[int, bool]:
-    """``mm_page_free_batched``: the ``free_unref_page_commit()`` of a page already traced freed."""
-    if int(st.pg_state[i]) == PG_FREEING and int(st.pg_order[i]) == 0:
-        st.z_nr_alloc[z] -= 1
+    """``mm_page_free_batched``: the pcp commit of a page already traced freed.
+
+    6.1 ``free_unref_page_list()`` batches order-0 pages only, their migratetype cached at the
+    prepare pass (``free_unref_page_prepare``).  From v6.10 ``free_unref_folios()`` (6.12.117,
+    6.18.15) batches every pcp order (the event prints ``order=0`` whatever the folio's order:
+    the order is the one its ``mm_page_free`` traced) and reads the pageblock's migratetype at
+    the commit (``get_pfnblock_migratetype``)."""
+    folios = st.kp[KP_FREE_BATCH] == FREE_FOLIOS
+    if int(st.pg_state[i]) == PG_FREEING and (folios or int(st.pg_order[i]) == 0):
+        o = int(st.pg_order[i])
+        st.z_nr_alloc[z] -= 1 << o
         st.pg_state[i] = PG_NONE
-        m = int(st.pg_mt[i])
+        m = int(st.pb_mt[i >> st.geo[G_PB_ORDER]]) if folios else int(st.pg_mt[i])
         if m == MIGRATE_ISOLATE:
-            __free_one_page(st, i, z, 0, m, False)
+            __free_one_page(st, i, z, o, m, False)
             return 0, True
         if m >= MIGRATE_PCPTYPES:
             m = MIGRATE_MOVABLE
-        pcp_add(st, c, z, i, 0, m, False)
+        pcp_add(st, c, z, i, o, m, False)
         return 0, False
     direct = exact_free(st, c, i, z, 0, 0)[1]
     return A_BATCHED_NO_FREE, direct
