@@ -480,6 +480,27 @@ def tiny_trace(path: Path, pfn: int) -> None:
     pq.write_table(tiny_table(pfn), path)
 
 
+def import_replay_modules() -> None:
+    """Import, on the calling thread, every module the warm-up thread and the replay use, and
+    fill numba's typing and target registries: Python's per-module import locks deadlock
+    (``_DeadlockError``) when two threads import the same modules in different orders, which
+    numba's lazy registry refresh on a first compilation in each thread does."""
+    import replay.events.arrays  # noqa: F401
+    import replay.model.engine  # noqa: F401
+    import replay.model.layout_x86  # noqa: F401
+    import replay.policy.prepare  # noqa: F401
+    import replay.policy.run  # noqa: F401
+    import replay.results.tables  # noqa: F401
+    import replay.results.writer  # noqa: F401
+    from replay.jit import JIT_ENABLED
+
+    if JIT_ENABLED:
+        from numba.core.registry import cpu_target
+
+        cpu_target.typing_context.refresh()
+        cpu_target.target_context.refresh()
+
+
 def warm_exact(pols: list[Any], cost: Any) -> None:
     """Load the kernels of ``prepare``, of the recording baseline and of the result tables from
     numba's cache on a tiny table (module docstring); best effort: a failure here only means
