@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import Any
 
 
+def read_toml(p: Path, error: type[Exception], *, file_kind: str) -> dict[str, Any]:
+    """The TOML document at ``p``; a missing, unreadable or invalid file raises ``error`` naming it."""
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{p}: {file_kind} file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{p}: not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{p}: cannot read: {e}") from None
+
+
 def read_named_tables(path: str | Path, key: str, error: type[Exception], *, file_kind: str, item: str
                       ) -> tuple[Path, dict[str, Any]]:
     """``(path, {NAME: table})`` from a TOML file made of ``[key.NAME]`` tables.
@@ -17,14 +29,7 @@ def read_named_tables(path: str | Path, key: str, error: type[Exception], *, fil
     raises ``error`` with a message naming the file and what is allowed.
     """
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{p}: {file_kind} file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise error(f"{p}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(f"{p}: cannot read: {e}") from None
+    raw = read_toml(p, error, file_kind=file_kind)
     extra = set(raw) - {key}
     if extra:
         raise error(f"{p}: unknown top-level key(s) {sorted(extra)}; allowed: {key} "

@@ -39,7 +39,6 @@ import difflib
 import glob
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -532,14 +531,9 @@ def _point_settings(raw: Any, i: int, where: str) -> tuple[tuple[str, Any], ...]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SweepSpecError(f"{path}: sweep spec not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SweepSpecError(f"{path}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SweepSpecError(f"{path}: cannot read: {e}") from None
+    from replay.acceptance.tomlconf import read_toml
+
+    return read_toml(path, SweepSpecError, file_kind="sweep spec")
 
 
 def _check_keys(raw: Mapping[str, Any], where: str) -> None:

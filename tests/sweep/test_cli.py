@@ -77,7 +77,7 @@ def test_a_bad_spec_is_one_line(tiny_traces: list[Path], tmp_path: Path, body: s
 
 def test_a_missing_spec_and_no_traces_are_one_line(tmp_path: Path) -> None:
     _one_line_error(_invoke("sweep", "--spec", str(tmp_path / "nope.toml"), "-o", str(tmp_path / "o")), 1,
-                    "sweep spec not found")
+                    "sweep spec file not found")
     _one_line_error(_invoke("sweep", "-o", str(tmp_path / "o")), 2, "give TRACE... or --spec sweep.toml")
 
 
