@@ -102,19 +102,17 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     check_results_output(output, [trace, snapshot, end_snapshot, policies_file, costs if Path(costs).exists() else None])
     schedule.register_arrow_compute()
     reader = ThreadPoolExecutor(1)
-    # Arrow reads the trace without the GIL while this thread imports numba and the replay
-    # modules, and the side thread loads the kernels from numba's cache (both hold the GIL)
-    from parsers.api import is_parquet
-
-    if not (Path(trace).is_file() and is_parquet(trace)):  # a text parse may compile on that thread
-        schedule.import_replay_modules()
+    # Arrow reads the trace without the GIL while the side thread loads the kernels from numba's
+    # cache (it holds the GIL)
+    # numba's registries are filled once, here, before any thread compiles or loads a kernel:
+    # the trace's reader thread does (event arrays), and so does the warm-up thread
+    schedule.import_replay_modules()
     loading = reader.submit(load_inputs, trace, snapshot, end_snapshot, guest_size, cpus, mode, kernel)
     try:
         from replay.acceptance.costs import get_costs
         from replay.jit import JIT_ENABLED
 
         cost = get_costs(costs)
-        schedule.import_replay_modules()  # here, before the warm-up thread starts importing
         # (plain Python, PAGEREPLAY_JIT=0, has no kernels to load: no warm-up)
         warm = (threading.Thread(target=schedule.warm_exact, args=(pols, cost), daemon=True)
                 if mode == "exact" and JIT_ENABLED else None)
