@@ -20,11 +20,14 @@ _WARM_PFN = 0x108BC0
 def demo_replay(trace: Path, results_dir: Path) -> dict[str, Any]:
     """Parse ``trace`` next to ``results_dir`` and replay it under every policy preset.
 
-    A child process compiles the replay kernels while this one parses (numba's first
-    compilation is most of a cold run); with a warm cache it only costs a second.
+    After a wheel install the compiled code comes with it (``replay.jit.seed_cache``).  Otherwise
+    a child process compiles the replay kernels while this one parses (numba's first compilation
+    is most of a cold run); with a warm cache it only costs a second.
     """
     from parsers.api import parse_to_parquet
+    from replay.jit import seed_cache
 
+    seed_cache()  # a wheel's compiled kernels and scanner, before the parse looks for the scanner
     d = Path(trace).parent
     before, after = d / "proc_before", d / "proc_after"
     warm = start_warm_kernels(before, _WARM_PFN) if before.is_dir() else None

@@ -64,3 +64,25 @@ def test_the_wheel_carries_the_sample_traces(installed: Path) -> None:
     assert p.returncode == 0, p.stderr
     path = Path(p.stdout.strip())
     assert path.is_file() and str(ROOT) not in str(path)
+
+
+def test_the_wheel_carries_the_compiled_kernels(installed: Path, tmp_path: Path) -> None:
+    """The first demo after the install, with an empty user cache, compiles nothing: the wheel's
+    kernels (replay/jit.py, "Compiled ahead of time") are copied into the cache and loaded, though
+    the package sits elsewhere than the tree they were compiled in.  Its stderr is empty."""
+    import os
+
+    py = installed.parent / "python"
+    code = ("import json; from replay.jit import BUNDLE, cache_key; "
+            "m = json.loads((BUNDLE / 'manifest.json').read_text()); print(m['cache_key'] == cache_key())")
+    p = _run([str(py), "-c", code], cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.strip() == "True", p.stdout + p.stderr
+    cache = tmp_path / "cache"
+    env = dict(os.environ, PAGEREPLAY_CACHE_DIR=str(cache))
+    p = _run([str(installed), "demo", "-o", str(tmp_path / "demo"), "--no-images"], cwd=tmp_path, env=env)
+    assert p.returncode == 0 and p.stderr == "", p.stderr[-3000:]
+    assert [m.read_text() for m in cache.glob(".seeded-*")] == ["copied\n"]
+    env["NUMBA_DEBUG_CACHE"] = "1"  # numba says "[cache] data saved" for each function it compiled
+    p = _run([str(installed), "demo", "-o", str(tmp_path / "demo2"), "--no-images"], cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "data loaded" in p.stdout and "data saved" not in p.stdout, p.stdout[-3000:]
