@@ -131,8 +131,10 @@ def register_demo(app: typer.Typer, replay_fn: Callable[[Path, Path], Any]) -> N
 
         from replay.report.html import run_demo
 
+        err = Console(stderr=True)
+        # a spinner only on a terminal: elsewhere rich would leave a blank line on stderr
         with Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), transient=True,
-                      console=Console(stderr=True)) as prog:
+                      console=err, disable=not err.is_terminal) as prog:
             prog.add_task("replaying the sample under every policy and writing the report", total=None)
             index = run_demo(output, replay_fn=replay_fn, trace=trace, images=not no_images)
         print(f"results: {output / 'results'}")

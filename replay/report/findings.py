@@ -85,14 +85,19 @@ def _summary_rows(results_dir: Path) -> list[dict[str, Any]]:
 
 
 def _lock_waits(results_dir: Path) -> dict[tuple[str, str], int]:
-    """Wait ns per (policy, acceptance lock) from lock_sections ({} when the table is missing)."""
+    """Wait ns per (policy, acceptance lock) from lock_sections, and per (policy, ``zone_behind_accept``):
+    the zone->lock waits spent behind a holder in firmware (``waited_behind = accept``); {} when the
+    table is missing."""
     try:
-        ls = scan_table(results_dir, "lock_sections", ["policy", "lock", "wait_ns"])
+        ls = scan_table(results_dir, "lock_sections", ["policy", "lock", "wait_ns", "waited_behind"])
     except ResultsError:
         return {}
-    df = (ls.filter(pl.col("lock").is_in(["accept_global", "accepting_list"]))
-          .group_by("policy", "lock").agg(w=pl.col("wait_ns").sum()).collect())
-    return {(r["policy"], r["lock"]): int(r["w"]) for r in df.iter_rows(named=True)}
+    lock = pl.col("lock").cast(pl.String)
+    key = (pl.when(lock.str.starts_with("zone")).then(pl.lit("zone_behind_accept")).otherwise(lock))
+    df = (ls.filter(lock.is_in(["accept_global", "accepting_list"])
+                    | (lock.str.starts_with("zone") & (pl.col("waited_behind").cast(pl.String) == "accept")))
+          .group_by("policy", key.alias("what")).agg(w=pl.col("wait_ns").sum()).collect())
+    return {(r["policy"], r["what"]): int(r["w"]) for r in df.iter_rows(named=True)}
 
 
 def _top_payers(results_dir: Path) -> dict[str, dict[str, tuple[str, int, int]]]:
@@ -134,7 +139,9 @@ def _cost_clauses(r: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     wait = (r.get("zone_lock_wait_ns") or 0) - (ref.get("zone_lock_wait_ns") or 0)
     if hold > 0:
         c.append(f"zone->lock held {human_ns(hold)} longer than under {REFERENCE_POLICY}")
-    c.append(f"other CPUs waited {human_ns(wait)} more for zone->lock (longest wait "
+    behind = r.get("_wait_zone_behind_accept", 0)
+    behind_txt = f"{human_ns(behind)} of it behind a CPU in firmware, " if behind and wait > 0 else ""
+    c.append(f"other CPUs waited {human_ns(wait)} more for zone->lock ({behind_txt}longest wait "
              f"{human_ns(r.get('zone_lock_wait_max_ns'))})" if wait > 0 else "no CPU waited longer for zone->lock")
     g, lst = r.get("_wait_accept_global", 0), r.get("_wait_accepting_list", 0)
     if g:
@@ -190,6 +197,7 @@ def findings(results_dir: str | Path) -> Findings:
     for r in rows:
         r["_wait_accept_global"] = waits.get((r["policy"], "accept_global"), 0)
         r["_wait_accepting_list"] = waits.get((r["policy"], "accepting_list"), 0)
+        r["_wait_zone_behind_accept"] = waits.get((r["policy"], "zone_behind_accept"), 0)
     ref = next((r for r in rows if r["policy"] == REFERENCE_POLICY), None)
     f = Findings(reference=ref["policy"] if ref else None)
     if ref is None:

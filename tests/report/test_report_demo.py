@@ -73,6 +73,20 @@ def test_findings_follow_the_numbers(demo: Path) -> None:
     assert f"other CPUs waited {human_ns(wait)} more for zone->lock" in text["v1-buddy-global-lock"]
     assert f"{v1['firmware_calls']:,} firmware calls" in text["v1-buddy-global-lock"]
     assert f"{human_ns(s['kernel-eager']['boot_accept_ns'])} of acceptance at boot" in text["kernel-eager"]
+    # what the sample was cut to show, said with its numbers: waits behind v1's firmware calls,
+    # collisions on accepting_list, eager boot cost
+    ls = (pl.read_parquet(res / "lock_sections.parquet", columns=["policy", "lock", "wait_ns", "waited_behind"])
+          .with_columns(pl.col("policy", "lock", "waited_behind").cast(pl.String)))
+    behind = ls.filter((pl.col("policy") == "v1-buddy-global-lock") & pl.col("lock").str.starts_with("zone")
+                       & (pl.col("waited_behind") == "accept"))["wait_ns"].sum()
+    assert behind > 0 and f"({human_ns(behind)} of it behind a CPU in firmware" in text["v1-buddy-global-lock"]
+    collided = ls.filter(pl.col("lock") == "accepting_list").group_by("policy").agg(pl.col("wait_ns").sum())
+    collided = {r["policy"]: r["wait_ns"] for r in collided.iter_rows(named=True) if r["wait_ns"] > 0}
+    assert collided
+    for p, w in collided.items():
+        assert f"{human_ns(w)} of waits on accepting_list" in text[p]
+    lazy = min(s[p]["boot_accept_ns"] for p in s if p not in ("none", "firmware-eager", "kernel-eager"))
+    assert s["firmware-eager"]["boot_accept_ns"] > lazy and s["kernel-eager"]["boot_accept_ns"] > lazy
     # who paid: the CPU with the most added time under v1, from attribution_cpu
     cpu = (pl.read_parquet(res / "attribution_cpu.parquet").with_columns(pl.col("policy").cast(pl.String))
            .filter(pl.col("policy") == "v1-buddy-global-lock").sort("added_ns", "cpu", descending=[True, False]))
@@ -102,8 +116,23 @@ def test_zero_waits_are_said_as_such(tmp_path: Path) -> None:
     assert "no lock waits under any policy" in page  # the heat map says so instead of drawing nothing
 
 
+def test_no_library_warning_reaches_the_terminal(tmp_path: Path) -> None:
+    """The whole demo (parse, replay under every policy, report with PNG/SVG images) as a user runs
+    it, every warning filter set to ``always`` (children too): nothing on stderr."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONWARNINGS="always")
+    p = subprocess.run([sys.executable, "-c", "from replay.cli import main; main()", "demo", "-o",
+                        str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+                       check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stderr == "", p.stderr[-3000:]
+    assert (tmp_path / "out" / "report" / "charts" / "policy-comparison.png").is_file()
+
+
 # ------------------------------------------------------------------ portable
-_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.S)
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.DOTALL)
 
 
 def test_the_report_names_no_absolute_path(demo: Path) -> None:
@@ -112,7 +141,7 @@ def test_the_report_names_no_absolute_path(demo: Path) -> None:
         assert str(p) not in page, p
     # nothing that looks like an absolute path outside the inline JavaScript bundle
     text = _SCRIPT.sub("", page) + "".join(re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', page,
-                                                       re.S))
+                                                       re.DOTALL))
     hits = re.findall(r"(?<![\w.~-])/(?:tmp|work|home|root|usr|opt|var|srv|mnt|media|Users)/[^\s\"'<]*", text)
     assert not hits, hits[:5]
     assert default_demo_trace().name in page and "sha256" in page
