@@ -458,7 +458,10 @@ restore
 LOST=$(lost_per_cpu < "$TMP/per_cpu_stats.txt")
 LOST_TOTAL=$(echo "$LOST" | awk '{ s += $2 } END { print s + 0 }')
 LOST_JSON=$(echo "$LOST" | awk 'NF { printf "%s\"%s\": %d", (n++ ? ", " : ""), $1, $2 }')
-[ "$LOST_TOTAL" -gt 0 ] && note "ring buffer lost $LOST_TOTAL events: the capture is usable, the replay treats the gap as a hole (a larger buffer avoids it)"
+if [ "$LOST_TOTAL" -gt 0 ]; then
+    WORST=$(echo "$LOST" | awk 'NF && $2 > m { m = $2; c = $1 } END { print c, m }')
+    note "ring buffer lost $LOST_TOTAL events (most on CPU ${WORST% *}: ${WORST#* }); the capture is usable, the replay treats the gap as a hole (a larger buffer avoids it)"
+fi
 CMD_JSON=null EXIT_JSON=null
 if [ $# -gt 0 ]; then
     CMD_JSON=; for a in "$@"; do CMD_JSON="$CMD_JSON$(json_str "$a"),"; done; CMD_JSON="[${CMD_JSON%,}]"

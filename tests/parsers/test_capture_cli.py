@@ -197,6 +197,26 @@ def test_a_recorded_folder_parses_and_replays(tmp_path):
     assert "not replayed" in text and "isolate_free_page 1" in text
 
 
+def test_overruns_are_shown_per_cpu_by_info_and_replay(tmp_path):
+    """A folder whose stats say CPU 1 lost events: info and replay report the count (per CPU) and
+    the folder is still parsed and replayed."""
+    from parsers.capture.record import RecordOptions, record
+    from tests.parsers.fake_tracefs import KernelLikeTracefs, make_proc, make_tracefs
+
+    t = make_tracefs(tmp_path / "tracefs")
+    d = tmp_path / "cap"
+    record(RecordOptions(output=d, duration=0.05, tracefs=KernelLikeTracefs(t, lost={1: 1234}),
+                         proc_root=make_proc(tmp_path / "proc"), probe_seconds=0.05))
+    want = {"overruns": 1234, "overruns_per_cpu": {"0": 0, "1": 1234}}
+    s = _json(["info", str(d)])
+    assert {k: s["capture"][k] for k in want} == want
+    assert "ring-buffer overruns 1,234 (cpu0 0, cpu1 1,234)" in _main(["info", str(d)]).stdout
+    r = _replay(str(d), tmp_path / "r")
+    assert {k: r["capture"][k] for k in want} == want
+    text = _main(["replay", str(d), "-o", str(tmp_path / "r2")]).stdout
+    assert "ring-buffer overruns 1,234 (events lost: the trace has holes)" in text
+
+
 def test_contention_rows_pass_the_model_by(tmp_path):
     """Lock contention rows change nothing in a replay: the same trace without them replays to the
     same summary (seq numbers aside, which count every row)."""

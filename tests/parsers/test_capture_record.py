@@ -172,6 +172,19 @@ def test_second_sigint_aborts(env):
     assert not env["out"].exists()
 
 
+def test_sigint_while_a_command_runs_ends_it_and_completes(env):
+    """Ctrl-C during COMMAND: tracing stops, the command gets COMMAND_GRACE_S then SIGTERM, the
+    capture is completed with the command's end recorded, and every setting is put back."""
+    fs = KernelLikeTracefs(env["t"])
+    _signal_when_tracing(fs, [signal.SIGINT])
+    res = record(_opts(env, fs, command=["sleep", "60"], duration=None, stream=False, buffer_mb=16, untraced=True))
+    m = res.manifest
+    assert m["interrupted"] is True and m["command_exit"] == {"status": None, "signal": signal.SIGTERM}
+    assert m["duration_s"] < 30
+    assert_restored(env)
+    assert read_capture_folder(env["out"]).proc_after is not None
+
+
 def test_sigint_before_tracing_aborts(env):
     fs = KernelLikeTracefs(env["t"])
     threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT)).start()

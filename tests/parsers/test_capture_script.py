@@ -276,3 +276,24 @@ def test_script_refusals(busybox, bb_path, tmp_path):
     _assert_restored(t, before)
     assert not any((tmp_path / n).exists() for n in ("o2", "o3", "o4", "o5"))
     assert sorted(x.name for x in tmp_path.iterdir() if x.name.startswith(".")) == []
+
+
+def test_script_counts_overruns_per_cpu_and_keeps_a_killed_command(busybox, bb_path, tmp_path):
+    """Lost events (overrun + commit overrun + dropped) per CPU from per_cpu/cpuN/stats, in the
+    manifest and a note naming the worst CPU; a command killed by SIGKILL ends the capture normally."""
+    t, p = _setup(tmp_path)
+    (t / "per_cpu" / "cpu1" / "stats").write_text(
+        "entries: 100\noverrun: 4000\ncommit overrun: 21\nbytes: 4000\noldest event ts: 7.8\nnow ts: 8.4\n"
+        "dropped events: 300\nread events: 0\n")
+    before = tree_state(t)
+    out = tmp_path / "cap"
+    rc, _, err = _run_script(tmp_path, t, p, RecordOptions(output=out, buffer_mb=16, command=["sh", "-c", "kill -9 $$"]),
+                             bb_path)
+    assert rc == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["overruns"] == {"total": 4321, "per_cpu": {"0": 0, "1": 4321}}
+    assert "ring buffer lost 4321 events (most on CPU 1: 4321)" in err
+    assert m["command_exit"] == {"status": None, "signal": 9} and any("killed by signal 9" in n for n in m["notes"])
+    f = read_capture_folder(out)
+    assert f.overruns == 4321 and dict(f.overruns_per_cpu) == {0: 0, 1: 4321}
+    _assert_restored(t, before)
