@@ -19,9 +19,9 @@ module does, so a stale ``pcp_del`` could otherwise survive inside ``exact_chunk
 Compiled ahead of time
 ----------------------
 Compiling every kernel the demo runs takes numba ~90 s of CPU, so a wheel carries them: its
-build (``replay/_build_backend.py``) runs the demo once with an empty cache and packs the cache it
-filled (this folder's ``numba/<cache_key>``, and the parser's scanner) into
-``replay/_jitcache/``; the first replay after the install copies it into the user's cache
+build (``build_backend.py``) runs the demo once with an empty cache, and the same trace in
+simulate mode, and packs the cache they filled (``numba/<cache_key>``, the parser's scanner and
+the binary readers built ahead of time) into ``replay/_jitcache/``; the first replay after the install copies it into the user's cache
 (``seed_cache``, once per bundle).  That works because the cache is relocatable: numba names a
 source folder's cache after a digest of its absolute path, which differs between the build tree
 and the install, so ``_ProjectLocator`` names it by the folder's path inside the package
@@ -129,8 +129,8 @@ def _copy_missing(src: Path, dst: Path) -> None:
 
 
 def build_bundle(dest: Path, sample: Path) -> dict[str, Any]:
-    """Run the demo on ``sample`` in a child process with an empty cache and pack the cache it
-    filled into ``dest`` (``dest/cache`` and ``dest/manifest.json``); returns the manifest."""
+    """Run ``_bundle_run`` on ``sample`` in a child process with an empty cache and pack the cache
+    it filled into ``dest`` (``dest/cache`` and ``dest/manifest.json``); returns the manifest."""
     import subprocess
     import tempfile
 
@@ -141,8 +141,7 @@ def build_bundle(dest: Path, sample: Path) -> dict[str, Any]:
         env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PAGEREPLAY_NO_AOT")}
         env.update(PAGEREPLAY_CACHE_DIR=str(cache), PYTHONWARNINGS="ignore")
         env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        code = ("import sys; from pathlib import Path; from replay.pipeline.demo import demo_replay; "
-                "demo_replay(Path(sys.argv[1]), Path(sys.argv[2]) / 'results')")
+        code = "import sys; from replay.jit import _bundle_run; _bundle_run(sys.argv[1], sys.argv[2])"
         subprocess.run([sys.executable, "-c", code, str(sample), tmp], env=env, cwd=root, check=True,
                        stdin=subprocess.DEVNULL)
         kernels = cache / "numba" / key
@@ -158,6 +157,20 @@ def build_bundle(dest: Path, sample: Path) -> dict[str, Any]:
     manifest = {"id": h.hexdigest()[:16], "cache_key": key, "toolchain": _toolchain()}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return manifest
+
+
+def _bundle_run(sample: str, work: str) -> None:
+    """``build_bundle``'s child: what fills the cache.  The demo (parse, exact replay under every
+    preset), the same trace in simulate mode, and the binary readers' compiled kernels."""
+    from parsers.binary import aot as binary_aot
+    from replay.pipeline.demo import demo_replay
+    from replay.pipeline.job import run_replay
+
+    w, before = Path(work), Path(sample).parent / "proc_before"
+    demo_replay(Path(sample), w / "results")  # it parses into work/events.parquet
+    run_replay(w / "events.parquet", "simulate", w / "simulate", snapshot=before if before.is_dir() else None,
+               all_presets=True, costs="tdx-4k")
+    binary_aot.get()
 
 
 def _project_locator(numba: Any) -> None:

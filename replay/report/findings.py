@@ -152,8 +152,8 @@ def _cost_clauses(r: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     over = int(r.get("irqs_off_over_1ms") or 0) - int(ref.get("irqs_off_over_1ms") or 0)
     if irq > 0 or over > 0:
         c.append(f"IRQs off up to {human_ns(r.get('irqs_off_max_ns'))} ({over:+,} stretches over 1 ms)")
-    p99, mx = r.get("alloc_added_p99_ns") or 0, r.get("alloc_added_max_ns") or 0
-    c.append(f"allocation latency added: p99 {human_ns(p99)}, max {human_ns(mx)}" if mx
+    p99, p999, mx = (r.get(k) or 0 for k in ("alloc_added_p99_ns", "alloc_added_p999_ns", "alloc_added_max_ns"))
+    c.append(f"allocation latency added: p99 {human_ns(p99)}, p99.9 {human_ns(p999)}, max {human_ns(mx)}" if mx
              else "no allocation delayed")
     return c
 
