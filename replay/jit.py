@@ -21,8 +21,8 @@ Compiled ahead of time
 Compiling every kernel the demo runs takes numba ~90 s of CPU, so a wheel carries them: its
 build (``build_backend.py``) runs the demo once with an empty cache, and the same trace in
 simulate mode, and packs the cache they filled (``numba/<cache_key>``, the parser's scanner and
-the binary readers built ahead of time) into ``replay/_jitcache/``; the first replay after the install copies it into the user's cache
-(``seed_cache``, once per bundle).  That works because the cache is relocatable: numba names a
+the binary readers built ahead of time) into ``replay/_jitcache/``; the first replay after the
+install copies it into the user's cache (``seed_cache``, once per bundle).  That works because the cache is relocatable: numba names a
 source folder's cache after a digest of its absolute path, which differs between the build tree
 and the install, so ``_ProjectLocator`` names it by the folder's path inside the package
 (``replay_model``); numba checks the rest itself (its version, the sha256 of each source file,
