@@ -140,7 +140,7 @@ if [ $# -eq 0 ]; then set -- @@COMMAND@@; fi
 PROBES='@@PROBES@@'
 
 PHASE=setup STOP=0 INTERRUPTED=0 DONE=0 MOUNTED= WAITPID= CMDPID= STREAMPID= TMP= UNDO=
-NOTES= EVENTS= MISSING= KPROBES= KMISSING= CMD_RC=
+NOTES= EVENTS= MISSING= KPROBES= KMISSING= CMD_RC= PROBLEMS=
 # the command runs in the background (so that it can be waited for interruptibly): give it our stdin
 if [ -e /proc/self/fd/0 ]; then exec 3<&0; else exec 3</dev/null; fi
 
@@ -153,7 +153,7 @@ restore() {
     [ -n "$UNDO" ] && [ -f "$UNDO" ] || return 0
     awk '{ l[NR] = $0 } END { for (i = NR; i > 0; i--) print l[i] }' "$UNDO" > "$UNDO.rev"
     while IFS= read -r c; do
-        eval "$c" 2>/dev/null || say "could not restore: $c"
+        eval "$c" 2>/dev/null || { say "could not restore: $c"; PROBLEMS="$PROBLEMS$(json_str "could not restore: $c"),"; }
     done < "$UNDO.rev"
     rm -f "$UNDO" "$UNDO.rev"
 }
@@ -200,6 +200,15 @@ lost_per_cpu() {
     awk '/^==/ { if (c != "") print c, l; c = $2; sub(/.*cpu/, "", c); l = 0 }
          /^overrun:/ { l += $2 } /^commit overrun:/ { l += $3 } /^dropped events:/ { l += $3 }
          END { if (c != "") print c, l }'
+}
+# stats_all output -> the manifest's cpu_stats ("N": {"entries": .., "overrun": .., ...}, as record.py's parse_cpu_stats)
+cpu_stats_json() {
+    awk 'function flush() { if (c != "") printf "%s\"%s\": {%s}", (n++ ? ", " : ""), c, f }
+         /^==/ { flush(); c = $2; sub(/.*cpu/, "", c); f = ""; k = 0; next }
+         { key = $0; sub(/:.*/, "", key); gsub(/ /, "_", key); v = $0; sub(/^[^:]*:[ \t]*/, "", v)
+           if (key ~ /^(entries|overrun|commit_overrun|bytes|oldest_event_ts|now_ts|dropped_events|read_events)$/ && v ~ /^[0-9]+(\.[0-9]+)?$/)
+               f = f (k++ ? ", " : "") "\"" key "\": " v }
+         END { flush() }'
 }
 
 # ---------------------------------------------------------------- checks
@@ -501,6 +510,9 @@ cat > "$TMP/manifest.json" <<EOF
  "kprobes": [${KPROBES%,}],
  "kprobes_missing": [${KMISSING%,}],
  "overruns": {"total": $LOST_TOTAL, "per_cpu": {$LOST_JSON}},
+ "cpu_stats": {$(cpu_stats_json < "$TMP/per_cpu_stats.txt")},
+ "duration_s": $(awk -v a="$START_UP" -v b="$STOP_UP" 'BEGIN { if (a != "" && b != "") printf "%.3f", b - a; else printf "null" }'),
+ "restore_problems": [${PROBLEMS%,}],
  "start_time": "$START_TIME",
  "stop_time": "$STOP_TIME",
  "start_uptime_s": $(q "$START_UP"),

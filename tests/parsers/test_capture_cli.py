@@ -71,6 +71,16 @@ def test_record_against_a_tracefs(app, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_no_tracefs_is_one_line(app, tmp_path):
+    (tmp_path / "notrace").mkdir()
+    r = CliRunner().invoke(app, ["record", "-o", str(tmp_path / "out"), "--tracefs", str(tmp_path / "notrace"),
+                                 "--duration", "1"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert f"{tmp_path / 'notrace'}: not a tracefs" in lines[0]
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["notrace"]
+
+
 # ---------------------------------------------------------------------- parse | info | replay DIR
 import json
 

@@ -187,6 +187,17 @@ def test_script_runs_under_busybox_snapshot_mode(busybox, bb_path, tmp_path):
     assert m["overruns"] == {"total": 0, "per_cpu": {"0": 0, "1": 0}} and m["interrupted"] is False
     assert m["buffer_size_kb_original"] == {"0": 1408, "1": 1408} and m["buffer_size_kb"] >= 16384
     assert "proc_before/zoneinfo" in m["files"]["all"]
+    assert m["restore_problems"] == [] and m["duration_s"] == 0.0  # (from /proc/uptime, which stands still here)
+    assert m["cpu_stats"] == {"0": {"entries": 0, "overrun": 0, "commit_overrun": 0, "bytes": 0, "oldest_event_ts": 7.830146,
+                                    "now_ts": 8.434767, "dropped_events": 0, "read_events": 0}} | {"1": m["cpu_stats"]["0"]}
+    # the manifest has the Python capture's keys (tests/parsers/test_capture_record.py writes one)
+    from parsers.capture.record import record
+    from tests.parsers.fake_tracefs import KernelLikeTracefs
+
+    t2 = make_tracefs(tmp_path / "tracefs2")
+    py = record(RecordOptions(output=tmp_path / "py", duration=0.05, tracefs=KernelLikeTracefs(t2), proc_root=p,
+                              probe_seconds=0.05, untraced=True, contention=True)).manifest
+    assert set(m) == set(py) and m["capture_method"] == "sh" and py["capture_method"] == "python"
     # the same layout as the Python capture, read by the same reader
     f = read_capture_folder(out)
     assert f.trace == out / "trace.txt" and f.proc_before and f.proc_after and f.overruns == 0
