@@ -25,7 +25,7 @@ Written last (just before the folder is renamed into place), by ``record`` and b
 - ``files`` ({trace: name, proc_before, proc_after, ...} and ``all``: [relative paths]),
   ``trace_bytes``, ``trace_compression`` ("zstd" or "none");
 - ``struct_page_size`` (64) for the ``--untraced`` page probes; ``restore_problems`` (settings that
-  could not be put back, Python capture only); ``notes`` (warnings, one line each).
+  could not be put back); ``notes`` (warnings, one line each).
 """
 
 from __future__ import annotations

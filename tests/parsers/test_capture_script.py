@@ -197,7 +197,9 @@ def test_script_runs_under_busybox_snapshot_mode(busybox, bb_path, tmp_path):
     t2 = make_tracefs(tmp_path / "tracefs2")
     py = record(RecordOptions(output=tmp_path / "py", duration=0.05, tracefs=KernelLikeTracefs(t2), proc_root=p,
                               probe_seconds=0.05, untraced=True, contention=True)).manifest
-    assert set(m) == set(py) and m["capture_method"] == "sh" and py["capture_method"] == "python"
+    from parsers.capture.manifest import MANIFEST_KEYS
+
+    assert set(m) == set(py) == set(MANIFEST_KEYS) and m["capture_method"] == "sh" and py["capture_method"] == "python"
     # the same layout as the Python capture, read by the same reader
     f = read_capture_folder(out)
     assert f.trace == out / "trace.txt" and f.proc_before and f.proc_after and f.overruns == 0
