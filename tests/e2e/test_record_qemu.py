@@ -551,12 +551,16 @@ def check_python_captures(guest_run, tmp_path) -> dict:
 
     k = _python_run(out, "killed")
     assert k["command_exit"] == {"status": None, "signal": 9} and "command killed by SIGKILL: capture kept" in k["notes"]
-    assert k["interrupted"] is False and k["buffer_source"] == "--buffer-mb"
+    assert k["interrupted"] is False and k["mode"] == "stream" and k["overruns"]["total"] == 0
+    from parsers.api import parse_files
+
+    kacc = parse_files([read_capture_folder(out / "cap_python_killed").trace]).accounting
+    assert kacc["lines_malformed"] == 0 and kacc["events"]["mm_page_alloc"] > 1000, kacc  # dd's 4 MiB at least
     i = _python_run(out, "sigint")
     assert i["interrupted"] is True and i["command_exit"] is None and read_capture_folder(out / "cap_python_sigint").proc_after
     assert not list(out.glob(".cap_python*")), "a temporary folder was left behind"
     return {"python_events": acc["events_total"], "python_unexplained_anomaly_rate": s["unexplained_anomaly_rate"],
-            "python_sigint_duration_s": i["duration_s"]}
+            "python_stream_events": kacc["events_total"], "python_sigint_duration_s": i["duration_s"]}
 
 
 def test_record_script_in_qemu(guest_run, tmp_path):

@@ -2,7 +2,7 @@
 
 ``pyrecord.py OUT MODE`` (started by /pyrun.sh with the host's Python, see tests/e2e/guest_python.py):
 ``main`` traces /workload.sh with --untraced --contention (buffers from the rate probe, zstd);
-``killed`` a command that ends with SIGKILL; ``sigint`` waits until the SIGINT /init sends.
+``killed`` a command that ends with SIGKILL (stream mode: no duration); ``sigint`` waits until the SIGINT /init sends.
 Notes go to stderr as ``note: ...``, a capture error as one ``error: ...`` line (exit 1).
 """
 
@@ -20,7 +20,7 @@ from parsers.capture.record import RecordOptions, record
 KILLED = "dd if=/dev/zero of=/tmp/k bs=1M count=4 2>/dev/null; rm /tmp/k; kill -9 $$"
 MODES = {
     "main": {"duration": 30, "untraced": True, "contention": True, "command": ["sh", "/workload.sh"]},
-    "killed": {"buffer_mb": 2, "untraced": True, "command": ["sh", "-c", KILLED]},
+    "killed": {"untraced": True, "command": ["sh", "-c", KILLED]},  # no --duration: trace_pipe streamed
     "sigint": {"buffer_mb": 2, "untraced": True},
 }
 
