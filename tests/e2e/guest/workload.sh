@@ -15,6 +15,13 @@ taskset 2 dd if=/dev/zero of=/mnt/w/b bs=4k count=6144 2>/dev/null &
 wait
 rm -f /mnt/w/a
 echo 1 > /proc/sys/vm/compact_memory
+# a second round (the first compaction of a fresh boot may migrate only a few pages: its free
+# scanner then calls __isolate_free_page once or twice): holes left by the other writer this time
+taskset 1 dd if=/dev/zero of=/mnt/w/c bs=4k count=4096 2>/dev/null &
+taskset 2 dd if=/dev/zero of=/mnt/w/d bs=4k count=4096 2>/dev/null &
+wait
+rm -f /mnt/w/d
+echo 1 > /proc/sys/vm/compact_memory
 seq 1 3000 | sort -r | md5sum > /dev/null
 rm -f /mnt/w/*
 umount /mnt/w
