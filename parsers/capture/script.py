@@ -9,8 +9,8 @@ SIGTERM and SIGHUP (an undo log replayed in reverse by the EXIT trap).
 
 The options are fixed when the script is generated; a few can be overridden when it runs, from
 the environment: ``PAGEREPLAY_OUT``, ``PAGEREPLAY_DURATION``, ``PAGEREPLAY_BUFFER_KB`` (per CPU),
-``PAGEREPLAY_FORCE=1``, ``PAGEREPLAY_TRACEFS`` and ``PAGEREPLAY_PROC`` (another tracefs or /proc
-root: the tests run the script against a fake tree).  Arguments given to the script replace the
+``PAGEREPLAY_FORCE=1``, ``PAGEREPLAY_TRACEFS``, ``PAGEREPLAY_PROC`` and ``PAGEREPLAY_LOCKDOWN``
+(another tracefs, /proc root or lockdown file: the tests run the script against a fake tree).  Arguments given to the script replace the
 embedded command: ``sh capture.sh make -j8``.
 
 Differences from the Python capture: durations are whole seconds; the command runs in the
@@ -238,6 +238,13 @@ if [ -z "$T" ] && [ -d /sys/kernel/debug ] && ! grep -q ' /sys/kernel/debug ' "$
 fi
 [ -n "$T" ] && [ -f "$T/trace" ] && [ -d "$T/events" ] ||
     die "no tracefs: mount it with 'mount -t tracefs nodev /sys/kernel/tracing' (CONFIG_FTRACE, CONFIG_EVENT_TRACING)"
+# lockdown=confidentiality refuses every tracefs open (LOCKDOWN_TRACEFS), root or not
+if ! cat "$T/tracing_on" > /dev/null 2>&1; then
+    LOCKDOWN=${PAGEREPLAY_LOCKDOWN:-/sys/kernel/security/lockdown}
+    grep -q '\[confidentiality\]' "$LOCKDOWN" 2>/dev/null &&
+        die "cannot read $T/tracing_on: kernel lockdown is 'confidentiality' ($LOCKDOWN): it forbids tracefs and kprobes"
+    die "cannot read $T/tracing_on"
+fi
 if [ -f "$T/current_tracer" ]; then
     tr_=$(cat "$T/current_tracer")
     [ "$tr_" = nop ] || die "tracer '$tr_' is active in $T (current_tracer): stop it (echo nop > current_tracer) and retry"

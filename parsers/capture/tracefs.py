@@ -22,6 +22,7 @@ Kernel semantics that matter here (``kernel/trace/trace.c``):
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -49,6 +50,24 @@ _STATS_KEYS = {
     "dropped events": "dropped_events",
     "read events": "read_events",
 }
+
+
+#: the kernel lockdown state (security/lockdown): ``none integrity [confidentiality]``
+LOCKDOWN_FILE = Path("/sys/kernel/security/lockdown")
+
+
+def _why(e: OSError) -> str:
+    """An OSError's reason; for EPERM under lockdown ``confidentiality`` (LOCKDOWN_TRACEFS and
+    LOCKDOWN_KPROBES, security/lockdown/lockdown.c), that reason, since root alone cannot lift it."""
+    why = e.strerror or str(e)
+    if e.errno == errno.EPERM:
+        try:
+            mode, _ = parse_trace_clock(LOCKDOWN_FILE.read_text())
+        except OSError:
+            mode = None
+        if mode == "confidentiality":
+            why += f" (kernel lockdown is 'confidentiality' ({LOCKDOWN_FILE}): it forbids tracefs and kprobes)"
+    return why
 
 
 def is_tracefs_root(path: Path) -> bool:
@@ -124,13 +143,13 @@ class Tracefs:
         try:
             return self.path(rel).read_text(errors="replace")
         except OSError as e:
-            raise TracefsError(f"cannot read {self.path(rel)}: {e.strerror or e}") from None
+            raise TracefsError(f"cannot read {self.path(rel)}: {_why(e)}") from None
 
     def read_bytes(self, rel: str) -> bytes:
         try:
             return self.path(rel).read_bytes()
         except OSError as e:
-            raise TracefsError(f"cannot read {self.path(rel)}: {e.strerror or e}") from None
+            raise TracefsError(f"cannot read {self.path(rel)}: {_why(e)}") from None
 
     def write(self, rel: str, value: str, *, append: bool = False) -> None:
         """Write ``value`` (plus a newline) the way ``echo value > file`` does (``>>`` with append)."""
@@ -143,14 +162,14 @@ class Tracefs:
             finally:
                 os.close(fd)
         except OSError as e:
-            raise TracefsError(f"cannot write {value.strip()!r} to {self.path(rel)}: {e.strerror or e}") from None
+            raise TracefsError(f"cannot write {value.strip()!r} to {self.path(rel)}: {_why(e)}") from None
 
     def clear_trace(self) -> None:
         """Empty the ring buffer (open ``trace`` with O_TRUNC, as ``echo > trace`` does)."""
         try:
             os.close(os.open(self.path("trace"), os.O_WRONLY | os.O_TRUNC))
         except OSError as e:
-            raise TracefsError(f"cannot clear {self.path('trace')}: {e.strerror or e}") from None
+            raise TracefsError(f"cannot clear {self.path('trace')}: {_why(e)}") from None
 
     # ------------------------------------------------------------------ what is there
     def event_rel(self, system: str, name: str) -> str:

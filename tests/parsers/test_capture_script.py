@@ -131,14 +131,15 @@ def _setup(tmp_path, events=("isolate_free_page", "isolate_free_page_ret")):
 
 
 def _run_script(tmp_path, t, p, opts: RecordOptions, path: str, *, extra_env=None, signal_when_tracing=None,
-                timeout=60):
+                timeout=60, kernel=True):
     script = tmp_path / "capture.sh"
     script.write_text(generate_script(opts))
     env = {"PATH": path, "PAGEREPLAY_TRACEFS": str(t), "PAGEREPLAY_PROC": str(p), "PAGEREPLAY_FORCE": "1",
            "HOME": str(tmp_path)}
     env.update(extra_env or {})
     k = FakeKernel(t, sample_trace_text())
-    k.start()
+    if kernel:
+        k.start()
     try:
         proc = subprocess.Popen([BUSYBOX, "sh", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, cwd=tmp_path)
@@ -149,7 +150,8 @@ def _run_script(tmp_path, t, p, opts: RecordOptions, path: str, *, extra_env=Non
         out, err = proc.communicate(timeout=timeout)
     finally:
         k.halt.set()
-        k.join()
+        if kernel:
+            k.join()
     return proc.returncode, out, err
 
 
@@ -310,3 +312,22 @@ def test_script_counts_overruns_per_cpu_and_keeps_a_killed_command(busybox, bb_p
     f = read_capture_folder(out)
     assert f.overruns == 4321 and dict(f.overruns_per_cpu) == {0: 0, 1: 4321}
     _assert_restored(t, before)
+
+
+def test_script_names_lockdown_when_tracefs_refuses(busybox, bb_path, tmp_path):
+    """Under lockdown=confidentiality every tracefs open fails: one line naming the lockdown, nothing written."""
+    t, p = _setup(tmp_path)
+    (t / "tracing_on").unlink()
+    (t / "tracing_on").mkdir()  # (as root a plain file cannot refuse a read: a folder does)
+    lock = tmp_path / "lockdown"
+    lock.write_text("none integrity [confidentiality]\n")
+    out = tmp_path / "cap"
+    rc, _, err = _run_script(tmp_path, t, p, RecordOptions(output=out, duration=1), bb_path,
+                             extra_env={"PAGEREPLAY_LOCKDOWN": str(lock)}, kernel=False)
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"kernel lockdown is 'confidentiality' ({lock})" in err
+    lock.write_text("none [integrity] confidentiality\n")
+    rc, _, err = _run_script(tmp_path, t, p, RecordOptions(output=out, duration=1), bb_path,
+                             extra_env={"PAGEREPLAY_LOCKDOWN": str(lock)}, kernel=False)
+    assert rc == 1 and err.strip() == f"pagereplay: error: cannot read {t}/tracing_on", err
+    assert not out.exists() and not [x for x in tmp_path.iterdir() if x.name.startswith(".")]

@@ -128,3 +128,36 @@ def test_write_errors_are_one_line(tmp_path):
     with pytest.raises(TracefsError) as e:
         fs.write("nope/file", "1")
     assert "\n" not in str(e.value) and "nope/file" in str(e.value)
+
+
+def test_eperm_under_lockdown_confidentiality_says_so(tmp_path, monkeypatch):
+    """tracefs opens fail with EPERM under lockdown=confidentiality (LOCKDOWN_TRACEFS): the one-line
+    error names the lockdown, which root alone cannot lift; other EPERMs stay plain."""
+    import errno
+    import os
+
+    from parsers.capture import tracefs as tf
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "tracing_on").write_text("1\n")
+    real_open = os.open
+
+    def eperm(path, *a, **kw):
+        if str(path).startswith(str(tmp_path / "t")):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(tf.os, "open", eperm)
+    lock = tmp_path / "lockdown"
+    monkeypatch.setattr(tf, "LOCKDOWN_FILE", lock)
+    fs = Tracefs(tmp_path / "t")
+    lock.write_text("none [integrity] confidentiality\n")
+    with pytest.raises(TracefsError) as e:
+        fs.write("tracing_on", "0")
+    assert str(e.value) == f"cannot write '0' to {tmp_path / 't' / 'tracing_on'}: Operation not permitted"
+    lock.write_text("none integrity [confidentiality]\n")
+    with pytest.raises(TracefsError) as e:
+        fs.clear_trace()
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"cannot clear {tmp_path / 't' / 'trace'}: Operation not permitted")
+    assert f"kernel lockdown is 'confidentiality' ({lock})" in msg
