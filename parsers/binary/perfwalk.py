@@ -31,15 +31,22 @@ def _extra(typ: int, buf, p: int, le: bool) -> int:
     return 0
 
 
+def _record_header(hdr: struct.Struct, mv, p: int, end: int, name: str, base: int) -> tuple[int, int]:
+    """(type, size) of the record header at ``p``; a header cut short or a size below the header's
+    8 bytes fails naming the file offset (``base + p``; ``base`` < 0: no offset to name)."""
+    if p + 8 > end:
+        fail(name, base + p if base >= 0 else None, f"record header cut short at the end of the data ({end - p} bytes left; truncated?)")
+    typ, _misc, size = hdr.unpack_from(mv, p)
+    if size < 8:
+        fail(name, base + p if base >= 0 else None, f"corrupt record (type {typ}, size {size})")
+    return typ, size
+
+
 def _walk_seq(mv, p: int, stop: int, end: int, le: bool, name: str, base: int, out: list[int]) -> int:
     """Walk from the record boundary ``p`` until a record starts at or after ``stop``; return it."""
     hdr = struct.Struct("<IHH" if le else ">IHH")
     while p < stop:
-        if p + 8 > end:
-            fail(name, base + p if base >= 0 else None, f"record header cut short at the end of the data ({end - p} bytes left; truncated?)")
-        typ, _misc, size = hdr.unpack_from(mv, p)
-        if size < 8:
-            fail(name, base + p if base >= 0 else None, f"corrupt record (type {typ}, size {size})")
+        typ, size = _record_header(hdr, mv, p, end, name, base)
         nxt = p + size
         if typ in (R_AUXTRACE, R_HEADER_TRACING_DATA):
             if nxt + 0 > end:
@@ -276,11 +283,7 @@ def _walk_words(w: np.ndarray, i: int, bound: int, nw: int, le: bool, out: list[
 def _seq_until_special(mv, p: int, end: int, le: bool, name: str, base: int, out: list[int]) -> tuple[np.ndarray, int | None]:
     hdr = struct.Struct("<IHH" if le else ">IHH")
     while p < end:
-        if p + 8 > end:
-            fail(name, base + p if base >= 0 else None, f"record header cut short at the end of the data ({end - p} bytes left; truncated?)")
-        typ, _m, size = hdr.unpack_from(mv, p)
-        if size < 8:
-            fail(name, base + p if base >= 0 else None, f"corrupt record (type {typ}, size {size})")
+        typ, size = _record_header(hdr, mv, p, end, name, base)
         if typ in (R_AUXTRACE, R_HEADER_TRACING_DATA):
             return np.asarray(out, np.int64), p
         if p + size > end:
