@@ -547,7 +547,10 @@ def check_python_captures(guest_run, tmp_path) -> dict:
     assert r.returncode == 0, r.stderr
     acc = json.loads(r.stdout)
     assert acc["lines_malformed"] == 0 and acc["other_events"] == {"tracing_mark_write": 2}, acc["other_events"]
-    assert acc["events"].get("isolate_free_page", 0) > 0 and acc["events_total"] > 1000
+    # the probes are the script's (same definitions, asserted above) and fire in the script's capture
+    # (check_untraced_kprobes); whether this fourth run's compaction migrates anything depends on where
+    # the earlier runs left free memory, so a count of 0 here is no failure
+    assert acc["events_total"] > 1000
     r = _pagereplay("replay", str(cap), "-o", str(tmp_path / "python-results"), "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
@@ -563,7 +566,8 @@ def check_python_captures(guest_run, tmp_path) -> dict:
     i = _python_run(out, "sigint")
     assert i["interrupted"] is True and i["command_exit"] is None and read_capture_folder(out / "cap_python_sigint").proc_after
     assert not list(out.glob(".cap_python*")), "a temporary folder was left behind"
-    return {"python_events": acc["events_total"], "python_unexplained_anomaly_rate": s["unexplained_anomaly_rate"],
+    return {"python_events": acc["events_total"], "python_isolate_free_page": acc["events"].get("isolate_free_page", 0),
+            "python_unexplained_anomaly_rate": s["unexplained_anomaly_rate"],
             "python_stream_events": kacc["events_total"], "python_sigint_duration_s": i["duration_s"]}
 
 
