@@ -29,6 +29,9 @@ and the install, so ``_ProjectLocator`` names it by the folder's path inside the
 each function's bytecode, the CPU).  The bundle is used only with the numba, numpy and Python
 it was built with, and only under the ``cache_key`` of the sources it was built from: any edit
 to a kernel source (an editable install, a patched tree) misses it and compiles as before.
+
+Each edit or upgrade leaves the previous key's folder behind; a key folder unused for
+``STALE_KEY_DAYS`` is removed (``prune_stale_keys``) when a replay opens its own.
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ import os
 import platform
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from parsers.compiled import JIT_ENABLED, cache_root
 
-__all__ = ["JIT_ENABLED", "build_bundle", "cache_key", "kernel", "kernel_entry", "seed_cache"]
+__all__ = ["JIT_ENABLED", "build_bundle", "cache_key", "kernel", "kernel_entry", "prune_stale_keys", "seed_cache"]
 
 _PACKAGE = Path(__file__).resolve().parent
 #: packages that hold no kernel and no constant a kernel reads (imports run one way: a kernel
@@ -201,6 +205,34 @@ def _project_locator(numba: Any) -> None:
         impl._locator_classes.insert(0, _ProjectLocator)
 
 
+#: a key folder unused this long is compiled code of sources no longer installed (every edit of a
+#: kernel source, every upgrade makes a new key): pruned when another key's folder is opened
+STALE_KEY_DAYS = 30
+
+
+def prune_stale_keys(numba_root: Path, current: str, *, now: float | None = None) -> list[str]:
+    """Remove the key folders of ``numba_root`` (16 hex digits, not ``current``) unused for
+    ``STALE_KEY_DAYS``; returns their names.  A key folder's mtime is its last use (``_set_cache_dir``
+    touches it), so a folder another process is using is never old enough to go."""
+    limit = (time.time() if now is None else now) - STALE_KEY_DAYS * 86400
+    gone = []
+    try:
+        entries = list(numba_root.iterdir())
+    except OSError:
+        return gone
+    for d in sorted(entries):
+        if d.name == current or len(d.name) != 16 or not all(c in "0123456789abcdef" for c in d.name):
+            continue
+        try:
+            if not d.is_dir() or d.is_symlink() or d.stat().st_mtime >= limit:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        gone.append(d.name)
+    return gone
+
+
 def _set_cache_dir(numba: Any) -> None:
     global _cache_dir_set
     if _cache_dir_set or os.environ.get("NUMBA_CACHE_DIR"):
@@ -210,6 +242,11 @@ def _set_cache_dir(numba: Any) -> None:
     if d is not None:
         numba.config.CACHE_DIR = str(d)
         _project_locator(numba)
+        try:
+            os.utime(d)  # this key's last use (prune_stale_keys)
+        except OSError:
+            pass
+        prune_stale_keys(d.parent, d.name)
     _cache_dir_set = True
 
 

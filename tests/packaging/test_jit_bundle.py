@@ -68,3 +68,26 @@ def test_no_bundle_and_numba_cache_dir_leave_the_cache_alone(tmp_path: Path, use
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba-own"))  # the user's own numba cache wins
     assert jit.seed_cache() is False
     assert not list(user_cache.glob(".seeded-*"))
+
+
+def test_stale_key_folders_go_and_the_rest_stay(tmp_path: Path) -> None:
+    """Key folders unused for STALE_KEY_DAYS go; the current key, recent keys, the scanner's
+    folder and anything not named like a key stay, whatever their age."""
+    import os
+
+    root = tmp_path / "numba"
+    now = 2_000_000_000.0
+    old = now - (jit.STALE_KEY_DAYS + 1) * 86400
+    recent = now - (jit.STALE_KEY_DAYS - 1) * 86400
+    names = {"0123456789abcdef": old, "fedcba9876543210": recent, "aaaaaaaaaaaaaaaa": old,
+             "scan": old, "not-a-key-folder": old}
+    for name, mtime in names.items():
+        (root / name / "replay_model").mkdir(parents=True)
+        (root / name / "replay_model" / "x.nbi").write_bytes(b"i")
+        os.utime(root / name, (mtime, mtime))
+    (root / "bbbbbbbbbbbbbbbb").write_bytes(b"a file named like a key")
+    os.utime(root / "bbbbbbbbbbbbbbbb", (old, old))
+    assert jit.prune_stale_keys(root, "aaaaaaaaaaaaaaaa", now=now) == ["0123456789abcdef"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "fedcba9876543210", "not-a-key-folder", "scan"]
+    assert jit.prune_stale_keys(tmp_path / "missing", "x", now=now) == []
