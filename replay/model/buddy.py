@@ -116,6 +116,7 @@ def __free_one_page(st: ModelState, i: int, z: int, order: int, mt: int, fpi_to_
     max_order = st.geo[G_NR_ORDERS] - 1
     pbo = st.geo[G_PB_ORDER]
     st.pg_state[i] = PG_NONE  # the caller's state of this head is over
+    origin = int(st.pg_origin[i])  # the caller's (pg_origin in replay.model.state)
     buddy = i ^ (1 << order)
     while order < max_order:
         buddy = i ^ (1 << order)
@@ -128,8 +129,10 @@ def __free_one_page(st: ModelState, i: int, z: int, order: int, mt: int, fpi_to_
                 break
         del_page_from_free_list(st, buddy, z)
         st.ctr[C_MERGES] += 1
+        origin = max(origin, int(st.pg_origin[buddy]))
         i = buddy & i
         order += 1
+    st.pg_origin[i] = origin
     if fpi_to_tail:
         to_tail = True
     else:
@@ -143,10 +146,12 @@ def __free_one_page(st: ModelState, i: int, z: int, order: int, mt: int, fpi_to_
 def expand(st: ModelState, i: int, z: int, low: int, high: int, mt: int) -> None:
     """``expand()``: keep the low half, put each upper half at the head of its list."""
     size = 1 << high
+    origin = st.pg_origin[i]
     while high > low:
         high -= 1
         size >>= 1
         add_to_free_list(st, i + size, z, high, mt, False)
+        st.pg_origin[i + size] = origin
         st.ctr[C_SPLITS] += 1
 
 
@@ -159,6 +164,7 @@ def break_down_buddy_pages(st: ModelState, i: int, target: int, z: int, low: int
     same as ``expand()`` when ``target == i``.
     """
     size = 1 << high
+    origin = st.pg_origin[i]
     while high > low:
         high -= 1
         size >>= 1
@@ -169,6 +175,7 @@ def break_down_buddy_pages(st: ModelState, i: int, target: int, z: int, low: int
             nxt = i
             cur = i + size
         add_to_free_list(st, cur, z, high, mt, False)
+        st.pg_origin[cur] = origin
         st.ctr[C_SPLITS] += 1
         i = nxt
 

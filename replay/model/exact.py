@@ -45,18 +45,27 @@ from replay.model.pcp import pcp_add, pcp_allowed_order, pcp_del, pcp_list_of
 from replay.model.profiles import FREE_FOLIOS, KP_FREE_BATCH
 from replay.model.state import (
     C_BULK_INFERRED,
+    C_BULK_UNDONE,
     C_DRAIN_CHECKED,
+    C_DRAIN_DIS_PRE_TRACE,
     C_DRAIN_TAIL,
     C_OWNERSHIP_AGREE,
     C_OWNERSHIP_CHECKED,
+    C_PB_MT_FROM_ALLOC,
     C_PCP_ALLOC_CHECKED,
+    C_PCP_ALLOC_DIS_PRE_TRACE,
     C_PCP_ALLOC_HEAD,
     C_RMQUEUE_CHECKED,
+    C_RMQUEUE_DIS_PRE_TRACE,
     C_RMQUEUE_PREDICTED,
     G_PB_ORDER,
     MIGRATE_ISOLATE,
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
+    ORIGIN_INFERRED,
+    ORIGIN_PRE_TRACE,
+    ORIGIN_TRACED,
+    PAGE_ALLOC_COSTLY_ORDER,
     PG_ALLOC,
     PG_BUDDY,
     PG_FREEING,
@@ -73,6 +82,28 @@ F_BUDDY = 1
 F_PCP = 2
 F_ALLOC = 4
 F_HOLE = 8
+
+
+@kernel(nrt=False)
+def origin_of(st: ModelState, i: int) -> int:
+    """``pg_origin`` of block head ``i`` (traced for -1: no block)."""
+    return int(st.pg_origin[i]) if i >= 0 else ORIGIN_TRACED
+
+
+@kernel(nrt=False)
+def mark_inferred(st: ModelState, h: int) -> None:
+    """Block ``h`` is about to be split by a repair: its pieces were placed by inference."""
+    st.pg_origin[h] = max(int(st.pg_origin[h]), ORIGIN_INFERRED)
+
+
+@kernel(nrt=False)
+def count_disagreement(st: ModelState, pre_trace_ctr: int, origin: int) -> None:
+    """A placement check the kernel decided otherwise: counted by cause (the counter after
+    ``pre_trace_ctr`` is the inferred one; a traced origin is the model's own disagreement)."""
+    if origin >= ORIGIN_PRE_TRACE:
+        st.ctr[pre_trace_ctr] += 1
+    elif origin == ORIGIN_INFERRED:
+        st.ctr[pre_trace_ctr + 1] += 1
 
 
 @kernel(nrt=False)
@@ -121,6 +152,7 @@ def isolate_range(st: ModelState, i: int, order: int, z: int) -> int:
             if s == PG_BUDDY:
                 m = int(st.pg_mt[h])
                 del_page_from_free_list(st, h, z)
+                mark_inferred(st, h)
                 break_down_buddy_pages(st, h, i, z, order, ho, m)
                 st.pg_state[i] = PG_NONE
                 return F_BUDDY
@@ -174,16 +206,22 @@ def exact_zone_locked(st: ModelState, c: int, i: int, z: int, o: int, m: int, re
     h = block_head(st, i)
     if h >= 0 and int(st.pg_state[h]) == PG_BUDDY and int(st.pg_order[h]) >= o:
         ho = int(st.pg_order[h])
+        hor = int(st.pg_origin[h])
         del_page_from_free_list(st, h, z)
         if h == i:
             if pred == i:
                 st.ctr[C_RMQUEUE_PREDICTED] += 1
+            else:
+                count_disagreement(st, C_RMQUEUE_DIS_PRE_TRACE, max(hor, origin_of(st, pred)))
             expand(st, i, z, o, ho, m)
         else:
+            count_disagreement(st, C_RMQUEUE_DIS_PRE_TRACE, max(hor, ORIGIN_INFERRED))
+            mark_inferred(st, h)
             break_down_buddy_pages(st, h, i, z, o, ho, m)
             st.pg_state[i] = PG_NONE
             anom = A_ZL_INSIDE_FREE
     else:
+        count_disagreement(st, C_RMQUEUE_DIS_PRE_TRACE, max(origin_of(st, h), ORIGIN_INFERRED))
         found = isolate_range(st, i, o, z)
         if found & 2:
             anom = A_ZL_ON_PCP
@@ -193,12 +231,71 @@ def exact_zone_locked(st: ModelState, c: int, i: int, z: int, o: int, m: int, re
             anom = A_ZL_UNKNOWN
         else:
             anom = A_ZL_INSIDE_FREE
+    st.pg_origin[i] = ORIGIN_TRACED
     if refill:
         # rmqueue_bulk(): list_add_tail in the order the blocks come out
         pcp_add(st, c, z, i, o, m, True)
     else:
         set_allocated(st, i, z, o, m, PG_TAKEN)
     return anom
+
+
+@kernel(nrt=False)
+def infer_bulk_taken(st: ModelState, lid: int, i: int, z: int) -> int:
+    """A traced order-0 pcp allocation took ``i`` from below the head of its list: the pages
+    ahead of it left the list untraced, through ``__alloc_pages_bulk()`` (6.1 and 6.12
+    mm/page_alloc.c: ``__rmqueue_pcplist()`` from the head of the same list, no
+    ``mm_page_alloc``; vmalloc, fork's stacks, sunrpc, XFS/btrfs buffers).  They become
+    allocated (their frees follow, traced); returns how many."""
+    j = int(st.l_head[lid])
+    n = 0
+    while j >= 0 and j != i:
+        nxt = int(st.pg_next[j])
+        o = int(st.pg_order[j])
+        pcp_del(st, j, z)
+        st.pg_state[j] = PG_ALLOC
+        st.pg_origin[j] = ORIGIN_INFERRED
+        st.z_nr_alloc[z] += 1 << o
+        st.z_nr_bulk[z] += 1 << o
+        n += 1
+        j = nxt
+    st.ctr[C_BULK_INFERRED] += n
+    return n
+
+
+@kernel(nrt=False)
+def undo_bulk_taken(st: ModelState, i: int, z: int, o: int) -> bool:
+    """``i`` is a page ``infer_bulk_taken`` took off a pcp list that a traced allocation or drain
+    now takes from it: it had stayed on the list (behind the page the kernel served), so the
+    inference is undone (the page leaves the allocated count; the caller places it)."""
+    if int(st.pg_state[i]) != PG_ALLOC or int(st.pg_origin[i]) != ORIGIN_INFERRED or int(st.pg_order[i]) != o:
+        return False
+    if block_head(st, i) != i:
+        return False
+    st.pg_state[i] = PG_NONE
+    st.pg_origin[i] = ORIGIN_TRACED
+    st.z_nr_alloc[z] -= 1 << o
+    st.z_nr_bulk[z] -= 1 << o
+    st.ctr[C_BULK_UNDONE] += 1
+    return True
+
+
+@kernel(nrt=False)
+def learn_pageblock_mt(st: ModelState, i: int, o: int, m: int) -> None:
+    """A pcp allocation of migratetype ``m`` took block ``i``, which the model has on another
+    migratetype's list.  ``__rmqueue_pcplist()`` takes from ``pcp->lists[order_to_pindex(m, o)]``
+    only, and a free puts a block on the list of its pageblock's type (6.1
+    ``free_unref_page_commit()`` via ``get_pcppage_migratetype()``, 6.12 ``free_unref_folios()``
+    via ``get_pfnblock_migratetype()``): when the model's list came from its pageblock type, that
+    type was wrong (the pageblock was typed before the trace, or by a steal the trace does not
+    show), and the kernel's is ``m``."""
+    pbo = st.geo[G_PB_ORDER]
+    if o > PAGE_ALLOC_COSTLY_ORDER or m < 0 or m >= MIGRATE_PCPTYPES:
+        return
+    lm = int(st.pg_mt[i])
+    if lm != m and int(st.pb_mt[i >> pbo]) == lm:
+        st.pb_mt[i >> pbo] = m
+        st.ctr[C_PB_MT_FROM_ALLOC] += 1
 
 
 @kernel(nrt=False)
@@ -210,19 +307,30 @@ def exact_alloc(st: ModelState, c: int, i: int, z: int, o: int, m: int) -> int:
     if h == i and s == PG_PCP and int(st.pg_order[i]) == o:
         owner = int(st.pg_cpu[i])
         st.ctr[C_PCP_ALLOC_CHECKED] += 1
-        if int(st.l_head[pcp_list_of(st, i, z)]) == i:
+        head = int(st.l_head[pcp_list_of(st, i, z)])
+        if head == i:
             st.ctr[C_PCP_ALLOC_HEAD] += 1
+        else:
+            cause = max(origin_of(st, head), int(st.pg_origin[i]))
+            if o == 0:
+                infer_bulk_taken(st, pcp_list_of(st, i, z), i, z)
+                cause = max(cause, ORIGIN_INFERRED)
+            count_disagreement(st, C_PCP_ALLOC_DIS_PRE_TRACE, cause)
+        learn_pageblock_mt(st, i, o, m)
         pcp_del(st, i, z)
         if owner != c:
             anom = A_ALLOC_REMOTE_PCP
         st.pcp_free_factor[owner, z] >>= 1  # rmqueue_pcplist(): pcp->free_factor >>= 1
     elif h == i and s == PG_TAKEN and int(st.pg_order[i]) == o:
         st.z_nr_alloc[z] -= 1 << o
+    elif h == i and undo_bulk_taken(st, i, z, o):
+        pass
     elif h >= 0 and s == PG_BUDDY and int(st.pg_order[h]) >= o:
         # compaction_capture(): the block never reached the free lists in the kernel
         ho = int(st.pg_order[h])
         hm = int(st.pg_mt[h])
         del_page_from_free_list(st, h, z)
+        mark_inferred(st, h)
         break_down_buddy_pages(st, h, i, z, o, ho, hm)
         st.pg_state[i] = PG_NONE
         anom = A_ALLOC_FROM_BUDDY
@@ -284,6 +392,7 @@ def exact_free(st: ModelState, c: int, i: int, z: int, o: int, flags: int) -> tu
     (``free_unref_page_commit``), others to ``free_one_page()`` under zone->lock.
     """
     anom = release_block(st, c, i, z, o)
+    st.pg_origin[i] = ORIGIN_TRACED
     pbo = st.geo[G_PB_ORDER]
     pbmt = int(st.pb_mt[i >> pbo])
     if flags & 1:
@@ -314,6 +423,7 @@ def exact_free_batched(st: ModelState, c: int, i: int, z: int) -> tuple[int, boo
         o = int(st.pg_order[i])
         st.z_nr_alloc[z] -= 1 << o
         st.pg_state[i] = PG_NONE
+        st.pg_origin[i] = ORIGIN_TRACED
         m = int(st.pb_mt[i >> st.geo[G_PB_ORDER]]) if folios else int(st.pg_mt[i])
         if m == MIGRATE_ISOLATE:
             __free_one_page(st, i, z, o, m, False)
@@ -333,10 +443,15 @@ def exact_drain(st: ModelState, i: int, z: int, o: int, m: int) -> int:
     anom = 0
     if int(st.pg_state[i]) == PG_PCP and int(st.pg_order[i]) == o:
         st.ctr[C_DRAIN_CHECKED] += 1
-        if int(st.l_tail[pcp_list_of(st, i, z)]) == i:
+        tail = int(st.l_tail[pcp_list_of(st, i, z)])
+        if tail == i:
             st.ctr[C_DRAIN_TAIL] += 1
+        else:
+            count_disagreement(st, C_DRAIN_DIS_PRE_TRACE, max(origin_of(st, tail), int(st.pg_origin[i])))
         pcp_del(st, i, z)
         st.pg_state[i] = PG_NONE
+    elif undo_bulk_taken(st, i, z, o):
+        pass
     else:
         found = isolate_range(st, i, o, z)
         if found & F_PCP:
@@ -347,6 +462,7 @@ def exact_drain(st: ModelState, i: int, z: int, o: int, m: int) -> int:
             anom = A_DRAIN_UNKNOWN
         else:
             anom = A_DRAIN_OF_FREE
+    st.pg_origin[i] = ORIGIN_TRACED
     __free_one_page(st, i, z, o, m, False)
     return anom
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from parsers.schema import Event
-from replay.jit import kernel_entry
+from replay.jit import kernel, kernel_entry
 from replay.model.buddy import add_to_free_list
 from replay.model.layout import DEFAULT_MIGRATETYPE_NAMES, MemoryLayout, ZoneLayout, snapshot_free_counts
 from replay.model.layout_x86 import ram_ranges_x86_qemu
@@ -47,8 +47,12 @@ from replay.model.state import (
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
     PG_ALLOC,
+    ORIGIN_PRE_TRACE,
+    ORIGIN_SEEDED,
+    PAGE_ALLOC_COSTLY_ORDER,
     PG_BUDDY,
     PG_NONE,
+    PG_PCP,
     ModelState,
     new_state,
 )
@@ -135,9 +139,60 @@ def seed_touched(st: ModelState, first: np.ndarray, ev: np.ndarray, pfn: np.ndar
 
 
 @kernel_entry(nrt=False)
-def _pageblock_mt_pass(ev: np.ndarray, pfn: np.ndarray, mt: np.ndarray, fb_mt: np.ndarray, base: int, pbo: int,
+def mark_pre_trace_origins(st: ModelState, first: np.ndarray) -> None:
+    """``pg_origin`` of every free and pcp block of the initial state: ``ORIGIN_PRE_TRACE`` when
+    an event touches one of its pages (the trace shows it was there; not where on its list),
+    ``ORIGIN_SEEDED`` when none does (kept free to match the snapshot: its very existence is a guess)."""
+    npages = st.pg_state.shape[0]
+    j = 0
+    while j < npages:
+        s = int(st.pg_state[j])
+        if s != PG_BUDDY and s != PG_PCP:
+            j += 1
+            continue
+        end = min(j + (1 << int(st.pg_order[j])), npages)
+        touched = False
+        for k in range(j, end):
+            if first[k] >= 0:
+                touched = True
+                break
+        st.pg_origin[j] = ORIGIN_PRE_TRACE if touched else ORIGIN_SEEDED
+        j = end
+
+
+@kernel_entry(nrt=False)
+def _pageblock_mt_pass(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: np.ndarray, fb_mt: np.ndarray,
+                       base: int, pbo: int, pb_mt: np.ndarray, seen: np.ndarray) -> None:
+    """pb_mt of each pageblock = migratetype of its first zone_locked/drain/extfrag event (if valid);
+    in a pageblock with none of those, of its first pcp allocation (``_pcp_alloc_mt_pass``)."""
+    _first_buddy_event_mt_pass(ev, pfn, mt, fb_mt, base, pbo, pb_mt, seen)
+    _pcp_alloc_mt_pass(ev, pfn, order, mt, base, pbo, pb_mt, seen)
+
+
+@kernel(nrt=False)
+def _pcp_alloc_mt_pass(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: np.ndarray, base: int, pbo: int,
                        pb_mt: np.ndarray, seen: np.ndarray) -> None:
-    """pb_mt of each pageblock = migratetype of its first zone_locked/drain/extfrag event (if valid)."""
+    """A pageblock no zone_locked, drain or extfrag touches: its pages reach pcp lists only by
+    frees, which put a page on the list of its pageblock's type (6.1 ``free_unref_page_commit()``,
+    6.12 ``free_unref_folios()``), and ``__rmqueue_pcplist()`` serves a migratetype from its own
+    list; so the migratetype of its first pcp-order ``mm_page_alloc`` is the pageblock's (unless
+    the page came from a pre-trace refill that fell back to another type)."""
+    for k in range(ev.shape[0]):
+        p = int(pfn[k])
+        if p < 0 or int(ev[k]) != Event.MM_PAGE_ALLOC or int(order[k]) > PAGE_ALLOC_COSTLY_ORDER:
+            continue
+        blk = (p - base) >> pbo
+        if blk < 0 or blk >= pb_mt.shape[0] or seen[blk]:
+            continue
+        m = int(mt[k])
+        if 0 <= m < MIGRATE_PCPTYPES:
+            seen[blk] = True
+            pb_mt[blk] = m
+
+
+@kernel(nrt=False)
+def _first_buddy_event_mt_pass(ev: np.ndarray, pfn: np.ndarray, mt: np.ndarray, fb_mt: np.ndarray, base: int,
+                               pbo: int, pb_mt: np.ndarray, seen: np.ndarray) -> None:
     for k in range(ev.shape[0]):
         e = int(ev[k])
         p = int(pfn[k])
@@ -153,9 +208,9 @@ def _pageblock_mt_pass(ev: np.ndarray, pfn: np.ndarray, mt: np.ndarray, fb_mt: n
             pb_mt[blk] = m
 
 
-def _pageblock_mt(st: ModelState, ea_ev: np.ndarray, pfn: np.ndarray, mt: np.ndarray, fb_mt: np.ndarray,
-                  base: int) -> None:
-    _pageblock_mt_pass(ea_ev, pfn, mt, fb_mt, base, int(st.geo[G_PB_ORDER]), st.pb_mt,
+def _pageblock_mt(st: ModelState, ea_ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: np.ndarray,
+                  fb_mt: np.ndarray, base: int) -> None:
+    _pageblock_mt_pass(ea_ev, pfn, order, mt, fb_mt, base, int(st.geo[G_PB_ORDER]), st.pb_mt,
                        np.zeros(len(st.pb_mt), np.bool_))
 
 
@@ -557,7 +612,7 @@ def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: 
     for zi in range(len(zones)):
         zid[st.z_start[zi]:st.z_end[zi]] = zi
     pres = present_mask(layout, zones, base, npages)
-    _pageblock_mt(st, ev, pfn, mt, fb_mt, base)
+    _pageblock_mt(st, ev, pfn, order, mt, fb_mt, base)
 
     first = np.full(npages, -1, np.int64)
     first_touch(ev, pfn, order, base, npages, first)
@@ -587,6 +642,7 @@ def infer_initial_state(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, mt: 
     _add_free_blocks(st, fz, fo, fh)
     # everything else present is allocated (order-0 heads)
     _allocate_rest(st, cand, zid)
+    mark_pre_trace_origins(st, first)
     st.z_present[:] = st.z_nr_free + st.z_nr_pcp + st.z_nr_alloc
     return st, _report(st, zones, snapshot, snap_counts, boot=boot, seed_order=seed_order,
                        seed_migratetypes=seed_migratetypes, mt_seeded=mt_seeded, n_touched=n_touched,

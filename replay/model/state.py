@@ -4,7 +4,7 @@ Everything the replay loop touches is a flat NumPy array held in one
 ``ModelState`` namedtuple, so the same functions run as plain Python (tests)
 and compiled with numba (``replay.jit``).
 
-Per page (indexed by ``pfn - pfn_base``), 13 bytes:
+Per page (indexed by ``pfn - pfn_base``), 14 bytes:
 
 ========  =====  ==========================================================
 array     dtype  meaning
@@ -16,6 +16,8 @@ pg_order  int8   order of the block headed here (``buddy_order()`` for PG_BUDDY)
 pg_mt     int8   PG_BUDDY: free list migratetype; PG_PCP: pcp migratetype
                  (``get_pcppage_migratetype``); PG_ALLOC: requested migratetype
 pg_cpu    int16  PG_PCP: cpu whose per-cpu list holds the block
+pg_origin uint8  free and pcp block heads: what placed the block where it is (``ORIGIN_*``),
+                 for the disagreement causes of ``fidelity``; no kernel counterpart
 ========  =====  ==========================================================
 
 Per pageblock: ``pb_mt`` (int8, ``get_pageblock_migratetype``).
@@ -75,6 +77,14 @@ PG_ALLOC = 3
 PG_FREEING = 4  # mm_page_free seen, free_unref_page_list() commit (mm_page_free_batched) pending
 PG_TAKEN = 5  # taken by rmqueue_buddy() (mm_page_alloc_zone_locked, not for a pcp list), mm_page_alloc pending
 
+# pg_origin: what put a free or pcp block where the model has it, ordered so that the max over
+# merged blocks is the least certain part (a block merged from a traced page and a pre-trace
+# buddy exists only if the buddy really was free)
+ORIGIN_TRACED = 0  # a traced event placed it (or every block it merged from)
+ORIGIN_INFERRED = 1  # a repair: the model followed the trace through a path it did not see
+ORIGIN_PRE_TRACE = 2  # free before the trace (its first event says so); list position unknown
+ORIGIN_SEEDED = 3  # untouched by the trace, kept free to match the snapshot: a guess
+
 # counters (ModelState.ctr); anomaly counters live in replay.model.anomalies
 C_MERGES = 0
 C_SPLITS = 1
@@ -89,11 +99,21 @@ C_FAILED_ALLOCS = 9
 C_BULK_INFERRED = 10  # pages inferred to have left a pcp list through __alloc_pages_bulk()
 C_OWNERSHIP_AGREE = 11
 C_OWNERSHIP_CHECKED = 12
+# disagreements by cause (the rest of checked - agreed is the model's own): the block the model
+# predicted or the one the kernel took was placed before the trace, or by a repair
+C_RMQUEUE_DIS_PRE_TRACE = 13
+C_RMQUEUE_DIS_INFERRED = 14
+C_PCP_ALLOC_DIS_PRE_TRACE = 15
+C_PCP_ALLOC_DIS_INFERRED = 16
+C_DRAIN_DIS_PRE_TRACE = 17
+C_DRAIN_DIS_INFERRED = 18
+C_PB_MT_FROM_ALLOC = 19  # pageblock types corrected by a pcp allocation (exact_alloc)
+C_BULK_UNDONE = 20  # pages inferred taken by __alloc_pages_bulk() that a traced alloc or drain took from the list
 #: ctr[C_AT_HALF + j]: counter j when the exact replay reached event ctr[C_HALF_AT] (half the
 #: events; -1: never), for the second-half fidelity rates
-C_HALF_AT = 15
-C_AT_HALF = 16
-N_CTR = 32
+C_HALF_AT = 31
+C_AT_HALF = 32
+N_CTR = 64
 
 CTR_NAMES = {
     C_MERGES: "merges",
@@ -109,6 +129,14 @@ CTR_NAMES = {
     C_BULK_INFERRED: "bulk_inferred",
     C_OWNERSHIP_AGREE: "ownership_agree",
     C_OWNERSHIP_CHECKED: "ownership_checked",
+    C_RMQUEUE_DIS_PRE_TRACE: "rmqueue_disagree_pre_trace",
+    C_RMQUEUE_DIS_INFERRED: "rmqueue_disagree_inferred",
+    C_PCP_ALLOC_DIS_PRE_TRACE: "pcp_alloc_disagree_pre_trace",
+    C_PCP_ALLOC_DIS_INFERRED: "pcp_alloc_disagree_inferred",
+    C_DRAIN_DIS_PRE_TRACE: "drain_disagree_pre_trace",
+    C_DRAIN_DIS_INFERRED: "drain_disagree_inferred",
+    C_PB_MT_FROM_ALLOC: "pageblock_mt_from_alloc",
+    C_BULK_UNDONE: "bulk_inferred_undone",
 }
 
 # ---------------------------------------------------------------- the state
@@ -116,13 +144,15 @@ ModelState = namedtuple(
     "ModelState",
     [
         # per page
-        "pg_next", "pg_prev", "pg_state", "pg_order", "pg_mt", "pg_cpu",
+        "pg_next", "pg_prev", "pg_state", "pg_order", "pg_mt", "pg_cpu", "pg_origin",
         # per pageblock
         "pb_mt",
         # lists
         "l_head", "l_tail", "l_len",
         # per zone (index z), in page-index space (pfn - pfn_base)
         "z_start", "z_end", "z_present", "z_nr_free", "z_nr_pcp", "z_nr_alloc",
+        # per zone: pages inferred taken by __alloc_pages_bulk() (infer_bulk_taken less undone)
+        "z_nr_bulk",
         # per (cpu, zone): pcp->count, high, batch, free_factor
         "pcp_count", "pcp_high", "pcp_batch", "pcp_free_factor",
         # scalars: [pfn_base, n_orders, n_zones, n_cpus, n_fa_lists, pageblock_order]
@@ -197,6 +227,7 @@ def new_state(
         pg_order=np.zeros(npages, np.int8),
         pg_mt=np.zeros(npages, np.int8),
         pg_cpu=np.zeros(npages, np.int16),
+        pg_origin=np.zeros(npages, np.uint8),
         pb_mt=np.full(npages >> pageblock_order, MIGRATE_MOVABLE, np.int8),
         l_head=np.full(n_lists, -1, np.int32),
         l_tail=np.full(n_lists, -1, np.int32),
@@ -207,6 +238,7 @@ def new_state(
         z_nr_free=np.zeros(nz, np.int64),
         z_nr_pcp=np.zeros(nz, np.int64),
         z_nr_alloc=np.zeros(nz, np.int64),
+        z_nr_bulk=np.zeros(nz, np.int64),
         pcp_count=np.zeros((n_cpus, nz), np.int64),
         pcp_high=high,
         pcp_batch=batch,

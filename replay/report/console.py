@@ -266,7 +266,12 @@ def print_replay_summary(s: dict[str, Any], c: Console) -> None:
     c.print("fidelity: " + ", ".join(f"{k} {v:.3f}" for k, v in f.items() if isinstance(v, float)))
     if f.get("second_half"):
         c.print("fidelity, second half: " + ", ".join(f"{k} {v:.3f}" for k, v in f["second_half"].items()
-                                                      if v is not None))
+                                                      if isinstance(v, float)))
+    for check, d in (f.get("disagreement") or {}).items():
+        wt = d["agreement_where_traced"]
+        c.print(f"  {check} disagreements: pre-trace order unknown {d['pre_trace_order_unknown']:,}, "
+                f"untraced path inferred {d['untraced_path_inferred']:,}, model {d['model']:,}"
+                + ("" if wt is None else f" (agreement where traced {wt:.3f})"))
     c.print("lock sections: " + ", ".join(f"{k} {v:,}" for k, v in s["lock_sections"].items()))
     cal = s["calibration"]
     c.print(f"calibration: refill {cal['refill_base_ns']:.0f} + {cal['refill_per_block_ns']:.0f}/block ns, "

@@ -23,7 +23,7 @@ show, so each zone's difference is split into terms measured from the two snapsh
 ``untraced_allocations``
     ``pgalloc_<zone>`` (vmstat delta, counted in ``rmqueue()`` and ``__alloc_pages_bulk()``)
     minus the pages of traced ``mm_page_alloc`` and of the ``__alloc_pages_bulk()`` allocations
-    the model inferred (``free_of_pcp``) in the zone: allocations between the snapshot and the
+    the model inferred (at a pcp allocation below the list head, or ``free_of_pcp``) in the zone: allocations between the snapshot and the
     first event, after the last event (``perf script`` writing its output into tmpfs), or lost.
 ``untraced_frees``
     minus (``pgfree`` - pages of traced ``mm_page_free``): global, attributed to zones in
@@ -133,7 +133,9 @@ def traced_pages_per_zone(out: Any, n_zones: int) -> dict[str, np.ndarray]:
         "alloc": per_zone(ea.ev == EV_ALLOC, pages),
         "free": per_zone(ea.ev == EV_FREE, pages),
         "free_all_zones": np.array([int(pages[(ea.ev == EV_FREE) & (ea.pfn >= 0)].sum())]),
-        "bulk": per_zone(out.out_anom == A_FREE_OF_PCP, pages),
+        # pages the model inferred taken by __alloc_pages_bulk(): at the allocation that showed it
+        # (replay.model.exact.infer_bulk_taken) or, failing that, at their free (free_of_pcp)
+        "bulk": per_zone(out.out_anom == A_FREE_OF_PCP, pages) + np.asarray(out.state.z_nr_bulk[:n_zones], np.int64),
         "compaction_marks": per_zone((out.out_anom == A_FREE_OF_FREE) | (out.out_anom == A_ALLOC_FROM_BUDDY)),
     }
 

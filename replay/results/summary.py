@@ -78,6 +78,18 @@ def summary_dict(out: ReplayOutput, cal: Calibration, end: dict[str, Any] | None
     def rate2(a: str, b: str) -> float | None:  # over the second half of the events
         return (half[a] / half[b]) if half[b] > 0 and st.ctr[C_HALF_AT] >= 0 else None
 
+    def causes(c: dict[str, int], agreed: str, checked: str, prefix: str) -> dict[str, Any]:
+        pre, inf = c[prefix + "_disagree_pre_trace"], c[prefix + "_disagree_inferred"]
+        model = c[checked] - c[agreed] - pre - inf
+        traced = c[agreed] + model
+        return {"pre_trace_order_unknown": pre, "untraced_path_inferred": inf, "model": model,
+                "agreement_where_traced": c[agreed] / traced if traced > 0 else None}
+
+    def by_cause(c: dict[str, int]) -> dict[str, Any]:
+        return {"rmqueue_smallest": causes(c, "rmqueue_predicted", "rmqueue_checked", "rmqueue"),
+                "pcp_alloc_head": causes(c, "pcp_alloc_head", "pcp_alloc_checked", "pcp_alloc"),
+                "drain_tail": causes(c, "drain_tail", "drain_checked", "drain")}
+
     s: dict[str, Any] = {
         "mode": out.mode,
         "kernel_profile": profile_name(st.kp),
@@ -99,7 +111,9 @@ def summary_dict(out: ReplayOutput, cal: Calibration, end: dict[str, Any] | None
                 "rmqueue_smallest_agreement": rate2("rmqueue_predicted", "rmqueue_checked"),
                 "pcp_alloc_took_list_head": rate2("pcp_alloc_head", "pcp_alloc_checked"),
                 "drain_took_list_tail": rate2("drain_tail", "drain_checked"),
+                "disagreement": by_cause(half) if st.ctr[C_HALF_AT] >= 0 else None,
             },
+            "disagreement": by_cause(ctr),
         },
         "counters": ctr,
         "zones": list(out.zone_names),

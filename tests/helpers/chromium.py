@@ -98,7 +98,7 @@ class _Pipe:
         return [json.loads(m) for m in msgs if m]
 
 
-def render_page(html_path: str | Path, probe_js: str, ready_js: str, *, timeout: float = 60.0,
+def render_page(html_path: str | Path, probe_js: str, ready_js: str, *, timeout: float = 180.0,
                 width: int = 1300, height: int = 900, chromium: str | None = None,
                 segment: int = 0) -> PageReport:
     """Load ``html_path``, wait until ``ready_js`` is truthy, return console/exceptions/requests/probe/screenshot.
@@ -143,9 +143,10 @@ def render_page(html_path: str | Path, probe_js: str, ready_js: str, *, timeout:
             if r.get("result", {}).get("value"):
                 break
             if time.monotonic() > deadline:
-                break
+                raise TimeoutError(f"{url}: not ready after {timeout:.0f} s ({ready_js!r} stayed false); "
+                                   f"console: {rep.console[-5:]}, exceptions: {rep.errors[-5:]}")
             pipe.pump(0.25)
-        pipe.pump(0.5)  # late console messages
+        pipe.pump(1.5)  # late console messages (a failing chart logs after it marks itself rendered)
         r = pipe.send("Runtime.evaluate", {"expression": probe_js, "returnByValue": True}, session=sid)
         rep.probe = r.get("result", {}).get("value")
         metrics = pipe.send("Page.getLayoutMetrics", session=sid)

@@ -18,7 +18,7 @@ from replay.model.anomalies import ANOMALY_KINDS, KIND_BY_NAME, N_KINDS, counts_
 from replay.events.arrays import mark_deferred_frees
 from replay.model.engine import replay
 from replay.model.sections import DEFAULT_CALIBRATION, SEC_DRAIN, SEC_REFILL, calibrate, hold_times
-from replay.model.state import PG_PCP
+from replay.model.state import C_BULK_INFERRED, PG_PCP
 from tests.conftest import ROOT, SAMPLES
 from tests.helpers.events import make_events
 from tests.helpers.replay import replay_digest, tiny_layout
@@ -64,7 +64,10 @@ def test_golden_small_slice_exact() -> None:
     snap = load_snapshot(SMALL / "proc_before")
     out = replay(table, snap, snapshot=snap)
     assert len(out.events) == 24957
-    assert _anoms(out) == {"free_of_pcp": 127}  # pages __alloc_pages_bulk took off the pcp lists
+    # the pages __alloc_pages_bulk() took off the pcp lists (untraced) are inferred where a traced
+    # allocation skips them, not at their free (once 127 free_of_pcp anomalies)
+    assert _anoms(out) == {}
+    assert int(out.state.ctr[C_BULK_INFERRED]) >= 127 and int(out.state.z_nr_bulk.sum()) > 0
     assert out.invariant_reports[-1]["ok"]
     ctr = out.state.ctr
     assert int(ctr[3]) >= 3810 and int(ctr[4]) == 3818  # rmqueue_smallest agreement 99.9 %
@@ -200,7 +203,7 @@ def test_cli_json_and_deterministic_parquet(tmp_path: Path) -> None:
     ev = pq.read_table(tmp_path / "a" / "events.parquet")
     assert ev.num_rows == 24957
     an = pq.read_table(tmp_path / "a" / "anomalies.parquet")
-    assert an.num_rows == 127 and all(an.column("explained").to_pylist())
+    assert an.num_rows == 0 and an.schema.names[:3] == ["seq", "ts_ns", "cpu"]
     sec = pq.read_table(tmp_path / "a" / "lock_sections.parquet")
     assert sec.num_rows == 68 and min(sec.column("hold_ns").to_pylist()) > 0
 
