@@ -27,7 +27,7 @@ from replay.model.state import ModelState
 from replay.policy.delta import count_blocks_to_tail, take_top_blocks
 from replay.policy.timeline import PH_AFTER, PH_BEFORE, PH_INSIDE, Program
 from replay.policy.loop import (ACT_BG, ACT_FORCED, ACT_POST, ACT_VISIT, BG_TICK_NS, INT64_MAX, PP_LEN, PP_LISTS,
-                                PP_NOACT, PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, clear_units_in_use,
+                                PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, clear_units_in_use,
                                 free_blocks_to_tail, mark_free_pages, zone_needs_accept)
 
 #: triggers that keep MAX_PAGE_ORDER blocks on ``zone->unaccepted_pages``
@@ -45,7 +45,6 @@ def policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.nda
     pp[PP_TARGET] = pv[PV_TARGET]
     pp[PP_LISTS] = int(policy.trigger in LIST_TRIGGERS)
     pp[PP_SIM] = int(mode == "simulate")
-    pp[PP_NOACT] = int(policy.trigger in ("none", "firmware_boot", "kernel_boot"))
     return pp
 
 

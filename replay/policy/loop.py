@@ -57,8 +57,7 @@ PP_UNUSABLE = 2
 PP_TARGET = 3
 PP_LISTS = 4  # the policy lists blocks on zone->unaccepted_pages (lazy list policies)
 PP_SIM = 5  # simulate mode
-PP_NOACT = 6  # the policy never acts during the trace (none, eager)
-PP_LEN = 7
+PP_LEN = 6
 
 
 @kernel(nrt=False)
