@@ -32,6 +32,7 @@ from types import ModuleType
 import numpy as np
 
 from ..compiled import aot_enabled, cache_root
+from .kernels import PlanArrays, Records, RingGeo, SampleLayout, SampleRows
 
 MODULE = "_pagereplay_binary"
 EXPORTS = ("rb_count", "rb_scan_into", "perf_walk", "perf_samples", "decode", "comm_of", "gather")
@@ -50,20 +51,21 @@ def ro(a: np.ndarray, dtype=None) -> np.ndarray:
     return a
 
 
-def rb_outputs(n: int, nf: int) -> tuple[np.ndarray, ...]:
-    """The record arrays ``kernels.rb_scan_into`` fills for ``n`` records: (pos, length, ts, page,
-    evid, cpid, st, vals), the types its compiled signature has."""
+def rb_outputs(n: int, nf: int) -> Records:
+    """The ``kernels.Records`` ``rb_scan_into`` fills for ``n`` records, of the types its compiled
+    signature has."""
     i8, i4 = np.int64, np.int32
-    return (np.empty(n, i8), np.empty(n, i4), np.empty(n, i8), np.empty(n, i4), np.empty(n, i4), np.empty(n, i4),
-            np.empty(n, np.int8), np.empty((nf, n), i8))
+    return Records(np.empty(n, i8), np.empty(n, i4), np.empty(n, i8), np.empty(n, i4), np.empty(n, i4),
+                   np.empty(n, i4), np.empty(n, np.int8), np.empty((nf, n), i8))
 
 
-def perf_outputs(ns: int, nf: int) -> tuple[np.ndarray, ...]:
-    """The arrays ``kernels.perf_samples`` fills for ``ns`` samples: (s_time, s_cpu, s_pid, s_tid,
-    s_pos, s_len, s_attr, evid, cpid, st, vals), the types its compiled signature has."""
+def perf_outputs(ns: int, nf: int) -> SampleRows:
+    """The ``kernels.SampleRows`` ``perf_samples`` fills for ``ns`` samples, of the types its
+    compiled signature has."""
     i8, i4 = np.int64, np.int32
-    return (np.empty(ns, i8), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i8), np.empty(ns, i4),
-            np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, np.int8), np.empty((nf, ns), i8))
+    return SampleRows(np.empty(ns, i8), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i8),
+                      np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, i4), np.empty(ns, np.int8),
+                      np.empty((nf, ns), i8))
 
 
 def _key() -> str:
@@ -171,15 +173,15 @@ def _build(target: Path) -> None:
     u8 = ro(np.zeros(64, np.uint8))
     i8 = ro(np.zeros(1, np.int64))
     hdr = ro(np.array([0, 2, 4, 4], np.int64))
-    plan = ro(np.zeros((1, 1, 3), np.int64))
+    pa = PlanArrays(hdr, i8, ro(np.zeros((1, 1, 3), np.int64)), i8, i8)
     jit["rb_count"](u8, i8, 4096, 8, 8, 8, 16, True)
-    jit["rb_scan_into"](u8, i8, 0, 0, 0, 4096, 8, 8, 8, 16, True, 8, hdr, i8, plan, i8, i8, *rb_outputs(0, 1),
+    jit["rb_scan_into"](u8, i8, 0, 0, 0, RingGeo(4096, 8, 8, 8, 16, True, 8), pa, rb_outputs(0, 1),
                         np.zeros(1, np.int64), np.zeros((1, 3), np.int64), np.zeros(3, np.int64))
     fix = ro(np.zeros((1, 5), np.int64))
     jit["perf_walk"](u8, 0, 0, True, 16)
     # (the output arrays of perf_samples are writable: the readers allocate them, see ``perf_outputs``)
-    jit["perf_samples"](u8, i8, 0, 0, True, 0, i8, i8, i8, i8, fix, hdr, i8, plan, i8, i8, *perf_outputs(0, 1))
-    jit["decode"](u8, i8, i8, True, hdr, i8, plan, i8, i8)
+    jit["perf_samples"](u8, i8, 0, 0, True, SampleLayout(0, i8, i8, i8, i8, fix), pa, perf_outputs(0, 1))
+    jit["decode"](u8, i8, i8, True, pa)
     i4 = ro(np.zeros(1, np.int32))
     jit["comm_of"](i8, i8, i4, i8, i8, i8, i4, 1)
     jit["gather"](u8, i8, 8, False, True)

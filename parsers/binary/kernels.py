@@ -20,11 +20,34 @@ the plan's fields, 2 when it is too short for the event header, 3 (perf) when a 
 raw data.  The numpy implementations in ``ringbuf``/``perfdata``/``table`` give the same
 results and are used when this module is not compiled.  This module is plain Python: it is
 only ever run compiled.
+
+The kernels take their arrays in named bundles (a namedtuple is one argument to numba; each
+kernel unpacks it at its start): ``RingGeo`` (a ring buffer's page layout), ``PlanArrays`` (the
+decode plan), ``SampleLayout`` (how perf.data samples are laid out, per attr), and the rows
+filled, ``Records`` (``rb_scan_into``) and ``SampleRows`` (``perf_samples``).
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
+
+#: a ring buffer's page layout (``tpformat.Headers``): page bytes, the page header's timestamp
+#: size, commit field offset and size, data offset, byte order, ``sizeof(long)`` of the traced kernel
+RingGeo = namedtuple("RingGeo", ["page_size", "ts_size", "commit_off", "commit_size", "data_off", "le", "long_size"])
+#: the decode plan (``table.Plan.args``): the event header's ``common_type`` / ``common_pid``
+#: (offset, size) pairs, plan index per event id (-1: none), per plan its (offset, size, signed)
+#: fields, their count and the payload bytes they need
+PlanArrays = namedtuple("PlanArrays", ["hdr", "id2plan", "plan", "plan_nf", "plan_need"])
+#: the rows ``rb_scan_into`` fills per record: payload offset and length, timestamp, page index, decoded
+Records = namedtuple("Records", ["pos", "length", "ts", "page", "evid", "cpid", "st", "vals"])
+#: where a perf.data sample's fields are: the id's position (-1: no id), the sorted ids and their
+#: attr index, per attr its sample_type, read_format and fixed layout (``perfsamples._fixed_layout``)
+SampleLayout = namedtuple("SampleLayout", ["idpos", "id_sorted", "id_attr", "attr_st", "attr_rf", "attr_fix"])
+#: the rows ``perf_samples`` fills per sample: its fields, where its raw data is, its attr, decoded
+SampleRows = namedtuple("SampleRows", ["time", "cpu", "pid", "tid", "pos", "len", "attr", "evid", "cpid", "st",
+                                       "vals"])
 
 TS_SHIFT = 27
 COMMIT_MASK = (1 << 27) - 1
@@ -80,8 +103,9 @@ def _sext(v, size):
     return (v << sh) >> sh
 
 
-def _decode_all(buf, pos, length, le, hdr, id2plan, plan, plan_nf, plan_need, lo, hi, evid, cpid, st, vals):
-    """Decode the payloads ``pos[i]`` (``length[i]`` bytes) of rows ``lo <= i < hi``."""
+def _decode_all(buf, pos, length, le, pa, lo, hi, evid, cpid, st, vals):
+    """Decode the payloads ``pos[i]`` (``length[i]`` bytes) of rows ``lo <= i < hi`` by the plan ``pa``."""
+    hdr, id2plan, plan, plan_nf, plan_need = pa
     h0 = hdr[0]
     h1 = hdr[1]
     h2 = hdr[2]
@@ -199,13 +223,14 @@ def rb_count(buf, starts, page_size, ts_size, commit_off, commit_size, data_off,
     return out
 
 
-def rb_scan_into(buf, starts, lo, hi, row0, page_size, ts_size, commit_off, commit_size, data_off, le, long_size,
-                 hdr, id2plan, plan, plan_nf, plan_need, out_pos, out_len, out_ts, out_page, evid, cpid, st, vals,
-                 page_lost, bad, counts):
-    """The data records of pages ``lo <= i < hi`` into rows from ``row0`` (``rb_count`` gives each
-    page's rows), decoded; ``page_lost[i]`` set, bad pages listed in ``bad`` (page, reason, offset
-    in page), padding / time extends / time stamps counted in ``counts``.  Returns (rows, bad
-    pages).  The GIL is released: two threads fill two page ranges."""
+def rb_scan_into(buf, starts, lo, hi, row0, geo, pa, rec, page_lost, bad, counts):
+    """The data records of pages ``lo <= i < hi`` (``geo``: a ``RingGeo``) into the ``Records``
+    ``rec`` from row ``row0`` (``rb_count`` gives each page's rows), decoded by the plan ``pa``;
+    ``page_lost[i]`` set, bad pages listed in ``bad`` (page, reason, offset in page), padding /
+    time extends / time stamps counted in ``counts``.  Returns (rows, bad pages).  The GIL is
+    released: two threads fill two page ranges."""
+    page_size, ts_size, commit_off, commit_size, data_off, le, long_size = geo
+    out_pos, out_len, out_ts, out_page, evid, cpid, st, vals = rec
     nbad = 0
     k = row0
     for i in range(lo, hi):
@@ -224,7 +249,7 @@ def rb_scan_into(buf, starts, lo, hi, row0, page_size, ts_size, commit_off, comm
             page_lost[i] = -2
             if (commit & np.int64(MISSED_STORED)) and length + long_size <= page_size - data_off:
                 page_lost[i] = _u(buf, s + data_off + length, long_size, le)
-    _decode_all(buf, out_pos, out_len, le, hdr, id2plan, plan, plan_nf, plan_need, row0, k, evid, cpid, st, vals)
+    _decode_all(buf, out_pos, out_len, le, pa, row0, k, evid, cpid, st, vals)
     return k - row0, nbad
 
 
@@ -355,11 +380,11 @@ def perf_walk(buf, start, end, le, cap):
     return status, p, n, rec_off, rec_type, rec_size
 
 
-def perf_samples(buf, s_off, lo, hi, le, idpos, id_sorted, id_attr, attr_st, attr_rf, attr_fix, hdr, id2plan, plan,
-                 plan_nf, plan_need, s_time, s_cpu, s_pid, s_tid, s_pos, s_len, s_attr, evid, cpid, st, vals):
-    """Samples ``lo <= i < hi`` (records at ``s_off[i]``, found by ``perf_walk``): their fields and raw
-    payloads decoded into row i of the given arrays.  The GIL is released: two threads fill two
-    halves (the first touch of the output pages shared out too).
+def perf_samples(buf, s_off, lo, hi, le, lay, pa, rows):
+    """Samples ``lo <= i < hi`` (records at ``s_off[i]``, found by ``perf_walk``; ``lay``: a
+    ``SampleLayout``): their fields and raw payloads decoded by the plan ``pa`` into row i of the
+    ``SampleRows`` ``rows``.  The GIL is released: two threads fill two halves (the first touch
+    of the output pages shared out too).
 
     ``attr_fix[a]``: for an attr whose samples have a fixed layout (no READ group, no CALLCHAIN),
     the offsets in the record of {pid, tid}, time, cpu and the raw size (-1: absent) and the
@@ -367,6 +392,8 @@ def perf_samples(buf, s_off, lo, hi, le, idpos, id_sorted, id_attr, attr_st, att
     (Written out here, not in a helper: numba's code for an inlined helper with these arrays
     was twice as slow.)
     """
+    idpos, id_sorted, id_attr, attr_st, attr_rf, attr_fix = lay
+    s_time, s_cpu, s_pid, s_tid, s_pos, s_len, s_attr, evid, cpid, st, vals = rows
     done = lo
     for i in range(lo, hi):
         p = s_off[i]
@@ -410,20 +437,21 @@ def perf_samples(buf, s_off, lo, hi, le, idpos, id_sorted, id_attr, attr_st, att
         s_pos[i] = v_pos
         s_len[i] = v_len
         if i + 1 - done >= 64:
-            _decode_all(buf, s_pos, s_len, le, hdr, id2plan, plan, plan_nf, plan_need, done, i + 1, evid, cpid, st, vals)
+            _decode_all(buf, s_pos, s_len, le, pa, done, i + 1, evid, cpid, st, vals)
             done = i + 1  # (decoded while their records are still in the cache)
-    _decode_all(buf, s_pos, s_len, le, hdr, id2plan, plan, plan_nf, plan_need, done, hi, evid, cpid, st, vals)
+    _decode_all(buf, s_pos, s_len, le, pa, done, hi, evid, cpid, st, vals)
     return hi - lo
 
 
-def decode(buf, pos, length, le, hdr, id2plan, plan, plan_nf, plan_need):
-    """Payloads at ``pos`` (-1: none, -2: a sample without raw data): (evid, cpid, st, vals)."""
+def decode(buf, pos, length, le, pa):
+    """Payloads at ``pos`` (-1: none, -2: a sample without raw data) decoded by the plan ``pa``:
+    (evid, cpid, st, vals)."""
     n = len(pos)
     evid = np.empty(n, np.int32)
     cpid = np.empty(n, np.int32)
     st = np.empty(n, np.int8)
-    vals = np.empty((plan.shape[1], n), np.int64)
-    _decode_all(buf, pos, length, le, hdr, id2plan, plan, plan_nf, plan_need, 0, n, evid, cpid, st, vals)
+    vals = np.empty((pa.plan.shape[1], n), np.int64)
+    _decode_all(buf, pos, length, le, pa, 0, n, evid, cpid, st, vals)
     return evid, cpid, st, vals
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import aot
 from .cursor import fail
+from .kernels import PlanArrays, SampleLayout, SampleRows
 from .perfformat import (
     F_ENABLED,
     F_GROUP,
@@ -171,7 +172,7 @@ def samples(pd: PerfData, compiled: bool = True) -> Samples:
     return Samples(ordinal, sel, pos, length, ts, cpu, pid, tid, ns, no_raw, bad, no_raw_names)
 
 
-def _layout_args(pd: PerfData):
+def _layout_args(pd: PerfData) -> SampleLayout:
     attrs = pd.attrs
     ipos = id_pos(attrs[0].sample_type) if attrs else None
     if len(attrs) <= 1 or ipos is None:
@@ -192,7 +193,7 @@ def _layout_args(pd: PerfData):
     attr_st = np.array([a.sample_type for a in attrs] or [0], np.uint64).view(np.int64)
     attr_rf = np.array([a.read_format for a in attrs] or [0], np.uint64).view(np.int64)
     attr_fix = np.array([_fixed_layout(a) for a in attrs] or [[-1, -1, -1, -1, 0]], np.int64)
-    return idpos, aot.ro(id_sorted), aot.ro(id_attr), aot.ro(attr_st), aot.ro(attr_rf), aot.ro(attr_fix)
+    return SampleLayout(idpos, aot.ro(id_sorted), aot.ro(id_attr), aot.ro(attr_st), aot.ro(attr_rf), aot.ro(attr_fix))
 
 
 def _fixed_layout(a: Attr) -> list[int]:
@@ -231,26 +232,27 @@ def check_attrs(pd: PerfData) -> None:
 PARALLEL_MIN = 1 << 16  # samples: fewer are decoded on one thread (a thread costs more than it saves)
 
 
-def _decode_samples(k, buf: np.ndarray, s_off: np.ndarray, le: bool, lay: tuple, pargs: tuple, out: tuple) -> None:
+def _decode_samples(k, buf: np.ndarray, s_off: np.ndarray, le: bool, lay: SampleLayout, pargs: PlanArrays,
+                    out: SampleRows) -> None:
     """``kernels.perf_samples`` over every sample into ``out``: the two halves on two threads (the
     compiled code releases the GIL; the first touch of the output pages is shared out too)."""
     ns = len(s_off)
     if ns < PARALLEL_MIN:
-        k.perf_samples(buf, s_off, 0, ns, le, *lay, *pargs, *out)
+        k.perf_samples(buf, s_off, 0, ns, le, lay, pargs, out)
         return
     mid = ns // 2
     failed: list[BaseException] = []
 
     def second() -> None:
         try:
-            k.perf_samples(buf, s_off, mid, ns, le, *lay, *pargs, *out)
+            k.perf_samples(buf, s_off, mid, ns, le, lay, pargs, out)
         except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
             failed.append(e)
 
     t = threading.Thread(target=second, name="pagereplay-perf-samples")
     t.start()
     try:
-        k.perf_samples(buf, s_off, 0, mid, le, *lay, *pargs, *out)
+        k.perf_samples(buf, s_off, 0, mid, le, lay, pargs, out)
     finally:
         t.join()
     if failed:
@@ -267,7 +269,7 @@ def scan_compiled(k, pd: PerfData, plan) -> Samples:
     tcount = np.bincount(pd.rec_type[(pd.rec_type >= 0) & (pd.rec_type < 256)], minlength=1) if nrec else np.zeros(1, np.int64)
     pd.record_counts = {RECORD_NAMES.get(t, f"type {t}"): int(c) for t, c in enumerate(tcount) if c}
     s_rec = np.flatnonzero(pd.rec_type == R_SAMPLE)
-    out = aot.perf_outputs(len(s_rec), pargs[2].shape[1])
+    out = aot.perf_outputs(len(s_rec), pargs.plan.shape[1])
     _decode_samples(k, buf, aot.ro(pd.rec_off.take(s_rec)), pd.le, lay, pargs, out)
     s_time, s_cpu, s_pid, s_tid, s_pos, s_len, s_attr, evid, cpid, st, vals = out
     ns = len(s_rec)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import aot
-from .kernels import BAD_COMMIT, BAD_HEADER, BAD_OVERRUN
+from .kernels import BAD_COMMIT, BAD_HEADER, BAD_OVERRUN, PlanArrays, RingGeo
 from .tpformat import Headers
 
 COMMIT_MASK = (1 << 27) - 1
@@ -44,7 +44,7 @@ PAGES_PER_BATCH = 4096
 PARALLEL_MIN = 1 << 16  # records: fewer are scanned on one thread (a thread costs more than it saves)
 
 
-def _scan_compiled(k, buf, starts, page_size, hdr: Headers, le: bool, plan_args: tuple) -> PageScan:
+def _scan_compiled(k, buf, starts, page_size, hdr: Headers, le: bool, plan_args: PlanArrays) -> PageScan:
     """The pages counted (``kernels.rb_count``), then scanned into exact row ranges, the two
     halves of the pages on two threads (``kernels.rb_scan_into`` releases the GIL)."""
     rbuf = aot.ro(buf)
@@ -53,7 +53,7 @@ def _scan_compiled(k, buf, starts, page_size, hdr: Headers, le: bool, plan_args:
     geo = (page_size, hdr.page_ts_size, hdr.commit_offset, hdr.commit_size, hdr.data_offset, le)
     per_page = k.rb_count(rbuf, P, *geo) if npg else np.zeros(0, np.int64)
     n = int(per_page.sum())
-    out = aot.rb_outputs(n, plan_args[2].shape[1])
+    out = aot.rb_outputs(n, plan_args.plan.shape[1])
     page_lost = np.full(npg, -1, np.int64)
     h = npg // 2 if n >= PARALLEL_MIN else npg
     ranges = [(0, h), (h, npg)] if 0 < h < npg else [(0, npg)]
@@ -64,8 +64,8 @@ def _scan_compiled(k, buf, starts, page_size, hdr: Headers, le: bool, plan_args:
         bad_j = np.full((max(hi - lo, 1), 3), -1, np.int64)
         counts_j = np.zeros(3, np.int64)
         try:
-            _rows, nbad = k.rb_scan_into(rbuf, P, lo, hi, int(per_page[:lo].sum()), *geo, hdr.long_size, *plan_args, *out,
-                                        page_lost, bad_j, counts_j)
+            _rows, nbad = k.rb_scan_into(rbuf, P, lo, hi, int(per_page[:lo].sum()), RingGeo(*geo, hdr.long_size),
+                                         plan_args, out, page_lost, bad_j, counts_j)
             res[j] = (bad_j[:nbad], counts_j)
         except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
             res[j] = e
@@ -124,7 +124,7 @@ def _gather_u(buf: np.ndarray, pos: np.ndarray, size: int, le: bool) -> np.ndarr
 
 
 def scan_pages(buf: np.ndarray, starts: np.ndarray, page_size: int, hdr: Headers, le: bool = True,
-               compiled: bool = True, plan_args: tuple | None = None) -> PageScan:
+               compiled: bool = True, plan_args: PlanArrays | None = None) -> PageScan:
     """Decode every page that starts at ``starts`` (byte offsets into ``buf``, a uint8 array).
 
     With the compiled kernels and ``plan_args`` (``table.Plan.args()``), the payloads are

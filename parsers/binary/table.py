@@ -39,6 +39,7 @@ from ..errors import TraceFormatError
 from ..scan.codes import LINES_PFN_DEC, LINES_PFN_HEX, LINES_TS_COUNTER, LINES_TS_DECIMAL
 from ..schema import EVENT_ALIASES, EVENT_BY_NAME, EVENT_NAMES, event_dictionary
 from . import aot
+from .kernels import PlanArrays
 from .tpformat import Evaluator, EventFormat, Field, Unevaluable, parse_expr
 
 _EVENT_DICT = event_dictionary()
@@ -336,9 +337,10 @@ class Plan:
             for j, f in enumerate(dec.used):
                 self.plan[pi, j] = (f.offset, f.size, int(f.signed))
 
-    def args(self) -> tuple[np.ndarray, ...]:
-        """(hdr, id2plan, plan, plan_nf, plan_need), read-only, for the compiled kernels."""
-        return tuple(aot.ro(a, np.int64) for a in (self.hdr, self.id2plan, self.plan, self.plan_nf, self.plan_need))
+    def args(self) -> PlanArrays:
+        """The plan as the compiled kernels take it (``kernels.PlanArrays``, read-only arrays)."""
+        return PlanArrays(*(aot.ro(a, np.int64) for a in (self.hdr, self.id2plan, self.plan, self.plan_nf,
+                                                             self.plan_need)))
 
 
 def decode_numpy(buf: np.ndarray, pos: np.ndarray, length: np.ndarray, le: bool, plan: Plan, compiled: bool = False):

@@ -235,7 +235,6 @@ class BaselineFeed:
         self.run: Any = None
         self.error: BaseException | None = None
         self.records = True
-        self.section_capacity = self.n  # one section per event at most
         # the baseline's live arrays (set before its first report)
         self.S: Any = None
         self.out_sec = self.out_zone = self.dfree = self.ts_free = self.ts_order = np.zeros(0)

@@ -1,4 +1,4 @@
-"""Exact mode, policies after the baseline: the acceptance and time model on the baseline's buddy results.
+"""Exact mode, policies after the baseline: the acceptance call sites on the baseline's buddy results.
 
 In exact mode the trace places every page, so an acceptance policy changes the buddy model in
 two ways only: the MAX_PAGE_ORDER blocks still on ``zone->unaccepted_pages`` are not in it
@@ -12,7 +12,7 @@ baseline's minus the pages still listed there.
 
 The baseline's loop (``engine.exact_chunk`` with a ``dfree`` array) also records, per event, how
 ``NR_FREE_PAGES`` of the event's zone changed.  ``delta_chunk`` then walks the events under one
-policy with the very same call-site checks, driver round trips and time step as
+policy with the very same call-site checks and driver round trips as
 ``replay.policy.loop.policy_chunk``, but instead of applying an event to a buddy model it adds
 the recorded change to the policy's per-zone free counters.  It returns ``ACT_DIVERGE`` (the
 driver falls back to the full replay) when an event touches a still-listed block in a way the
@@ -23,19 +23,17 @@ and each still-listed block is a whole free block there).
 
 Most events need no visit at all.  On a real trace nearly all of them are per-CPU list hits and
 the middle of ``rmqueue_bulk`` / ``free_pcppages_bulk`` batches (14.7M events, 49k zone->lock
-sections): no lock is taken there, nothing waits, and no acceptance check can fire.  The walk
+sections): nothing changes ``NR_FREE_PAGES`` outside a section there, and no acceptance check can
+fire.  The walk
 runs its per-event body on a subset of the events, chosen so that every event it skips would
 have been a no-op:
 
-- the first event of each zone->lock section (its FIFO wait and hold) and every change of
-  ``NR_FREE_PAGES`` outside a section;
-- the rest of a section's events only add their per-block hold increment to the zone's lock-free
-  time and their change to ``NR_FREE_PAGES``: these are added in one sum, *lazily*, when the
-  zone's counters are next read (a later section in the zone, acceptance work under its lock,
-  an acceptance check in it), with an exact event-by-event catch-up when the read falls inside
-  the section;
-- after an event leaves latency pending on its CPU (``pend``), the next event on that CPU that
-  settles it (the request's ``mm_page_alloc``, or a free);
+- the first event of each zone->lock section and every change of ``NR_FREE_PAGES`` outside a
+  section;
+- the rest of a section's events only add their change to ``NR_FREE_PAGES``: these are added in
+  one sum, *lazily*, when the zone's counter is next read (a later section in the zone, an
+  acceptance check in it), with an exact event-by-event catch-up when the read falls inside the
+  section;
 - the first touch of each block (the forced-acceptance check) and of each bitmap unit (the
   ``del_page_from_free_list`` / ``post_alloc_hook`` checks): a block or unit is only ever
   accepted during the trace, never listed again, so a later touch finds it accepted (and if a
@@ -49,7 +47,7 @@ The index of sections (``DeltaIndex``) is built as the baseline goes and shared 
 policy, with the first touches (``Touches``) of each acceptance geometry the policies have.
 A section that opens while its zone's summed section is still open (trace order interleaves
 the CPUs' events: a few in a real capture), or has events in two zones, is walked event by
-event.  Results are identical to visiting every event (tests/test_policy_delta.py).
+event.  Results are identical to visiting every event (tests/policy/test_delta.py).
 """
 
 from __future__ import annotations
@@ -64,17 +62,17 @@ from replay.acceptance.policies import Trigger
 from replay.acceptance.unaccepted_memory import AcceptGeo, AcceptState, bitmap_units, page_contains_unaccepted
 from replay.events.arrays import EV_ALLOC, EV_EXTFRAG, EV_ZL
 from replay.model.sections import Sections
-from replay.policy.loop import (AC_K, AC_ZLHOLD, AC_ZONE, ACT_BG, ACT_DONE, ACT_FORCED, ACT_GROW, ACT_POST, ACT_VISIT,
-                                INT64_MAX, PP_LISTS, PP_NOACT, PP_TRIGGER, STAGE_FRESH, STAGE_VISITED,
-                                accepted_block_zone, background_tick, quiet_time_step, section_cost, take_free_block,
-                                time_step, top_block_is_free, zone_needs_accept, zone_needs_accept_at)
+from replay.policy.bundles import Baseline, Index, Policy, Series, Trace, Walk, Zones
+from replay.policy.loop import (ACT_BG, ACT_DONE, ACT_FORCED, ACT_POST, ACT_VISIT, INT64_MAX, PP_LISTS, PP_TRIGGER,
+                                STAGE_FRESH, STAGE_VISITED, accepted_block_zone, background_tick, take_free_block,
+                                top_block_is_free, zone_needs_accept, zone_needs_accept_at)
 from replay.model.state import ModelState
 from replay.jit import kernel, kernel_entry
 
 #: an event the baseline's results cannot stand in for: the driver replays the policy in full
 ACT_DIVERGE = 6
 # the open (lazily summed) section of each zone: agg[z, AG_*]
-AG_SID, AG_FROM, AG_LAST, AG_II, AG_DF, AG_ABS, AG_LEN = 0, 1, 2, 3, 4, 5, 6
+AG_SID, AG_FROM, AG_LAST, AG_DF, AG_ABS, AG_LEN = 0, 1, 2, 3, 4, 5
 # a policy's walk state: sp[SP_*]
 SP_VIS, SP_BLK, SP_UNIT, SP_BG, SP_DENSE_UNTIL, SP_VISITS, SP_LEN = 0, 1, 2, 3, 4, 5, 6
 # first_touches kinds
@@ -100,15 +98,11 @@ class DeltaIndex:
     events in order.  ``sparse`` False (``dense_index``): no section is summed, every event is
     visited."""
 
-    def __init__(self, calib: np.ndarray, ev: np.ndarray, cap_sections: int, bucket_ev: np.ndarray,
-                 sparse: bool = True) -> None:
+    def __init__(self, cap_sections: int, n_events: int, bucket_ev: np.ndarray, sparse: bool = True) -> None:
         cap = max(cap_sections, 1)
-        n_events = len(ev)
         self.sparse = sparse
-        self._calib, self._ev = calib, ev
         # zeros: a page is only touched once a section of it exists (one section per event at most)
         self.sec_last = np.zeros(cap, np.int64)
-        self.sec_ii = np.zeros(cap, np.int64)
         self.sec_df = np.zeros(cap, np.int64)
         self.sec_abs = np.zeros(cap, np.int64)
         self.sec_flag = np.zeros(cap, np.int8)
@@ -131,12 +125,17 @@ class DeltaIndex:
     def vis(self) -> np.ndarray:
         return self._vis[: int(self.nv[0])]
 
+    def bundle(self, blk_ev: np.ndarray, unit_ev: np.ndarray) -> Index:
+        """The index as ``delta_chunk`` reads it, with one policy's first touches."""
+        return Index(self.sec_last, self.sec_df, self.sec_abs, self.sec_flag, self.vis, self.bucket_ev, blk_ev,
+                     unit_ev)
+
     def extend(self, S: Sections, base_sec: np.ndarray, base_zone: np.ndarray, dfree: np.ndarray, k1: int) -> None:
         """Take in the baseline's results (sections, section and zone per event, free-page
         changes) of the events up to ``k1``."""
         if self.sparse and k1 > self.scanned:
-            index_events(S, self._calib, self._ev, base_sec, base_zone, dfree, self.scanned, k1, self.sec_last,
-                         self.sec_ii, self.sec_df, self.sec_abs, self.sec_flag, self._vis, self.nv)
+            index_events(S, base_sec, base_zone, dfree, self.scanned, k1, self.sec_last, self.sec_df, self.sec_abs,
+                         self.sec_flag, self._vis, self.nv)
             self.scanned = k1
 
 
@@ -144,36 +143,29 @@ def new_index(prep: Any, cap_sections: int) -> DeltaIndex:
     """An empty index for a baseline of ``prep`` (its bucket events from the timestamps alone)."""
     bucket_ev = np.empty(len(prep.edges), np.int64)
     bucket_events(prep.events.ts, prep.edges, bucket_ev)
-    return DeltaIndex(prep.calib, prep.events.ev, cap_sections, bucket_ev)
+    return DeltaIndex(cap_sections, len(prep.events), bucket_ev)
 
 
 def dense_index() -> DeltaIndex:
     """An index with which ``delta_chunk`` visits every event (no section is summed)."""
-    return DeltaIndex(np.zeros(0), np.zeros(0, np.int8), 1, np.zeros(0, np.int64), sparse=False)
+    return DeltaIndex(1, 0, np.zeros(0, np.int64), sparse=False)
 
 
 @kernel(nrt=False)
-def member_share(S: Sections, calib: np.ndarray, sid: int, e: int) -> int:
-    """The hold increment an event of section ``sid`` after its first adds (``time_step``'s ``ii``)."""
-    return int(section_cost(S, calib, sid, e)[1] + 0.5)
-
-
-@kernel(nrt=False)
-def _take_share(agg: np.ndarray, z: int, ii: int, d: int) -> None:
-    """Zone ``z``'s open summed section without one event's share (applied on its own)."""
-    agg[z, AG_II] -= ii
+def _take_share(agg: np.ndarray, z: int, d: int) -> None:
+    """Zone ``z``'s open summed section without one event's change of free pages (applied on its own)."""
     agg[z, AG_DF] -= d
     agg[z, AG_ABS] -= d if d > 0 else -d
 
 
 @kernel_entry(nrt=False)
-def index_events(S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray,
-                 dfree: np.ndarray, k0: int, k1: int, sec_last: np.ndarray, sec_ii: np.ndarray, sec_df: np.ndarray,
-                 sec_abs: np.ndarray, sec_flag: np.ndarray, vis: np.ndarray, nv: np.ndarray) -> None:
+def index_events(S: Sections, base_sec: np.ndarray, base_zone: np.ndarray, dfree: np.ndarray, k0: int, k1: int,
+                 sec_last: np.ndarray, sec_df: np.ndarray, sec_abs: np.ndarray, sec_flag: np.ndarray, vis: np.ndarray,
+                 nv: np.ndarray) -> None:
     """``DeltaIndex.extend`` over the baseline's results of events ``k0..k1-1``: each section's last
-    event and its sums over the events after the first (hold increments, changes of
-    NR_FREE_PAGES and their absolute values), ``sec_flag`` for an event in another zone than its
-    section; section openings and free-page changes outside sections appended to ``vis``."""
+    event and its sums over the events after the first (changes of NR_FREE_PAGES and their
+    absolute values), ``sec_flag`` for an event in another zone than its section; section
+    openings and free-page changes outside sections appended to ``vis``."""
     n = nv[0]
     for k in range(k0, k1):
         sid = base_sec[k]
@@ -185,7 +177,6 @@ def index_events(S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.nd
             else:
                 if base_zone[k] != S.zone[sid]:
                     sec_flag[sid] = 1
-                sec_ii[sid] += member_share(S, calib, sid, int(ev[k]))
                 d = dfree[k]
                 sec_df[sid] += d
                 sec_abs[sid] += d if d > 0 else -d
@@ -278,27 +269,21 @@ class Touches:
 
 
 @kernel(nrt=False)
-def _settle(st: ModelState, S: Sections, calib: np.ndarray, ev: np.ndarray, base_sec: np.ndarray, dfree: np.ndarray,
-            zfree_v: np.ndarray, zfree_b: np.ndarray, agg: np.ndarray, z: int, k: int) -> None:
+def _settle(st: ModelState, S: Sections, base: Baseline, agg: np.ndarray, z: int, k: int) -> None:
     """Zone ``z``'s open section with its events before ``k`` applied (all of them, in one sum,
     once ``k`` is past its last event): what the dense walk's counters hold at event ``k``."""
     sid = agg[z, AG_SID]
     if sid < 0:
         return
     if k > agg[z, AG_LAST]:
-        zfree_v[z] += agg[z, AG_II]
-        zfree_b[z] += agg[z, AG_II]
         st.z_nr_free[z] += agg[z, AG_DF]
         agg[z, AG_SID] = -1
         return
     for j in range(agg[z, AG_FROM], k):
-        if base_sec[j] == sid:
-            ii = member_share(S, calib, sid, int(ev[j]))
-            d = dfree[j]
-            zfree_v[z] += ii
-            zfree_b[z] += ii
+        if base.sec[j] == sid:
+            d = base.dfree[j]
             st.z_nr_free[z] += d
-            _take_share(agg, z, ii, d)
+            _take_share(agg, z, d)
     if agg[z, AG_FROM] < k:
         agg[z, AG_FROM] = k
 
@@ -327,165 +312,210 @@ def _next_at(arr: np.ndarray, sp: np.ndarray, slot: int, k: int) -> int:
     return arr[i] if i < arr.shape[0] else INT64_MAX
 
 
+@kernel(nrt=False)
+def _is_post_site(trig: int, e: int) -> bool:
+    """``del_page_from_free_list`` (v1: zone_locked) / ``post_alloc_hook`` (v2-v7: mm_page_alloc):
+    the block an event of type ``e`` takes is checked for unaccepted units."""
+    return (trig == Trigger.ON_BUDDY_ALLOC and e == EV_ZL) or (trig == Trigger.POST_ALLOC and e == EV_ALLOC)
+
+
+@kernel(nrt=False)
+def _catch_up(st: ModelState, S: Sections, base: Baseline, agg: np.ndarray, k: int) -> None:
+    """Before event ``k``'s body: the open summed sections of its zone and of its section's zone
+    caught up to ``k`` (the body reads and changes their counters)."""
+    z = int(base.zone[k])
+    if z >= 0:
+        _settle(st, S, base, agg, z, k)
+    sid = base.sec[k]
+    if sid >= 0 and S.zone[sid] != z:
+        _settle(st, S, base, agg, int(S.zone[sid]), k)
+
+
+@kernel(nrt=False)
+def _request_in_progress(tr: Trace, k: int) -> bool:
+    """The previous event on event ``k``'s CPU was a zone_locked / extfrag of the same request."""
+    c = tr.cpu[k]
+    j = k - 1
+    while j >= 0 and tr.cpu[j] != c:
+        j -= 1
+    return j >= 0 and (tr.ev[j] == EV_ZL or tr.ev[j] == EV_EXTFRAG)
+
+
+@kernel(nrt=False)
+def _sample_listed_buckets(acc: AcceptState, zones: Zones, base: Baseline, series: Series, t: int) -> None:
+    """The buckets trace time ``t`` has reached: the baseline's samples without the pages still
+    listed (top-order blocks)."""
+    nb = series.edges.shape[0]
+    top = base.order.shape[1] - 1
+    while series.pos[0] < nb and t >= series.edges[series.pos[0]]:
+        b = series.pos[0]
+        held = listed_pages(acc, zones.zmap)
+        series.free[b] = base.free[b] - held
+        for j in range(top + 1):
+            series.order[b, j] = base.order[b, j]
+        series.order[b, top] -= held
+        series.pos[0] = b + 1
+
+
+@kernel(nrt=False)
+def _close_event(S: Sections, base: Baseline, index: Index, walk: Walk, k: int) -> None:
+    """Event ``k`` done: a section it opens is summed lazily from here (or walked event by event
+    when it cannot be); a later event of the zone's summed section takes its share out."""
+    sid = base.sec[k]
+    if sid < 0:
+        return
+    agg, sp = walk.agg, walk.sp
+    zs = int(S.zone[sid])
+    if S.first[sid] == k:
+        if index.sec_flag[sid] != 0 or agg[zs, AG_SID] >= 0:
+            # events in two zones, or interleaved in trace order with the zone's open summed
+            # section (per-CPU buffers merged by timestamp): walked event by event
+            if index.sec_last[sid] > sp[SP_DENSE_UNTIL]:
+                sp[SP_DENSE_UNTIL] = index.sec_last[sid]
+        elif index.sec_last[sid] > k:
+            agg[zs, AG_SID] = sid
+            agg[zs, AG_FROM] = k + 1
+            agg[zs, AG_LAST] = index.sec_last[sid]
+            agg[zs, AG_DF] = index.sec_df[sid]
+            agg[zs, AG_ABS] = index.sec_abs[sid]
+    elif agg[zs, AG_SID] == sid:  # the dense body applied this event's own change
+        _take_share(agg, zs, base.dfree[k])
+        agg[zs, AG_FROM] = k + 1
+
+
+@kernel(nrt=False)
+def _left_unaccepted(acc: AcceptState, pol: Policy, tr: Trace, base: Baseline, k: int) -> bool:
+    """Event ``k``, a first touch, left its block listed or its units unaccepted: later touches
+    are not indexed (the walk then visits every event)."""
+    p = int(tr.pfn[k])
+    if p < 0:
+        return False
+    if pol.pp[PP_LISTS] != 0 and PageUnaccepted(acc, p):
+        return True
+    return (_is_post_site(pol.pp[PP_TRIGGER], int(tr.ev[k])) and base.zone[k] >= 0
+            and page_contains_unaccepted(acc, p, int(tr.order[k])))
+
+
+@kernel(nrt=False)
+def _next_visit(st: ModelState, acc: AcceptState, pol: Policy, zones: Zones, tr: Trace, base: Baseline, index: Index,
+                series: Series, walk: Walk, k: int) -> int:
+    """The next event after ``k`` whose body can matter (module docstring)."""
+    sp = walk.sp
+    lists = pol.pp[PP_LISTS] != 0
+    if sp[SP_DENSE_UNTIL] > k or (lists and _hot(st, acc, pol.pp, zones.zmap, walk.agg, base.order.shape[1] - 1)):
+        return k + 1
+    trig = pol.pp[PP_TRIGGER]
+    n = tr.ev.shape[0]
+    nk = _next_at(index.vis, sp, SP_VIS, k)
+    if lists:
+        nk = min(nk, _next_at(index.blk_ev, sp, SP_BLK, k))
+    if trig == Trigger.ON_BUDDY_ALLOC or trig == Trigger.POST_ALLOC:
+        nk = min(nk, _next_at(index.unit_ev, sp, SP_UNIT, k))
+    if series.pos[0] < series.edges.shape[0]:
+        nk = min(nk, index.bucket_ev[series.pos[0]])
+    next_bg = walk.next_bg[0]
+    if next_bg < INT64_MAX:
+        j = max(sp[SP_BG], k + 1)
+        while j < n and tr.ts[j] < next_bg:
+            j += 1
+        sp[SP_BG] = j
+        nk = min(nk, j)
+    return max(nk, k + 1)
+
+
+@kernel(nrt=False)
+def _pre_event(st: ModelState, acc: AcceptState, pol: Policy, zones: Zones, tr: Trace, base: Baseline,
+               series: Series, walk: Walk, k: int, inreq: bool) -> tuple[int, int]:
+    """Event ``k``'s zone-visit stage: the buckets it reaches, the background acceptor's tick, the
+    zone visit of a list policy; ``(action, zone)`` when the policy acts (``ACT_DONE``: not)."""
+    t = tr.ts[k]
+    _sample_listed_buckets(acc, zones, base, series, t)
+    if pol.pp[PP_TRIGGER] == Trigger.BACKGROUND and t >= walk.next_bg[0] and background_tick(acc, pol.pv, t,
+                                                                                              walk.next_bg):
+        return ACT_BG, -1
+    e = int(tr.ev[k])
+    z = int(base.zone[k])
+    if pol.pp[PP_LISTS] != 0 and tr.pfn[k] >= 0 and z >= 0 and (e == EV_ZL or (e == EV_ALLOC and not inreq)):
+        if zone_needs_accept(st, acc, pol.pp, zones.zmap, z, int(tr.order[k])):
+            return ACT_VISIT, z
+    return ACT_DONE, -1
+
+
+@kernel(nrt=False)
+def _apply_change(st: ModelState, acc: AcceptState, pol: Policy, tr: Trace, base: Baseline, k: int) -> int:
+    """Event ``k``'s placement stage on the baseline's results: the forced acceptance of a block
+    still listed (or ``ACT_DIVERGE``), the recorded change of free pages, the post-allocation
+    check; the action (``ACT_DONE``: none)."""
+    p = int(tr.pfn[k])
+    e = int(tr.ev[k])
+    z = int(base.zone[k])
+    if pol.pp[PP_LISTS] != 0 and p >= 0 and PageUnaccepted(acc, p):
+        if e == EV_ZL or e == EV_ALLOC or e == EV_EXTFRAG:
+            return ACT_FORCED
+        return ACT_DIVERGE
+    if z >= 0:
+        st.z_nr_free[z] += base.dfree[k]
+        if _is_post_site(pol.pp[PP_TRIGGER], e) and page_contains_unaccepted(acc, p, int(tr.order[k])):
+            return ACT_POST
+    return ACT_DONE
+
+
 @kernel_entry(nrt=False)
-def delta_chunk(st: ModelState, S: Sections, acc: AcceptState, pp: np.ndarray, pv: np.ndarray, zmap: np.ndarray,
-                 calib: np.ndarray, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
-                 order: np.ndarray, base_sec: np.ndarray, base_zone: np.ndarray, dfree: np.ndarray,
-                 k0: int, k_limit: int, stage0: int, delay: np.ndarray, pend: np.ndarray, zfree_v: np.ndarray,
-                 zfree_b: np.ndarray, sec_vstart: np.ndarray, sec_wait: np.ndarray, sec_ext: np.ndarray,
-                 acur: np.ndarray, elog: np.ndarray, elog_n: np.ndarray, edges: np.ndarray, bstate: np.ndarray,
-                 base_free: np.ndarray, base_order: np.ndarray, ts_free: np.ndarray, ts_order: np.ndarray,
-                 next_bg: np.ndarray, sec_last: np.ndarray, sec_ii: np.ndarray, sec_df: np.ndarray,
-                 sec_abs: np.ndarray, sec_flag: np.ndarray, vis: np.ndarray, bucket_ev: np.ndarray,
-                 blk_ev: np.ndarray, unit_ev: np.ndarray, agg: np.ndarray, sp: np.ndarray,
-                 must: np.ndarray) -> tuple[int, int, int]:
+def delta_chunk(st: ModelState, S: Sections, acc: AcceptState, pol: Policy, zones: Zones, tr: Trace, base: Baseline,
+                index: Index, series: Series, walk: Walk, k0: int, k_limit: int, stage0: int) -> tuple[int, int, int]:
     """``policy_chunk`` (exact mode) on the baseline's per-event results, from event ``k0`` (at
     ``stage0``) up to ``k_limit`` (the baseline's safe point: every event before it replayed and
     every section opened before it closed; the trace's end once it is done): the same call
     sites, stages and returns (plus ``ACT_DIVERGE``); ``(k_limit, ACT_DONE)`` when the limit is
     reached before the end.  ``st`` is only read for ``z_nr_free``, which this keeps.
 
-    ``base_sec`` / ``base_zone``: the baseline's section and zone of each event; ``dfree``: its
-    change of the zone's free pages (``exact_chunk``); ``base_free`` / ``base_order``: its
-    time series, from which the pages still listed are subtracted (they are top-order blocks).
-    ``sec_*``, ``vis``, ``bucket_ev``: the ``DeltaIndex``; ``blk_ev``, ``unit_ev``: its first
-    ``Touches`` under the policy's geometry (the walk visits only the events that can matter:
-    module docstring); with ``sp[SP_DENSE_UNTIL]`` set to the trace's length it visits every
-    event.  ``agg``, ``sp``, ``must``: this policy's walk state (open sections per zone,
-    positions in the index, the next event per CPU that settles pending latency), kept across
-    the driver's round trips."""
-    n = ev.shape[0]
-    ncpu = pend.shape[0] // 2
-    nz = zmap.shape[0]
-    trig = pp[PP_TRIGGER]
-    lists = pp[PP_LISTS] != 0
-    noact = pp[PP_NOACT] != 0
-    units = trig == Trigger.ON_BUDDY_ALLOC or trig == Trigger.POST_ALLOC
-    top = base_order.shape[1] - 1
-    nb = edges.shape[0]
+    ``base``: the baseline's section, zone and change of the zone's free pages per event
+    (``exact_chunk``'s ``dfree``) and its time series, from which the pages still listed are
+    subtracted (they are top-order blocks).  ``index``: the ``DeltaIndex`` and the policy's first
+    ``Touches`` (the walk visits only the events that can matter: module docstring); with
+    ``walk.sp[SP_DENSE_UNTIL]`` set to the trace's length it visits every event.  ``walk.agg``,
+    ``walk.sp``: this policy's walk state (open sections per zone, positions in the index), kept
+    across the driver's round trips."""
+    n = tr.ev.shape[0]
+    lists = pol.pp[PP_LISTS] != 0
     k = k0
     stage = stage0
     while k < k_limit:
-        c = int(cpu[k])
-        e = int(ev[k])
-        p = int(pfn[k])
-        o = int(order[k])
-        t = ts[k]
-        z = int(base_zone[k])
-        # del_page_from_free_list (v1) / post_alloc_hook (v2-v7): the block taken here is checked
-        post_site = (trig == Trigger.ON_BUDDY_ALLOC and e == EV_ZL) or (trig == Trigger.POST_ALLOC and e == EV_ALLOC)
+        z = int(base.zone[k])
         if stage == STAGE_FRESH:
-            if z >= 0:
-                _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, z, k)
-            sid = base_sec[k]
-            if sid >= 0 and S.zone[sid] != z:
-                _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, int(S.zone[sid]), k)
-            if lists and e == EV_ALLOC:
-                # request in progress on the CPU: its previous event was a zone_locked / extfrag
-                j = k - 1
-                while j >= 0 and cpu[j] != c:
-                    j -= 1
-                pend[ncpu + c] = 1 if j >= 0 and (ev[j] == EV_ZL or ev[j] == EV_EXTFRAG) else 0
-        if acur[AC_K] == k and acur[AC_ZLHOLD] > 0:  # acceptance work under a zone's lock reads it
-            _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, int(acur[AC_ZONE]), k)
-        # ---- delta_chunk's per-event body: policy_chunk's call sites, stages and returns
-        if stage == STAGE_FRESH:
-            if elog_n[0] + 8 > elog.shape[0]:
-                return k, ACT_GROW, -1
-            while bstate[0] < nb and t >= edges[bstate[0]]:
-                b = bstate[0]
-                held = listed_pages(acc, zmap)
-                ts_free[b] = base_free[b] - held
-                for j in range(top + 1):
-                    ts_order[b, j] = base_order[b, j]
-                ts_order[b, top] -= held
-                bstate[0] = b + 1
-            if trig == Trigger.BACKGROUND and t >= next_bg[0] and background_tick(acc, pv, t, next_bg):
-                return k, ACT_BG, -1
-            if lists and p >= 0 and z >= 0 and (e == EV_ZL or (e == EV_ALLOC and pend[ncpu + c] == 0)):
-                if zone_needs_accept(st, acc, pp, zmap, z, o):
-                    return k, ACT_VISIT, z
+            _catch_up(st, S, base, walk.agg, k)
+            # request in progress on the CPU: its mm_page_alloc visited the zone at its zone_locked
+            inreq = lists and tr.ev[k] == EV_ALLOC and _request_in_progress(tr, k)
+            act, zv = _pre_event(st, acc, pol, zones, tr, base, series, walk, k, inreq)
+            if act != ACT_DONE:
+                return k, act, zv
             stage = STAGE_VISITED
         if stage == STAGE_VISITED:
-            if lists and p >= 0 and PageUnaccepted(acc, p):
-                if e == EV_ZL or e == EV_ALLOC or e == EV_EXTFRAG:
-                    return k, ACT_FORCED, z
-                return k, ACT_DIVERGE, z
-            if z >= 0:
-                st.z_nr_free[z] += dfree[k]
-                if post_site and page_contains_unaccepted(acc, p, o):
-                    return k, ACT_POST, z
-        if noact:
-            quiet_time_step(S, calib, ev, ts, k, base_sec, sec_vstart, elog, elog_n)
-        else:
-            time_step(S, calib, ev, ts, cpu, k, base_sec, delay, pend, zfree_v, zfree_b, sec_vstart, sec_wait,
-                      sec_ext, acur, elog, elog_n)
-        # ---- event k is done: its section, pending latency, the checks that must not miss
-        sid = base_sec[k]
-        if sid >= 0:
-            zs = int(S.zone[sid])
-            if S.first[sid] == k:
-                if sec_flag[sid] != 0 or agg[zs, AG_SID] >= 0:
-                    # events in two zones, or interleaved in trace order with the zone's open summed
-                    # section (per-CPU buffers merged by timestamp): walked event by event
-                    if sec_last[sid] > sp[SP_DENSE_UNTIL]:
-                        sp[SP_DENSE_UNTIL] = sec_last[sid]
-                elif sec_last[sid] > k:
-                    agg[zs, AG_SID] = sid
-                    agg[zs, AG_FROM] = k + 1
-                    agg[zs, AG_LAST] = sec_last[sid]
-                    agg[zs, AG_II] = sec_ii[sid]
-                    agg[zs, AG_DF] = sec_df[sid]
-                    agg[zs, AG_ABS] = sec_abs[sid]
-            elif agg[zs, AG_SID] == sid:  # the dense body applied this event's own share
-                _take_share(agg, zs, member_share(S, calib, sid, e), dfree[k])
-                agg[zs, AG_FROM] = k + 1
-        sp[SP_VISITS] += 1
-        if noact or pend[c] == 0:
-            must[c] = INT64_MAX
-        elif must[c] <= k or must[c] == INT64_MAX:  # settled by its next event not zone_locked / extfrag
-            j = k + 1
-            while j < n and (cpu[j] != c or ev[j] == EV_ZL or ev[j] == EV_EXTFRAG):
-                j += 1
-            must[c] = j
-        if sp[SP_DENSE_UNTIL] <= k and p >= 0 and (
-                (lists and PageUnaccepted(acc, p))
-                or (post_site and z >= 0 and page_contains_unaccepted(acc, p, o))):
-            sp[SP_DENSE_UNTIL] = n  # a first touch left it unaccepted: later touches are not indexed
-        # ---- the next event to visit
+            act = _apply_change(st, acc, pol, tr, base, k)
+            if act != ACT_DONE:
+                return k, act, z
+        _close_event(S, base, index, walk, k)
+        walk.sp[SP_VISITS] += 1
+        if walk.sp[SP_DENSE_UNTIL] <= k and _left_unaccepted(acc, pol, tr, base, k):
+            walk.sp[SP_DENSE_UNTIL] = n
         stage = STAGE_FRESH
-        if sp[SP_DENSE_UNTIL] > k or (lists and _hot(st, acc, pp, zmap, agg, top)):
-            k += 1
-            continue
-        nk = _next_at(vis, sp, SP_VIS, k)
-        for cc in range(ncpu):
-            if must[cc] < nk:
-                nk = must[cc]
-        if lists:
-            nk = min(nk, _next_at(blk_ev, sp, SP_BLK, k))
-        if units:
-            nk = min(nk, _next_at(unit_ev, sp, SP_UNIT, k))
-        if bstate[0] < nb:
-            nk = min(nk, bucket_ev[bstate[0]])
-        if next_bg[0] < INT64_MAX:
-            j = max(sp[SP_BG], k + 1)
-            while j < n and ts[j] < next_bg[0]:
-                j += 1
-            sp[SP_BG] = j
-            nk = min(nk, j)
-        k = max(nk, k + 1)
+        k = _next_visit(st, acc, pol, zones, tr, base, index, series, walk, k)
     if k_limit < n:  # the baseline's results end here for now: resume at k_limit (visiting it is harmless)
         return k_limit, ACT_DONE, -1
-    for z in range(nz):
-        _settle(st, S, calib, ev, base_sec, dfree, zfree_v, zfree_b, agg, z, n + 1)
+    for z in range(zones.zmap.shape[0]):
+        _settle(st, S, base, walk.agg, z, n + 1)
     return n, ACT_DONE, -1
 
 
-def new_walk_state(nz: int, ncpu: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A policy's ``agg``, ``sp`` and ``must`` for ``delta_chunk``."""
+def new_walk(nz: int, ncpu: int, simmap: np.ndarray | None = None) -> Walk:
+    """A walk's state (``bundles.Walk``): no background tick yet, no request in progress, no
+    summed section open (``agg``), at the start of the index (``sp``)."""
     agg = np.zeros((max(nz, 1), AG_LEN), np.int64)
     agg[:, AG_SID] = -1
-    return agg, np.zeros(SP_LEN, np.int64), np.full(max(ncpu, 1), INT64_MAX, np.int64)
+    return Walk(next_bg=np.array([INT64_MAX], np.int64), inreq=np.zeros(max(ncpu, 1), np.int8),
+                drop=np.zeros(max(nz, 1), np.int64),
+                simmap=simmap if simmap is not None else np.zeros(1, np.int32), agg=agg,
+                sp=np.zeros(SP_LEN, np.int64))
 
 
 @kernel_entry(nrt=False)

@@ -6,9 +6,9 @@ acceptance path the kernel would (``replay.acceptance``: ``acceptance_hook`` at
 ``SITE_ZONE_VISIT`` / ``SITE_WMARK_FAIL`` / ``SITE_BUDDY_DEL`` / ``SITE_POST_ALLOC``,
 ``accept_page`` for a forced placement, ``background_accept`` for the acceptor thread), frees the
 accepted blocks to the buddy (``__free_pages_ok(MAX_PAGE_ORDER, FPI_TO_TAIL)``: a zone->lock
-section) and records the receipt against the event and its CPU, for the walk's time step to
-charge (``acur``).  ``reconcile`` first makes the acceptance state agree with the trace's initial
-buddy state.
+section) and records the receipt against the event and its CPU, and the program of lock steps it
+made its CPU run (``policy.timeline`` schedules it).  ``reconcile`` first makes the acceptance
+state agree with the trace's initial buddy state.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from replay.acceptance.policies import PV_HELD, AcceptancePolicy
 from replay.model.state import ModelState
 from replay.policy.delta import count_blocks_to_tail, take_top_blocks
 from replay.policy.timeline import PH_AFTER, PH_BEFORE, PH_INSIDE, Program
-from replay.policy.loop import (AC_ADDED, AC_BG, AC_FWZL, AC_K, AC_LEN, AC_WAIT, AC_ZLHOLD, AC_ZLWAIT, AC_ZONE, ACT_BG,
-                                ACT_FORCED, ACT_POST, ACT_VISIT, BG_TICK_NS, INT64_MAX, PP_LEN, PP_LISTS, PP_NOACT,
+from replay.policy.loop import (ACT_BG, ACT_FORCED, ACT_POST, ACT_VISIT, BG_TICK_NS, INT64_MAX, PP_LEN, PP_LISTS,
                                 PP_ONE_BLOCK, PP_SIM, PP_TARGET, PP_TRIGGER, PP_UNUSABLE, clear_units_in_use,
                                 free_blocks_to_tail, mark_free_pages, zone_needs_accept)
 
@@ -46,7 +45,6 @@ def policy_params(policy: AcceptancePolicy, pv: np.ndarray, mode: str) -> np.nda
     pp[PP_TARGET] = pv[PV_TARGET]
     pp[PP_LISTS] = int(policy.trigger in LIST_TRIGGERS)
     pp[PP_SIM] = int(mode == "simulate")
-    pp[PP_NOACT] = int(policy.trigger in ("none", "firmware_boot", "kernel_boot"))
     return pp
 
 
@@ -102,24 +100,20 @@ class AcceptanceDriver:
     """One policy's acceptance state and the record of what it did, for one walk over the events.
 
     ``delta``: the walk shares the initial buddy state (``policy.delta``): accepted blocks only
-    count into the free counters.  ``delay``: the walk's per-CPU delay array (an action happens
-    at its CPU's virtual time); ``next_bg``: the background acceptor's next tick (written here).
+    count into the free counters.  ``next_bg``: the background acceptor's next tick (written here).
+    An action is recorded at its event's trace time; the schedule (``timeline.apply_to_actions``)
+    puts each one with a program at its virtual time.
     """
 
     def __init__(self, prep: Any, policy: AcceptancePolicy, model: Any, st: ModelState, pp: np.ndarray,
-                 delay: np.ndarray, next_bg: np.ndarray, *, delta: bool) -> None:
+                 next_bg: np.ndarray, *, delta: bool) -> None:
         self.prep, self.policy, self.st, self.pp = prep, policy, st, pp
         self.acc, self.cv, self.pv = model.st, model.cv, model.pv
         self.out_pfns = model.out_pfns
-        self.delay, self.next_bg, self.delta = delay, next_bg, delta
+        self.next_bg, self.delta = next_bg, delta
         self.bo = int(self.acc.geo[AcceptGeo.BLOCK_ORDER])
         unit_bytes = int(self.acc.geo[AcceptGeo.UNIT_PAGES]) * PAGE_SIZE
         self.unaccepted = int(self.acc.bitmap.sum()) * unit_bytes if self.acc.geo[AcceptGeo.HAS_TABLE] else 0
-        #: what acceptance charged to the event being handled (see policy.loop.time_step)
-        self.acur = np.zeros(AC_LEN, np.int64)
-        self.acur[AC_K] = -1
-        #: events whose acceptance held zone->lock: (k, hold, zone, background, wait)
-        self.zl_rows: list[tuple[int, int, int, int, int]] = []
         self.handled: set[int] = set()
         # per handled event (a few among millions: n-long arrays written here and there would cost
         # a page fault, and a TLB-flushing copy-on-write one after a read, per 4 KiB touched)
@@ -155,37 +149,25 @@ class AcceptanceDriver:
                 return z
         return -1
 
-    def harvest(self) -> None:
-        """Keep what the last handled event's time step recorded of its zone->lock work."""
-        acur = self.acur
-        if acur[AC_K] >= 0 and acur[AC_ZLHOLD] > 0:
-            self.zl_rows.append((int(acur[AC_K]), int(acur[AC_ZLHOLD]), int(acur[AC_ZONE]), int(acur[AC_BG]),
-                                 int(acur[AC_ZLWAIT])))
-
     # ---- one round trip
     def handle(self, k: int, act: int, z: int, out_pfn: np.ndarray) -> None:
         """Run the acceptance the walk stopped for at event ``k`` (``act`` in zone ``z``)."""
         self.handled.add(k)
-        acur = self.acur
-        if acur[AC_K] != k:  # the previous event's time step has run: keep what it recorded
-            self.harvest()
-            acur[:] = 0
-            acur[AC_K] = k
         ea = self.prep.events
         c = int(ea.cpu[k])
-        now = int(ea.ts[k]) + int(self.delay[c])
+        now = int(ea.ts[k])
         r = new_receipt()
         acc = self.acc
         acc.scal[AcceptScal.STEPS_N] = 0
         if act == ACT_BG:
             kind, nblocks, zone = self._background(k, r)
         elif act == ACT_VISIT:
-            kind, nblocks, zone = self._visit(k, z, now, r)
+            kind, nblocks, zone = self._visit(k, z, r)
         elif act == ACT_FORCED:
-            kind, nblocks, zone = self._forced(k, z, now, r)
+            kind, nblocks, zone = self._forced(k, z, r)
         else:
             assert act == ACT_POST
-            kind, nblocks, zone = self._post(k, z, now, r, out_pfn)
+            kind, nblocks, zone = self._post(k, z, r, out_pfn)
         if acc.scal[AcceptScal.STEPS_LOST]:
             raise RuntimeError(f"event {k}: one acceptance round trip took more than {len(acc.steps)} lock steps")
         n = int(acc.scal[AcceptScal.STEPS_N])
@@ -203,7 +185,7 @@ class AcceptanceDriver:
         self.next_bg[0] = t + BG_TICK_NS if self.acc.ul_len.sum() > 0 else INT64_MAX
         return "background", cnt, zone
 
-    def _visit(self, k: int, z: int, now: int, r: np.ndarray) -> tuple[str, int, int]:
+    def _visit(self, k: int, z: int, r: np.ndarray) -> tuple[str, int, int]:
         """``cond_accept_memory`` / ``try_to_accept_memory`` at the zones ``get_page_from_freelist``
         visits (exact mode: the trace's zone; simulate: the zonelist walk from ``z`` on)."""
         prep, st, ea = self.prep, self.st, self.prep.events
@@ -218,13 +200,10 @@ class AcceptanceDriver:
                     if zz >= 0]
             zones = walk[walk.index(z):] if z in walk else [z]
         nblocks, zone = 0, z
-        t = now
         for zz in zones:
             if zone_needs_accept(st, self.acc, self.pp, prep.zmap, zz, o):
-                r0 = float(r[Receipt.ADDED_NS])
                 cnt = acceptance_hook(self.acc, self.cv, self.pv, self.site_visit, int(prep.zmap[zz]), p, o,
                                         int(st.z_nr_free[zz]), (1 << o) - 1, self.out_pfns, r)
-                t += int(r[Receipt.ADDED_NS] - r0)
                 if cnt > 0:
                     self.free_blocks(cnt)
                     nblocks += cnt
@@ -233,7 +212,7 @@ class AcceptanceDriver:
                 break
         return kind, nblocks, zone
 
-    def _forced(self, k: int, z: int, now: int, r: np.ndarray) -> tuple[str, int, int]:
+    def _forced(self, k: int, z: int, r: np.ndarray) -> tuple[str, int, int]:
         """Exact mode: the trace allocates from a block still listed: ``accept_page`` it there."""
         pfn_b, add = accept_page(self.acc, self.cv, self.pv, int(self.prep.events.pfn[k]), r)
         r[Receipt.ADDED_NS] += add
@@ -243,7 +222,7 @@ class AcceptanceDriver:
         self.forced[k] = 1
         return "forced", 1, self.free_blocks(1)
 
-    def _post(self, k: int, z: int, now: int, r: np.ndarray, out_pfn: np.ndarray) -> tuple[str, int, int]:
+    def _post(self, k: int, z: int, r: np.ndarray, out_pfn: np.ndarray) -> tuple[str, int, int]:
         """v1's ``del_page_from_free_list`` / v2-v7's ``post_alloc_hook`` acceptance of the block handed out."""
         ea = self.prep.events
         q = int(out_pfn[k]) if self.prep.mode == "simulate" else int(ea.pfn[k])
@@ -255,21 +234,12 @@ class AcceptanceDriver:
 
     def _charge(self, k: int, c: int, bg: bool, kind: str, nblocks: int, zone: int, now: int, r: np.ndarray,
                 prog: int) -> None:
-        """Record receipt ``r`` against event ``k`` (``acur`` for its time step) and in the totals."""
+        """Record receipt ``r`` against event ``k`` (its firmware time and bytes accepted, for the
+        events table) and in the totals."""
         add_receipt(self.totals, r)
-        acur = self.acur
-        fwzl = int(round(r[Receipt.FW_UNDER_ZONE_LOCK_NS]))
-        zl = int(round(r[Receipt.ZONE_LOCK_HOLD_NS])) - fwzl + nblocks * self.free_hold
         if not bg:
-            acur[AC_ADDED] += int(round(r[Receipt.ADDED_NS]))
-            acur[AC_FWZL] += fwzl
-            acur[AC_WAIT] += int(round(r[Receipt.GLOBAL_LOCK_WAIT_NS] + r[Receipt.ACCEPTING_SPIN_NS]))
             self.firmware[k] = self.firmware.get(k, 0) + int(round(r[Receipt.FW_NS]))
             self.accepted[k] = self.accepted.get(k, 0) + int(r[Receipt.BYTES])
-        if zl > 0 and zone >= 0:
-            acur[AC_ZLHOLD] += zl
-            acur[AC_ZONE] = zone
-            acur[AC_BG] = int(bg)
         self.unaccepted -= int(r[Receipt.BYTES])
         self.unacc_log_t.append(int(self.prep.events.ts[k]))
         self.unacc_log_v.append(self.unaccepted)

@@ -35,7 +35,6 @@ class Prepared:
     zkind: np.ndarray
     wmark_low: np.ndarray
     cal: Calibration
-    calib: np.ndarray
     edges: np.ndarray
     metadata: dict[str, str] = field(default_factory=dict)
     _free_pages: np.ndarray | None = field(default=None, repr=False)
@@ -79,13 +78,11 @@ def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any 
         cal = calibrate_events(ea.ev, ea.ts, ea.cpu, ea.refill)
     zones = model_zones(layout)
     zmap = np.array([next(i for i, lz in enumerate(layout.zones) if lz is z) for z in zones], np.int64)
-    calib = np.array([cal.refill_base_ns, cal.refill_per_block_ns, cal.drain_base_ns, cal.drain_per_block_ns,
-                      cal.steal_ns], np.float64)
     return Prepared(mode=mode, layout=layout, events=ea, state=init.state, initial=init.initial,
                     n_anomaly_kinds=N_KINDS, zone_names=[z.name for z in zones],
                     zone_nodes=[int(getattr(z, "node", 0)) for z in zones], zmap=zmap,
                     zkind=zone_kinds([z.name for z in zones]),
-                    wmark_low=np.array([z.wmark_low for z in zones], np.int64), cal=cal, calib=calib,
+                    wmark_low=np.array([z.wmark_low for z in zones], np.int64), cal=cal,
                     edges=bucket_edges(ea.ts), metadata=dict(metadata or {}))
 
 

@@ -11,7 +11,7 @@ from replay.acceptance.unaccepted_memory import AcceptState
 from replay.acceptance.policies import AcceptancePolicy
 from replay.model.sections import Sections
 from replay.model.state import ModelState
-from replay.policy.loop import EL_ADDED, EL_K
+from replay.policy.timeline import EL_ADDED, EL_K
 
 
 @dataclass
@@ -29,7 +29,7 @@ class PolicyRun:
     out_zone: np.ndarray
     out_pfn: np.ndarray
     acount: np.ndarray
-    #: one row per event the policy charged time to, in event order (``policy.loop.EL_*`` columns)
+    #: one row per event the policy charged time to, in event order (``policy.timeline.EL_*`` columns)
     elog: np.ndarray
     ts: np.ndarray  # the events' trace times and CPUs (shared, read-only): virtual time of any event
     cpu: np.ndarray

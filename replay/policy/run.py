@@ -10,7 +10,7 @@ Two walks give the same results:
 
 - ``run_full``: the buddy model replayed under the policy (``policy.loop.policy_chunk``);
 - ``run_delta`` (exact mode, after a baseline that recorded each event's change of free pages):
-  the policy's acceptance and time model on the baseline's buddy results
+  the policy's acceptance on the baseline's buddy results
   (``policy.delta.delta_chunk``, see its module docstring); it returns None where those would not
   hold, and ``run_policy`` then replays in full.
 
@@ -39,13 +39,12 @@ from replay.acceptance.unaccepted_memory import AcceptGeo, AcceptState
 from replay.acceptance.policies import AcceptancePolicy, Trigger
 from replay.model.sections import Sections, new_sections
 from replay.model.state import ModelState
+from replay.policy.bundles import Baseline, Policy, Replayed, Series, new_series, trace_of, zones_of
 from replay.policy.delta import (ACT_DIVERGE, SP_DENSE_UNTIL, SP_VISITS, TOUCH_ALLOC, TOUCH_BLOCK, TOUCH_ZL, DeltaIndex,
-                                 all_top_blocks_free, delta_chunk, dense_index, listed_pages, new_index,
-                                 new_walk_state)
+                                 all_top_blocks_free, delta_chunk, dense_index, listed_pages, new_index, new_walk)
 from replay.policy.driver import AcceptanceDriver, policy_params, reconcile
-from replay.policy.loop import (ACT_BG, ACT_DONE, ACT_GROW, ACT_POST, EL_LEN, INT64_MAX, PP_LISTS, PP_TRIGGER,
-                                QUIET_MAX, STAGE_APPLIED, STAGE_FRESH, STAGE_VISITED, handed_out_unaccepted,
-                                policy_chunk, sample_bucket)
+from replay.policy.loop import (ACT_BG, ACT_DONE, ACT_POST, PP_LISTS, PP_TRIGGER, STAGE_APPLIED, STAGE_FRESH,
+                                STAGE_VISITED, handed_out_unaccepted, policy_chunk, sample_bucket)
 from replay.policy.prepare import Prepared, copy_state
 from replay.policy.result import PolicyRun
 from replay.policy.timeline import apply_to_actions, charges, schedule_run, zone_lock_rows
@@ -94,8 +93,6 @@ class BaselineSource(Protocol):
     ts_order: np.ndarray
     #: the baseline recorded (or is recording) its changes of free pages
     records: bool
-    #: sections the baseline may open (arrays of that length hold one value per section)
-    section_capacity: int
 
     def limit(self, k: int) -> int:
         """How far a walk at event ``k`` may go (waits until that is past ``k``)."""
@@ -116,7 +113,6 @@ class FinishedBaseline:
         self.S, self.out_sec, self.out_zone, self.dfree = run.S, run.out_sec, run.out_zone, run.dfree
         self.ts_free, self.ts_order = run.ts_free, run.ts_order
         self.records = run.dfree is not None
-        self.section_capacity = len(run.sec_vstart)
         self._n = len(prep.events)
         if self.records and run.delta_index is None:
             index = new_index(prep, len(run.S.kind))
@@ -139,40 +135,6 @@ class FinishedBaseline:
 def as_source(prep: Prepared, base: PolicyRun | BaselineSource) -> BaselineSource:
     """``base`` as a ``BaselineSource`` (a finished run is wrapped)."""
     return FinishedBaseline(prep, base) if isinstance(base, PolicyRun) else base
-
-
-# ------------------------------------------------------------------ the per-walk state
-class _Walk:
-    """The arrays a walk writes besides the model: per-CPU delays and pending latency, per-zone
-    lock-free times, per-section virtual start / wait / extension, the event log, the time
-    series, the background tick."""
-
-    def __init__(self, prep: Prepared, ncpu: int, sections: int) -> None:
-        nz = len(prep.zone_names)
-        self.delay = np.zeros(ncpu, np.int64)
-        self.pend = np.zeros(2 * ncpu, np.int64)
-        self.zfree_v = np.zeros(2 * nz, np.int64)  # [lock free at (virtual) | last section start] per zone
-        self.zfree_b = np.zeros(2 * nz, np.int64)  # the same at trace time
-        cap = max(sections, 1)  # one section per event at most
-        self.sec_vstart, self.sec_wait, self.sec_ext = (np.zeros(cap, np.int64), np.zeros(cap, np.int64),
-                                                        np.zeros(cap, np.int64))
-        # one row per event the policy charged time to (policy.loop.EL_*), grown on ACT_GROW
-        self.elog = np.zeros((max(QUIET_MAX * 4, 1 << 18), EL_LEN), np.int64)
-        self.elog_n = np.zeros(1, np.int64)
-        nb = len(prep.edges)
-        self.bstate = np.zeros(1, np.int64)
-        self.ts_free = np.zeros(nb, np.int64)
-        self.ts_order = np.zeros((nb, int(prep.state.geo[1])), np.int64)
-        self.next_bg = np.array([INT64_MAX], np.int64)
-
-    def grow_log(self) -> None:
-        grown = np.zeros((2 * self.elog.shape[0], EL_LEN), np.int64)
-        grown[: int(self.elog_n[0])] = self.elog[: int(self.elog_n[0])]
-        self.elog = grown
-
-    def sections_used(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The per-section arrays cut to the ``m`` sections opened (memory of parallel runs)."""
-        return self.sec_vstart[:m].copy(), self.sec_wait[:m].copy(), self.sec_ext[:m].copy()
 
 
 def _next_stage(act: int) -> int:
@@ -238,15 +200,16 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
         out_pfn = mem.empty("out_pfn", n, np.int64)
         np.copyto(out_pfn, ea.pfn)
     acount = np.zeros(prep.n_anomaly_kinds, np.int64)
-    w = _Walk(prep, ncpu, n)
+    out = Replayed(out_anom, out_sec, out_zone, out_pfn, acount, dfree)
+    series = new_series(prep.edges, int(st.geo[1]))
     if recorder is not None:  # what followers read, before the first progress report
-        recorder.attach(S, out_sec, out_zone, dfree, w.ts_free, w.ts_order)
-    drv = AcceptanceDriver(prep, policy, model, st, pp, w.delay, w.next_bg, delta=False)
-    acc, pv = model.st, model.pv
+        recorder.attach(S, out_sec, out_zone, dfree, series.free, series.order)
     from replay.model.simulate import new_sim_map
 
-    simmap = new_sim_map(st) if mode == "simulate" else np.zeros(1, np.int32)
-    scratch = np.zeros(len(prep.zone_names), np.int64)
+    walk = new_walk(len(prep.zone_names), ncpu, new_sim_map(st) if mode == "simulate" else None)
+    drv = AcceptanceDriver(prep, policy, model, st, pp, walk.next_bg, delta=False)
+    acc = model.st
+    pol, zones, tr = Policy(pp, model.pv), zones_of(prep), trace_of(ea)
     from replay.model.invariants import check_invariants
 
     checks: list[dict[str, Any]] = []
@@ -255,12 +218,7 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
         kmax = n if recorder is None else min(n, k + FEED_CHUNK)
         if check_every > 0:
             kmax = min(kmax, (k // check_every + 1) * check_every)
-        k, act, z = policy_chunk(st, S, acc, pp, pv, prep.zmap, simmap, prep.zkind, prep.wmark_low, prep.calib,
-                                 ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                                 ea.deferred, ea.first, ea.gfp, k, kmax, stage, out_anom, out_sec, out_zone,
-                                 out_pfn, acount, w.delay, w.pend, w.zfree_v, w.zfree_b, w.sec_vstart, w.sec_wait,
-                                 w.sec_ext, drv.acur, w.elog, w.elog_n, prep.edges, w.bstate, w.ts_free, w.ts_order,
-                                 w.next_bg, scratch, dfree)
+        k, act, z = policy_chunk(st, S, acc, pol, zones, tr, out, series, walk, k, kmax, stage)
         if act == ACT_DONE:
             if k < n:  # a chunk ended: a report to the followers, an invariant check
                 if recorder is not None:
@@ -270,22 +228,17 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
                 stage = STAGE_FRESH
                 continue
             break
-        if act == ACT_GROW:
-            w.grow_log()
-            stage = STAGE_FRESH
-            continue
         yields += 1
         drv.handle(k, act, z, out_pfn)
         stage = _next_stage(act)
-    drv.harvest()
-    for b in range(int(w.bstate[0]), len(prep.edges)):  # buckets never reached: the final state
-        sample_bucket(st, b, w.ts_free, w.ts_order)
+    for b in range(int(series.pos[0]), len(prep.edges)):  # buckets never reached: the final state
+        sample_bucket(st, series, b)
     m = int(S.n[0])
     per_section = ("kind", "cpu", "zone", "start", "end", "pages", "nev", "first", "fallbacks", "owner")
     S = S._replace(**{f: getattr(S, f)[:max(m, 1)].copy() for f in per_section})
     rep = _invariants(st, acc, prep, check_invariants(st))
     held = int(listed_pages(acc, prep.zmap))
-    run = _make_run(prep, policy, costs, drv, w, st=st, S=S, out_anom=out_anom, out_sec=out_sec,
+    run = _make_run(prep, policy, costs, drv, series, st=st, S=S, out_anom=out_anom, out_sec=out_sec,
                     out_zone=out_zone, out_pfn=out_pfn, acount=acount, rep=rep, boot=boot,
                     present_bytes=present_bytes, t_start=t_start, yields=yields, visited=0,
                     dfree=dfree if record and yields == 0 and held == 0 else None, method="full")
@@ -309,32 +262,27 @@ def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: Ba
     pp = policy_params(policy, pv, prep.mode)
     boot, present_bytes = _boot_cost(prep, policy, costs, firmware_accepted_bytes)
     ncpu = int(st.pcp_count.shape[0])
-    nz = len(prep.zone_names)
     baseline.limit(0)  # its arrays exist
     S, out_sec, out_zone = baseline.S, baseline.out_sec, baseline.out_zone
-    w = _Walk(prep, ncpu, baseline.section_capacity)
-    drv = AcceptanceDriver(prep, policy, model, st, pp, w.delay, w.next_bg, delta=True)
+    series = new_series(prep.edges, int(st.geo[1]))
+    walk = new_walk(len(prep.zone_names), ncpu)
+    drv = AcceptanceDriver(prep, policy, model, st, pp, walk.next_bg, delta=True)
+    pol, zones, tr = Policy(pp, pv), zones_of(prep), trace_of(ea)
     index = baseline.index(sparse)
     empty = np.zeros(0, np.int64)
     blk = index.touches(TOUCH_BLOCK, acc, n) if index.sparse and pp[PP_LISTS] else None
     unit = (index.touches(TOUCH_ZL if pp[PP_TRIGGER] == Trigger.ON_BUDDY_ALLOC else TOUCH_ALLOC, acc, n)
             if index.sparse and pp[PP_TRIGGER] in (Trigger.ON_BUDDY_ALLOC, Trigger.POST_ALLOC) else None)
-    agg, sp, must = new_walk_state(nz, ncpu)
     if not index.sparse:
-        sp[SP_DENSE_UNTIL] = n
+        walk.sp[SP_DENSE_UNTIL] = n
     k, stage, yields = 0, STAGE_FRESH, 0
     while True:
         limit = baseline.limit(k)
         with baseline.walking():
-            k, act, z = delta_chunk(st, S, acc, pp, pv, prep.zmap, prep.calib, ea.ev, ea.ts, ea.cpu, ea.pfn,
-                                    ea.order, out_sec, out_zone, baseline.dfree, k, limit, stage, w.delay, w.pend,
-                                    w.zfree_v, w.zfree_b, w.sec_vstart, w.sec_wait, w.sec_ext, drv.acur, w.elog,
-                                    w.elog_n, prep.edges, w.bstate, baseline.ts_free, baseline.ts_order, w.ts_free,
-                                    w.ts_order, w.next_bg, index.sec_last, index.sec_ii, index.sec_df,
-                                    index.sec_abs, index.sec_flag, index.vis, index.bucket_ev,
-                                    blk.extend(ea, out_zone, limit) if blk is not None else empty,
-                                    unit.extend(ea, out_zone, limit) if unit is not None else empty,
-                                    agg, sp, must)
+            recorded = Baseline(out_sec, out_zone, baseline.dfree, baseline.ts_free, baseline.ts_order)
+            ix = index.bundle(blk.extend(ea, out_zone, limit) if blk is not None else empty,
+                              unit.extend(ea, out_zone, limit) if unit is not None else empty)
+            k, act, z = delta_chunk(st, S, acc, pol, zones, tr, recorded, ix, series, walk, k, limit, stage)
         if act == ACT_DONE:
             if k < n:  # the baseline's safe point reached
                 stage = STAGE_FRESH
@@ -342,22 +290,17 @@ def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: Ba
             break
         if act == ACT_DIVERGE:  # the baseline's results do not hold for this policy
             return None
-        if act == ACT_GROW:
-            w.grow_log()
-            stage = STAGE_FRESH
-            continue
         yields += 1
         drv.handle(k, act, z, ea.pfn)
         stage = _next_stage(act)
-    drv.harvest()
     base = baseline.result()
     if base.dfree is None:  # it could not record after all
         return None
     held = int(listed_pages(acc, prep.zmap))
-    for b in range(int(w.bstate[0]), len(prep.edges)):  # the baseline's final state without the listed blocks
-        w.ts_free[b] = base.ts_free[b] - held
-        w.ts_order[b] = base.ts_order[b]
-        w.ts_order[b, -1] -= held
+    for b in range(int(series.pos[0]), len(prep.edges)):  # the baseline's final state without the listed blocks
+        series.free[b] = base.ts_free[b] - held
+        series.order[b] = base.ts_order[b]
+        series.order[b, -1] -= held
     listed = _listed(acc, prep)
     if not _delta_agrees(base, st, acc, listed):
         return None
@@ -365,9 +308,9 @@ def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: Ba
     rep = dict(base.invariant_report)
     rep["free_pages"] = (np.asarray(rep["free_pages"], np.int64) - listed).tolist()
     rep = _invariants(base.st, acc, prep, rep)
-    return _make_run(prep, policy, costs, drv, w, st=base.st, S=base.S, out_anom=base.out_anom, out_sec=out_sec,
+    return _make_run(prep, policy, costs, drv, series, st=base.st, S=base.S, out_anom=base.out_anom, out_sec=out_sec,
                      out_zone=out_zone, out_pfn=base.out_pfn, acount=base.acount, rep=rep, boot=boot,
-                     present_bytes=present_bytes, t_start=t_start, yields=yields, visited=int(sp[SP_VISITS]),
+                     present_bytes=present_bytes, t_start=t_start, yields=yields, visited=int(walk.sp[SP_VISITS]),
                      dfree=None, method="delta")
 
 
@@ -413,7 +356,7 @@ def _invariants(st: ModelState, acc: AcceptState, prep: Prepared, rep: dict[str,
     return rep
 
 
-def _make_run(prep: Prepared, policy: AcceptancePolicy, costs: Any, drv: AcceptanceDriver, w: _Walk, *,
+def _make_run(prep: Prepared, policy: AcceptancePolicy, costs: Any, drv: AcceptanceDriver, series: Series, *,
               st: ModelState, S: Sections, out_anom: np.ndarray, out_sec: np.ndarray, out_zone: np.ndarray,
               out_pfn: np.ndarray, acount: np.ndarray, rep: dict[str, Any], boot: dict[str, Any],
               present_bytes: int, t_start: float, yields: int, visited: int, dfree: np.ndarray | None,
@@ -421,9 +364,9 @@ def _make_run(prep: Prepared, policy: AcceptancePolicy, costs: Any, drv: Accepta
     acc = drv.acc
     ea = prep.events
     m = int(S.n[0])
-    tl = schedule_run(S, out_sec, drv.programs, ea.ts, prep.cal, len(drv.delay), len(prep.zone_names),
+    tl = schedule_run(S, out_sec, drv.programs, ea.ts, prep.cal, drv.ncpu, len(prep.zone_names),
                       _acceptance_zone_to_zone(prep, acc))
-    elog, pp = charges(tl, drv.programs, ea.ev, ea.cpu, ea.ts, len(drv.delay))
+    elog, pp = charges(tl, drv.programs, ea.ev, ea.cpu, ea.ts, drv.ncpu)
     apply_to_actions(drv.actions, pp, drv.totals)
     sec_hold = tl.sc.sec_hold[:m].copy()
     rep["lock_overlaps"] = tl.lock_overlaps()
@@ -437,9 +380,10 @@ def _make_run(prep: Prepared, policy: AcceptancePolicy, costs: Any, drv: Accepta
         handled_accepted=accepted, handled_forced=forced, sec_vstart=tl.sc.sec_req[:m].copy(),
         sec_wait=tl.sc.sec_wait[:m].copy(), sec_ext=tl.ext, sec_hold=sec_hold,
         sec_blocker_cpu=tl.sc.sec_bcpu[:m].astype(np.int32), sec_behind=tl.sec_behind,
-        acc_zl=zone_lock_rows(drv.programs, pp, len(drv.delay)),
+        acc_zl=zone_lock_rows(drv.programs, pp, drv.ncpu),
         handled=handled,
-        actions=drv.actions, ts_free=w.ts_free, ts_order=w.ts_order, ts_unaccepted=drv.unaccepted_series(prep.edges),
+        actions=drv.actions, ts_free=series.free, ts_order=series.order,
+        ts_unaccepted=drv.unaccepted_series(prep.edges),
         totals=drv.totals, boot=boot, present_bytes=present_bytes, invariants_ok=bool(rep.get("ok", False)),
         invariant_report=rep, accepted_ok=_all_handed_out_accepted(st, acc),
         conservation_ok=bool(check_conservation(acc)), seconds=time.perf_counter() - t_start, yields=yields,

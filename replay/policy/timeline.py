@@ -14,7 +14,7 @@ one holder per lock, and the waits, holds and delays it finds are the run's.
   ``accept_page``), inside it (v1's ``del_page_from_free_list`` under zone->lock: the section's
   lock stays held across the firmware call), or after it (``post_alloc_hook``); the background
   acceptor is one more CPU.
-- Each event's charges (``policy.loop.EL_*``) are what its items added to its CPU (waits and
+- Each event's charges (``EL_*``) are what its items added to its CPU (waits and
   work), waited and held; an allocation's latency adds its zone_locked events' charges.
 """
 
@@ -31,7 +31,11 @@ from replay.jit import kernel_entry
 from replay.model.locks import (BK_PROGRAM, BK_RANGE, BK_SECTION, IT_PROGRAM, IT_SECTION, OP_ACQ, OP_REL, Items,
                                 Schedule, Steps, check_exclusion, run_schedule)
 from replay.model.sections import Sections, hold_times
-from replay.policy.loop import EL_LEN
+
+#: ``elog`` columns (``event_log``): one row per event charged anything (events in order): its
+#: virtual time, the time added to its CPU, its waits and holds, an allocation's latency, and
+#: ``EL_WAIT_ACCEPT``, the part of ``EL_WAIT`` spent behind a holder doing acceptance work
+EL_K, EL_VTS, EL_ADDED, EL_WAIT, EL_HOLD, EL_LAT, EL_WAIT_ACCEPT, EL_LEN = 0, 1, 2, 3, 4, 5, 6, 7
 
 #: what a wait was spent behind (``lock_sections.waited_behind``): nothing, a holder doing
 #: acceptance work (a program's lock hold, a section with firmware or waits inside it, an
@@ -130,7 +134,7 @@ def build_items(S: Sections, m: int, holds: np.ndarray, programs: list[Program],
 def event_log(ev: np.ndarray, cpu: np.ndarray, ts: np.ndarray, ks: np.ndarray, vts: np.ndarray,
               added: np.ndarray, wait: np.ndarray, hold: np.ndarray, wacc: np.ndarray, pend: np.ndarray,
               delay: np.ndarray, out: np.ndarray, write: bool) -> int:
-    """The event log (``policy.loop.EL_*`` rows, event order) from each charged event's added,
+    """The event log (``EL_*`` rows, event order) from each charged event's added,
     waited and held ns (``ks`` ascending): an allocation's latency is what its own zone_locked /
     extfrag events on its CPU and itself added; returns the rows (written when ``write``)."""
     pend[:] = 0
@@ -167,13 +171,13 @@ def event_log(ev: np.ndarray, cpu: np.ndarray, ts: np.ndarray, ks: np.ndarray, v
             if not write:
                 r += 1
                 continue
-            out[r, 0] = k
-            out[r, 1] = v
-            out[r, 2] = a
-            out[r, 3] = w
-            out[r, 4] = h
-            out[r, 5] = lat
-            out[r, 6] = wa
+            out[r, EL_K] = k
+            out[r, EL_VTS] = v
+            out[r, EL_ADDED] = a
+            out[r, EL_WAIT] = w
+            out[r, EL_HOLD] = h
+            out[r, EL_LAT] = lat
+            out[r, EL_WAIT_ACCEPT] = wa
             r += 1
     return r
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,11 @@ from replay.acceptance.costs import CALL_KIND_NAMES, NR_FIRMWARE_CALL_KINDS
 from replay.events.arrays import EV_ALLOC
 from replay.model.sections import SECTION_KIND_NAMES
 from replay.acceptance.policies import HELD_GLOBAL_LOCK, HELD_IRQS_OFF, HELD_ZONE_LOCK
-from replay.policy.loop import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT, EL_WAIT_ACCEPT
-from replay.policy.timeline import AZ_BEHIND, AZ_BLOCKER, WAITED_BEHIND, WB_ACCEPT, WB_NONE
+from replay.policy.timeline import (AZ_BEHIND, AZ_BLOCKER, EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT, EL_WAIT_ACCEPT,
+                                    WAITED_BEHIND, WB_ACCEPT, WB_NONE)
 from replay.policy.prepare import Prepared
 from replay.policy.result import PolicyRun
-from replay.jit import kernel_entry
+from replay.jit import kernel, kernel_entry
 from replay.results.folder import POLICY_RESULT_FILES
 
 SCHEMA_VERSION = "1"
@@ -128,13 +129,13 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
     znames = list(prep.zone_names) or ["?"]
     seq_flat = isinstance(ea.seq, np.ndarray)  # (else a ChunkedColumn or AffineRuns, read at the rows below)
     # one compiled pass over the rows, the charge log and the handled events (no GIL)
-    c = {k: np.empty(n, dt) for k, dt in _EVENT_ROW_COLUMNS}
-    event_rows(rix, ea.ts, ea.cpu, ea.ev, ea.pfn, ea.order, run.out_zone, run.out_anom, run.out_sec, run.elog,
-               run.handled, run.handled_firmware, run.handled_accepted, run.handled_forced,
-               ncpu if ncpu is not None else int(ea.cpu.max()) + 1,
-               ea.seq if seq_flat else np.zeros(0, np.int64), pid, proc_key if proc_key is not None else pid,
-               c["ts"], c["vts"], c["cpu"], c["ev"], c["pfn"], c["order"], c["zone"], c["anom"], c["sec"],
-               c["added"], c["wait"], c["hold"], c["fw"], c["acc"], c["forced"], c["seq"], c["pid"], c["proc"])
+    o = EventRows(*(np.empty(n, dt) for _, dt in _EVENT_ROW_COLUMNS))
+    event_rows(rix, EventCols(ea.ts, ea.cpu, ea.ev, ea.pfn, ea.order, ea.seq if seq_flat else np.zeros(0, np.int64),
+                              pid, proc_key if proc_key is not None else pid),
+               RunCols(run.out_zone, run.out_anom, run.out_sec, run.elog, run.handled, run.handled_firmware,
+                       run.handled_accepted, run.handled_forced),
+               ncpu if ncpu is not None else int(ea.cpu.max()) + 1, o)
+    c = o._asdict()
     pfn, zone, anom = c["pfn"], c["zone"], c["anom"]
     c["wait_accept"] = _log_column(run.elog, rix, EL_WAIT_ACCEPT)
     seq = c["seq"] if seq_flat else np.asarray(sel(ea.seq))
@@ -183,23 +184,24 @@ _EVENT_ROW_COLUMNS = (("ts", np.int64), ("vts", np.int64), ("cpu", np.int32), ("
                       ("added", np.int64), ("wait", np.int64), ("hold", np.int64), ("fw", np.int64),
                       ("acc", np.int64), ("forced", np.int8), ("seq", np.int64), ("pid", np.int32),
                       ("proc", np.int32))
+#: ``event_rows``' bundles: its output (one array per ``_EVENT_ROW_COLUMNS`` entry, in order), the
+#: event columns it reads (``seq`` empty: not flat; ``proc``: the (comm, pid) group), and the run's
+#: per-event results, charge log (``timeline.EL_*``) and handled events with their values
+EventRows = namedtuple("EventRows", [name for name, _ in _EVENT_ROW_COLUMNS])
+EventCols = namedtuple("EventCols", ["ts", "cpu", "ev", "pfn", "order", "seq", "pid", "proc"])
+RunCols = namedtuple("RunCols", ["out_zone", "out_anom", "out_sec", "elog", "handled", "firmware", "accepted",
+                                 "forced"])
 
 
 @kernel_entry(nrt=True)
-def event_rows(rows: np.ndarray, ts: np.ndarray, cpu: np.ndarray, ev: np.ndarray, pfn: np.ndarray,
-               order: np.ndarray, out_zone: np.ndarray, out_anom: np.ndarray, out_sec: np.ndarray, elog: np.ndarray,
-               handled: np.ndarray, firmware: np.ndarray, accepted: np.ndarray, forced: np.ndarray, ncpu: int,
-               seq: np.ndarray, pid: np.ndarray, proc_key: np.ndarray,
-               o_ts: np.ndarray, o_vts: np.ndarray, o_cpu: np.ndarray, o_ev: np.ndarray, o_pfn: np.ndarray,
-               o_order: np.ndarray, o_zone: np.ndarray, o_anom: np.ndarray, o_sec: np.ndarray, o_added: np.ndarray,
-               o_wait: np.ndarray, o_hold: np.ndarray, o_fw: np.ndarray, o_acc: np.ndarray,
-               o_forced: np.ndarray, o_seq: np.ndarray, o_pid: np.ndarray, o_proc: np.ndarray) -> None:
-    """The events table's columns at ``rows`` (ascending): the event's own (``seq`` when given,
-    ``pid`` and its (comm, pid) group ``proc_key``), its virtual time (``PolicyRun.vts_at``:
+def event_rows(rows: np.ndarray, ec: EventCols, rc: RunCols, ncpu: int, o: EventRows) -> None:
+    """The events table's columns at ``rows`` (ascending) into ``o``: the event's own (``seq`` when
+    given, ``pid`` and its (comm, pid) group ``proc``), its virtual time (``PolicyRun.vts_at``:
     trace time plus the added time logged on its CPU strictly before it), its charges
     (``charges_at``: the first log row of the event) and what the driver wrote at handled events
     (``firmware``, ``accepted``, ``forced``: one value per ``handled`` event, as
     ``handled_values``), in one merge of the rows with the log and the handled events."""
+    elog, handled, cpu = rc.elog, rc.handled, ec.cpu
     cum = np.zeros(ncpu, np.int64)
     ne = elog.shape[0]
     nh = handled.shape[0]
@@ -210,38 +212,43 @@ def event_rows(rows: np.ndarray, ts: np.ndarray, cpu: np.ndarray, ev: np.ndarray
         while j < ne and elog[j, EL_K] < k:
             cum[cpu[elog[j, EL_K]]] += elog[j, EL_ADDED]
             j += 1
-        c = cpu[k]
-        o_ts[r] = ts[k]
-        o_vts[r] = ts[k] + cum[c]
-        o_cpu[r] = c
-        o_ev[r] = max(ev[k], 0)
-        o_pfn[r] = pfn[k]
-        o_order[r] = order[k]
-        o_zone[r] = out_zone[k]
-        o_anom[r] = out_anom[k]
-        o_sec[r] = out_sec[k]
-        if seq.shape[0]:
-            o_seq[r] = seq[k]
-        o_pid[r] = pid[k]
-        o_proc[r] = proc_key[k]
+        _event_own(ec, rc, k, r, o)
+        o.vts[r] = ec.ts[k] + cum[cpu[k]]
         if j < ne and elog[j, EL_K] == k:
-            o_added[r] = elog[j, EL_ADDED]
-            o_wait[r] = elog[j, EL_WAIT]
-            o_hold[r] = elog[j, EL_HOLD]
+            o.added[r] = elog[j, EL_ADDED]
+            o.wait[r] = elog[j, EL_WAIT]
+            o.hold[r] = elog[j, EL_HOLD]
         else:
-            o_added[r] = 0
-            o_wait[r] = 0
-            o_hold[r] = 0
+            o.added[r] = 0
+            o.wait[r] = 0
+            o.hold[r] = 0
         while h < nh and handled[h] < k:
             h += 1
         if h < nh and handled[h] == k:
-            o_fw[r] = firmware[h]
-            o_acc[r] = accepted[h]
-            o_forced[r] = forced[h]
+            o.fw[r] = rc.firmware[h]
+            o.acc[r] = rc.accepted[h]
+            o.forced[r] = rc.forced[h]
         else:
-            o_fw[r] = 0
-            o_acc[r] = 0
-            o_forced[r] = 0
+            o.fw[r] = 0
+            o.acc[r] = 0
+            o.forced[r] = 0
+
+
+@kernel(nrt=True)
+def _event_own(ec: EventCols, rc: RunCols, k: int, r: int, o: EventRows) -> None:
+    """Row ``r`` of ``o``: event ``k``'s own columns and the model's results for it."""
+    o.ts[r] = ec.ts[k]
+    o.cpu[r] = ec.cpu[k]
+    o.ev[r] = max(ec.ev[k], 0)
+    o.pfn[r] = ec.pfn[k]
+    o.order[r] = ec.order[k]
+    o.zone[r] = rc.out_zone[k]
+    o.anom[r] = rc.out_anom[k]
+    o.sec[r] = rc.out_sec[k]
+    if ec.seq.shape[0]:
+        o.seq[r] = ec.seq[k]
+    o.pid[r] = ec.pid[k]
+    o.proc[r] = ec.proc[k]
 
 
 #: lock_sections.kind categories (docs/results.md)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from replay.policy.loop import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT
+from replay.policy.timeline import EL_ADDED, EL_HOLD, EL_K, EL_LAT, EL_WAIT
 
 
 def charges_at(run: Any, col: int, idx: np.ndarray) -> np.ndarray:

@@ -188,7 +188,7 @@ def test_event_rows_equal_the_array_operations() -> None:
     charge log and the handled events) equal the per-column array operations (``vts_at``,
     ``charges_at``, ``handled_values``, plain gathers) they replace, for every policy, at the
     charged rows and at every event; so do the CPUs and (comm, pid) groups it hands back."""
-    from replay.policy.loop import EL_ADDED, EL_HOLD, EL_WAIT, EL_WAIT_ACCEPT
+    from replay.policy.timeline import EL_ADDED, EL_HOLD, EL_WAIT, EL_WAIT_ACCEPT
     from replay.results.tables import _events, charged_events
     from tests.helpers.oracles import charges_at, handled_values
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from replay.model.locks import check_exclusion
-from replay.policy.loop import EL_K
+from replay.policy.timeline import EL_K
 from tests.policy.test_mechanics import BOP, SEC, T0, U, alloc, run, zl
 
 #: the presets whose acceptance can run during a trace
