@@ -94,7 +94,9 @@ def chunk_task(pt: PreparedTrace, chunk: Chunk, tables: Output,
             continue
         try:
             out = run_point(pt, p)
-            res = PointResult(p, out.tables, out.row)
+            # the tables not kept go now (with the point, as when a replay's result is dropped)
+            res = PointResult(p, {name: out.tables[name] for name in tables.tables}, out.row)
+            del out
         except Exception as e:  # noqa: BLE001 - recorded with the point; the sweep goes on
             res = PointResult(p, None, None, error_text(e))
         res.seconds = time.perf_counter() - t0
