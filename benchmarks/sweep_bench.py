@@ -20,6 +20,9 @@ seconds being its ``run_point`` inside the sweep (``SweepResult.point_seconds``)
 quantity measured in the same run, so it does not drift with the machine's load between the
 replay baseline and the sweep.  Every run's folder is compared byte for byte with the first one.
 
+``--breakdown`` times each step of a 1-worker sweep in this process instead (wall and CPU
+seconds of encoding, writing, the summary, the grid... against the points' own run_point).
+
 ``--baseline DIR`` (a checkout of another revision: ``git worktree add /tmp/base HEAD~1``)
 measures that tree and this one side by side: each round runs one child process per tree,
 alternating (the machine's load drifts), each child measuring the replay alone and every
@@ -27,6 +30,7 @@ configuration once; the figures are the best of the rounds, printed next to each
 two trees' sweep folders are compared byte for byte.
 
     .venv/bin/python benchmarks/sweep_bench.py [--workers N] [--no-ray] [--baseline DIR] [TRACE TRACE]
+    [SWEEP_BENCH_TREE=DIR] .venv/bin/python benchmarks/sweep_bench.py --breakdown [-r R]
 """
 
 from __future__ import annotations
@@ -259,6 +263,59 @@ def report_pair(base: list[dict[str, Any]], this: list[dict[str, Any]]) -> None:
             print(f"  {name:<14} {vals[0]} {vals[1]}{target}")
 
 
+#: what ``--breakdown`` times: (module, attribute, label); every name exists in earlier trees too
+_STEPS = (("execute", "run_point", "points (run_point)"), ("execute", "chunk_record", "encode (chunk_record)"),
+          ("SweepDir", "commit", "write (SweepDir.commit)"), ("SweepDir", "write_summary", "summary.parquet"),
+          ("execute", "expand_grid", "grid (expand_grid)"), ("execute", "trace_fingerprint", "fingerprints"),
+          ("SweepDir", "write_json", "sweep.json"), ("execute", "chunk_grid", "chunks (chunk_grid)"),
+          ("SweepDir", "done", "done chunks (SweepDir.done)"), ("SweepDir", "remove_stale", "stale chunks"))
+
+
+def breakdown(spec: SweepSpec, rounds: int) -> None:
+    """Where a 1-worker sweep's time goes besides its points: each step's wall and CPU seconds
+    (the run with the least overhead within it of ``rounds``), as a share of the points' own."""
+    from replay.sweep import dataset, execute
+
+    acc: dict[str, list[float]] = {}
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        f = getattr(owner, name)
+
+        def timed_step(*a: Any, **k: Any) -> Any:
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                w = acc.setdefault(label, [0.0, 0.0])
+                w[0] += time.perf_counter() - t0
+                w[1] += time.process_time() - c0
+
+        setattr(owner, name, timed_step)
+
+    for owner, name, label in _STEPS:
+        wrap(execute if owner == "execute" else dataset.SweepDir, name, label)
+    best: tuple[float, dict[str, list[float]], Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-steps-") as tmp:
+        run_sweep(spec, Path(tmp) / "warm", jobs=1, progress=False)
+        for i in range(rounds):
+            acc.clear()
+            res = run_sweep(spec, Path(tmp) / f"run-{i}", jobs=1, progress=False)
+            pts = sum(res.point_seconds.values())
+            over = (res.wall_s - res.prepare_s - pts) / pts
+            if best is None or over < best[0]:
+                best = (over, {k: list(v) for k, v in acc.items()}, res)
+    assert best is not None
+    over, steps, res = best
+    pw, pc = steps.pop("points (run_point)")
+    print(f"{TREE}: 1 worker, {res.ran} points, overhead within the run {over:+.1%} (best of {rounds}); "
+          f"run_point {pw / res.ran * 1e3:.2f} ms wall, {pc / res.ran * 1e3:.2f} ms CPU per point")
+    rest = res.wall_s - res.prepare_s - pw
+    for label, (w, c) in sorted(steps.items(), key=lambda kv: -kv[1][0]):
+        rest -= w
+        print(f"  {label:<28} {w * 1e3:7.1f} ms wall ({w / pw:+6.1%})  {c * 1e3:7.1f} ms CPU ({c / pc:+6.1%})")
+    print(f"  {'the rest (loop, results)':<28} {rest * 1e3:7.1f} ms wall ({rest / pw:+6.1%})")
+
+
 def _child(args: argparse.Namespace, tree: Path, keep: Path) -> dict[str, Any]:
     """This script in a child process measuring ``tree`` once (every configuration one round)."""
     import json
@@ -266,9 +323,13 @@ def _child(args: argparse.Namespace, tree: Path, keep: Path) -> dict[str, Any]:
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--rounds", "1", "--workers", str(args.workers),
            "--child-json", "-", "--keep-reference", str(keep), *(["--no-ray"] if args.no_ray else []),
-           *(["--points-per-file", str(args.points_per_file)] if args.points_per_file else []), *args.traces]
-    p = subprocess.run(cmd, env={**os.environ, "SWEEP_BENCH_TREE": str(tree)}, stdout=subprocess.PIPE, text=True,
-                       check=True)
+           *(["--points-per-file", str(args.points_per_file)] if args.points_per_file else []),
+           *(str(Path(t).resolve()) for t in args.traces)]
+    # the Ray workers (of the child's private Ray) import that tree's code too: their sys.path starts
+    # with the driver's working folder, then PYTHONPATH
+    path = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
+    p = subprocess.run(cmd, env={**os.environ, "SWEEP_BENCH_TREE": str(tree), "PYTHONPATH": path}, cwd=tree,
+                       stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(p.stdout)
 
 
@@ -282,6 +343,8 @@ def main() -> None:
     ap.add_argument("--points-per-file", type=int, default=None, help="chunk size (default: the spec's default)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="a checkout of another revision, measured side by side with this tree")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="only time each step of a 1-worker sweep in this process (SWEEP_BENCH_TREE=DIR: another tree)")
     ap.add_argument("--child-json", help=argparse.SUPPRESS)  # (a child of --baseline: figures as JSON on stdout)
     ap.add_argument("--keep-reference", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -289,6 +352,9 @@ def main() -> None:
     spec = spec_from_cli(traces, policies=[POLICIES], costs=[COSTS], axes=list(AXES))
     if args.points_per_file:
         spec = dataclasses.replace(spec, points_per_file=args.points_per_file)
+    if args.breakdown:
+        breakdown(spec, args.rounds)
+        return
     use_ray = not args.no_ray
     if use_ray:
         try:
