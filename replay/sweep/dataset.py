@@ -32,11 +32,13 @@ wall-clock value): the same sweep gives the same files from any worker, in any o
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,8 @@ PARTITION_COLUMNS = ("trace", "policy", "costs")
 #: summary.parquet: the partitions first, then every column of a point's row
 SUMMARY_COLUMNS = ("point", *PARTITION_COLUMNS, *(n for n, _ in (*IDENTITY_COLUMNS, *METRIC_COLUMNS)
                                                   if n != "point"))
+#: the columns of a point's row, in ``POINT_SCHEMA`` order (iterating a schema builds its fields anew)
+_POINT_NAMES = tuple(POINT_SCHEMA.names)
 
 
 # ------------------------------------------------------------------ encoding
@@ -94,22 +98,40 @@ def encode_table(t: pa.Table) -> bytes:
     slowly varying) are delta-encoded; then snappy:
     a sixth of the size of snappy alone at the same speed; zstd took twice as long, which on a
     chunk's small tables is a noticeable share of its points' replay."""
-    dictionary = dictionary_columns(t.schema)
-    delta = {f.name: "DELTA_BINARY_PACKED" for f in t.schema if f.name not in dictionary and f.type == pa.int64()}
-    buf = io.BytesIO()
-    pq.write_table(t.replace_schema_metadata(None), buf, compression="snappy", use_dictionary=dictionary,
-                   column_encoding=delta or None, write_statistics=True, row_group_size=1 << 20, store_schema=True)
-    return buf.getvalue()
+    dictionary, delta = _encodings(t.schema)
+    sink = pa.BufferOutputStream()  # (Arrow's own buffer: no Python file object between the writer and the bytes)
+    pq.write_table(t.replace_schema_metadata(None), sink, compression="snappy", use_dictionary=dictionary,
+                   column_encoding=delta, write_statistics=True, row_group_size=1 << 20, store_schema=True)
+    return sink.getvalue().to_pybytes()
+
+
+_ENCODINGS: dict[Any, tuple[list[str], dict[str, str] | None]] = {}
+
+
+def _encodings(schema: pa.Schema) -> tuple[list[str], dict[str, str] | None]:
+    """``encode_table``'s dictionary and delta columns of ``schema`` (a sweep writes a few schemas
+    thousands of times)."""
+    key = tuple(zip(schema.names, map(str, schema.types)))
+    hit = _ENCODINGS.get(key)
+    if hit is None:
+        dictionary = dictionary_columns(schema)
+        delta = {f.name: "DELTA_BINARY_PACKED" for f in schema if f.name not in dictionary and f.type == pa.int64()}
+        hit = _ENCODINGS[key] = (dictionary, delta or None)
+    return hit
 
 
 def _row_json(values: dict[str, Any]) -> str:
     """A point's row as one JSON line: the ``POINT_SCHEMA`` columns, in its order."""
-    return json.dumps({f.name: values.get(f.name) for f in POINT_SCHEMA})
+    return json.dumps({name: values.get(name) for name in _POINT_NAMES})
 
 
 def _rows_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    return pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in POINT_SCHEMA},
-                    schema=POINT_SCHEMA)
+    """Points' rows (``_row_json``'s, parsed) as one table of ``POINT_SCHEMA``."""
+    try:  # every row has every column (``_row_json``): the columns at once
+        columns = list(zip(*map(itemgetter(*_POINT_NAMES), rows))) if rows else [()] * len(_POINT_NAMES)
+    except KeyError:  # a row without some column (not one of ours): null there
+        columns = [[r.get(name) for r in rows] for name in _POINT_NAMES]
+    return pa.table([pa.array(c, f.type) for c, f in zip(columns, POINT_SCHEMA)], schema=POINT_SCHEMA)
 
 
 def _identity(point: Point, fingerprint: str) -> dict[str, Any]:
@@ -117,13 +139,23 @@ def _identity(point: Point, fingerprint: str) -> dict[str, Any]:
             **point.axis_columns(), "vcpus": point.vcpus}
 
 
+def _point_column(ids: Sequence[str], counts: Sequence[int]) -> pa.Array:
+    """``ids[i]`` repeated ``counts[i]`` times, as one string array."""
+    n = np.asarray(counts, np.int64)
+    raw = [i.encode() for i in ids]
+    width = len(raw[0]) if raw else 0
+    if width and all(len(r) == width for r in raw):  # point ids (``p`` + 20 hex digits): the buffers at once
+        total = int(n.sum())
+        offsets = np.arange(0, (total + 1) * width, width, dtype=np.int32)
+        data = np.repeat(np.array(raw, dtype=f"S{width}"), n)
+        return pa.StringArray.from_buffers(total, pa.py_buffer(offsets), pa.py_buffer(data))
+    return pa.array(ids, pa.string()).take(pa.array(np.repeat(np.arange(len(ids), dtype=np.int32), n)))
+
+
 def _with_points(t: pa.Table, ids: Sequence[str], counts: Sequence[int]) -> pa.Table:
     """The concatenated tables of a chunk's points as dataset rows: ``point`` first (``ids[i]``
-    on the ``counts[i]`` rows of the i-th point), no ``policy`` column (a partition)."""
-    if "policy" in t.column_names:
-        t = t.drop_columns(["policy"])
-    which = pa.array(np.repeat(np.arange(len(ids), dtype=np.int32), np.asarray(counts, np.int64)))
-    return t.add_column(0, "point", pa.array(ids, pa.string()).take(which))
+    on the ``counts[i]`` rows of the i-th point)."""
+    return t.add_column(0, "point", _point_column(ids, counts))
 
 
 @dataclass
@@ -163,7 +195,10 @@ def _thin_rows(n: int, buckets: int) -> np.ndarray:
 def _chunk_table(name: str, done: Sequence[PointResult], output: Output) -> pa.Table:
     """Table ``name`` of a chunk's replayed points (in grid order), each point's rows marked."""
     tables = [r.tables[name] for r in done]  # type: ignore[index]
+    # no ``policy`` column (a partition), dropped before the rows are gathered
     t = pa.concat_tables(tables)
+    if "policy" in t.column_names:
+        t = t.drop_columns(["policy"])
     counts = [x.num_rows for x in tables]
     if name == "timeseries":
         keep = [_thin_rows(n, output.timeseries_buckets) for n in counts]
@@ -211,10 +246,16 @@ class SweepDir:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._rows: dict[str, bytes] = {}  # chunk id -> the rows this object committed (the summary's)
+        self._tables: set[str] | None = None  # table folders that may hold files (None: not looked yet)
 
     def path(self, table: str, partition: Iterable[tuple[str, str]], chunk_id: str) -> Path:
+        return Path(self._file(table, partition, chunk_id))
+
+    def _file(self, table: str, partition: Iterable[tuple[str, str]], chunk_id: str) -> str:
+        # (a string: pathlib's joins were a third of a chunk's commit)
         suffix = ".jsonl" if table == POINTS else ".parquet"
-        return self.root / table / _partition_dir(partition) / f"{chunk_id}{suffix}"
+        return os.path.join(self.root, table, _partition_dir(partition), chunk_id + suffix)
 
     def prepare(self) -> None:
         """Create the folder; remove the hidden files an interrupted run left behind."""
@@ -223,6 +264,7 @@ class SweepDir:
         self.root.mkdir(parents=True, exist_ok=True)
         for tmp in self.root.glob("*/*/*/*/.*.tmp"):
             tmp.unlink(missing_ok=True)
+        self._tables = {p.name for p in self.root.iterdir() if p.is_dir()}
 
     def _data_files(self) -> list[Path]:
         return [*self.root.glob(f"{POINTS}/*/*/*/*.jsonl"), *self.root.glob("*/*/*/*/*.parquet")]
@@ -249,24 +291,32 @@ class SweepDir:
                 continue
         return out
 
-    def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
+    @staticmethod
+    def _write(path: str | Path, data: bytes) -> None:
+        folder, name = os.path.split(os.fspath(path))
+        tmp = os.path.join(folder, f".{name}.tmp")
         try:
-            tmp.write_bytes(data)
+            f = open(tmp, "wb")  # noqa: SIM115 - (closed below; the retry needs the error)
         except FileNotFoundError:  # its folder's first file (a mkdir per file cost ~0.5 ms on some file systems)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
+            os.makedirs(folder, exist_ok=True)
+            f = open(tmp, "wb")  # noqa: SIM115
+        with f:
+            f.write(data)
         os.replace(tmp, path)
 
     def commit(self, rec: ChunkRecord) -> None:
         """Write a chunk's files, its rows last (the commit protocol of the module docstring)."""
-        for name in POINT_TABLES:  # a table this run writes no rows of (all its points failed)
-            if name not in rec.files:
-                self.path(name, rec.partition, rec.chunk_id).unlink(missing_ok=True)
+        for name in POINT_TABLES:  # a table this run writes no rows of (all its points failed, or not kept)
+            if name not in rec.files and (self._tables is None or name in self._tables):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._file(name, rec.partition, rec.chunk_id))
         for name in sorted(rec.files):
             if name != POINTS:
-                self._write(self.path(name, rec.partition, rec.chunk_id), rec.files[name])
-        self._write(self.path(POINTS, rec.partition, rec.chunk_id), rec.files[POINTS])
+                self._write(self._file(name, rec.partition, rec.chunk_id), rec.files[name])
+                if self._tables is not None:
+                    self._tables.add(name)
+        self._write(self._file(POINTS, rec.partition, rec.chunk_id), rec.files[POINTS])
+        self._rows[rec.chunk_id] = rec.files[POINTS]
 
     def write_json(self, name: str, obj: Any) -> None:
         self._write(self.root / name, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
@@ -275,9 +325,12 @@ class SweepDir:
         """``summary.parquet``: the rows of every chunk of ``chunks`` that has them, in grid order."""
         rows, parts = [], []
         for c in chunks:
-            f = self.path(POINTS, c.partition, c.id)
-            if f.is_file():
-                got = {r["point"]: r for r in map(json.loads, f.read_text().splitlines())}
+            text = self._rows.get(c.id)
+            if text is None:  # done by an earlier run
+                f = self.path(POINTS, c.partition, c.id)
+                text = f.read_bytes() if f.is_file() else None
+            if text is not None:
+                got = {r["point"]: r for r in map(json.loads, text.splitlines())}
                 for p in c.points:
                     if p.id in got:
                         rows.append(got[p.id])

@@ -14,7 +14,8 @@ Where points run
   each acceptance trigger itself (and drops the result), so that the workers inherit numba's
   loaded kernels instead of each loading them.
 * ``ray``: each trace is prepared here once and put into Ray's object store (pickled once, the
-  locks of its lazily filled caches re-created on the other side); each Ray task names the object,
+  locks of its lazily filled caches re-created on the other side; its arrays out of band, copied
+  into the store as they are); each Ray task names the object,
   and a worker process unpickles a trace once and keeps it for the following chunks
   (``_RAY_TRACES``).  Tasks return the encoded files, which this process writes: the workers need
   neither the trace files nor the output folder.
@@ -93,7 +94,9 @@ def chunk_task(pt: PreparedTrace, chunk: Chunk, tables: Output,
             continue
         try:
             out = run_point(pt, p)
-            res = PointResult(p, out.tables, out.row)
+            # the tables not kept go now (with the point, as when a replay's result is dropped)
+            res = PointResult(p, {name: out.tables[name] for name in tables.tables}, out.row)
+            del out
         except Exception as e:  # noqa: BLE001 - recorded with the point; the sweep goes on
             res = PointResult(p, None, None, error_text(e))
         res.seconds = time.perf_counter() - t0
@@ -266,12 +269,23 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def dumps_trace(pt: PreparedTrace) -> bytes:
+def dumps_trace(pt: PreparedTrace) -> tuple[bytes, list[Any]]:
+    """``pt`` for the object store: the pickle (protocol 5) without the bytes of its arrays, and
+    those bytes as flat uint8 arrays (``ray.put`` copies them into the store once, as they are;
+    pickling them in-band copied each twice more and the worker once more on the way out)."""
     import io
 
-    buf = io.BytesIO()
-    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(pt)
-    return buf.getvalue()
+    import numpy as np
+
+    buf, out_of_band = io.BytesIO(), []
+    _Pickler(buf, protocol=5, buffer_callback=out_of_band.append).dump(pt)
+    return buf.getvalue(), [np.frombuffer(b.raw(), np.uint8) for b in out_of_band]
+
+
+def loads_trace(head: bytes, buffers: list[Any]) -> PreparedTrace:
+    """``dumps_trace``'s trace back, its arrays in private writable copies (the object store's
+    views are read-only)."""
+    return pickle.loads(head, buffers=[bytearray(b) for b in buffers])
 
 
 _RAY_TRACES: OrderedDict[str, PreparedTrace] = OrderedDict()  # a Ray worker's unpickled traces
@@ -285,7 +299,7 @@ def _ray_chunk(trace_ref: list[Any], chunk: Chunk, tables: Output) -> ChunkRecor
     key = trace_ref[0].hex()
     pt = _RAY_TRACES.get(key)
     if pt is None:
-        pt = pickle.loads(ray.get(trace_ref[0]))
+        pt = loads_trace(*ray.get(trace_ref[0]))
         _RAY_TRACES[key] = pt
         while len(_RAY_TRACES) > RAY_TRACES_KEPT:
             _RAY_TRACES.popitem(last=False)

@@ -87,3 +87,31 @@ def test_every_table_holds_each_points_own_rows(sample_capture: Path, tmp_path: 
         sums = duckdb.sql(f"select {cols} from read_parquet("
                           f"'{tmp_path}/{name}/*/*/*/*.parquet', hive_partitioning = true)").fetchone()
         assert sums == tuple(pc.sum(got[c]).as_py() for c in ints), name
+
+
+def test_the_summary_from_the_rows_written_now_equals_the_one_from_the_files(tiny_traces: list[Path],
+                                                                             tmp_path: Path) -> None:
+    """``write_summary`` takes the rows this run committed from memory and the others from their
+    files: a fresh ``SweepDir`` (every row from its file) writes the same bytes."""
+    from replay.sweep.dataset import SweepDir
+    from replay.sweep.grid import chunk_grid, expand_grid
+
+    spec = spec_from_cli([str(tiny_traces[0])], policies=["none,list-promo"], axes=["guest_size=1G,traced,8G"])
+    run_sweep(spec, tmp_path, jobs=1, progress=False)  # (a failed point's row among them)
+    ours = tmp_path / "summary.parquet"
+    before = ours.read_bytes()
+    ours.unlink()
+    assert SweepDir(tmp_path).write_summary(chunk_grid(expand_grid(spec), spec.points_per_file)) == ours
+    assert ours.read_bytes() == before
+
+
+def test_the_point_column_of_ids_of_any_length() -> None:
+    import pyarrow as pa
+
+    from replay.sweep.dataset import _point_column
+
+    fixed = _point_column(["p01", "p02", "p03"], [2, 0, 3])
+    assert fixed.to_pylist() == ["p01", "p01", "p03", "p03", "p03"] and fixed.type == pa.string()
+    mixed = _point_column(["a", "bbb"], [1, 2])
+    assert mixed.to_pylist() == ["a", "bbb", "bbb"]
+    assert _point_column([], []).to_pylist() == []

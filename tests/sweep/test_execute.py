@@ -158,3 +158,29 @@ def test_an_unreadable_trace_records_each_of_its_points(tiny_traces: list[Path],
     assert (res.ran, res.failed) == (16, 8)
     bad = s.filter(pl.col("status") == "error")
     assert set(bad["trace"]) == {"broken"} and all(e.startswith("trace broken: ") for e in bad["error"])
+
+
+def test_a_trace_through_the_object_store_replays_the_same(tiny_traces: list[Path]) -> None:
+    """``dumps_trace`` (what ``--ray`` puts into the object store: the pickle and its arrays out of
+    band) and ``loads_trace`` (a worker's copy) give a trace whose points replay to the same rows,
+    with writable arrays of their own."""
+    import numpy as np
+
+    from replay.sweep.grid import trace_fingerprint
+    from replay.sweep.point import prepare_trace, run_point
+
+    spec = _spec(tiny_traces[:1], policies=["none,list-promo"], axes=["guest_size=traced,8G"])
+    src = spec.traces[0]
+    pt = prepare_trace(src, trace_fingerprint(src), ["none", "list-promo"], spec.mode)
+    head, buffers = execute.dumps_trace(pt)
+    assert buffers and sum(b.nbytes for b in buffers) > 10 * len(head)  # the arrays travel out of band
+    store = [b.copy() for b in buffers]
+    for b in store:
+        b.flags.writeable = False  # as the object store hands them out
+    back = execute.loads_trace(head, store)
+    arr = back.prep.state.pg_next
+    assert arr.flags.writeable and not any(np.shares_memory(arr, s) for s in store)
+    for p in expand_grid(spec):
+        a, b = run_point(pt, p), run_point(back, p)
+        assert a.row == b.row and a.method == b.method
+        assert all(a.tables[k].equals(b.tables[k]) for k in a.tables)
