@@ -22,7 +22,7 @@ class Mode(str, enum.Enum):
 PLAIN_JSON_KEYS = ("mode", "events_replayed", "anomalies", "anomalies_total", "anomaly_rate", "unexplained_anomalies",
                    "unexplained_anomaly_rate", "invariants_ok", "fidelity", "lock_sections", "calibration",
                    "free_pages", "zones", "initial_state", "end_snapshot", "invariants", "invariant_checks",
-                   "capture", "events_not_replayed",  # (these two only for capture folders / such rows)
+                   "capture", "events_not_replayed", "kprobes",  # (only for capture folders / such rows)
                    "kernel_profile", "kernel_profile_source")
 
 

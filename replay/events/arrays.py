@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from parsers.schema import EVENT_BY_NAME, Event
+from parsers.schema import EVENT_BY_NAME, Event, UntracedEvent
 from replay.events.columns import ChunkedColumn, column_values, dictionary_map, event_table, read_event_columns
 from replay.jit import kernel_entry
 
@@ -66,9 +66,22 @@ def seq_column(table: pa.Table) -> Any:
     return ChunkedColumn(col, np.int64, 0)
 
 
+#: the untraced kprobe rows' codes (``parsers.schema.UntracedEvent``): exact mode applies them
+#: (``replay.model.untraced``); lock contention rows stay -1 (never replayed)
+UNTRACED_BY_NAME: dict[str, int] = {e.tracepoint: int(e) for e in UntracedEvent}
+EV_UNTRACED0 = int(min(UntracedEvent))
+
+
+def _event_code(name: str) -> int:
+    if name in EVENT_BY_NAME:
+        return int(EVENT_BY_NAME[name])
+    return UNTRACED_BY_NAME.get(name, -1)
+
+
 def event_codes(table: pa.Table) -> np.ndarray:
-    """``Event`` codes of the ``event`` column, whatever its dictionary order."""
-    return dictionary_map(table, "event", lambda n: int(EVENT_BY_NAME[n]) if n in EVENT_BY_NAME else -1, np.int8, -1)
+    """``Event`` codes of the ``event`` column, whatever its dictionary order (the untraced kprobe
+    events: their ``UntracedEvent`` codes; any other name: -1)."""
+    return dictionary_map(table, "event", _event_code, np.int8, -1)
 
 
 def event_arrays(table: pa.Table, *, with_gfp: bool = True) -> EventArrays:

@@ -42,6 +42,8 @@ from replay.model.sections import (CUR_DRAIN, CUR_NONE, CUR_PENDING_FB, CUR_REFI
                                    SEC_FALLBACK, SEC_FREE, SEC_REFILL, Sections, new_sections, sec_add, sec_close,
                                    sec_open)
 from replay.model.state import C_AT_HALF, C_FAILED_ALLOCS, C_HALF_AT, G_PFN_BASE, PG_BUDDY, ModelState, block_head, zone_of
+from replay.model.profiles import DEFAULT_PROFILE, PROFILES
+from replay.model.untraced import UX_FIRST, block_untouched, exact_untraced, has_untraced, mark_untraced, without_untraced
 from replay.jit import kernel, kernel_entry
 
 if TYPE_CHECKING:
@@ -84,12 +86,43 @@ def block_untouched_since(st: ModelState, first: np.ndarray, i: int, o: int, k: 
     return True
 
 
+@kernel(nrt=False)
+def zone_locked_section(st: ModelState, S: Sections, c: int, z: int, o: int, m: int, r: bool, t: int, k: int) -> int:
+    """The lock section of an ``mm_page_alloc_zone_locked`` (one ``rmqueue_bulk()`` run of
+    refills, else one ``rmqueue_buddy()``, or the fallback section it continues)."""
+    sid = S.cur[c]
+    ck = S.cur_kind[c]
+    if r:
+        if (ck == CUR_REFILL and S.zone[sid] == z and S.cur_order[c] == o and S.cur_mt[c] == m
+                and S.cur_zl[c] < refill_limit(st, c, z, o)):
+            pass
+        elif ck == CUR_PENDING_FB and S.zone[sid] == z:
+            S.cur_kind[c] = CUR_REFILL
+            S.cur_order[c] = o
+            S.cur_mt[c] = m
+            S.cur_zl[c] = 0
+        else:
+            sid = sec_open(S, c, SEC_REFILL, z, t, k, c, CUR_REFILL)
+            S.cur_order[c] = o
+            S.cur_mt[c] = m
+            S.cur_zl[c] = 0
+        S.cur_zl[c] += 1
+        sec_add(S, sid, t, 1 << o)
+    else:
+        if not (ck == CUR_PENDING_FB and S.zone[sid] == z):
+            sid = sec_open(S, c, SEC_ALLOC, z, t, k, c, CUR_NONE)
+        sec_add(S, sid, t, 1 << o)
+        sec_close(S, c)
+    return sid
+
+
 @kernel_entry(nrt=False)
 def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
                 order: np.ndarray, mt: np.ndarray, refill: np.ndarray, fb_order: np.ndarray, chown: np.ndarray,
                 deferred: np.ndarray, first: np.ndarray, k0: int, k1: int, out_anom: np.ndarray, out_sec: np.ndarray,
                 out_zone: np.ndarray, acount: np.ndarray, dfree: np.ndarray) -> None:
-    """Apply events ``k0..k1-1`` to the model in trace order (exact mode).
+    """Apply events ``k0..k1-1`` to the model in trace order (exact mode); the untraced kprobe
+    rows (``UntracedEvent`` codes) through ``replay.model.untraced``.
 
     ``dfree`` (empty: off): each event's change of its zone's ``NR_FREE_PAGES``, for the policy
     replays of ``replay.policy.delta``."""
@@ -101,7 +134,7 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
         e = int(ev[k])
         c = int(cpu[k])
         p = int(pfn[k])
-        o = int(order[k])
+        o = int(order[k]) if e < UX_FIRST or order[k] >= 0 else 0  # (compaction_free: order not fetched)
         t = ts[k]
         out_sec[k] = -1
         out_zone[k] = -1
@@ -126,29 +159,7 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
         if e == EV_ZL:
             m = int(mt[k])
             r = int(refill[k]) == 1
-            sid = S.cur[c]
-            ck = S.cur_kind[c]
-            if r:
-                if (ck == CUR_REFILL and S.zone[sid] == z and S.cur_order[c] == o and S.cur_mt[c] == m
-                        and S.cur_zl[c] < refill_limit(st, c, z, o)):
-                    pass
-                elif ck == CUR_PENDING_FB and S.zone[sid] == z:
-                    S.cur_kind[c] = CUR_REFILL
-                    S.cur_order[c] = o
-                    S.cur_mt[c] = m
-                    S.cur_zl[c] = 0
-                else:
-                    sid = sec_open(S, c, SEC_REFILL, z, t, k, c, CUR_REFILL)
-                    S.cur_order[c] = o
-                    S.cur_mt[c] = m
-                    S.cur_zl[c] = 0
-                S.cur_zl[c] += 1
-                sec_add(S, sid, t, 1 << o)
-            else:
-                if not (ck == CUR_PENDING_FB and S.zone[sid] == z):
-                    sid = sec_open(S, c, SEC_ALLOC, z, t, k, c, CUR_NONE)
-                sec_add(S, sid, t, 1 << o)
-                sec_close(S, c)
+            sid = zone_locked_section(st, S, c, z, o, m, r, t, k)
             out_sec[k] = sid
             untouched = block_untouched_since(st, first, i, o, k)
             a = exact_zone_locked(st, c, i, z, o, m, r)
@@ -187,6 +198,9 @@ def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu
             S.end[sid] = t
             out_sec[k] = sid
             a = exact_extfrag(st, i, z, o, int(fb_order[k]), int(mt[k]), int(chown[k]))
+        elif e >= UX_FIRST:
+            sec_close(S, c)
+            a = exact_untraced(st, c, i, z, o, e, int(mt[k]), int(deferred[k]), block_untouched(st, first, i, k))
         if a != 0:
             out_anom[k] = a
             acount[a] += 1
@@ -286,12 +300,32 @@ def prepare_events(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exac
         pid = pid_column(table, len(ea))
         if pid is not None:
             ea.deferred |= deferred_init_order0_mask(ea.ev, ea.pfn, ea.order, pid, core, layout.pageblock_order)
+    kp = (profile if profile is not None else PROFILES[DEFAULT_PROFILE]).params()
+    deferred0 = _untraced_marks(ea, mode, kp)
     st, initial = infer_initial_state(ea.ev, ea.pfn, ea.order, ea.mt, ea.cpu, ea.fb_mt, layout,
                                       snapshot=snapshot, boot=bool(boot),
                                       profile_params=None if profile is None else profile.params())
     ea.first = initial.pop("_first")
     st.ctr[C_HALF_AT] = len(ea) // 2
+    if deferred0 is not None:
+        # the same replay with the kprobe rows not applied: the anomalies they replace (summary)
+        st0 = ModelState._make(a.copy() for a in st)
+        initial["_untraced_without"] = run_loop("exact", st0, without_untraced(ea, deferred0))[5]
     return InitialModel(events=ea, state=st, initial=initial, zone_names=[z.name for z in model_zones(layout)])
+
+
+def _untraced_marks(ea: EventArrays, mode: str, kp: np.ndarray) -> np.ndarray | None:
+    """Exact mode: the kprobe rows' marks (``untraced.mark_untraced``); returns the marks before
+    (None when the trace has no kprobe rows).  Simulate mode places pages itself: the rows are
+    made inert (no pfn)."""
+    if not has_untraced(ea.ev):
+        return None
+    if mode != "exact":
+        ea.pfn[(ea.ev >= UX_FIRST)] = -1
+        return None
+    deferred0 = ea.deferred.copy()
+    mark_untraced(ea, kp)
+    return deferred0
 
 
 def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snapshot: "MemoryLayout | None" = None,

@@ -387,7 +387,9 @@ def exact_free(st: ModelState, c: int, i: int, z: int, o: int, flags: int) -> tu
 
     ``flags`` bit 1: an ``mm_page_free_batched`` of this page follows (``free_unref_page_list``
     traces the prepare step first and commits the page to the pcp list later); bit 2:
-    ``__free_pages_core()`` (deferred memmap init), straight to the buddy tail.
+    ``__free_pages_core()`` (deferred memmap init), straight to the buddy tail; bit 8: the
+    page stays with the compactor (6.9+ ``compaction_free``: ``free_pages_prepare`` only, then
+    ``cc->freepages``; ``replay.model.untraced``).
     Otherwise pcp-allowed orders go to the head of this CPU's list
     (``free_unref_page_commit``), others to ``free_one_page()`` under zone->lock.
     """
@@ -395,6 +397,9 @@ def exact_free(st: ModelState, c: int, i: int, z: int, o: int, flags: int) -> tu
     st.pg_origin[i] = ORIGIN_TRACED
     pbo = st.geo[G_PB_ORDER]
     pbmt = int(st.pb_mt[i >> pbo])
+    if flags & 8:
+        set_allocated(st, i, z, o, MIGRATE_MOVABLE, PG_ALLOC)
+        return anom, False
     if flags & 1:
         set_allocated(st, i, z, o, pbmt, PG_FREEING)
         return anom, False

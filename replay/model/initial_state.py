@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from parsers.schema import Event
+from parsers.schema import Event, UntracedEvent
 from replay.jit import kernel, kernel_entry
 from replay.model.buddy import add_to_free_list
 from replay.model.layout import DEFAULT_MIGRATETYPE_NAMES, MemoryLayout, ZoneLayout, snapshot_free_counts
@@ -57,6 +57,13 @@ from replay.model.state import (
     new_state,
 )
 
+#: the kprobe rows (record --untraced) the initial state reads, ``UntracedEvent`` codes
+UX_ISOLATE = int(UntracedEvent.ISOLATE_FREE_PAGE)
+UX_TAKE_OFF = int(UntracedEvent.TAKE_PAGE_OFF_BUDDY)
+UX_PUTBACK = int(UntracedEvent.PUTBACK_ISOLATED_PAGE)
+UX_PUT_BACK = int(UntracedEvent.PUT_PAGE_BACK_BUDDY)
+UX_SPLIT_PAGE = int(UntracedEvent.SPLIT_PAGE)
+
 #: Default choice of the free blocks among untouched memory when seeding from a snapshot
 #: (measured on the six real traces in docs/replay-fidelity.md, "Initial state").
 SEED_ORDER = "low"
@@ -77,7 +84,7 @@ def first_touch(ev: np.ndarray, pfn: np.ndarray, order: np.ndarray, base: int, n
         if p < 0 or int(ev[k]) < 0:
             continue
         o = int(order[k])
-        if int(ev[k]) == Event.MM_PAGE_ALLOC_EXTFRAG:
+        if int(ev[k]) == Event.MM_PAGE_ALLOC_EXTFRAG or o < 0:  # (kprobe rows: -1 when not fetched)
             o = 0
         i = p - base
         if i < 0 or i + (1 << o) > npages:
@@ -104,7 +111,10 @@ def seed_touched(st: ModelState, first: np.ndarray, ev: np.ndarray, pfn: np.ndar
         p = int(pfn[k])
         if p < 0:
             continue
-        if step < n and e != Event.MM_PAGE_FREE and e != Event.MM_PAGE_FREE_BATCHED and e != Event.MM_PAGE_ALLOC:
+        # (a kprobe row that gives back or splits a block first: held before the trace, like a free)
+        held = e == UX_PUTBACK or e == UX_PUT_BACK or e == UX_SPLIT_PAGE
+        if step < n and e != Event.MM_PAGE_FREE and e != Event.MM_PAGE_FREE_BATCHED and e != Event.MM_PAGE_ALLOC \
+                and not held:
             continue
         if step >= n and e != Event.MM_PAGE_PCPU_DRAIN:
             continue
@@ -131,7 +141,7 @@ def seed_touched(st: ModelState, first: np.ndarray, ev: np.ndarray, pfn: np.ndar
             if m < 0 or m >= MIGRATE_PCPTYPES:
                 m = MIGRATE_MOVABLE
             pcp_add(st, c, z, i, o, m, True)
-        elif e == Event.MM_PAGE_FREE or e == Event.MM_PAGE_FREE_BATCHED:
+        elif e == Event.MM_PAGE_FREE or e == Event.MM_PAGE_FREE_BATCHED or held:
             st.pg_state[i] = PG_ALLOC
             st.pg_order[i] = o
             st.pg_mt[i] = int(st.pb_mt[i >> pbo])
@@ -306,7 +316,9 @@ def _candidates(st: ModelState, first: np.ndarray, ev: np.ndarray, pres: np.ndar
         if f >= 0:
             counts[0] += 1
             e = int(ev[f])
-            if e == Event.MM_PAGE_ALLOC_ZONE_LOCKED or e == Event.MM_PAGE_ALLOC_EXTFRAG:
+            # (kprobes: __isolate_free_page and take_page_off_buddy take free blocks as well)
+            if e == Event.MM_PAGE_ALLOC_ZONE_LOCKED or e == Event.MM_PAGE_ALLOC_EXTFRAG or e == UX_ISOLATE \
+                    or e == UX_TAKE_OFF:
                 must_free[j] = True
                 counts[1] += 1
 

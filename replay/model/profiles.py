@@ -70,6 +70,10 @@ class KernelProfile:
     coalesced_contig_free: bool = False
     #: include/linux/trace_events.h: flags bit 0x02 is NEED_RESCHED_LAZY from v6.13
     lazy_preempt_flag: bool = False
+    #: mm/page_alloc.c:__isolate_free_page: a block of >= pageblock_order - 1 makes its pageblocks
+    #: MOVABLE with set_pageblock_migratetype (6.1.192); from v6.10's freelist hygiene
+    #: (6.12.118) with move_freepages_block, which moves the pageblock's other free blocks too
+    isolate_moves_freepages: bool = False
     #: the gfp bit table of parsers/gfp.py
     gfp_table: str = "linux-6.1"
 
@@ -87,15 +91,17 @@ class KernelProfile:
 #: the ``params()`` layout: index -> field (``name_id``: the profile's id in ``PROFILE_IDS``)
 KP_FIELDS = ("name_id", "nr_pcp_lists", "migrate_isolate", "drain_mt_from_pageblock", "pcp_free_count",
              "pcp_decay", "fallback", "free_batch", "freelist_by_pageblock", "split_large_buddy",
-             "compaction_free_event", "free_high_half_high_min", "coalesced_contig_free")  # fmt: skip
+             "compaction_free_event", "free_high_half_high_min", "coalesced_contig_free",
+             "isolate_moves_freepages")  # fmt: skip
 (KP_ID, KP_NR_PCP_LISTS, KP_MIGRATE_ISOLATE, KP_DRAIN_MT_FROM_PAGEBLOCK, KP_PCP_FREE_COUNT, KP_PCP_DECAY,
  KP_FALLBACK, KP_FREE_BATCH, KP_FREELIST_BY_PAGEBLOCK, KP_SPLIT_LARGE_BUDDY, KP_COMPACTION_FREE_EVENT,
- KP_FREE_HIGH_HALF_HIGH_MIN, KP_COALESCED_CONTIG_FREE) = range(len(KP_FIELDS))  # fmt: skip
+ KP_FREE_HIGH_HALF_HIGH_MIN, KP_COALESCED_CONTIG_FREE, KP_ISOLATE_MOVES_FREEPAGES) = range(len(KP_FIELDS))  # fmt: skip
 N_KP = len(KP_FIELDS)
 
 _V6_12: dict[str, Any] = {"drain_mt_from_pageblock": True, "pcp_free_count": True, "pcp_decay": True,
                           "fallback": FALLBACK_CLAIM_STEAL, "free_batch": FREE_FOLIOS, "freelist_by_pageblock": True,
-                          "split_large_buddy": True, "compaction_free_event": True, "gfp_table": "linux-6.12"}
+                          "split_large_buddy": True, "compaction_free_event": True, "isolate_moves_freepages": True,
+                          "gfp_table": "linux-6.12"}
 PROFILES: Mapping[str, KernelProfile] = {
     # Linux 6.1.192 (Debian 12): docs/kernel-profiles.md section 1, column 6.1
     "6.1": KernelProfile("6.1", (6, 1, 0)),

@@ -84,9 +84,10 @@ def _has_other_kinds(md: dict[str, str]) -> bool:
     return any(v for k, v in events.items() if k not in EVENT_NAMES)
 
 
-def split_other_kinds(table: Any) -> tuple[Any, dict[str, int]]:
-    """The table's kmem rows, and the count by name of the others (lock contention, untraced
-    kprobes): the model replays the kmem events; the others pass it by (counted in the summary).
+def split_other_kinds(table: Any, keep: tuple[str, ...] = ()) -> tuple[Any, dict[str, int]]:
+    """The table's kmem rows (and those of the events named in ``keep``: exact mode applies the
+    untraced kprobe rows, ``replay.model.untraced``), and the count by name of the others (lock
+    contention; the kprobes in simulate mode): they pass the model by (counted in the summary).
 
     NumPy and Arrow only: this runs on the reader thread while the main thread imports numba
     (an import of a numba-compiled module here could deadlock on numba's module locks)."""
@@ -95,7 +96,7 @@ def split_other_kinds(table: Any) -> tuple[Any, dict[str, int]]:
 
     from parsers.schema import EVENT_NAMES
 
-    kmem = set(EVENT_NAMES)
+    kmem = set(EVENT_NAMES) | set(keep)
     masks: list[np.ndarray] = []
     other: dict[str, int] = {}
     for chunk in table.column("event").chunks:
@@ -197,7 +198,9 @@ def load_inputs(trace: Path, snapshot: Path | None, end_snapshot: Path | None, g
     table, md, ea, bounds = load_events(trace, mode)
     other: dict[str, int] = {}
     if ea is None:
-        table, other = split_other_kinds(table)
+        from parsers.schema import UntracedEvent
+
+        table, other = split_other_kinds(table, tuple(e.tracepoint for e in UntracedEvent) if mode == "exact" else ())
     from replay.errors import ReplayInputError
 
     if cpus is not None and cpus < 1:

@@ -291,8 +291,23 @@ def _print_capture(s: dict[str, Any], c: Console) -> None:
                 + (" (events lost: the trace has holes)" if cap["overruns"] else ""), markup=False)
     nr = s.get("events_not_replayed")
     if nr:
-        c.print("not replayed (lock contention, untraced page movements; exact mode infers the untraced paths): "
+        c.print("not replayed (lock contention; the untraced page movements in simulate mode): "
                 + ", ".join(f"{k} {v:,}" for k, v in nr.items()), markup=False)
+    kp = s.get("kprobes")
+    if kp:  # exact mode applied the record --untraced rows (replay/model/untraced.py)
+        ev = kp["events"]
+        c.print(f"kprobe rows applied to the model: {kp['rows_applied']:,} ("
+                + ", ".join(f"{k} {d['applied']:,}" + (f", {d['refused']:,} refused" if d.get("refused") else "")
+                            + (f", {d['contradicted']:,} contradicting the model" if d.get("contradicted") else "")
+                            for k, d in ev.items() if "applied" in d) + ")", markup=False)
+        na = {k: d["not_applied"] for k, d in ev.items() if "not_applied" in d}
+        if na:
+            c.print("kprobe rows not applied: " + "; ".join(f"{k} {ev[k]['rows']:,} ({why})" for k, why in na.items()),
+                    markup=False)
+        rep = kp.get("inferences_replaced")
+        if rep is not None:
+            c.print("anomalies the kprobe rows replaced (the same replay without them): "
+                    + (", ".join(f"{k} {n:,}" for k, n in rep.items()) or "none"), markup=False)
 
 
 def _print_end_snapshot(end: dict[str, Any], c: Console) -> None:

@@ -20,6 +20,7 @@ from replay.model.initial_state import model_zones
 from replay.model.procfs import read_vmstat
 from replay.model.profiles import profile_name
 from replay.model.sections import Calibration
+from replay.model.untraced import has_untraced, untraced_summary
 from replay.model.state import C_AT_HALF, C_HALF_AT, CTR_NAMES, G_NR_ORDERS, PG_BUDDY
 from replay.results.endcheck import end_check
 
@@ -124,6 +125,9 @@ def summary_dict(out: ReplayOutput, cal: Calibration, end: dict[str, Any] | None
         "lock_sections": {SECTION_KIND_NAMES[k]: int(np.count_nonzero(kinds == k)) for k in SECTION_KIND_NAMES},
         "calibration": cal.as_dict(),
     }
+    if out.mode == "exact" and has_untraced(out.events.ev):  # record --untraced: what the kprobe rows did
+        s["kprobes"] = untraced_summary(out.events.ev, out.events.deferred, out.out_anom, out.acount,
+                                        out.initial.get("_untraced_without"))
     if end is not None:
         s["end_snapshot"] = end
     return s

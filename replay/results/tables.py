@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay.acceptance.unaccepted_memory import PAGE_SIZE, RECEIPT_LEN, AcceptGeo, Receipt, firmware_calls
-from parsers.schema import EVENT_NAMES
+from parsers.schema import ALL_EVENT_NAMES, EVENT_NAMES
 from replay.model.anomalies import KIND_BY_CODE
 from replay.acceptance.costs import CALL_KIND_NAMES, NR_FIRMWARE_CALL_KINDS
 from replay.events.arrays import EV_ALLOC
@@ -78,6 +78,12 @@ def _dict_codes(codes: np.ndarray, categories: list[str], mask: np.ndarray | Non
         codes = np.array([uniq.index(c) for c in categories], np.int32)[codes]
     idx = pa.array(codes, pa.int32(), mask=mask)
     return pa.DictionaryArray.from_arrays(idx, pa.array(uniq, pa.string()))
+
+
+def _event_names(ev: np.ndarray) -> list[str]:
+    """The ``event`` dictionary: the six kmem events, or every kind when the untraced kprobe rows
+    (exact mode replays them: ``parsers.schema.UntracedEvent`` codes) are there."""
+    return list(EVENT_NAMES) if not len(ev) or int(ev.max()) < len(EVENT_NAMES) else list(ALL_EVENT_NAMES)
 
 
 def _const_dict(n: int, i: int, categories: list[str]) -> pa.DictionaryArray:
@@ -152,7 +158,7 @@ def _events(prep: Prepared, run: PolicyRun, pi: int, pols: list[str], comm: pa.A
         "cpu": pa.array(c["cpu"], pa.int32()),
         "comm": comm,
         "pid": pa.array(c["pid"], pa.int32()),
-        "event": _dict_codes(c["ev"], list(EVENT_NAMES)),
+        "event": _dict_codes(c["ev"], _event_names(c["ev"])),
         "pfn": pa.array(pfn, pa.int64(), mask=pfn < 0),
         "model_pfn": pa.array(model_pfn, pa.int64(), mask=model_pfn < 0),
         "order": pa.array(c["order"], pa.int8()),
@@ -750,7 +756,7 @@ def anomalies_table(prep: Prepared, run: PolicyRun) -> pa.Table:
     return pa.table({
         "seq": pa.array(ea.seq[ai], pa.int64()), "ts_ns": pa.array(ea.ts[ai], pa.int64()),
         "cpu": pa.array(ea.cpu[ai], pa.int32()),
-        "event": _dict_codes(np.where(ev < 0, 0, ev).astype(np.int32), list(EVENT_NAMES)),
+        "event": _dict_codes(np.where(ev < 0, 0, ev).astype(np.int32), _event_names(ev)),
         "pfn": pa.array(ea.pfn[ai], pa.int64()), "order": pa.array(ea.order[ai], pa.int8()),
         "kind": _dict_codes(codes, kind_names),
         "explained": pa.array(explained[codes], pa.bool_()),
