@@ -8,8 +8,6 @@ gives a byte-identical Parquet file.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import json
 import os
 import queue
@@ -21,8 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..api import TOOL_VERSION, _writer_options
+from ..parquet import write_overlapped, writer_options
 from ..schema import GFP_BIT_TABLE_NAME, METADATA_PREFIX, SCHEMA_VERSION, SORT_KEYS, arrow_schema
+from ..version import TOOL_VERSION
 from .config import SynthConfig
 from .emit import Emitter
 from .render import RenderOptions, render
@@ -124,16 +123,8 @@ def write_parquet(cfg: SynthConfig, out: str | os.PathLike[str], *, compression:
     tmp = out.with_name(f".{out.name}.tmp")
     syn = Synthesis(cfg, emitter)
     try:
-        with pq.ParquetWriter(tmp, arrow_schema(), **_writer_options(compression)) as w:
-            # Parquet encoding (GIL released) overlaps with generating the next batches
-            with cf.ThreadPoolExecutor(1) as pool:
-                inflight: collections.deque[cf.Future] = collections.deque()
-                for b in syn.batches():
-                    inflight.append(pool.submit(w.write_batch, b))
-                    while len(inflight) > 2:
-                        inflight.popleft().result()
-                while inflight:
-                    inflight.popleft().result()
+        with pq.ParquetWriter(tmp, arrow_schema(), **writer_options(compression)) as w:
+            write_overlapped(w.write_batch, syn.batches())  # encoding overlaps with the next batches
             md = syn.metadata()
             w.add_key_value_metadata(md)
         os.replace(tmp, out)
