@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..parquet import write_overlapped, writer_options
+from ..parquet import check_parquet_output, write_overlapped, writer_options
 from ..schema import GFP_BIT_TABLE_NAME, METADATA_PREFIX, SCHEMA_VERSION, SORT_KEYS, arrow_schema
 from ..version import TOOL_VERSION
 from .config import SynthConfig
@@ -145,5 +145,17 @@ def render_parquet(path: str | os.PathLike[str], text_out: str | os.PathLike[str
     return render(pf.iter_batches(batch_size=batch_rows), text_out, opts, n_events=n, nr_cpus=nr_cpus)
 
 
-__all__ = ["EMITTER", "EmitterFactory", "Synthesis", "render_parquet", "write_parquet"]
+def check_outputs(output: str | os.PathLike[str], text: str | os.PathLike[str] | None, inputs: list[Any]) -> None:
+    """Refuse outputs that would replace one of ``inputs``, the other output, or a file pagereplay
+    did not write (a text trace cannot be told from a real one: an existing ``--text`` file is
+    refused)."""
+    from ..errors import refuse_clobber, refuse_foreign
+
+    check_parquet_output(output, inputs)
+    if text is not None:
+        refuse_clobber(text, [*inputs, output], option="--text")
+        refuse_foreign(text, False, "a trace", option="--text")
+
+
+__all__ = ["EMITTER", "EmitterFactory", "Synthesis", "check_outputs", "render_parquet", "write_parquet"]
 

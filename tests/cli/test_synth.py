@@ -8,42 +8,28 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from parsers.api import parse_files, read_metadata
 from parsers.schema import METADATA_PREFIX, check_schema
-from parsers.synthetic.cli import register
 from parsers.synthetic.compare import compare, distance, trace_stats
 from parsers.synthetic.render import RenderOptions, as_rendered
+from tests.helpers.cli import invoke, run_ok
 from tests.helpers.events import make_events
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_traces"
 
 
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    a = typer.Typer()
-
-    @a.command()
-    def version() -> None:  # a second command so "synth" stays a subcommand
-        pass
-
-    register(a)
-    return a
+def _run(*args: str) -> str:
+    """``pagereplay synth ARGS --emitter standin``: these tests are of the stand-in path (the engine
+    emitter's are in tests/synth/test_engine_emit.py)."""
+    return run_ok("synth", *args, "--emitter", "standin")
 
 
-def _run(app: typer.Typer, *args: str) -> str:
-    r = CliRunner().invoke(app, ["synth", *args])
-    assert r.exit_code == 0, r.output
-    return r.output
-
-
-def test_same_seed_byte_identical_parquet(app: typer.Typer, tmp_path: Path) -> None:
+def test_same_seed_byte_identical_parquet(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"
-    _run(app, "churn", "-o", str(a), "--events", "5000", "--seed", "3", "--cpus", "3")
-    _run(app, "churn", "-o", str(b), "--events", "5000", "--seed", "3", "--cpus", "3")
-    _run(app, "churn", "-o", str(c), "--events", "5000", "--seed", "4", "--cpus", "3")
+    _run("churn", "-o", str(a), "--events", "5000", "--seed", "3", "--cpus", "3")
+    _run("churn", "-o", str(b), "--events", "5000", "--seed", "3", "--cpus", "3")
+    _run("churn", "-o", str(c), "--events", "5000", "--seed", "4", "--cpus", "3")
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
     md = read_metadata(a)
@@ -58,9 +44,9 @@ def test_same_seed_byte_identical_parquet(app: typer.Typer, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("fmt,era", [("ftrace", "D"), ("trace-cmd", "C"), ("perf", "B"), ("ftrace", "A")])
-def test_text_parses_back(app: typer.Typer, tmp_path: Path, fmt: str, era: str) -> None:
+def test_text_parses_back(tmp_path: Path, fmt: str, era: str) -> None:
     out, txt = tmp_path / "t.parquet", tmp_path / "t.txt"
-    _run(app, "page-cache", "-o", str(out), "--events", "3000", "--param", "window=8", "--text", str(txt),
+    _run("page-cache", "-o", str(out), "--events", "3000", "--param", "window=8", "--text", str(txt),
          "--format", fmt, "--kernel-era", era)  # fmt: skip
     table = pq.read_table(out)
     parsed = parse_files([txt], strict=True).table
@@ -70,22 +56,22 @@ def test_text_parses_back(app: typer.Typer, tmp_path: Path, fmt: str, era: str) 
             assert parsed.column(name).to_pylist() == want.column(name).to_pylist(), name
 
 
-def test_workload_params_config_and_errors(app: typer.Typer, tmp_path: Path) -> None:
+def test_workload_params_config_and_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "w.toml"
     cfg.write_text('workload = "fault-in"\nmemory = "2G"\n[params]\ngib = 0.0625\nthp = 0.0\n')
     out = tmp_path / "f.parquet"
-    _run(app, "--config", str(cfg), "-o", str(out))
+    _run("--config", str(cfg), "-o", str(out))
     df = pl.read_parquet(out).filter(pl.col("event") == "mm_page_alloc")
     assert int((2 ** df["order"].cast(pl.Int64)).sum()) * 4096 == 1 << 26
-    r = CliRunner().invoke(app, ["synth", "churn", "-o", str(out), "--param", "nope=1"])
+    r = invoke("synth", "churn", "-o", out, "--param", "nope=1")
     assert r.exit_code == 1 and "unknown key 'nope'" in r.output and "[params]" in r.output
-    r = CliRunner().invoke(app, ["synth", "churn", "-o", str(out), "--kernel-era", "E"])
+    r = invoke("synth", "churn", "-o", out, "--kernel-era", "E")
     assert r.exit_code == 1 and "--kernel-era" in r.output
 
 
-def test_compare_to_real_sample(app: typer.Typer, tmp_path: Path) -> None:
+def test_compare_to_real_sample(tmp_path: Path) -> None:
     out, csv, html = tmp_path / "s.parquet", tmp_path / "cmp.csv", tmp_path / "cmp.html"
-    text = _run(app, "churn", "-o", str(out), "--events", "5000", "--compare-to",
+    text = _run("churn", "-o", str(out), "--events", "5000", "--compare-to",
                 str(SAMPLES / "debian12-6.1-boot-head3k.txt"), "--compare-out", str(csv), "--compare-chart", str(html))  # fmt: skip
     assert html.stat().st_size > 10_000 and "log2_ratio" in html.read_text()
     assert "distance" in text and "free-only share" in text
@@ -121,9 +107,13 @@ def test_trace_stats_by_hand() -> None:
 
 
 def test_cli_constants_match_the_modules():
-    """parsers.synthetic.cli keeps light copies of these so `pagereplay` starts fast."""
-    from parsers.synthetic import cli, render, workloads
+    """replay.cli.synth and replay.synth keep light copies of these so `pagereplay` starts fast."""
+    from parsers.synthetic import render, workloads
+    from replay import synth
+    from replay.cli import synth as cli
+    from replay.synth import emit
 
     assert cli.FORMATS == render.FORMATS
     assert cli.ERAS == render.ERAS
     assert set(cli.WORKLOAD_NAMES) == set(workloads.WORKLOADS)
+    assert synth.engine_emitter.DESCRIPTION == emit.DESCRIPTION
