@@ -65,6 +65,7 @@ _seeded = False
 def _kernel_sources() -> list[Path]:
     files = [p for p in _PACKAGE.rglob("*.py") if p.relative_to(_PACKAGE).parts[0] not in _PRESENTATION]
     files.append(_PACKAGE.parent / "parsers" / "schema.py")  # event codes
+    files.append(_PACKAGE.parent / "parsers" / "synthetic" / "emitted.py")  # what replay.synth.emit compiles in
     return sorted(files)
 
 

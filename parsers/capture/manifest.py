@@ -35,6 +35,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..version import tool_version
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 
@@ -47,15 +49,6 @@ MANIFEST_KEYS = (
     "stop_uptime_s", "duration_s", "command", "command_exit", "interrupted", "files", "trace_bytes",
     "trace_compression", "struct_page_size", "restore_problems", "notes",
 )
-
-
-def tool_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("pagereplay")
-    except Exception:  # pragma: no cover - running from a source tree without metadata
-        return "0+src"
 
 
 def list_files(folder: Path) -> list[str]:

@@ -518,8 +518,37 @@ class _Capture:
                  capture_method="python", tracefs=str(fs.root), tracefs_mounted=bool(mounted))
         self.write_static(fs, tmp)
         before_set = [ln.strip() for ln in fs.read("set_event").splitlines() if ln.strip()] if fs.exists("set_event") else []
+        self.set_clock(fs, ch)
+        events = self.choose_events(fs, ch, before_set)
+        self.save_formats(fs, tmp, events)
+        mode = self.size_ring_buffers(fs, ch, sig)
+        fs.clear_trace()
+        self.write_settings(fs, tmp)
+        trace_name = "trace.txt.zst" if o.compress else "trace.txt"
+        text_bytes, stats = self.trace(fs, sig, tmp / trace_name, mode)
+        self.record_overruns(stats)
+        m.update(trace_bytes=text_bytes, trace_compression="zstd" if o.compress else "none",
+                 struct_page_size=_untraced.STRUCT_PAGE_SIZE)
+        if "command_exit" not in m:
+            m["command_exit"] = None
 
-        # clock (changing it empties the buffer: before anything is recorded)
+        # put tracing back before declaring the folder complete
+        problems = ch.restore()
+        for p in problems:
+            self.note(p)
+        m["restore_problems"] = problems
+        m["files"] = {"trace": trace_name, "proc_before": "proc_before", "proc_after": "proc_after",
+                      "per_cpu_stats": "per_cpu_stats.txt", "formats": "formats", "all": list_files(tmp)}
+        m["notes"] = list(self.notes)
+        write_manifest(tmp, m)
+        _install(tmp, out, self.o.force)
+        return RecordResult(out, m, list(self.notes))
+
+    # -------------------------------------------------------------- the steps of _capture
+    def set_clock(self, fs: Tracefs, ch: Changes) -> None:
+        """Pick a trace clock monotonic across CPUs (changing it empties the buffer: done before
+        anything is recorded); tracing is switched off first."""
+        m = self.m
         cur, avail = fs.clock()
         clock = choose_clock(avail)
         m.update(trace_clock_original=cur, trace_clock_available=avail)
@@ -531,6 +560,10 @@ class _Capture:
             ch.set_clock(clock)
         m["trace_clock"] = clock
 
+    def choose_events(self, fs: Tracefs, ch: Changes, before_set: list[str]) -> list[tuple[str, str]]:
+        """Enable the kmem events (and the lock / kprobe ones asked for); note the events someone
+        else enabled (``before_set``: they are recorded too)."""
+        o, m = self.o, self.m
         events = self.enable_events(fs, ch)
         if o.untraced:
             events += self.add_kprobes(fs, ch)
@@ -543,11 +576,13 @@ class _Capture:
             self.note(f"{len(others)} other events are enabled ({others[0]}...): they are recorded too")
         m["events"] = [f"{s}:{e}" for s, e in events]
         m["contention"] = o.contention
-        self.save_formats(fs, tmp, events)
+        return events
 
-        # sizing
-        sizes_before = fs.buffer_sizes_kb()
-        m["buffer_size_kb_original"] = sizes_before
+    def size_ring_buffers(self, fs: Tracefs, ch: Changes, sig: _Signals) -> str:
+        """Size the per-CPU ring buffers (``size_buffers``: ``--buffer-mb``, else the rate probe);
+        returns the mode, "snapshot" or "stream"."""
+        o, m = self.o, self.m
+        m["buffer_size_kb_original"] = fs.buffer_sizes_kb()
         ncpus = len(fs.cpus()) or int(m.get("nr_cpus") or 1)
         probe: dict[str, Any] = {}
         if o.buffer_mb is None:
@@ -564,18 +599,25 @@ class _Capture:
         probe.update(details, mem_available_kb=avail_kb)
         m.update(mode=mode, buffer_size_kb=kb, buffer_source=source, rate_probe=probe or None)
         ch.set_buffer_kb(kb)
-        fs.clear_trace()
-        (tmp / "trace_clock.txt").write_text(fs.read("trace_clock"))
-        if fs.exists("set_event"):
-            (tmp / "set_event.txt").write_text(fs.read("set_event"))
-        if m.get("kprobes"):
-            (tmp / "kprobe_events.txt").write_text("".join(p["definition"] + "\n" for p in m["kprobes"]))
+        return mode
 
-        trace_name = "trace.txt.zst" if o.compress else "trace.txt"
-        writer = _TraceWriter(tmp / trace_name, o.compress)
+    def write_settings(self, fs: Tracefs, d: Path) -> None:
+        """The tracing settings in force: clock, enabled events, kprobe definitions."""
+        (d / "trace_clock.txt").write_text(fs.read("trace_clock"))
+        if fs.exists("set_event"):
+            (d / "set_event.txt").write_text(fs.read("set_event"))
+        if self.m.get("kprobes"):
+            (d / "kprobe_events.txt").write_text("".join(p["definition"] + "\n" for p in self.m["kprobes"]))
+
+    def trace(self, fs: Tracefs, sig: _Signals, trace_path: Path, mode: str) -> tuple[int, dict[int, dict[str, Any]]]:
+        """Snapshot /proc, trace while the workload runs, snapshot again and write the trace
+        (streamed from ``trace_pipe`` while tracing, or the ring buffer read after); returns the
+        text bytes written and the per-CPU ring-buffer stats."""
+        o, m, d = self.o, self.m, trace_path.parent
+        writer = _TraceWriter(trace_path, o.compress)
         streamer = None
         try:
-            missing = snapshot_proc(self.proc, tmp / "proc_before")
+            missing = snapshot_proc(self.proc, d / "proc_before")
             if missing:
                 self.note(f"/proc/{', /proc/'.join(missing)} not readable: not in the snapshots")
             if mode == "stream":
@@ -592,9 +634,9 @@ class _Capture:
                 sig.phase = "finishing"
             m.update(stop_time=_now_iso(), stop_uptime_s=_uptime(self.proc),
                      duration_s=round(time.monotonic() - t0, 3), interrupted=sig.interrupted)
-            snapshot_proc(self.proc, tmp / "proc_after")
+            snapshot_proc(self.proc, d / "proc_after")
             stats = fs.all_stats()
-            (tmp / "per_cpu_stats.txt").write_text(fs.stats_text())
+            (d / "per_cpu_stats.txt").write_text(fs.stats_text())
             if streamer is not None:
                 streamer.finish()
                 streamer = None
@@ -607,6 +649,11 @@ class _Capture:
                 streamer.draining.set()
                 streamer.join(5)
             writer.close()
+        return writer.text_bytes, stats
+
+    def record_overruns(self, stats: dict[int, dict[str, Any]]) -> None:
+        """The events each CPU's ring buffer lost (overruns, drops), into the manifest and a note."""
+        m = self.m
         per_cpu = {str(c): lost_events(s) for c, s in stats.items()}
         total = sum(per_cpu.values())
         m["overruns"] = {"total": total, "per_cpu": per_cpu}
@@ -615,22 +662,6 @@ class _Capture:
             worst = max(per_cpu, key=lambda c: per_cpu[c])
             self.note(f"ring buffer lost {total:,} events (most on CPU {worst}: {per_cpu[worst]:,}); the capture is "
                       "usable, the replay treats the gap as a hole (a larger --buffer-mb avoids it)")
-        m.update(trace_bytes=writer.text_bytes, trace_compression="zstd" if o.compress else "none",
-                 struct_page_size=_untraced.STRUCT_PAGE_SIZE)
-        if "command_exit" not in m:
-            m["command_exit"] = None
-
-        # put tracing back before declaring the folder complete
-        problems = ch.restore()
-        for p in problems:
-            self.note(p)
-        m["restore_problems"] = problems
-        m["files"] = {"trace": trace_name, "proc_before": "proc_before", "proc_after": "proc_after",
-                      "per_cpu_stats": "per_cpu_stats.txt", "formats": "formats", "all": list_files(tmp)}
-        m["notes"] = list(self.notes)
-        write_manifest(tmp, m)
-        _install(tmp, out, self.o.force)
-        return RecordResult(out, m, list(self.notes))
 
 
 def _install(tmp: Path, out: Path, force: bool) -> None:

@@ -10,9 +10,10 @@ The default emitter of ``pagereplay synth`` is the replay engine's (``replay.syn
   (ftrace ``trace``/``trace_pipe``, ``trace-cmd report``, ``perf script``).
 * :mod:`parsers.synthetic.config` -- TOML files and ``--param`` overrides -> ``SynthConfig``.
 * :mod:`parsers.synthetic.pipeline` -- the chain streamed into Parquet (with metadata) and text.
-* :mod:`parsers.synthetic.compare` -- calibration statistics, synthetic vs real, side by side;
-  :mod:`parsers.synthetic.fit` -- the search that fitted the default parameters.
-* :mod:`parsers.synthetic.cli` -- ``pagereplay synth`` (``register(app)``).
+* :mod:`parsers.synthetic.compare` -- calibration statistics, synthetic vs real, side by side
+  (table, chart); :mod:`parsers.synthetic.fit` -- the search that fitted the default parameters.
+
+``pagereplay synth`` is wired in ``replay/cli/synth.py``.
 
 See ``docs/synthetic.md``.
 

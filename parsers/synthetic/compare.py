@@ -24,7 +24,9 @@ free        free-only share (perf kmem ``nr_page_nomatch``: frees whose pfn has 
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -176,4 +178,47 @@ def distance(cmp: pl.DataFrame, targets: dict[tuple[str, str], float] | None = N
     return total / max(wsum, 1e-12)
 
 
-__all__ = ["FIT_TARGETS", "compare", "distance", "trace_stats"]
+def comparison_chart(cmp: pl.DataFrame, title: str):  # type: ignore[no-untyped-def]
+    """Altair chart of a :func:`compare` table: log2(synthetic / real) per statistic (0 = equal)."""
+    import altair as alt
+
+    df = cmp.filter((pl.col("synthetic") > 0) & (pl.col("real") > 0)).with_columns(
+        (pl.col("synthetic") / pl.col("real")).log(2).alias("log2_ratio"),
+        (pl.col("group") + ": " + pl.col("statistic")).alias("stat"),
+    )
+    return (
+        alt.Chart(alt.Data(values=df.to_dicts()), title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("log2_ratio:Q", title="log2(synthetic / real)  (0 = equal, 1 = twice)"),
+            y=alt.Y("stat:N", sort=None, title=None),
+            color=alt.Color("group:N"),
+            tooltip=["group:N", "statistic:N", "synthetic:Q", "real:Q", "log2_ratio:Q"],
+        )
+        .properties(width=480)
+    )
+
+
+def write_comparison(cmp: pl.DataFrame, out: str | os.PathLike[str]) -> None:
+    """Write a :func:`compare` table as Parquet (``.parquet``), JSON (``.json``) or else CSV."""
+    out = Path(out)
+    if out.suffix == ".parquet":
+        cmp.write_parquet(out)
+    elif out.suffix == ".json":
+        out.write_text(json.dumps(cmp.to_dicts(), indent=1))
+    else:
+        cmp.write_csv(out)
+
+
+def write_comparison_chart(cmp: pl.DataFrame, out: str | os.PathLike[str], title: str) -> None:
+    """Save :func:`comparison_chart` as standalone HTML (``.html``, the Vega JS inlined: it opens
+    offline) or in the format the suffix names (``.png``, ``.svg``)."""
+    c = comparison_chart(cmp, title)
+    if Path(out).suffix == ".html":
+        c.save(str(out), inline=True)
+    else:
+        c.save(str(out))
+
+
+__all__ = ["FIT_TARGETS", "compare", "comparison_chart", "distance", "trace_stats", "write_comparison",
+           "write_comparison_chart"]

@@ -51,7 +51,8 @@ from numba import njit, types
 from numba.typed import Dict
 
 from ..schema import EVENT_NAMES, Event, arrow_schema, decode_gfp
-from .requests import KIND_ALLOC, KIND_FREE_BATCHED, KIND_FREE_CORE, MAX_ORDER, RequestGenerator
+from .emitted import EVENT_COLUMNS, KIND_ALLOC, KIND_FREE_BATCHED, KIND_FREE_CORE, put_event
+from .requests import MAX_ORDER, RequestGenerator
 from .workloads import PAGE_SIZE, Machine
 
 NR_LOWORDER = 4  # orders 0..PAGE_ALLOC_COSTLY_ORDER on the per-CPU lists
@@ -133,8 +134,8 @@ PcpLists = namedtuple("PcpLists", ("pl", "ph", "pn", "count", "free_factor", "dr
 PcpPhases = namedtuple("PcpPhases", ("batch", "high"))
 #: a request batch (``REQUEST_SCHEMA``, comm and gfp as dictionary indices, gfp -1 none)
 Requests = namedtuple("Requests", ("ts", "cpu", "pid", "comm", "kind", "order", "mt", "gfp", "life", "id", "phase"))
-#: the emitted events (``pcp``: percpu_refill or -1)
-Emitted = namedtuple("Emitted", ("ts_ns", "cpu", "pid", "comm", "ev", "pfn", "order", "mt", "gfp", "pcp", "fail"))
+#: the emitted events: ``EVENT_COLUMNS``, ``pcp`` (percpu_refill or -1) and ``fail``
+Emitted = namedtuple("Emitted", (*EVENT_COLUMNS, "pcp", "fail"))
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -225,16 +226,8 @@ def _pindex(o, mt):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _emit(out, ne, t, c, pid, comm, ev, pfn, order, mt, gfp, pcp, fail):
-    """Write one event at row ``ne`` of ``out`` (at its microsecond, as ftrace prints it); returns ``ne + 1``."""
-    out.ts_ns[ne] = (t // 1000) * 1000
-    out.cpu[ne] = c
-    out.pid[ne] = pid
-    out.comm[ne] = comm
-    out.ev[ne] = ev
-    out.pfn[ne] = pfn
-    out.order[ne] = order
-    out.mt[ne] = mt
-    out.gfp[ne] = gfp
+    """Write one event at row ``ne`` of ``out``; returns ``ne + 1``."""
+    put_event(out, ne, t, c, pid, comm, ev, pfn, order, mt, gfp)
     out.pcp[ne] = pcp
     out.fail[ne] = fail
     return ne + 1
@@ -404,10 +397,7 @@ def emit_requests(req, start, phases, pcp_thp, costs, bd, pcp, clock, zlock, liv
 
 
 # ----------------------------------------------------------------------------- Python driver
-_OUT = {
-    "ts_ns": np.int64, "cpu": np.int32, "pid": np.int32, "comm": np.int32, "ev": np.int8, "pfn": np.int64,
-    "order": np.int8, "mt": np.int8, "gfp": np.int32, "pcp": np.int8, "fail": np.int8,
-}  # fmt: skip
+_OUT = {**EVENT_COLUMNS, "pcp": np.int8, "fail": np.int8}
 
 
 assert tuple(_OUT) == Emitted._fields
@@ -416,14 +406,47 @@ assert tuple(_OUT) == Emitted._fields
 class HeldBack:
     """What both emitters share: the events of a batch that a later request could still precede are
     held back (``release_sorted``) until the next batch, and released by ``finish`` at the end; the
-    request columns of a batch (``_request_columns``)."""
+    request columns of a batch (``_request_columns``); a record batch of events (``_batch``: the
+    columns of :func:`event_batch` an emitter computes itself come from ``_own_columns``)."""
 
     held: dict[str, np.ndarray] | None
     comm_dict: pa.Array | None
     gfp_dict: pa.Array | None
 
-    def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
+    def _setup(self, machine: Machine, params: EmitParams | None, source: str) -> EmitParams:
+        """The state every emitter starts with; returns the parameters in force."""
+        if machine.cpus > 4096:
+            raise ValueError("the emitter packs (time, cpu) sort keys for up to 4096 CPUs")
+        self.m = machine
+        self.p = params or EmitParams()
+        self.cap = 1 << 20
+        self.held = None
+        self.seq = 0
+        self.schema = arrow_schema()
+        self.source = source
+        self._gfp_masks: dict[str, int | None] = {}
+        self.comm_dict = None
+        self.gfp_dict = None
+        return self.p
+
+    def _own_columns(self, ev: dict[str, np.ndarray]) -> dict[str, Any]:
+        """``percpu_refill``, ``failed`` and ``extfrag`` of :func:`event_batch` for events ``ev``."""
         raise NotImplementedError
+
+    def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
+        """One record batch of events already in (ts_ns, cpu, emission) order."""
+        n = len(ev["ts_ns"])
+        if n == 0:
+            return
+        batch = event_batch(self, ev, **self._own_columns(ev))
+        self.seq += n
+        yield batch
+
+    def stream(self, requests: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The events of every request batch of ``requests``, then of ``finish``."""
+        for b in requests:
+            yield from self.feed(b)  # type: ignore[attr-defined]
+        yield from self.finish()
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         if self.held is not None:
@@ -457,10 +480,7 @@ class Emitter(HeldBack):
 
     def __init__(self, machine: Machine, params: EmitParams | None = None, *, phases: list[dict] | None = None,
                  source: str = "<synthetic>") -> None:  # fmt: skip
-        if machine.cpus > 4096:
-            raise ValueError("the emitter packs (time, cpu) sort keys for up to 4096 CPUs")
-        self.m = machine
-        self.p = p = params or EmitParams()
+        p = self._setup(machine, params, source)
         high = p.pcp_high(machine)
         nph = max(1, len(phases or []))
         self.phases = PcpPhases(np.full(max(nph, 128), p.batch, np.int64), np.full(max(nph, 128), high, np.int64))
@@ -499,12 +519,6 @@ class Emitter(HeldBack):
         self.live = Dict.empty(key_type=types.int64, value_type=types.int64)
         self.live_t = Dict.empty(key_type=types.int64, value_type=types.int64)
         self.costs = np.array([p.alloc_ns, p.free_ns, p.zone_locked_ns, p.drain_ns], np.int64)
-        self.cap = 1 << 20
-        self.held: dict[str, np.ndarray] | None = None
-        self.seq = 0
-        self.schema = arrow_schema()
-        self.source = source
-        self._gfp_masks: dict[str, int | None] = {}
 
     def _free_range(self, lo: int, hi: int) -> None:
         """Put [lo, hi) on the free lists as naturally aligned blocks."""
@@ -566,16 +580,9 @@ class Emitter(HeldBack):
         ready, self.held = release_sorted(ev, int(req.ts[-1]))
         yield from self._batch(ready)
 
-    def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
-        """One record batch of events already in (ts_ns, cpu, emission) order."""
-        n = len(ev["ts_ns"])
-        if n == 0:
-            return
+    def _own_columns(self, ev: dict[str, np.ndarray]) -> dict[str, Any]:
         pcp = ev["pcp"]
-        batch = event_batch(self, ev, percpu_refill=pa.array(pcp == 1, mask=pcp < 0),
-                            failed=pa.array(ev["fail"] == 1), extfrag=None)
-        self.seq += n
-        yield batch
+        return {"percpu_refill": pa.array(pcp == 1, mask=pcp < 0), "failed": pa.array(ev["fail"] == 1), "extfrag": None}
 
 
 def event_batch(em: Any, ev: dict[str, np.ndarray], *, percpu_refill: pa.Array, failed: pa.Array,
@@ -645,10 +652,7 @@ def emit(requests: Iterable[pa.RecordBatch], machine: Machine, params: EmitParam
     """Canonical event batches (sorted by ts_ns, cpu, seq) for a stream of request batches."""
     if isinstance(requests, RequestGenerator) and phases is None:
         phases = requests.phase_info()
-    em = Emitter(machine, params, phases=phases, source=source)
-    for b in requests:
-        yield from em.feed(b)
-    yield from em.finish()
+    yield from Emitter(machine, params, phases=phases, source=source).stream(requests)
 
 
 def check_pages(table: pa.Table, examples: dict[str, list[int]] | None = None) -> dict[str, int]:

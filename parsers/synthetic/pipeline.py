@@ -8,8 +8,6 @@ gives a byte-identical Parquet file.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import json
 import os
 import queue
@@ -21,8 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..api import TOOL_VERSION, _writer_options
+from ..parquet import check_parquet_output, write_overlapped, writer_options
 from ..schema import GFP_BIT_TABLE_NAME, METADATA_PREFIX, SCHEMA_VERSION, SORT_KEYS, arrow_schema
+from ..version import TOOL_VERSION
 from .config import SynthConfig
 from .emit import Emitter
 from .render import RenderOptions, render
@@ -124,16 +123,8 @@ def write_parquet(cfg: SynthConfig, out: str | os.PathLike[str], *, compression:
     tmp = out.with_name(f".{out.name}.tmp")
     syn = Synthesis(cfg, emitter)
     try:
-        with pq.ParquetWriter(tmp, arrow_schema(), **_writer_options(compression)) as w:
-            # Parquet encoding (GIL released) overlaps with generating the next batches
-            with cf.ThreadPoolExecutor(1) as pool:
-                inflight: collections.deque[cf.Future] = collections.deque()
-                for b in syn.batches():
-                    inflight.append(pool.submit(w.write_batch, b))
-                    while len(inflight) > 2:
-                        inflight.popleft().result()
-                while inflight:
-                    inflight.popleft().result()
+        with pq.ParquetWriter(tmp, arrow_schema(), **writer_options(compression)) as w:
+            write_overlapped(w.write_batch, syn.batches())  # encoding overlaps with the next batches
             md = syn.metadata()
             w.add_key_value_metadata(md)
         os.replace(tmp, out)
@@ -154,5 +145,17 @@ def render_parquet(path: str | os.PathLike[str], text_out: str | os.PathLike[str
     return render(pf.iter_batches(batch_size=batch_rows), text_out, opts, n_events=n, nr_cpus=nr_cpus)
 
 
-__all__ = ["EMITTER", "EmitterFactory", "Synthesis", "render_parquet", "write_parquet"]
+def check_outputs(output: str | os.PathLike[str], text: str | os.PathLike[str] | None, inputs: list[Any]) -> None:
+    """Refuse outputs that would replace one of ``inputs``, the other output, or a file pagereplay
+    did not write (a text trace cannot be told from a real one: an existing ``--text`` file is
+    refused)."""
+    from ..errors import refuse_clobber, refuse_foreign
+
+    check_parquet_output(output, inputs)
+    if text is not None:
+        refuse_clobber(text, [*inputs, output], option="--text")
+        refuse_foreign(text, False, "a trace", option="--text")
+
+
+__all__ = ["EMITTER", "EmitterFactory", "Synthesis", "check_outputs", "render_parquet", "write_parquet"]
 

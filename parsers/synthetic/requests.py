@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from .emitted import KIND_ALLOC, KIND_FREE, KIND_FREE_BATCHED, KIND_FREE_CORE
+
 if TYPE_CHECKING:
     from .workloads import Machine, Phase, Workload
 
 MAX_ORDER = 10  # MAX_PAGE_ORDER on x86-64: orders 0..10
-KIND_ALLOC, KIND_FREE, KIND_FREE_BATCHED, KIND_FREE_CORE = 0, 1, 2, 3
 KIND_NAMES = ("alloc", "free", "free_batched", "free_core")
 
 _DICT32 = pa.dictionary(pa.int32(), pa.string())

@@ -62,8 +62,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from parsers.schema import Event, arrow_schema, decode_gfp
-from parsers.synthetic.emit import HeldBack, event_batch, release_sorted
+from parsers.synthetic.emit import HeldBack, gfp_lookup, release_sorted
+from parsers.synthetic.emitted import EVENT_COLUMNS, KIND_ALLOC, KIND_FREE_BATCHED, KIND_FREE_CORE, put_event
+from replay.events.arrays import EV_ALLOC, EV_BATCHED, EV_DRAIN, EV_EXTFRAG, EV_FREE, EV_ZL
 from replay.jit import kernel, kernel_entry
 from replay.model.buddy import __free_one_page, __rmqueue, add_to_free_list, del_page_from_free_list
 from replay.model.layout import MemoryLayout
@@ -93,15 +94,6 @@ from replay.model.state import (
     zone_of,
 )
 
-EV_ALLOC = int(Event.MM_PAGE_ALLOC)
-EV_ZL = int(Event.MM_PAGE_ALLOC_ZONE_LOCKED)
-EV_FREE = int(Event.MM_PAGE_FREE)
-EV_BATCHED = int(Event.MM_PAGE_FREE_BATCHED)
-EV_DRAIN = int(Event.MM_PAGE_PCPU_DRAIN)
-EV_EXTFRAG = int(Event.MM_PAGE_ALLOC_EXTFRAG)
-# the request kinds of parsers.synthetic.workloads (REQUEST_SCHEMA)
-KIND_ALLOC, KIND_FREE, KIND_FREE_BATCHED, KIND_FREE_CORE = 0, 1, 2, 3
-
 #: what ``pagereplay.synthetic.emitter`` says for this emitter
 DESCRIPTION = "engine: replay.synth.emit (the replay model of 6.1: buddy, migratetypes, fallback, per-CPU lists, zones)"
 
@@ -125,11 +117,9 @@ LiveMap = namedtuple("LiveMap", ("key", "page", "time", "n"))
 Requests = namedtuple(
     "Requests", ("ts", "cpu", "pid", "comm", "kind", "order", "mt", "gfp", "mask", "life", "id", "phase")
 )
-#: the emitted events: ``aux0`` percpu_refill (or -1), ``aux1`` fallback_order, ``aux2``
-#: fallback_migratetype and change_ownership packed as ``fb_mt * 2 + chown``
-Emitted = namedtuple(
-    "Emitted", ("ts_ns", "cpu", "pid", "comm", "ev", "pfn", "order", "mt", "gfp", "aux0", "aux1", "aux2")
-)
+#: the emitted events: ``EVENT_COLUMNS``, ``aux0`` percpu_refill (or -1), ``aux1`` fallback_order,
+#: ``aux2`` fallback_migratetype and change_ownership packed as ``fb_mt * 2 + chown``
+Emitted = namedtuple("Emitted", (*EVENT_COLUMNS, "aux0", "aux1", "aux2"))
 
 
 # ----------------------------------------------------------------- live map (req_id -> page)
@@ -306,11 +296,6 @@ def carve_pretrace(st: ModelState, touched: np.ndarray, cur: np.ndarray, o: int)
 
 
 @kernel(nrt=False)
-def _us(t: int) -> int:
-    return (t // 1000) * 1000
-
-
-@kernel(nrt=False)
 def _next_us(t: int) -> int:
     return (t // 1000 + 1) * 1000
 
@@ -319,15 +304,7 @@ def _next_us(t: int) -> int:
 def _put(out: Emitted, ne: int, t: int, c: int, pid: int, comm: int, ev: int, pfn: int, order: int, mt: int,
          gfp: int, a: int, b: int, cc: int) -> int:  # fmt: skip
     """Write one event at row ``ne`` of ``out``; returns ``ne + 1``."""
-    out.ts_ns[ne] = _us(t)
-    out.cpu[ne] = c
-    out.pid[ne] = pid
-    out.comm[ne] = comm
-    out.ev[ne] = ev
-    out.pfn[ne] = pfn
-    out.order[ne] = order
-    out.mt[ne] = mt
-    out.gfp[ne] = gfp
+    put_event(out, ne, t, c, pid, comm, ev, pfn, order, mt, gfp)
     out.aux0[ne] = a
     out.aux1[ne] = b
     out.aux2[ne] = cc
@@ -375,6 +352,41 @@ def _drain_events(st: ModelState, nl: int, c: int, pid: int, comm: int, t: int, 
     return ne, t
 
 
+@kernel(nrt=False)
+def _zone_locked_events(st: ModelState, prog: Progress, nl: int, c: int, pid: int, comm: int, t: int, zl_ns: int,
+                        zone_lock: np.ndarray, out: Emitted, ne: int) -> tuple[int, int]:  # fmt: skip
+    """The events of the zone->lock section(s) an allocation went through, from the ``nl`` rows of
+    the tracepoint log: ``mm_page_alloc_zone_locked`` per block ``__rmqueue_smallest()`` took,
+    ``mm_page_alloc_extfrag`` per ``__rmqueue_fallback()`` steal.  A zone's section starts once
+    its lock is free and frees it a microsecond after its last event; (events, time)."""
+    base = st.geo[0]
+    pz = -1
+    for r in range(1, nl + 1):
+        z = st.tp[r, TP_ZONE]
+        if z != pz:
+            if pz >= 0:
+                zone_lock[pz] = _next_us(t)
+            t = max(t, zone_lock[z])
+            pz = z
+        p = st.tp[r, TP_PAGE]
+        ro = st.tp[r, TP_ORDER]
+        if st.tp[r, TP_EV] == TP_ZONE_LOCKED:
+            ne = _put(out, ne, t, c, pid, comm, EV_ZL, p + base, ro, st.tp[r, TP_MT], -1, st.tp[r, TP_A], -1, -1)
+            for q in range(p, p + (1 << ro)):
+                prog.touched[q] = 1
+        else:
+            ne = _put(out, ne, t, c, pid, comm, EV_EXTFRAG, p + base, ro, st.tp[r, TP_MT], -1, -1,
+                      st.tp[r, TP_A], st.tp[r, TP_B] * 2 + st.tp[r, TP_C])  # fmt: skip
+            # the event names the whole free block stolen from: none of it may be carved later as
+            # "allocated before the trace"
+            for q in range(p, p + (1 << st.tp[r, TP_A])):
+                prog.touched[q] = 1
+        t += zl_ns
+    if pz >= 0:
+        zone_lock[pz] = _next_us(t)
+    return ne, t
+
+
 # One function for the request loop: the allocation and free paths below would each be a call of
 # their own otherwise, too large for LLVM to inline, passing every array of the model state, the
 # requests and the outputs as separate arguments for every request (~20% of the emission).
@@ -417,34 +429,10 @@ def emit_chunk(st: ModelState, guest: Guest, phases: Phases, clk: Clocks, prog: 
                 m = MIGRATE_MOVABLE
             got, _z = engine_alloc(st, guest.zkind, guest.wmark, phases.wm_zero[ph] != 0, c, o, m,
                                    gfp_zone_limit(req.mask[i]))  # fmt: skip
-            # the zone->lock section(s) the allocation went through
             nl = st.tp[0, 0]
             if nl >= tp_cap:
                 return i, ne, ST_LOG_OVERFLOW
-            pz = -1
-            for r in range(1, nl + 1):
-                z = st.tp[r, TP_ZONE]
-                if z != pz:
-                    if pz >= 0:
-                        zone_lock[pz] = _next_us(t)
-                    t = max(t, zone_lock[z])
-                    pz = z
-                p = st.tp[r, TP_PAGE]
-                ro = st.tp[r, TP_ORDER]
-                if st.tp[r, TP_EV] == TP_ZONE_LOCKED:
-                    ne = _put(out, ne, t, c, pid, comm, EV_ZL, p + base, ro, st.tp[r, TP_MT], -1, st.tp[r, TP_A], -1, -1)
-                    for q in range(p, p + (1 << ro)):
-                        prog.touched[q] = 1
-                else:
-                    ne = _put(out, ne, t, c, pid, comm, EV_EXTFRAG, p + base, ro, st.tp[r, TP_MT], -1, -1,
-                              st.tp[r, TP_A], st.tp[r, TP_B] * 2 + st.tp[r, TP_C])  # fmt: skip
-                    # the event names the whole free block stolen from: none of it may be carved
-                    # later as "allocated before the trace"
-                    for q in range(p, p + (1 << st.tp[r, TP_A])):
-                        prog.touched[q] = 1
-                t += zl_ns
-            if pz >= 0:
-                zone_lock[pz] = _next_us(t)
+            ne, t = _zone_locked_events(st, prog, nl, c, pid, comm, t, zl_ns, zone_lock, out, ne)
             st.tp[0, 0] = 0
             pfn = got + base if got >= 0 else -1
             ne = _put(out, ne, t, c, pid, comm, EV_ALLOC, pfn, o, req.mt[i], req.gfp[i], -1, -1, -1)
@@ -485,10 +473,7 @@ def emit_chunk(st: ModelState, guest: Guest, phases: Phases, clk: Clocks, prog: 
 
 
 # ----------------------------------------------------------------- Python driver
-_OUT = {
-    "ts_ns": np.int64, "cpu": np.int32, "pid": np.int32, "comm": np.int32, "ev": np.int8, "pfn": np.int64,
-    "order": np.int8, "mt": np.int8, "gfp": np.int32, "aux0": np.int8, "aux1": np.int8, "aux2": np.int8,
-}  # fmt: skip
+_OUT = {**EVENT_COLUMNS, "aux0": np.int8, "aux1": np.int8, "aux2": np.int8}
 assert tuple(_OUT) == Emitted._fields
 
 
@@ -565,10 +550,7 @@ class EngineEmitter(HeldBack):
                  source: str = "<synthetic>", layout: MemoryLayout | None = None) -> None:
         from parsers.synthetic.emit import EmitParams
 
-        if machine.cpus > 4096:
-            raise ValueError("the emitter packs (time, cpu) sort keys for up to 4096 CPUs")
-        self.m = machine
-        self.p = p = params or EmitParams()
+        p = self._setup(machine, params, source)
         self.layout = layout or layout_for_guest(machine.memory, machine.cpus)
         st = _initial_state(self.layout)
         batch = st.pcp_batch.copy()
@@ -597,15 +579,7 @@ class EngineEmitter(HeldBack):
                              np.zeros(st.pcp_batch.shape[0], np.int64), np.zeros(len(zones), np.int64))  # fmt: skip
         self.progress = Progress(np.array([-1, len(st.pg_state)], np.int64), np.zeros(len(st.pg_state), np.uint8))
         self.live = new_live_map(1 << 16)
-        self.cap = 1 << 20
-        self.held: dict[str, np.ndarray] | None = None
         self.buf: dict[str, np.ndarray] | None = None
-        self.seq = 0
-        self.schema = arrow_schema()
-        self.source = source
-        self._gfp_masks: dict[str, int | None] = {}
-        self.comm_dict: pa.Array | None = None
-        self.gfp_dict: pa.Array | None = None
 
     # pipeline metadata
     @property
@@ -621,15 +595,9 @@ class EngineEmitter(HeldBack):
         live_rehash(old, self.live)
 
     def _gfp_mask_table(self) -> np.ndarray:
-        names = self.gfp_dict.to_pylist() if self.gfp_dict is not None else []
-        out = np.full(len(names) + 1, -1, np.int64)
-        for k, g in enumerate(names):
-            if g not in self._gfp_masks:
-                self._gfp_masks[g] = decode_gfp(g)
-            mk = self._gfp_masks[g]
-            if mk is not None:
-                out[k] = int(mk) & ((1 << 62) - 1)
-        return out
+        """The gfp mask of each gfp text of the batch (-1 unknown), and -1 for "no gfp" last."""
+        masks, known = gfp_lookup(self.gfp_dict.to_pylist() if self.gfp_dict is not None else [], self._gfp_masks)
+        return np.where(known, (masks & np.uint64((1 << 62) - 1)).astype(np.int64), -1)
 
     def feed(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         """Emit the events of one request batch; yields the events that are final (time-ordered)."""
@@ -671,11 +639,8 @@ class EngineEmitter(HeldBack):
         ready, self.held = release_sorted(ev, (int(req.ts[-1]) // 1000) * 1000)
         yield from self._batch(ready)
 
-    def _batch(self, ev: dict[str, np.ndarray]) -> Iterator[pa.RecordBatch]:
-        """One record batch of events already in (ts_ns, cpu, emission) order."""
+    def _own_columns(self, ev: dict[str, np.ndarray]) -> dict[str, Any]:
         n = len(ev["ts_ns"])
-        if n == 0:
-            return
         e = ev["ev"]
         pfn = ev["pfn"]
         xf = e == EV_EXTFRAG
@@ -688,10 +653,8 @@ class EngineEmitter(HeldBack):
             pa.array(fbo < pbo, mask=~xf),
             pa.array((ev["aux2"] & 1) == 1, mask=~xf),
         ]
-        batch = event_batch(self, ev, percpu_refill=pa.array(ev["aux0"] == 1, mask=e != EV_ZL),
-                            failed=pa.array((e == EV_ALLOC) & (pfn < 0)), extfrag=extfrag)
-        self.seq += n
-        yield batch
+        return {"percpu_refill": pa.array(ev["aux0"] == 1, mask=e != EV_ZL),
+                "failed": pa.array((e == EV_ALLOC) & (pfn < 0)), "extfrag": extfrag}
 
 
 def emit(requests: Iterable[pa.RecordBatch], machine: Any, params: Any = None, *, phases: list[dict] | None = None,
@@ -699,10 +662,7 @@ def emit(requests: Iterable[pa.RecordBatch], machine: Any, params: Any = None, *
     """Canonical event batches (sorted by ts_ns, cpu, seq) for a stream of request batches."""
     if phases is None and hasattr(requests, "phase_info"):
         phases = requests.phase_info()  # type: ignore[union-attr]
-    em = EngineEmitter(machine, params, phases=phases, source=source, layout=layout)
-    for b in requests:
-        yield from em.feed(b)
-    yield from em.finish()
+    yield from EngineEmitter(machine, params, phases=phases, source=source, layout=layout).stream(requests)
 
 
 __all__ = ["DESCRIPTION", "EngineEmitter", "carve_pretrace", "emit", "emit_chunk", "engine_alloc", "engine_rmqueue"]

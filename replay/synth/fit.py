@@ -13,13 +13,7 @@ import sys
 from typing import Any
 
 from parsers.synthetic import fit as _fit
-
-
-def engine_emitter(*args: Any, **kw: Any) -> Any:
-    """The engine emitter as a ``pipeline.EmitterFactory``."""
-    from replay.synth.emit import EngineEmitter
-
-    return EngineEmitter(*args, **kw)
+from replay.synth import engine_emitter
 
 
 def evaluate(name: str, params: Any, real: Any, machine: Any) -> tuple[float, Any]:

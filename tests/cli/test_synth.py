@@ -8,42 +8,26 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from parsers.api import parse_files, read_metadata
 from parsers.schema import METADATA_PREFIX, check_schema
-from parsers.synthetic.cli import register
-from parsers.synthetic.compare import compare, distance, trace_stats
 from parsers.synthetic.render import RenderOptions, as_rendered
-from tests.helpers.events import make_events
+from tests.helpers.cli import invoke, run_ok
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_traces"
 
 
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    a = typer.Typer()
-
-    @a.command()
-    def version() -> None:  # a second command so "synth" stays a subcommand
-        pass
-
-    register(a)
-    return a
+def _run(*args: str) -> str:
+    """``pagereplay synth ARGS --emitter standin``: these tests are of the stand-in path (the engine
+    emitter's are in tests/synth/test_engine_emit.py)."""
+    return run_ok("synth", *args, "--emitter", "standin")
 
 
-def _run(app: typer.Typer, *args: str) -> str:
-    r = CliRunner().invoke(app, ["synth", *args])
-    assert r.exit_code == 0, r.output
-    return r.output
-
-
-def test_same_seed_byte_identical_parquet(app: typer.Typer, tmp_path: Path) -> None:
+def test_same_seed_byte_identical_parquet(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"
-    _run(app, "churn", "-o", str(a), "--events", "5000", "--seed", "3", "--cpus", "3")
-    _run(app, "churn", "-o", str(b), "--events", "5000", "--seed", "3", "--cpus", "3")
-    _run(app, "churn", "-o", str(c), "--events", "5000", "--seed", "4", "--cpus", "3")
+    _run("churn", "-o", str(a), "--events", "5000", "--seed", "3", "--cpus", "3")
+    _run("churn", "-o", str(b), "--events", "5000", "--seed", "3", "--cpus", "3")
+    _run("churn", "-o", str(c), "--events", "5000", "--seed", "4", "--cpus", "3")
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
     md = read_metadata(a)
@@ -58,9 +42,9 @@ def test_same_seed_byte_identical_parquet(app: typer.Typer, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("fmt,era", [("ftrace", "D"), ("trace-cmd", "C"), ("perf", "B"), ("ftrace", "A")])
-def test_text_parses_back(app: typer.Typer, tmp_path: Path, fmt: str, era: str) -> None:
+def test_text_parses_back(tmp_path: Path, fmt: str, era: str) -> None:
     out, txt = tmp_path / "t.parquet", tmp_path / "t.txt"
-    _run(app, "page-cache", "-o", str(out), "--events", "3000", "--param", "window=8", "--text", str(txt),
+    _run("page-cache", "-o", str(out), "--events", "3000", "--param", "window=8", "--text", str(txt),
          "--format", fmt, "--kernel-era", era)  # fmt: skip
     table = pq.read_table(out)
     parsed = parse_files([txt], strict=True).table
@@ -70,22 +54,22 @@ def test_text_parses_back(app: typer.Typer, tmp_path: Path, fmt: str, era: str) 
             assert parsed.column(name).to_pylist() == want.column(name).to_pylist(), name
 
 
-def test_workload_params_config_and_errors(app: typer.Typer, tmp_path: Path) -> None:
+def test_workload_params_config_and_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "w.toml"
     cfg.write_text('workload = "fault-in"\nmemory = "2G"\n[params]\ngib = 0.0625\nthp = 0.0\n')
     out = tmp_path / "f.parquet"
-    _run(app, "--config", str(cfg), "-o", str(out))
+    _run("--config", str(cfg), "-o", str(out))
     df = pl.read_parquet(out).filter(pl.col("event") == "mm_page_alloc")
     assert int((2 ** df["order"].cast(pl.Int64)).sum()) * 4096 == 1 << 26
-    r = CliRunner().invoke(app, ["synth", "churn", "-o", str(out), "--param", "nope=1"])
+    r = invoke("synth", "churn", "-o", out, "--param", "nope=1")
     assert r.exit_code == 1 and "unknown key 'nope'" in r.output and "[params]" in r.output
-    r = CliRunner().invoke(app, ["synth", "churn", "-o", str(out), "--kernel-era", "E"])
+    r = invoke("synth", "churn", "-o", out, "--kernel-era", "E")
     assert r.exit_code == 1 and "--kernel-era" in r.output
 
 
-def test_compare_to_real_sample(app: typer.Typer, tmp_path: Path) -> None:
+def test_compare_to_real_sample(tmp_path: Path) -> None:
     out, csv, html = tmp_path / "s.parquet", tmp_path / "cmp.csv", tmp_path / "cmp.html"
-    text = _run(app, "churn", "-o", str(out), "--events", "5000", "--compare-to",
+    text = _run("churn", "-o", str(out), "--events", "5000", "--compare-to",
                 str(SAMPLES / "debian12-6.1-boot-head3k.txt"), "--compare-out", str(csv), "--compare-chart", str(html))  # fmt: skip
     assert html.stat().st_size > 10_000 and "log2_ratio" in html.read_text()
     assert "distance" in text and "free-only share" in text
@@ -93,37 +77,14 @@ def test_compare_to_real_sample(app: typer.Typer, tmp_path: Path) -> None:
     assert {"group", "statistic", "synthetic", "real", "ratio"} <= set(cmp.columns)
 
 
-def test_trace_stats_by_hand() -> None:
-    g = "GFP_KERNEL"
-    rows = [
-        dict(ts_ns=1_000_000, cpu=0, event="mm_page_alloc_zone_locked", pfn=10, order=0, percpu_refill=True, migratetype=1),
-        dict(ts_ns=1_001_000, cpu=0, event="mm_page_alloc_zone_locked", pfn=11, order=0, percpu_refill=True, migratetype=1),
-        dict(ts_ns=1_002_000, cpu=0, event="mm_page_alloc", pfn=10, order=0, migratetype=1, gfp_flags=g),
-        dict(ts_ns=1_012_000, cpu=0, event="mm_page_alloc", pfn=11, order=0, migratetype=1, gfp_flags=g),
-        dict(ts_ns=3_002_000, cpu=1, event="mm_page_free", pfn=10, order=0),  # lived 2 ms
-        dict(ts_ns=3_003_000, cpu=1, event="mm_page_free_batched", pfn=10, order=0),
-        dict(ts_ns=4_000_000, cpu=1, event="mm_page_free", pfn=99, order=0),  # free-only
-        dict(ts_ns=5_000_000, cpu=1, event="mm_page_alloc", pfn=64, order=2, migratetype=0, gfp_flags=g),
-    ]
-    s = trace_stats(make_events(rows))
-    v = {(a, b): c for a, b, c in s.iter_rows()}
-    assert v[("order", "order 0")] == pytest.approx(2 / 3) and v[("order", "order 2")] == pytest.approx(1 / 3)
-    assert v[("migratetype", "movable")] == pytest.approx(2 / 3)
-    assert v[("lifetime", "ms p50")] == pytest.approx(2.0)
-    assert v[("lifetime", "allocs freed in trace")] == pytest.approx(1 / 3)
-    assert v[("free", "free-only share")] == pytest.approx(0.5)
-    assert v[("free", "batched share")] == pytest.approx(0.5)
-    assert v[("refill", "events per section mean")] == 2.0
-    assert v[("interarrival", "us p50")] == pytest.approx(10.0)
-    cmp = compare(make_events(rows), make_events(rows))
-    assert distance(cmp) == 0.0
-    assert cmp.filter(pl.col("ratio").is_not_null())["ratio"].to_list() == pytest.approx([1.0] * cmp["ratio"].drop_nulls().len())
-
-
 def test_cli_constants_match_the_modules():
-    """parsers.synthetic.cli keeps light copies of these so `pagereplay` starts fast."""
-    from parsers.synthetic import cli, render, workloads
+    """replay.cli.synth and replay.synth keep light copies of these so `pagereplay` starts fast."""
+    from parsers.synthetic import render, workloads
+    from replay import synth
+    from replay.cli import synth as cli
+    from replay.synth import emit
 
     assert cli.FORMATS == render.FORMATS
     assert cli.ERAS == render.ERAS
     assert set(cli.WORKLOAD_NAMES) == set(workloads.WORKLOADS)
+    assert synth.engine_emitter.DESCRIPTION == emit.DESCRIPTION

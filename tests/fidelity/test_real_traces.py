@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from replay.model.anomalies import KIND_BY_NAME, counts_by_name
+from tests.conftest import require_trace_file
 
 # trace folder -> (text trace, max unexplained events, max total anomaly rate,
 #                  max |residual pages| per zone of the explained end check (None: no proc_before))
@@ -46,9 +47,7 @@ def _run(d: Path, trace: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", list(TRACES))
 def test_real_trace_exact_replay(traces_dir: Path, name: str) -> None:
-    d = traces_dir / name
-    if not d.is_dir():
-        pytest.skip(f"{d} missing")
+    d = require_trace_file(name)  # skipped without it; under CI, a failure
     trace, max_unexplained, max_rate, max_normal = TRACES[name]
     r = _run(d, trace)
     out = r["out"]
@@ -87,9 +86,7 @@ def test_real_trace_simulate(traces_dir: Path, name: str) -> None:
     from replay.model.engine import replay
     from replay.model.layout import load_snapshot
 
-    d = traces_dir / name
-    if not d.is_dir():
-        pytest.skip(f"{d} missing")
+    d = require_trace_file(name)  # skipped without it; under CI, a failure
     table, _ = load_events(d / TRACES[name][0])
     snap = load_snapshot(d / "proc_before")
     out = replay(table, snap, mode="simulate", snapshot=snap)
@@ -113,9 +110,7 @@ def test_newer_kernel_exact_replay(traces_dir: Path, name: str) -> None:
     from replay.model.engine import prepare_events, run_loop
     from replay.pipeline.inputs import load_inputs
 
-    d = traces_dir / name
-    if not d.is_dir():
-        pytest.skip(f"{d} missing")
+    d = require_trace_file(name)  # skipped without it; under CI, a failure
     before = d / "proc_before"
     end = d / "proc_after" if (d / "proc_after").is_dir() else d / "proc_after_boot"
     inp = load_inputs(d, before if before.is_dir() else None, end, None, None, "exact")

@@ -28,6 +28,7 @@ import pytest
 
 from parsers import binary
 from parsers.api import parse_files
+from tests.conftest import require_trace_file
 
 PAIRS = {
     "debian12-6.1-tracecmd": ("trace.dat.zst", "trace-cmd-report.txt.zst", "round", "6.1.0-56-amd64"),
@@ -45,8 +46,7 @@ def _parsed(traces_dir, folder: str):
     if folder not in _cache:
         bname, tname, _, _ = PAIRS[folder]
         d = traces_dir / folder
-        if not (d / bname).exists():
-            pytest.skip(f"{folder}/{bname} not in the shared traces")
+        require_trace_file(f"{folder}/{bname}")  # skipped without it; under CI, a failure
         _cache[folder] = (parse_files([d / bname]), parse_files([d / tname]))
     return _cache[folder]
 

@@ -18,10 +18,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import typer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
-from typer.testing import CliRunner
 
 from parsers.api import parse_files, read_metadata
 from parsers.schema import METADATA_PREFIX, arrow_schema, check_schema
@@ -41,12 +39,12 @@ from parsers.synthetic.workloads import (
     Workload,
     generate,
 )
-from replay.cli.synth import _engine_emitter
-from replay.cli.synth import register as register_engine_cli
+from replay.synth import engine_emitter
 from replay.model import anomalies, engine
 from replay.model.initial_state import model_zones
 from replay.model.layout_x86 import layout_for_guest
 from replay.synth.emit import DESCRIPTION, EngineEmitter, emit
+from tests.helpers.cli import invoke, run_ok
 from tests.helpers.events import assert_synthetic_order
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,47 +255,33 @@ def test_extfrag_on_fallback() -> None:
 
 
 # ------------------------------------------------------------------ pipeline, CLI, text
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    a = typer.Typer()
-
-    @a.command()
-    def version() -> None:
-        pass
-
-    register_engine_cli(a)
-    return a
+def _run(*args: str) -> str:
+    return run_ok("synth", *args)
 
 
-def _run(app: typer.Typer, *args: str) -> str:
-    r = CliRunner().invoke(app, ["synth", *args])
-    assert r.exit_code == 0, r.output
-    return r.output
-
-
-def test_cli_default_engine_byte_identical(app: typer.Typer, tmp_path: Path) -> None:
+def test_cli_default_engine_byte_identical(tmp_path: Path) -> None:
     a, b, c, s = (tmp_path / f"{x}.parquet" for x in "abcs")
-    _run(app, "churn", "-o", str(a), "--events", "5000", "--seed", "3", "--cpus", "3", "--memory", "1G")
-    _run(app, "churn", "-o", str(b), "--events", "5000", "--seed", "3", "--cpus", "3", "--memory", "1G")
-    _run(app, "churn", "-o", str(c), "--events", "5000", "--seed", "4", "--cpus", "3", "--memory", "1G")
-    _run(app, "churn", "-o", str(s), "--events", "5000", "--seed", "3", "--cpus", "3", "--memory", "1G",
+    _run("churn", "-o", str(a), "--events", "5000", "--seed", "3", "--cpus", "3", "--memory", "1G")
+    _run("churn", "-o", str(b), "--events", "5000", "--seed", "3", "--cpus", "3", "--memory", "1G")
+    _run("churn", "-o", str(c), "--events", "5000", "--seed", "4", "--cpus", "3", "--memory", "1G")
+    _run("churn", "-o", str(s), "--events", "5000", "--seed", "3", "--cpus", "3", "--memory", "1G",
          "--emitter", "standin")  # fmt: skip
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
     md, mds = read_metadata(a), read_metadata(s)
-    assert md[METADATA_PREFIX + "synthetic.emitter"] == DESCRIPTION == _engine_emitter.DESCRIPTION
+    assert md[METADATA_PREFIX + "synthetic.emitter"] == DESCRIPTION == engine_emitter.DESCRIPTION
     assert mds[METADATA_PREFIX + "synthetic.emitter"].startswith("stand-in")
     pcp = json.loads(md[METADATA_PREFIX + "synthetic.pcp"])
     assert pcp["batch"]["DMA32"] == 63 and pcp["high"]["DMA32"] > 0
     assert check_schema(pq.read_table(a).schema) == []
-    r = CliRunner().invoke(app, ["synth", "churn", "-o", str(a), "--emitter", "nope"])
+    r = invoke("synth", "churn", "-o", a, "--emitter", "nope")
     assert r.exit_code == 1 and "engine" in r.output
 
 
 @pytest.mark.parametrize("fmt,era", [("ftrace", "D"), ("perf", "B"), ("trace-cmd", "C")])
-def test_text_round_trip(app: typer.Typer, tmp_path: Path, fmt: str, era: str) -> None:
+def test_text_round_trip(tmp_path: Path, fmt: str, era: str) -> None:
     out, txt = tmp_path / "t.parquet", tmp_path / "t.txt"
-    _run(app, "churn", "-o", str(out), "--events", "4000", "--memory", "256M", "--cpus", "2", "--text", str(txt),
+    _run("churn", "-o", str(out), "--events", "4000", "--memory", "256M", "--cpus", "2", "--text", str(txt),
          "--format", fmt, "--kernel-era", era)  # fmt: skip
     table = pq.read_table(out)
     assert (pl.from_arrow(table)["event"] == "mm_page_alloc_extfrag").any()
