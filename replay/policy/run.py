@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -156,8 +157,9 @@ class _Walk:
         cap = max(sections, 1)  # one section per event at most
         self.sec_vstart, self.sec_wait, self.sec_ext = (np.zeros(cap, np.int64), np.zeros(cap, np.int64),
                                                         np.zeros(cap, np.int64))
-        # one row per event the policy charged time to (policy.loop.EL_*), grown on ACT_GROW
-        self.elog = np.zeros((max(QUIET_MAX * 4, 1 << 18), EL_LEN), np.int64)
+        # the walks' own event log (policy.loop.EL_*) is only written: the run's is the lock
+        # schedule's (policy.timeline.charges); room for one quiet run, emptied on ACT_GROW
+        self.elog = np.zeros((2 * QUIET_MAX, EL_LEN), np.int64)
         self.elog_n = np.zeros(1, np.int64)
         nb = len(prep.edges)
         self.bstate = np.zeros(1, np.int64)
@@ -166,13 +168,13 @@ class _Walk:
         self.next_bg = np.array([INT64_MAX], np.int64)
 
     def grow_log(self) -> None:
-        grown = np.zeros((2 * self.elog.shape[0], EL_LEN), np.int64)
-        grown[: int(self.elog_n[0])] = self.elog[: int(self.elog_n[0])]
-        self.elog = grown
+        """Room in the event log for the walk's next rows: emptied (nothing reads them; a grown
+        log held one row per charged event, ~100 MB per policy on an anomaly-heavy trace)."""
+        self.elog_n[0] = 0
 
-    def sections_used(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The per-section arrays cut to the ``m`` sections opened (memory of parallel runs)."""
-        return self.sec_vstart[:m].copy(), self.sec_wait[:m].copy(), self.sec_ext[:m].copy()
+    def walked(self) -> None:
+        """The walk is done: drop what only it reads (per-section times, the event log)."""
+        self.sec_vstart = self.sec_wait = self.sec_ext = self.elog = np.zeros(0, np.int64)
 
 
 def _next_stage(act: int) -> int:
@@ -202,7 +204,8 @@ def _boot_cost(prep: Prepared, policy: AcceptancePolicy, costs: Any, firmware_ac
 # ------------------------------------------------------------------ the two walks
 def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: Buffers | None = None,
              record: bool = False, recorder: Recorder | None = None, check_every: int = 0,
-             firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES) -> PolicyRun:
+             firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES,
+             finishing: Callable[[], None] | None = None) -> PolicyRun:
     """The buddy model replayed under ``policy`` priced with ``costs`` (a ``CostPreset``).
 
     ``record`` (exact mode, a policy that never acts: the baseline): also record each event's
@@ -210,7 +213,9 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
     report the progress to ``recorder`` every ``FEED_CHUNK`` events.  ``buffers``: where the
     state copy and per-event arrays come from (the returned run's arrays live in them).
     ``check_every`` > 0: also check the model's invariants after every that many events
-    (``PolicyRun.invariant_checks``), not only at the end."""
+    (``PolicyRun.invariant_checks``), not only at the end.  ``finishing()``: called once the walk
+    is done, before the lock schedule and charges are built (the part whose memory grows with the
+    sections: the pipeline bounds how many runs are there at once)."""
     t_start = time.perf_counter()
     mem = buffers if buffers is not None else Buffers()
     ea = prep.events
@@ -285,6 +290,9 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
     S = S._replace(**{f: getattr(S, f)[:max(m, 1)].copy() for f in per_section})
     rep = _invariants(st, acc, prep, check_invariants(st))
     held = int(listed_pages(acc, prep.zmap))
+    w.walked()
+    if finishing is not None:
+        finishing()
     run = _make_run(prep, policy, costs, drv, w, st=st, S=S, out_anom=out_anom, out_sec=out_sec,
                     out_zone=out_zone, out_pfn=out_pfn, acount=acount, rep=rep, boot=boot,
                     present_bytes=present_bytes, t_start=t_start, yields=yields, visited=0,
@@ -294,10 +302,12 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
 
 
 def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: BaselineSource, *,
-              sparse: bool = True, firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES) -> PolicyRun | None:
+              sparse: bool = True, firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES,
+              finishing: Callable[[], None] | None = None) -> PolicyRun | None:
     """``policy`` replayed on a recording baseline's buddy results (``replay.policy.delta``);
     None where those would not hold for it (then replay it in full).  ``sparse``: the walk
-    visits only the events that can matter (False: every event, as a reference)."""
+    visits only the events that can matter (False: every event, as a reference).
+    ``finishing``: as ``run_full``'s (not called when this returns None)."""
     t_start = time.perf_counter()
     ea = prep.events
     n = len(ea)
@@ -365,6 +375,9 @@ def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: Ba
     rep = dict(base.invariant_report)
     rep["free_pages"] = (np.asarray(rep["free_pages"], np.int64) - listed).tolist()
     rep = _invariants(base.st, acc, prep, rep)
+    w.walked()
+    if finishing is not None:
+        finishing()
     return _make_run(prep, policy, costs, drv, w, st=base.st, S=base.S, out_anom=base.out_anom, out_sec=out_sec,
                      out_zone=out_zone, out_pfn=base.out_pfn, acount=base.acount, rep=rep, boot=boot,
                      present_bytes=present_bytes, t_start=t_start, yields=yields, visited=int(sp[SP_VISITS]),
@@ -373,15 +386,17 @@ def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: Ba
 
 def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                baseline: PolicyRun | BaselineSource | None = None, buffers: Buffers | None = None,
-               sparse: bool = True, firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES) -> PolicyRun:
+               sparse: bool = True, firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES,
+               finishing: Callable[[], None] | None = None) -> PolicyRun:
     """``policy``'s replay: on ``baseline``'s results where it can be (``run_delta``), else in
-    full (``run_full``, with ``buffers``)."""
+    full (``run_full``, with ``buffers``); ``finishing``: as ``run_full``'s (called once)."""
     if baseline is not None and can_replay_on(prep, policy, baseline):
         run = run_delta(prep, policy, costs, as_source(prep, baseline), sparse=sparse,
-                        firmware_accepted_bytes=firmware_accepted_bytes)
+                        firmware_accepted_bytes=firmware_accepted_bytes, finishing=finishing)
         if run is not None:
             return run
-    return run_full(prep, policy, costs, buffers=buffers, firmware_accepted_bytes=firmware_accepted_bytes)
+    return run_full(prep, policy, costs, buffers=buffers, firmware_accepted_bytes=firmware_accepted_bytes,
+                    finishing=finishing)
 
 
 def can_replay_on(prep: Prepared, policy: AcceptancePolicy, baseline: PolicyRun | BaselineSource) -> bool:
