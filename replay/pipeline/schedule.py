@@ -21,7 +21,8 @@ policy's result depends on it.
    followers' Python (acceptance round trips) runs beside the baseline.  The followers share
    one fewer CPU than the machine has (a semaphore: ``BaselineFeed.walking``) and run at nice
    ``FOLLOWER_NICE``: the baseline is the critical path, and with ten threads on two CPUs it
-   was otherwise preempted thousands of times.  A follower whose policy accepts nothing
+   was otherwise preempted thousands of times (each takes its priority back at the end of its
+   run, ``_stop_yielding``, where the system lets it: the baseline is done by then).  A follower whose policy accepts nothing
    (``accepts_nothing``) takes the baseline's run with its own boot cost once it is done.
 3. The first follower that needs the delta index extends it over the reported events (off
    the baseline's critical path).  Once the baseline is done, its thread builds its tables
@@ -118,15 +119,31 @@ def register_arrow_compute() -> None:
     import pyarrow.compute  # noqa: F401
 
 
-def _yield_to_baseline() -> None:
+def _yield_to_baseline() -> int | None:
     """Lower this (follower) thread's priority: the recording baseline is the critical path.
-    Where per-thread nice is not supported, nothing."""
+    Returns the nice value it had (None: unchanged).  Where per-thread nice is not supported,
+    nothing."""
     if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a PRIO_PROCESS target
-        return
+        return None
     try:
         tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < FOLLOWER_NICE:  # lower it, never raise it
+        old = os.getpriority(os.PRIO_PROCESS, tid)
+        if old < FOLLOWER_NICE:  # lower it, never raise it
             os.setpriority(os.PRIO_PROCESS, tid, FOLLOWER_NICE)
+            return old
+    except OSError:
+        pass
+    return None
+
+
+def _stop_yielding(old: int | None) -> None:
+    """Give this follower thread back the priority ``_yield_to_baseline`` took (the baseline is
+    done by the end of a run: one run ending at a time at nice 10 got a tenth of a busy CPU).
+    Raising a priority may need CAP_SYS_NICE or RLIMIT_NICE: without them it stays lowered."""
+    if old is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), old)
     except OSError:
         pass
 
@@ -413,14 +430,19 @@ def _follow(prep: Any, policy: Any, costs: Any, feed: BaselineFeed, tables: Tabl
     its tables; the run is dropped once they are."""
     from replay.policy.run import accepts_nothing, baseline_run_as, run_policy
 
-    _yield_to_baseline()
+    old = _yield_to_baseline()
+
+    def finishing() -> None:
+        gate.enter(i)
+        _stop_yielding(old)
+
     try:
         if accepts_nothing(prep, policy, costs):
             base = feed.result()
-            gate.enter(i)
+            finishing()
             run = baseline_run_as(prep, base, policy, costs)
         else:
-            run = run_policy(prep, policy, costs, baseline=feed, finishing=lambda: gate.enter(i))
+            run = run_policy(prep, policy, costs, baseline=feed, finishing=finishing)
         return (*tables(run), run.seconds)
     finally:
         gate.done(i)

@@ -32,14 +32,39 @@ def test_followers_yield_the_cpu_to_the_baseline() -> None:
     seen: list[int] = []
 
     def follower() -> None:
-        _yield_to_baseline()
+        old = _yield_to_baseline()
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert old == (mine if mine < FOLLOWER_NICE else None)
 
     t = threading.Thread(target=follower)
     t.start()
     t.join()
     assert seen == [max(mine, FOLLOWER_NICE)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_a_follower_takes_its_priority_back_where_allowed() -> None:
+    """``_stop_yielding``: the nice value ``_yield_to_baseline`` took is given back where the system
+    allows raising a priority (root, RLIMIT_NICE), else the thread stays lowered; never raises."""
+    import os
+    import resource
+    import threading
+
+    from replay.pipeline.schedule import FOLLOWER_NICE, _stop_yielding, _yield_to_baseline
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    allowed = os.geteuid() == 0 or 20 - resource.getrlimit(resource.RLIMIT_NICE)[0] <= mine
+    seen: list[int] = []
+
+    def follower() -> None:
+        _stop_yielding(_yield_to_baseline())
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    t = threading.Thread(target=follower)
+    t.start()
+    t.join()
+    assert seen == [mine if allowed or mine >= FOLLOWER_NICE else FOLLOWER_NICE]
 
 
 def test_the_baseline_state_copy_is_the_initial_state_once() -> None:
