@@ -171,7 +171,8 @@ def release_free_memory() -> None:
 class FinishGate:
     """Where the runs of one replay end (lock schedule, charges, tables and their write): run ``i``
     of ``n`` enters (``enter``) once every run before it has entered or failed, and while fewer
-    than ``capacity()`` are inside; ``done(i)`` when it is out (or failed, entered or not)."""
+    than ``capacity()`` are inside; ``done(i)`` when it is out (or failed, entered or not), which
+    hands the freed pages back when the budget limits the runs."""
 
     def __init__(self, n: int, sections: Callable[[], int]) -> None:
         self._cv = threading.Condition()
@@ -208,7 +209,8 @@ class FinishGate:
             if i >= self._next and i not in self._passed:
                 self._pass(i)
             self._cv.notify_all()
-        if inside:
+            limited = self.capacity() < self._n
+        if inside and limited:  # (where all fit, the freed pages are left for the next allocations)
             release_free_memory()
 
 
