@@ -149,7 +149,6 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
     clock.lap("context")
     # a plain replay (the baseline alone) keeps every input event's row: its per-event model result
     all_events = all_events or len(pols) == 1
-    anomalies: list[Any] = []  # (the baseline's, built while the other policies finish)
     meta = results_metadata(prep, pols, cost, extra={"kernel_profile": inp.profile.name,
                                                      "snapshot": str(snapshot or ""),
                                                      "end_snapshot": str(end_snapshot or "")})
@@ -160,22 +159,23 @@ def run_replay(trace: Path, mode: str, output: Path, *, snapshot: Path | None = 
             t, row = policy_tables(prep, run, ctx, all_events=all_events)
             return writer.offer(run.name, t), row
 
+        # the baseline's anomalies, written (and dropped) while the other policies finish
         base, parts, seconds = schedule.run_policies(
             prep, pols, cost, tables_of, workers=workers, buffers=buffers, check_every=check_every,
-            on_baseline=lambda run: anomalies.append(anomalies_table(prep, run)))
+            on_baseline=lambda run: writer.write_now("anomalies", anomalies_table(prep, run)))
         clock.lap("policies")
-        summary, rows = _finish(prep, base, parts, anomalies[0], inp, trace, layout, snapshot, end_snapshot,
-                                writer, clock)
+        summary, rows = _finish(prep, base, parts, inp, trace, layout, snapshot, end_snapshot, writer, clock)
     summary["policies"] = rows
     summary["replay_seconds"] = seconds
     summary["phase_seconds"] = clock.phases
     return summary
 
 
-def _finish(prep: Any, base: Any, parts: list[Any], anomalies: Any, inp: Any, trace: Path, layout: Any,
+def _finish(prep: Any, base: Any, parts: list[Any], inp: Any, trace: Path, layout: Any,
             snapshot: Path | None, end_snapshot: Path | None, writer: Any, clock: PhaseClock
             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The replay summary of the baseline and the per-policy rows; the rest of the results written."""
+    """The replay summary of the baseline and the per-policy rows; the rest of the results written
+    (``anomalies`` is, already)."""
     from replay.model.engine import ReplayOutput
     from replay.results.summary import summary_dict
     from replay.results.tables import combine_policy_tables
@@ -191,8 +191,8 @@ def _finish(prep: Any, base: Any, parts: list[Any], anomalies: Any, inp: Any, tr
     summary["input"] = str(trace)
     summary["kernel_profile_source"] = inp.profile_source
     summary.update(capture_summary(md, inp.other_kinds))
-    tables, rows = combine_policy_tables(parts, anomalies)
+    tables, rows = combine_policy_tables(parts, None)
     clock.lap("tables")
-    writer.finish(parts, {n: t for n, t in tables.items() if n not in STREAMED})
+    writer.finish(parts, {n: t for n, t in tables.items() if n not in STREAMED and n != "anomalies"})
     clock.lap("write")
     return summary, rows

@@ -21,11 +21,19 @@ policy's result depends on it.
    followers' Python (acceptance round trips) runs beside the baseline.  The followers share
    one fewer CPU than the machine has (a semaphore: ``BaselineFeed.walking``) and run at nice
    ``FOLLOWER_NICE``: the baseline is the critical path, and with ten threads on two CPUs it
-   was otherwise preempted thousands of times.  A follower whose policy accepts nothing
+   was otherwise preempted thousands of times (each takes its priority back at the end of its
+   run, ``_stop_yielding``, where the system lets it: the baseline is done by then).  A follower whose policy accepts nothing
    (``accepts_nothing``) takes the baseline's run with its own boot cost once it is done.
 3. The first follower that needs the delta index extends it over the reported events (off
    the baseline's critical path).  Once the baseline is done, its thread builds its tables
    while the followers finish.
+4. The end of each run (its lock schedule and charges, its tables and their write) holds
+   memory in proportion to the trace's zone->lock sections, ~600 bytes each: ~0.8 GB per
+   policy on a 5M-event anomaly-heavy trace, where all ten at once peaked at 6 GB.  A
+   ``FinishGate`` lets the runs in, in policy order, as many at once as ``FINISH_BUDGET_BYTES``
+   holds (all of them on a well-formed trace); each hands its freed memory back to the system
+   when done (``release_free_memory``).  In policy order, the results writer streams each
+   run's tables at once rather than holding them for an earlier policy.
 
 *Simulate mode, or one worker*: the baseline here, then the other policies in up to
 ``workers`` forked processes (each inherits the prepared trace and the baseline through fork,
@@ -69,6 +77,11 @@ import numpy as np
 
 #: nice value of the follower threads (Linux: per thread)
 FOLLOWER_NICE = 10
+#: memory the ends of runs (lock schedule, charges, tables, write) may hold at once
+FINISH_BUDGET_BYTES = 768 << 20
+#: what the end of one run holds at its peak per zone->lock section of the trace (measured with
+#: tracemalloc and Arrow's pool on a 5M-event anomaly-heavy trace: ~1.3M sections, ~0.8 GB)
+FINISH_BYTES_PER_SECTION = 600
 
 
 # ------------------------------------------------------------------ the process
@@ -106,17 +119,99 @@ def register_arrow_compute() -> None:
     import pyarrow.compute  # noqa: F401
 
 
-def _yield_to_baseline() -> None:
+def _yield_to_baseline() -> int | None:
     """Lower this (follower) thread's priority: the recording baseline is the critical path.
-    Where per-thread nice is not supported, nothing."""
+    Returns the nice value it had (None: unchanged).  Where per-thread nice is not supported,
+    nothing."""
     if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a PRIO_PROCESS target
-        return
+        return None
     try:
         tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < FOLLOWER_NICE:  # lower it, never raise it
+        old = os.getpriority(os.PRIO_PROCESS, tid)
+        if old < FOLLOWER_NICE:  # lower it, never raise it
             os.setpriority(os.PRIO_PROCESS, tid, FOLLOWER_NICE)
+            return old
     except OSError:
         pass
+    return None
+
+
+def _stop_yielding(old: int | None) -> None:
+    """Give this follower thread back the priority ``_yield_to_baseline`` took (the baseline is
+    done by the end of a run: one run ending at a time at nice 10 got a tenth of a busy CPU).
+    Raising a priority may need CAP_SYS_NICE or RLIMIT_NICE: without them it stays lowered."""
+    if old is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), old)
+    except OSError:
+        pass
+
+
+_malloc_trim: Any = None
+
+
+def release_free_memory() -> None:
+    """Hand the allocator's free pages back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing).  Each thread allocates from an arena of its own, which keeps the pages a finished
+    run freed for that thread's next allocation: ten threads kept ten runs' worth."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+            _malloc_trim.argtypes, _malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+class FinishGate:
+    """Where the runs of one replay end (lock schedule, charges, tables and their write): run ``i``
+    of ``n`` enters (``enter``) once every run before it has entered or failed, and while fewer
+    than ``capacity()`` are inside; ``done(i)`` when it is out (or failed, entered or not), which
+    hands the freed pages back when the budget limits the runs."""
+
+    def __init__(self, n: int, sections: Callable[[], int]) -> None:
+        self._cv = threading.Condition()
+        self._n = n
+        self._sections = sections
+        self._next = 0  # the lowest run that has neither entered nor failed
+        self._passed: set[int] = set()  # runs at or after _next that have
+        self._inside: set[int] = set()
+
+    def capacity(self) -> int:
+        """Runs that may be inside at once: as many as ``FINISH_BUDGET_BYTES`` holds."""
+        return max(1, FINISH_BUDGET_BYTES // (FINISH_BYTES_PER_SECTION * max(self._sections(), 1)))
+
+    def _pass(self, i: int) -> None:
+        self._passed.add(i)
+        while self._next in self._passed:
+            self._passed.discard(self._next)
+            self._next += 1
+        self._cv.notify_all()
+
+    def enter(self, i: int) -> None:
+        with self._cv:
+            # (all of them fit: no order to keep, nobody waits)
+            while self.capacity() < self._n and (self._next != i or len(self._inside) >= self.capacity()):
+                self._cv.wait()
+            self._inside.add(i)
+            if i >= self._next:
+                self._pass(i)
+
+    def done(self, i: int) -> None:
+        with self._cv:
+            inside = i in self._inside
+            self._inside.discard(i)
+            if i >= self._next and i not in self._passed:
+                self._pass(i)
+            self._cv.notify_all()
+            limited = self.capacity() < self._n
+        if inside and limited:  # (where all fit, the freed pages are left for the next allocations)
+            release_free_memory()
 
 
 # ------------------------------------------------------------------ buffers
@@ -313,29 +408,45 @@ class BaselineFeed:
 TablesFn = Callable[[Any], tuple[Any, Any]]  # a run -> (its tables, its summary row)
 
 
-def _record(prep: Any, policy: Any, costs: Any, feed: BaselineFeed, buffers: Any, check_every: int) -> Any:
-    """A thread: the baseline replay, recording for and reporting to the replays that follow it."""
+def _record(prep: Any, policy: Any, costs: Any, feed: BaselineFeed, buffers: Any, check_every: int,
+            gate: FinishGate) -> Any:
+    """A thread: the baseline replay, recording for and reporting to the replays that follow it
+    (its end is run 0 of ``gate``: the caller builds its tables and says ``done``)."""
     from replay.policy.run import run_full
 
     try:
-        run = run_full(prep, policy, costs, buffers=buffers, recorder=feed, check_every=check_every)
+        run = run_full(prep, policy, costs, buffers=buffers, recorder=feed, check_every=check_every,
+                       finishing=lambda: gate.enter(0))
     except BaseException as exc:
         feed.finish(None, exc)
+        gate.done(0)
         raise
     feed.finish(run)
     return run
 
 
-def _follow(prep: Any, policy: Any, costs: Any, feed: BaselineFeed, tables: TablesFn) -> tuple[Any, Any, float]:
-    """A thread: replay one policy behind the recording baseline, then build its tables."""
+def _follow(prep: Any, policy: Any, costs: Any, feed: BaselineFeed, tables: TablesFn, gate: FinishGate,
+            i: int) -> tuple[Any, Any, float]:
+    """A thread: replay policy ``i`` behind the recording baseline, then (inside ``gate``) build
+    its tables; the run is dropped once they are."""
     from replay.policy.run import accepts_nothing, baseline_run_as, run_policy
 
-    _yield_to_baseline()
-    if accepts_nothing(prep, policy, costs):
-        run = baseline_run_as(prep, feed.result(), policy, costs)
-    else:
-        run = run_policy(prep, policy, costs, baseline=feed)
-    return (*tables(run), run.seconds)
+    old = _yield_to_baseline()
+
+    def finishing() -> None:
+        gate.enter(i)
+        _stop_yielding(old)
+
+    try:
+        if accepts_nothing(prep, policy, costs):
+            base = feed.result()
+            finishing()
+            run = baseline_run_as(prep, base, policy, costs)
+        else:
+            run = run_policy(prep, policy, costs, baseline=feed, finishing=finishing)
+        return (*tables(run), run.seconds)
+    finally:
+        gate.done(i)
 
 
 def _run_exact_threads(prep: Any, policies: list[Any], costs: Any, tables: TablesFn, buffers: Any, check_every: int,
@@ -345,13 +456,18 @@ def _run_exact_threads(prep: Any, policies: list[Any], costs: Any, tables: Table
     from concurrent.futures import ThreadPoolExecutor
 
     feed = BaselineFeed(prep)
+    gate = FinishGate(len(policies), lambda: int(feed.S.n[0]) if feed.S is not None else 0)
     with ThreadPoolExecutor(max_workers=len(policies)) as pool:
-        fb = pool.submit(_record, prep, policies[0], costs, feed, buffers, check_every)
-        futures = {p.name: pool.submit(_follow, prep, p, costs, feed, tables) for p in policies[1:]}
-        base = fb.result()
-        done = {base.name: (*tables(base), base.seconds)}
-        if on_baseline is not None:
-            on_baseline(base)
+        fb = pool.submit(_record, prep, policies[0], costs, feed, buffers, check_every, gate)
+        futures = {p.name: pool.submit(_follow, prep, p, costs, feed, tables, gate, i)
+                   for i, p in enumerate(policies[1:], 1)}
+        try:
+            base = fb.result()
+            done = {base.name: (*tables(base), base.seconds)}
+            if on_baseline is not None:
+                on_baseline(base)
+        finally:
+            gate.done(0)
         done.update((name, f.result()) for name, f in futures.items())
     return base, done
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -164,7 +165,8 @@ def _boot_cost(prep: Prepared, policy: AcceptancePolicy, costs: Any, firmware_ac
 # ------------------------------------------------------------------ the two walks
 def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: Buffers | None = None,
              record: bool = False, recorder: Recorder | None = None, check_every: int = 0,
-             firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES) -> PolicyRun:
+             firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES,
+             finishing: Callable[[], None] | None = None) -> PolicyRun:
     """The buddy model replayed under ``policy`` priced with ``costs`` (a ``CostPreset``).
 
     ``record`` (exact mode, a policy that never acts: the baseline): also record each event's
@@ -172,7 +174,9 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
     report the progress to ``recorder`` every ``FEED_CHUNK`` events.  ``buffers``: where the
     state copy and per-event arrays come from (the returned run's arrays live in them).
     ``check_every`` > 0: also check the model's invariants after every that many events
-    (``PolicyRun.invariant_checks``), not only at the end."""
+    (``PolicyRun.invariant_checks``), not only at the end.  ``finishing()``: called once the walk
+    is done, before the lock schedule and charges are built (the part whose memory grows with the
+    sections: the pipeline bounds how many runs are there at once)."""
     t_start = time.perf_counter()
     mem = buffers if buffers is not None else Buffers()
     ea = prep.events
@@ -238,6 +242,8 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
     S = S._replace(**{f: getattr(S, f)[:max(m, 1)].copy() for f in per_section})
     rep = _invariants(st, acc, prep, check_invariants(st))
     held = int(listed_pages(acc, prep.zmap))
+    if finishing is not None:
+        finishing()
     run = _make_run(prep, policy, costs, drv, series, st=st, S=S, out_anom=out_anom, out_sec=out_sec,
                     out_zone=out_zone, out_pfn=out_pfn, acount=acount, rep=rep, boot=boot,
                     present_bytes=present_bytes, t_start=t_start, yields=yields, visited=0,
@@ -247,10 +253,12 @@ def run_full(prep: Prepared, policy: AcceptancePolicy, costs: Any, *, buffers: B
 
 
 def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: BaselineSource, *,
-              sparse: bool = True, firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES) -> PolicyRun | None:
+              sparse: bool = True, firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES,
+              finishing: Callable[[], None] | None = None) -> PolicyRun | None:
     """``policy`` replayed on a recording baseline's buddy results (``replay.policy.delta``);
     None where those would not hold for it (then replay it in full).  ``sparse``: the walk
-    visits only the events that can matter (False: every event, as a reference)."""
+    visits only the events that can matter (False: every event, as a reference).
+    ``finishing``: as ``run_full``'s (not called when this returns None)."""
     t_start = time.perf_counter()
     ea = prep.events
     n = len(ea)
@@ -308,6 +316,8 @@ def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: Ba
     rep = dict(base.invariant_report)
     rep["free_pages"] = (np.asarray(rep["free_pages"], np.int64) - listed).tolist()
     rep = _invariants(base.st, acc, prep, rep)
+    if finishing is not None:
+        finishing()
     return _make_run(prep, policy, costs, drv, series, st=base.st, S=base.S, out_anom=base.out_anom, out_sec=out_sec,
                      out_zone=out_zone, out_pfn=base.out_pfn, acount=base.acount, rep=rep, boot=boot,
                      present_bytes=present_bytes, t_start=t_start, yields=yields, visited=int(walk.sp[SP_VISITS]),
@@ -316,15 +326,17 @@ def run_delta(prep: Prepared, policy: AcceptancePolicy, costs: Any, baseline: Ba
 
 def run_policy(prep: Prepared, policy: AcceptancePolicy, costs: Any, *,
                baseline: PolicyRun | BaselineSource | None = None, buffers: Buffers | None = None,
-               sparse: bool = True, firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES) -> PolicyRun:
+               sparse: bool = True, firmware_accepted_bytes: int = FIRMWARE_ACCEPTED_BYTES,
+               finishing: Callable[[], None] | None = None) -> PolicyRun:
     """``policy``'s replay: on ``baseline``'s results where it can be (``run_delta``), else in
-    full (``run_full``, with ``buffers``)."""
+    full (``run_full``, with ``buffers``); ``finishing``: as ``run_full``'s (called once)."""
     if baseline is not None and can_replay_on(prep, policy, baseline):
         run = run_delta(prep, policy, costs, as_source(prep, baseline), sparse=sparse,
-                        firmware_accepted_bytes=firmware_accepted_bytes)
+                        firmware_accepted_bytes=firmware_accepted_bytes, finishing=finishing)
         if run is not None:
             return run
-    return run_full(prep, policy, costs, buffers=buffers, firmware_accepted_bytes=firmware_accepted_bytes)
+    return run_full(prep, policy, costs, buffers=buffers, firmware_accepted_bytes=firmware_accepted_bytes,
+                    finishing=finishing)
 
 
 def can_replay_on(prep: Prepared, policy: AcceptancePolicy, baseline: PolicyRun | BaselineSource) -> bool:

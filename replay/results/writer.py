@@ -99,6 +99,7 @@ class ResultsWriter:
         self._offered: set[int] = set()
         self._next = 0
         self._streams = {n: _Stream(self._partial(n), {**self.md, "pagereplay.table": n}) for n in STREAMED}
+        self._written: set[str] = set()  # the tables written ahead (write_now)
 
     def _partial(self, name: str) -> Path:
         return self.dir / f".{name}.parquet{PARTIAL_SUFFIX}"
@@ -114,17 +115,44 @@ class ResultsWriter:
             self._offered.add(self.index[name])
             self._waiting[self.index[name]] = mine
             while self._next in self._waiting:
-                for n, t in self._waiting.pop(self._next).items():
-                    self._streams[n].add(t)
+                self._add(self._waiting.pop(self._next))
                 self._next += 1
         return {n: (t.schema.empty_table() if n in mine else t) for n, t in tables.items()}
 
-    def finish(self, parts: list[tuple[dict[str, Any], dict[str, Any]]], others: dict[str, Any]) -> list[Path]:
-        """Write what is left: the streamed tables of ``parts`` (``(tables, summary row)`` per policy,
-        in order) not offered yet, then ``others`` (the small tables, summary among them); rename
-        every file, ``summary.parquet`` last.  Returns the final paths."""
+    def _add(self, part: dict[str, Any]) -> None:
+        """One policy's streamed tables into their files; large ones side by side (Arrow encodes
+        without the GIL; each file is written as it would be alone)."""
+        big = sum(t.num_rows for t in part.values()) >= ROW_GROUP
+        if not big:
+            for n, t in part.items():
+                self._streams[n].add(t)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        # the events table is about as much work as the others together
+        groups = [[n for n in part if n == "events"], [n for n in part if n != "events"]]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda names: [self._streams[n].add(part[n]) for n in names], groups))
+
+    def _write(self, name: str, t: Any) -> None:
         import pyarrow.parquet as pq
 
+        pq.write_table(t.replace_schema_metadata({**self.md, "pagereplay.table": name}), self._partial(name),
+                       compression="zstd", use_dictionary=dictionary_columns(t.schema), write_statistics=True,
+                       row_group_size=ROW_GROUP, store_schema=True)
+
+    def write_now(self, name: str, t: Any) -> None:
+        """Write the (policy-independent) table ``name`` now, as ``finish`` would, so that the caller
+        can drop it (``anomalies``: ~250 MB on a 5M-event anomaly-heavy trace); ``finish`` then
+        takes no table of that name."""
+        self._write(name, t)
+        self._written.add(name)
+
+    def finish(self, parts: list[tuple[dict[str, Any], dict[str, Any]]], others: dict[str, Any]) -> list[Path]:
+        """Write what is left: the streamed tables of ``parts`` (``(tables, summary row)`` per policy,
+        in order) not offered yet, then ``others`` (the small tables, summary among them; those
+        written with ``write_now`` are not looked at); rename every file, ``summary.parquet`` last.
+        Returns the final paths."""
         for tables, row in parts:  # the parts built in forked workers
             if self.index[row["policy"]] not in self._offered:
                 self.offer(row["policy"], tables)
@@ -133,17 +161,11 @@ class ResultsWriter:
         for s in self._streams.values():
             s.close()
 
-        def write(name: str) -> None:
-            t = others[name]
-            pq.write_table(t.replace_schema_metadata({**self.md, "pagereplay.table": name}), self._partial(name),
-                           compression="zstd", use_dictionary=dictionary_columns(t.schema), write_statistics=True,
-                           row_group_size=ROW_GROUP, store_schema=True)
-
         from concurrent.futures import ThreadPoolExecutor
 
         rest = [n for n in POLICY_RESULT_FILES if n not in STREAMED] + sorted(set(others) - set(POLICY_RESULT_FILES))
         with ThreadPoolExecutor(2) as pool:  # Arrow encodes without the GIL: the files side by side
-            list(pool.map(write, rest))
+            list(pool.map(lambda n: self._write(n, others[n]), [n for n in rest if n not in self._written]))
         order = [n for n in (*STREAMED, *rest) if n != "summary"] + ["summary"]
         for n in order:  # summary.parquet last: its presence says the folder is whole
             os.replace(self._partial(n), self.dir / f"{n}.parquet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,14 +32,39 @@ def test_followers_yield_the_cpu_to_the_baseline() -> None:
     seen: list[int] = []
 
     def follower() -> None:
-        _yield_to_baseline()
+        old = _yield_to_baseline()
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert old == (mine if mine < FOLLOWER_NICE else None)
 
     t = threading.Thread(target=follower)
     t.start()
     t.join()
     assert seen == [max(mine, FOLLOWER_NICE)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_a_follower_takes_its_priority_back_where_allowed() -> None:
+    """``_stop_yielding``: the nice value ``_yield_to_baseline`` took is given back where the system
+    allows raising a priority (root, RLIMIT_NICE), else the thread stays lowered; never raises."""
+    import os
+    import resource
+    import threading
+
+    from replay.pipeline.schedule import FOLLOWER_NICE, _stop_yielding, _yield_to_baseline
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    allowed = os.geteuid() == 0 or 20 - resource.getrlimit(resource.RLIMIT_NICE)[0] <= mine
+    seen: list[int] = []
+
+    def follower() -> None:
+        _stop_yielding(_yield_to_baseline())
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    t = threading.Thread(target=follower)
+    t.start()
+    t.join()
+    assert seen == [mine if allowed or mine >= FOLLOWER_NICE else FOLLOWER_NICE]
 
 
 def test_the_baseline_state_copy_is_the_initial_state_once() -> None:
@@ -64,3 +90,98 @@ def test_prefaulted_outputs_are_taken_once_and_match_fresh_ones() -> None:
     assert (made["out_sec"] == -1).all() and (made["out_zone"] == -1).all() and (made["dfree"] == 0).all()
     buf.give_outputs(made)
     assert buf.recording_outputs(n) is made and buf.recording_outputs(n) is None
+
+
+def _enter_in_threads(gate, order: list[int], hold: float = 0.02) -> tuple[list[int], int]:
+    """Runs ``order`` (each in its own thread, started in that order) through ``gate``; the order
+    they got in, and the most inside at once."""
+    import threading
+    import time
+
+    entered: list[int] = []
+    inside = [0, 0]  # now, most
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        gate.enter(i)
+        with lock:
+            entered.append(i)
+            inside[0] += 1
+            inside[1] = max(inside[1], inside[0])
+        time.sleep(hold)
+        with lock:
+            inside[0] -= 1
+        gate.done(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in order]
+    for t in threads:
+        t.start()
+        time.sleep(0.005)
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "the gate let a run wait forever"
+    return entered, inside[1]
+
+
+def test_finish_gate_admits_runs_in_order_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sections that fill the budget once: one run at a time, in policy order, whatever order the
+    runs arrive in; twice as many fit: two at a time, still in order."""
+    from replay.pipeline import schedule as S
+
+    per = S.FINISH_BUDGET_BYTES // S.FINISH_BYTES_PER_SECTION
+    entered, most = _enter_in_threads(S.FinishGate(5, lambda: per), [4, 2, 3, 0, 1])
+    assert entered == [0, 1, 2, 3, 4] and most == 1
+    assert S.FinishGate(5, lambda: per // 2).capacity() == 2
+    entered, most = _enter_in_threads(S.FinishGate(5, lambda: per // 2), [4, 3, 2, 1, 0], hold=0.1)
+    assert entered == [0, 1, 2, 3, 4] and most == 2
+
+
+def test_finish_gate_is_open_when_every_run_fits_and_a_failed_run_blocks_nobody() -> None:
+    """Few sections (a well-formed trace): no order is kept, nobody waits; a run that fails before
+    entering (``done`` only) lets the next one in."""
+    from replay.pipeline import schedule as S
+
+    entered, most = _enter_in_threads(S.FinishGate(4, lambda: 10), [3, 2, 1, 0], hold=0.2)
+    assert entered == [3, 2, 1, 0] and most == 4
+    gate = S.FinishGate(3, lambda: 1 << 40)
+    gate.done(1)  # failed before its end
+    gate.enter(0)
+    gate.done(0)
+    entered, _ = _enter_in_threads(gate, [2])
+    assert entered == [2]
+
+
+def test_threads_bounded_by_memory_equal_one_after_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_policies`` with a budget that lets one run end at a time (the runs wait for each other
+    in policy order): the tables of the same policies replayed one after the other."""
+    from replay.acceptance.costs import COST_PRESETS
+    from replay.pipeline import schedule as S
+    from replay.pipeline.inputs import resolve_policies
+    from replay.results.tables import policy_tables, result_context
+    from tests.helpers.events import make_events
+    from tests.helpers.replay import tiny_layout
+    from tests.model.test_properties import _gen_trace
+
+    rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
+    table = make_events(rows)
+    prep = prepare(table, tiny_layout(1 << 21), mode="exact", boot=True)
+    pols = resolve_policies(None, True, None)
+    ctx = result_context(table, [p.name for p in pols])
+    cost = COST_PRESETS["snp-2m"]
+    seen: list[int] = []
+    enter = S.FinishGate.enter
+
+    def spy(self: Any, i: int) -> None:
+        assert self.capacity() == 1
+        enter(self, i)
+        seen.append(i)
+
+    monkeypatch.setattr(S, "FINISH_BUDGET_BYTES", 1)
+    monkeypatch.setattr(S.FinishGate, "enter", spy)
+    _, bounded, _ = S.run_policies(prep, pols, cost, lambda run: policy_tables(prep, run, ctx), workers=2)
+    assert seen == list(range(len(pols)))
+    _, serial, _ = S.run_policies(prep, pols, cost, lambda run: policy_tables(prep, run, ctx), workers=1)
+    assert [row for _, row in bounded] == [row for _, row in serial]
+    for (ta, _), (tb, _) in zip(bounded, serial):
+        assert set(ta) == set(tb) and all(ta[k].equals(tb[k]) for k in ta)
+

@@ -60,3 +60,24 @@ def test_failure_leaves_no_partial_and_no_summary(tmp_path: Path) -> None:
         w.offer("none", {n: _part(0, 5, 1) for n in W.STREAMED})
         w.finish([], {})
     assert list(d.iterdir()) == []
+
+
+def test_a_table_written_ahead_equals_one_written_at_the_end(tmp_path: Path) -> None:
+    """``write_now`` (the anomalies, written while the policies still run) gives the bytes ``finish``
+    would have written, and ``finish`` then needs no table of that name."""
+    parts = [{n: _part(i, 50 + i, 10 * i + k) for k, n in enumerate(W.STREAMED)} for i in range(3)]
+    small = {n: _part(0, 3 + k, 99 + k) for k, n in enumerate(POLICY_RESULT_FILES) if n not in W.STREAMED}
+    md = {"tool_version": "test"}
+    folders = []
+    for ahead in (False, True):
+        d = tmp_path / f"ahead-{ahead}"
+        with W.ResultsWriter(d, POLICIES, md) as w:
+            if ahead:
+                w.write_now("anomalies", small["anomalies"])
+                assert (d / ".anomalies.parquet.partial").exists() and not (d / "anomalies.parquet").exists()
+            left = [w.offer(POLICIES[i], parts[i]) for i in range(3)]
+            others = {n: t for n, t in small.items() if not (ahead and n == "anomalies")}
+            w.finish([(left[i], {"policy": POLICIES[i]}) for i in range(3)], others)
+        folders.append(_digests(d))
+    assert folders[0] == folders[1]
+    assert "anomalies.parquet" in folders[1] and not any(n.endswith(".partial") for n in folders[1])
