@@ -51,7 +51,8 @@ def measure(folder: Path) -> dict[str, Any]:
         "invariants_ok": s["invariants_ok"],
         "fidelity": {k: fid.get(k) for k in RATES},
         "second_half": {k: (fid.get("second_half") or {}).get(k) for k in RATES},
-        "disagreements": fid.get("disagreements"),
+        "disagreement": fid.get("disagreement"),
+        "second_half_disagreement": (fid.get("second_half") or {}).get("disagreement"),
         "wall_s": round(wall, 1),
     }
 
@@ -72,11 +73,24 @@ def _cell(row: dict[str, Any], base: dict[str, Any] | None, get: Any, fmt: Any) 
     return now if was == now else f"{was} -> {now}"
 
 
+CHECKS = ("rmqueue_smallest", "pcp_alloc_head", "drain_tail")
+
+
+def _cause_cells(d: dict[str, Any] | None) -> list[str]:
+    """Agreement where the blocks were placed by traced events (rmq / head / tail), and the
+    disagreements by cause summed over the three checks."""
+    if not d:
+        return ["-", "-"]
+    traced = "/".join(_r(d[c]["agreement_where_traced"]) for c in CHECKS)
+    causes = [sum(d[c][k] for c in CHECKS) for k in ("pre_trace_order_unknown", "untraced_path_inferred", "model")]
+    return [traced, " / ".join(f"{n:,}" for n in causes)]
+
+
 def table(rows: list[dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> str:
     """The rows as a Markdown table (``was -> now`` where a baseline differs)."""
     head = ("| trace | profile | events | unexplained | inv | rmq | head | tail | rmq 2nd | head 2nd | tail 2nd |"
-            " unexplained kinds |")
-    out = [head, "|" + "---|" * 12]
+            " 2nd where traced | 2nd disagreements: pre-trace / inferred / model | unexplained kinds |")
+    out = [head, "|" + "---|" * 14]
     from replay.model.anomalies import KIND_BY_NAME
 
     for r in rows:
@@ -91,6 +105,7 @@ def table(rows: list[dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> st
                  "ok" if r["invariants_ok"] else "**FAIL**"]
         cells += [_cell(r, b, lambda x, k=k: x["fidelity"][k], _r) for k in RATES]
         cells += [_cell(r, b, lambda x, k=k: x["second_half"][k], _r) for k in RATES]
+        cells += _cause_cells(r.get("second_half_disagreement"))
         cells.append(kinds or "-")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
