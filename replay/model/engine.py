@@ -41,7 +41,7 @@ from replay.model.exact import (
 from replay.model.sections import (CUR_DRAIN, CUR_NONE, CUR_PENDING_FB, CUR_REFILL, SEC_ALLOC, SEC_DRAIN,
                                    SEC_FALLBACK, SEC_FREE, SEC_REFILL, Sections, new_sections, sec_add, sec_close,
                                    sec_open)
-from replay.model.state import C_AT_HALF, C_FAILED_ALLOCS, C_HALF_AT, G_PFN_BASE, PG_BUDDY, ModelState, block_head, zone_of
+from replay.model.state import C_AT_HALF, C_FAILED_ALLOCS, C_HALF_AT, G_PFN_BASE, ModelState, block_head, zone_of
 from replay.model.profiles import DEFAULT_PROFILE, PROFILES
 from replay.model.untraced import UX_FIRST, block_untouched, exact_untraced, has_untraced, mark_untraced, without_untraced
 from replay.jit import kernel, kernel_entry
@@ -75,15 +75,9 @@ def locate(st: ModelState, p: int, o: int) -> tuple[int, int]:
 
 @kernel(nrt=False)
 def block_untouched_since(st: ModelState, first: np.ndarray, i: int, o: int, k: int) -> bool:
-    """No event before ``k`` touched the free block holding page ``i``: its shape is the inferred one."""
-    h = block_head(st, i)
-    if h < 0 or int(st.pg_state[h]) != PG_BUDDY or h == i or first.shape[0] == 0:
-        return False
-    for j in range(h, h + (1 << int(st.pg_order[h]))):
-        f = first[j]
-        if 0 <= f < k:
-            return False
-    return True
+    """No event before ``k`` touched the free block holding page ``i``, which does not start at
+    ``i``: its shape is the inferred one."""
+    return block_head(st, i) != i and block_untouched(st, first, i, k)
 
 
 @kernel(nrt=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from replay.model.layout import MemoryLayout, NodeLayout, ZoneLayout
 
@@ -118,3 +119,21 @@ def tiny_layout_for(table: "object") -> MemoryLayout:
     pfn = pfn[pfn > 0]
     cpus = int(np.asarray(table.column("cpu").to_numpy()).max()) + 1  # type: ignore[attr-defined]
     return infer_layout(int(pfn.min()), int(pfn.max()), nr_cpus=cpus)
+
+
+def every_preset_on_a_generated_trace() -> tuple[Any, Any, list[Any], Any, Any]:
+    """(table, prepared exact replay, every preset policy, result context, the snp-2m costs) of a
+    generated boot trace in an 8 GiB layout: above the 4 GiB the firmware accepts, memory is
+    unaccepted and the policies act."""
+    from replay.acceptance.costs import COST_PRESETS
+    from replay.pipeline.inputs import resolve_policies
+    from replay.policy.prepare import prepare
+    from replay.results.tables import result_context
+    from tests.helpers.events import make_events
+    from tests.model.test_properties import _gen_trace
+
+    rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
+    table = make_events(rows)
+    prep = prepare(table, tiny_layout(1 << 21), mode="exact", boot=True)
+    pols = resolve_policies(None, True, None)
+    return table, prep, pols, result_context(table, [p.name for p in pols]), COST_PRESETS["snp-2m"]

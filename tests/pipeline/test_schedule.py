@@ -154,20 +154,11 @@ def test_finish_gate_is_open_when_every_run_fits_and_a_failed_run_blocks_nobody(
 def test_threads_bounded_by_memory_equal_one_after_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
     """``run_policies`` with a budget that lets one run end at a time (the runs wait for each other
     in policy order): the tables of the same policies replayed one after the other."""
-    from replay.acceptance.costs import COST_PRESETS
     from replay.pipeline import schedule as S
-    from replay.pipeline.inputs import resolve_policies
-    from replay.results.tables import policy_tables, result_context
-    from tests.helpers.events import make_events
-    from tests.helpers.replay import tiny_layout
-    from tests.model.test_properties import _gen_trace
+    from replay.results.tables import policy_tables
+    from tests.helpers.replay import every_preset_on_a_generated_trace
 
-    rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
-    table = make_events(rows)
-    prep = prepare(table, tiny_layout(1 << 21), mode="exact", boot=True)
-    pols = resolve_policies(None, True, None)
-    ctx = result_context(table, [p.name for p in pols])
-    cost = COST_PRESETS["snp-2m"]
+    table, prep, pols, ctx, cost = every_preset_on_a_generated_trace()
     seen: list[int] = []
     enter = S.FinishGate.enter
 

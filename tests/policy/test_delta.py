@@ -128,16 +128,11 @@ def test_delta_replay_equals_full_replay_on_real_traces(trace: str, snapshot: st
 def test_threads_equal_one_after_the_other() -> None:
     """``run_policies``: the exact-mode policies in threads on the recorded baseline (workers 2)
     give the tables of the same policies replayed one after the other (workers 1)."""
-    from replay.pipeline.inputs import resolve_policies
     from replay.pipeline.schedule import run_policies
+    from tests.helpers.replay import every_preset_on_a_generated_trace
 
-    rows, _, _ = _gen_trace([(0, 3, 1, 0), (1, 1, 2, 1), (2, 0, 0, 1), (3, 0, 0, 0), (0, 4, 1, 1), (4, 2, 2, 0)] * 40)
-    table = make_events(rows)
-    # 8 GiB: above the 4 GiB the firmware accepts, memory is unaccepted and the policies act
-    prep = prepare(table, tiny_layout(1 << 21), mode="exact", boot=True)
-    pols = resolve_policies(None, True, None)
-    ctx = result_context(table, [p.name for p in pols])
-    cost = COST_PRESETS["snp-2m"]
+    table, prep, pols, ctx, cost = every_preset_on_a_generated_trace()
+
     def tables(run: Any) -> Any:
         return policy_tables(prep, run, ctx)
 
