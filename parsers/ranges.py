@@ -22,6 +22,10 @@ The bounds are the same in every kernel pagereplay models (x86-64, Linux 6.1 to 
 - ``ts_ns``: >= 0 and within int64 nanoseconds (292 years of uptime).
 - ``pfn``: >= 0 (null for a failed allocation).  A pfn beyond the physical address space
   (:data:`PFN_LIMIT`) is stored as printed: the replay counts it as an anomaly.
+
+``order`` is -1 (unknown) on the rows that are not kmem events: lock contention rows and the
+untraced kprobe rows whose order the probe did not fetch (``parsers.schema.LockEvent``,
+``UntracedEvent``); on a kmem row it must be in range.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ FIELD_RANGES: dict[str, tuple[int, int, str]] = {
 }
 
 
+#: the value ``order`` holds on a row that is not a kmem event when the order is not known
+ORDER_UNKNOWN = -1
+
+
 def out_of_range(table: Any) -> tuple[str, int, int, str, int] | None:
     """The first column of ``table`` (a pyarrow Table) holding a value outside its range:
     ``(column, lowest, highest, bound, bad value)``, or None when every value is in range."""
@@ -64,6 +72,10 @@ def out_of_range(table: Any) -> tuple[str, int, int, str, int] | None:
         col = table.column(name)
         if col.null_count == len(col) or not (col.type.id in _INT_TYPE_IDS):
             continue
+        if name == "order":
+            col = _kmem_orders(table)
+            if len(col) == 0:
+                continue
         mm = pc.min_max(col)
         mn, mx = mm["min"].as_py(), mm["max"].as_py()
         if mn is not None and mn < lo:
@@ -71,6 +83,35 @@ def out_of_range(table: Any) -> tuple[str, int, int, str, int] | None:
         if mx is not None and mx > hi:
             return name, lo, hi, why, int(mx)
     return None
+
+
+def _kmem_orders(table: Any) -> Any:
+    """``order`` of the kmem rows, and of the other rows the values other than
+    :data:`ORDER_UNKNOWN` (a table without an ``event`` column: every row)."""
+    import pyarrow.compute as pc
+
+    from .schema import EVENT_NAMES
+
+    order = table.column("order")
+    if "event" not in table.column_names:
+        return order
+    ev = table.column("event")
+    names = pc.cast(ev, "string") if not _is_string(ev.type) else ev
+    other = pc.invert(pc.is_in(names, value_set=_string_array(EVENT_NAMES)))
+    keep = pc.invert(pc.and_(pc.fill_null(other, False), pc.equal(order, ORDER_UNKNOWN)))
+    return pc.filter(order, pc.fill_null(keep, True))
+
+
+def _is_string(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _string_array(values: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.array(list(values), pa.string())
 
 
 def check_parquet(path: Any, error: type[Exception]) -> None:
@@ -92,12 +133,14 @@ def check_parquet(path: Any, error: type[Exception]) -> None:
             if name not in FIELD_RANGES or name in unknown:
                 continue
             st = g.column(j).statistics
-            if st is None or not st.has_min_max or not isinstance(st.min, int):
+            if st is None or not st.has_min_max or not isinstance(st.min, int) \
+                    or (name == "order" and st.min == ORDER_UNKNOWN):  # -1 is allowed on rows of other kinds
                 unknown.add(name)
                 continue
             _check_value(path, name, int(st.min), int(st.max), error)
     if unknown:
-        check_table(pf.read(columns=sorted(unknown)), str(path), error)
+        extra = ["event"] if "order" in unknown and "event" in names else []
+        check_table(pf.read(columns=sorted(unknown) + extra), str(path), error)
 
 
 def _check_value(path: Any, name: str, mn: int, mx: int, error: type[Exception]) -> None:
@@ -129,5 +172,5 @@ def check_table(table: Any, name: str, error: type[Exception]) -> None:
         raise error(f"{name}: column '{col}' holds {v}, outside {lo}..{hi} ({why})")
 
 
-__all__ = ["FIELD_RANGES", "MAX_PAGE_ORDER", "MIGRATE_TYPES", "NR_CPUS_MAX", "PFN_LIMIT", "PID_MAX_LIMIT",
+__all__ = ["FIELD_RANGES", "MAX_PAGE_ORDER", "MIGRATE_TYPES", "NR_CPUS_MAX", "ORDER_UNKNOWN", "PFN_LIMIT", "PID_MAX_LIMIT",
            "TS_MAX_SECONDS", "check_parquet", "check_table", "out_of_range"]

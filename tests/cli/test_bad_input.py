@@ -271,6 +271,21 @@ def test_parquet_value_out_of_range(tmp_path: Path, table: Path, column: str, va
 
 
 @pytest.mark.parametrize("command", ["info", "replay"])
+def test_parquet_order_unknown_on_lock_rows(tmp_path: Path, command: str) -> None:
+    """``order`` -1 is what the parser stores on lock contention rows: its own table is accepted,
+    while -1 on a kmem row (the test above) is refused."""
+    begin = "         busybox-1922    [002] d..2.     0.549000: contention_begin: 00000000a4fc5a6a (flags=SPIN)"
+    end = "         busybox-1922    [002] d..2.     0.549100: contention_end: 00000000a4fc5a6a (ret=0)"
+    out = tmp_path / "lock.parquet"
+    assert cli("parse", trace(tmp_path, ALLOC, begin, end, FREE), "-o", out).exit_code == 0
+    orders = dict(zip(pq.read_table(out).column("event").to_pylist(), pq.read_table(out).column("order").to_pylist()))
+    assert orders["contention_begin"] == -1 and orders["mm_page_alloc"] == 1
+    extra = ["-o", tmp_path / "r"] if command == "replay" else []
+    r = cli(command, out, *extra)
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("command", ["info", "replay"])
 def test_parquet_damaged_or_foreign(tmp_path: Path, table: Path, command: str) -> None:
     extra = ["-o", tmp_path / "r"] if command == "replay" else []
     raw = table.read_bytes()
