@@ -38,7 +38,7 @@ from replay.events.arrays import event_arrays  # noqa: E402
 from replay.model.engine import replay, run_loop
 from replay.model.initial_state import infer_initial_state, model_zones  # noqa: E402
 from replay.model.layout_x86 import infer_layout, layout_for_guest  # noqa: E402
-from replay.model.simulate import zone_kinds  # noqa: E402
+from replay.model.simulate import zonelist_of  # noqa: E402
 from replay.model.state import new_state, state_bytes_per_page  # noqa: E402
 
 
@@ -267,8 +267,7 @@ def main() -> None:
         t_init = time.perf_counter() - t1
         zones = model_zones(layout)
         t2 = time.perf_counter()
-        run_loop(mode, st, ea, zone_kind=zone_kinds([z.name for z in zones]),
-                 wmark_low=np.array([z.wmark_low for z in zones], np.int64))
+        run_loop(mode, st, ea, zonelist=zonelist_of(zones))
         t_loop = time.perf_counter() - t2
         total = time.perf_counter() - t0
         print(f"{mode:8s} {n:>11,} events  loop {t_loop:6.2f} s = {n / t_loop / 1e6:6.2f} M events/s"

@@ -13,20 +13,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-# Large NumPy arrays are madvised MADV_HUGEPAGE by default; with THP "defrag=madvise" (Debian's
-# default) every such first touch may enter direct compaction, which cost more system time than
-# the replay itself on a fragmented guest (3.1 s sys of 3.9 s to prepare 14.7M events; 0.7 s
-# without).  Plain 4 KiB faults are cheaper here; NUMPY_MADVISE_HUGEPAGE=1 restores it.
-os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
-# For the same reason Arrow buffers come from the system allocator, not the bundled mimalloc
-# (whose fresh huge-page-backed segments made reading a 15M-event table cost 1.0-2.3 s of system
-# time instead of 0.5 s); ARROW_DEFAULT_MEMORY_POOL=mimalloc restores it.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-# NumPy's OpenBLAS starts a thread per CPU that spins after each call; the replay's only BLAS
-# call is a tiny least-squares fit (the calibration), and the spinning took a core's time from
-# the replay threads (~0.1 s per 15M-event run)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -132,9 +118,6 @@ def parse(
     ] = None,
 ) -> None:
     """Parse text traces into the canonical event table (Parquet), accounting for every line."""
-    # parsing does no linear algebra: without this, numpy's import starts OpenBLAS threads that
-    # spin for a while (~0.05 s of CPU taken from the hashing thread and the scanners)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # hash the input files on a side thread while numpy, pyarrow and the compiled scanner load
     # (parsers.inputs imports none of them)
     from parsers.inputs import start_hashers
@@ -236,17 +219,16 @@ for _m in (_replay, _report, _policies, _synth, _record, _sweep):
 
 
 def main() -> None:  # console-script entry point
-    """Run the CLI, then leave without the interpreter's slow teardown of numba/LLVM (~0.3 s).
+    """Run the CLI in a process set up for it (``replay.pipeline.schedule.configure_process``:
+    importing this module imports neither NumPy nor Arrow, so the settings precede them), then
+    leave without the interpreter's slow teardown of numba/LLVM (~0.3 s).
 
     Every output file is closed by the time a command returns; stdout and
     stderr are flushed before exiting.
     """
-    import gc
+    from replay.pipeline.schedule import configure_process
 
-    # a short-lived batch run: importing numba and loading its kernels makes hundreds of
-    # thousands of objects, and the default thresholds ran full collections over them
-    # (~0.1 s of GIL-held time per replay); cycles are still collected, less often
-    gc.set_threshold(100_000, 50, 100)
+    configure_process()
     code = 0
     try:
         app()

@@ -2,11 +2,13 @@
 
 The event codes the kernels switch on (``EV_*``, the integers of ``parsers.schema.Event``), the
 columns the loops read (nulls as -1), and the per-event marks the model needs from the whole
-trace: deferred frees (``mark_deferred_frees``) and ``__free_pages_core`` frees.
+trace: deferred frees (``mark_deferred_frees``) and ``__free_pages_core`` frees.  The compiled
+loops take the columns as one named bundle, ``Trace`` (``trace_of``).
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,18 @@ class EventArrays:
 
     def __len__(self) -> int:
         return len(self.ev)
+
+
+#: the event columns the compiled loops read, as one argument (a namedtuple of arrays, like
+#: ``replay.model.state.ModelState``): ``EventArrays``' fields in their order, without ``fb_mt``
+#: (only the initial-state pass reads it) and ``seq`` (only the result tables read it)
+Trace = namedtuple("Trace", ["ev", "ts", "cpu", "pfn", "order", "mt", "refill", "fb_order", "chown", "gfp",
+                             "deferred", "first"])
+
+
+def trace_of(ea: EventArrays) -> Trace:
+    """The ``Trace`` of an ``EventArrays`` (the same arrays, not copies)."""
+    return Trace(*(getattr(ea, f) for f in Trace._fields))
 
 
 def _col(table: pa.Table, name: str, dtype: Any, null: int, writable: bool = True) -> np.ndarray:

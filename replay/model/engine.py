@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from replay.events.arrays import (EV_ALLOC, EV_BATCHED, EV_DRAIN, EV_EXTFRAG, EV_FREE, EV_ZL, EventArrays,
-                                  boot_free_core_mask, event_arrays)
+from replay.events.arrays import (EV_ALLOC, EV_BATCHED, EV_DRAIN, EV_EXTFRAG, EV_FREE, EV_ZL, EventArrays, Trace,
+                                  boot_free_core_mask, event_arrays, trace_of)
 from replay.model.anomalies import A_PFN_OUT_OF_RANGE, A_ZL_INSIDE_FREE, A_ZL_PRETRACE, N_KINDS
 from replay.model.exact import (
     exact_alloc,
@@ -43,12 +43,14 @@ from replay.model.sections import (CUR_DRAIN, CUR_NONE, CUR_PENDING_FB, CUR_REFI
                                    sec_open)
 from replay.model.state import C_AT_HALF, C_FAILED_ALLOCS, C_HALF_AT, G_PFN_BASE, ModelState, block_head, zone_of
 from replay.model.profiles import DEFAULT_PROFILE, PROFILES
+from replay.model.replayed import Replayed, new_replayed
 from replay.model.untraced import UX_FIRST, block_untouched, exact_untraced, has_untraced, mark_untraced, without_untraced
 from replay.jit import kernel, kernel_entry
 
 if TYPE_CHECKING:
     from replay.model.layout import MemoryLayout
     from replay.model.profiles import KernelProfile
+    from replay.model.simulate import Zonelist
 
 @kernel(nrt=False)
 def refill_limit(st: ModelState, c: int, z: int, o: int) -> int:
@@ -111,15 +113,16 @@ def zone_locked_section(st: ModelState, S: Sections, c: int, z: int, o: int, m: 
 
 
 @kernel_entry(nrt=False)
-def exact_chunk(st: ModelState, S: Sections, ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray,
-                order: np.ndarray, mt: np.ndarray, refill: np.ndarray, fb_order: np.ndarray, chown: np.ndarray,
-                deferred: np.ndarray, first: np.ndarray, k0: int, k1: int, out_anom: np.ndarray, out_sec: np.ndarray,
-                out_zone: np.ndarray, acount: np.ndarray, dfree: np.ndarray) -> None:
-    """Apply events ``k0..k1-1`` to the model in trace order (exact mode); the untraced kprobe
-    rows (``UntracedEvent`` codes) through ``replay.model.untraced``.
+def exact_chunk(st: ModelState, S: Sections, tr: Trace, out: Replayed, k0: int, k1: int) -> None:
+    """Apply events ``k0..k1-1`` of ``tr`` to the model in trace order (exact mode), writing
+    ``out`` (``replay.model.replayed``); the untraced kprobe rows (``UntracedEvent`` codes)
+    through ``replay.model.untraced``.
 
-    ``dfree`` (empty: off): each event's change of its zone's ``NR_FREE_PAGES``, for the policy
-    replays of ``replay.policy.delta``."""
+    ``out.dfree`` (empty: off): each event's change of its zone's ``NR_FREE_PAGES``, for the
+    policy replays of ``replay.policy.delta``."""
+    ev, ts, cpu, pfn, order, mt = tr.ev, tr.ts, tr.cpu, tr.pfn, tr.order, tr.mt
+    refill, fb_order, chown, deferred, first = tr.refill, tr.fb_order, tr.chown, tr.deferred, tr.first
+    out_anom, out_sec, out_zone, acount, dfree = out.anom, out.sec, out.zone, out.acount, out.dfree
     rec = dfree.shape[0] > 0
     for k in range(k0, k1):
         if k == st.ctr[C_HALF_AT]:  # the counters at the midpoint: fidelity.second_half
@@ -226,39 +229,34 @@ class ReplayOutput:
         return int(self.sections.n[0])
 
 
-def run_loop(mode: str, st: ModelState, ea: EventArrays, *, zone_kind: np.ndarray | None = None,
-             wmark_low: np.ndarray | None = None, check_every: int = 0, chunk: int = 1 << 20
-             ) -> tuple[Sections, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """Run the compiled loop over all events; check invariants every ``check_every`` events."""
+def run_loop(mode: str, st: ModelState, ea: EventArrays, *, zonelist: "Zonelist | None" = None,
+             check_every: int = 0, chunk: int = 1 << 20) -> tuple[Sections, Replayed, list[dict[str, Any]]]:
+    """Run the compiled loop over all events; check invariants every ``check_every`` events.
+    ``zonelist`` (simulate mode; default: every zone Normal, no watermarks): what
+    ``get_page_from_freelist()`` walks (``simulate.zonelist_of``)."""
     from replay.model.invariants import check_invariants
-    from replay.model.simulate import new_sim_map, simulate_chunk
+    from replay.model.simulate import ZK_NORMAL, Zonelist, new_sim_map, simulate_chunk
 
     n = len(ea)
     nz = len(st.z_start)
     S = new_sections(n, st.pcp_count.shape[0])
-    out_anom = np.zeros(n, np.int8)
-    out_sec = np.full(n, -1, np.int32)
-    out_zone = np.full(n, -1, np.int8)
-    out_pfn = ea.pfn.copy()
-    acount = np.zeros(N_KINDS, np.int64)
+    out = new_replayed(n, ea.pfn.copy(), N_KINDS)
+    tr = trace_of(ea)
     reports: list[dict[str, Any]] = []
     step = check_every if check_every > 0 else chunk
     simmap = new_sim_map(st) if mode == "simulate" else np.zeros(1, np.int32)
-    zk = zone_kind if zone_kind is not None else np.full(nz, 2, np.int64)
-    wm = wmark_low if wmark_low is not None else np.zeros(nz, np.int64)
+    zl = zonelist if zonelist is not None else Zonelist(np.full(nz, ZK_NORMAL, np.int64), np.zeros(nz, np.int64))
     for k0 in range(0, n, step):
         k1 = min(n, k0 + step)
         if mode == "exact":
-            exact_chunk(st, S, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                        ea.deferred, ea.first, k0, k1, out_anom, out_sec, out_zone, acount, np.zeros(0, np.int32))
+            exact_chunk(st, S, tr, out, k0, k1)
         else:
-            simulate_chunk(st, S, simmap, zk, wm, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.gfp,
-                           ea.deferred, k0, k1, out_anom, out_sec, out_zone, out_pfn, acount)
+            simulate_chunk(st, S, zl, simmap, tr, out, k0, k1)
         if check_every > 0:
             rep = check_invariants(st)
             rep["after_event"] = int(k1)
             reports.append(rep)
-    return S, out_anom, out_sec, out_zone, out_pfn, acount, reports
+    return S, out, reports
 
 
 @dataclass
@@ -304,7 +302,7 @@ def prepare_events(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exac
     if deferred0 is not None:
         # the same replay with the kprobe rows not applied: the anomalies they replace (summary)
         st0 = ModelState._make(a.copy() for a in st)
-        initial["_untraced_without"] = run_loop("exact", st0, without_untraced(ea, deferred0))[5]
+        initial["_untraced_without"] = run_loop("exact", st0, without_untraced(ea, deferred0))[1].acount
     return InitialModel(events=ea, state=st, initial=initial, zone_names=[z.name for z in model_zones(layout)])
 
 
@@ -336,18 +334,15 @@ def replay(table: pa.Table, layout: "MemoryLayout", *, mode: str = "exact", snap
         profile = pick_profile(None, metadata or {}, table)[0]
     from replay.model.initial_state import model_zones
     from replay.model.invariants import check_invariants
-    from replay.model.simulate import zone_kinds
+    from replay.model.simulate import zonelist_of
 
     init = prepare_events(table, layout, mode=mode, snapshot=snapshot, boot=boot, events=events, profile=profile)
     ea, st, names = init.events, init.state, init.zone_names
-    zones = model_zones(layout)
-    S, out_anom, out_sec, out_zone, out_pfn, acount, reports = run_loop(
-        mode, st, ea, zone_kind=zone_kinds(names), wmark_low=np.array([z.wmark_low for z in zones], np.int64),
-        check_every=check_every)
+    S, out, reports = run_loop(mode, st, ea, zonelist=zonelist_of(model_zones(layout)), check_every=check_every)
     final = check_invariants(st)
     final["after_event"] = len(ea)
     reports.append(final)
-    return ReplayOutput(mode=mode, events=ea, state=st, sections=S, out_anom=out_anom, out_sec=out_sec,
-                        out_zone=out_zone, out_pfn=out_pfn, acount=acount, zone_names=names, initial=init.initial,
+    return ReplayOutput(mode=mode, events=ea, state=st, sections=S, out_anom=out.anom, out_sec=out.sec,
+                        out_zone=out.zone, out_pfn=out.pfn, acount=out.acount, zone_names=names, initial=init.initial,
                         invariant_reports=reports,
                         metadata={**(metadata or {}), "pagereplay.kernel_profile": profile.name})

@@ -16,14 +16,18 @@ events are the kernel's own decisions and are ignored: the model makes its own.
 
 from __future__ import annotations
 
+from collections import namedtuple
+from typing import Any
+
 import numpy as np
 
 from replay.model.anomalies import A_FREE_OF_PCP, A_PFN_OUT_OF_RANGE, A_SIM_ALLOC_FAILED
 from replay.model.buddy import __free_one_page, __rmqueue
-from replay.events.arrays import EV_ALLOC, EV_BATCHED, EV_FREE
+from replay.events.arrays import EV_ALLOC, EV_BATCHED, EV_FREE, Trace
 from replay.model.sections import SEC_ALLOC, SEC_DRAIN, SEC_FALLBACK, SEC_FREE, SEC_REFILL, sec_new
 from replay.model.exact import release_block, set_allocated
 from replay.model.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_add, pcp_allowed_order
+from replay.model.replayed import Replayed
 from replay.model.state import (
     C_BULK_INFERRED,
     C_FAILED_ALLOCS,
@@ -47,6 +51,10 @@ from replay.jit import kernel, kernel_entry
 ZK_DMA, ZK_DMA32, ZK_NORMAL, ZK_MOVABLE = 0, 1, 2, 3
 GFP_DMA, GFP_HIGHMEM, GFP_DMA32, GFP_MOVABLE = 0x01, 0x02, 0x04, 0x08
 
+#: what ``get_page_from_freelist()`` walks, one argument of the compiled loops: per model zone
+#: its kind (``ZK_*``, ``zone_kinds``: the zonelist order) and its low watermark (int64 each)
+Zonelist = namedtuple("Zonelist", ["zkind", "wmark_low"])
+
 
 def new_sim_map(st: ModelState) -> np.ndarray:
     """trace page index -> model page index (identity before any allocation)."""
@@ -54,8 +62,14 @@ def new_sim_map(st: ModelState) -> np.ndarray:
 
 
 def zone_kinds(names: list[str]) -> np.ndarray:
+    """``ZK_*`` of each zone named (an unknown name: Normal)."""
     kinds = {"DMA": ZK_DMA, "DMA32": ZK_DMA32, "Normal": ZK_NORMAL, "Movable": ZK_MOVABLE}
     return np.array([kinds.get(n, ZK_NORMAL) for n in names], np.int64)
+
+
+def zonelist_of(zones: Any) -> Zonelist:
+    """The ``Zonelist`` of the model zones ``zones`` (``initial_state.model_zones``)."""
+    return Zonelist(zone_kinds([z.name for z in zones]), np.array([z.wmark_low for z in zones], np.int64))
 
 
 @kernel(nrt=False)
@@ -120,16 +134,16 @@ def sim_rmqueue(st: ModelState, S, c: int, z: int, o: int, m: int, t: int, k: in
 
 
 @kernel(nrt=False)
-def sim_alloc(st: ModelState, S, zkind: np.ndarray, wmark: np.ndarray, c: int, o: int, m: int, limit: int,  # type: ignore[no-untyped-def]
+def sim_alloc(st: ModelState, S, zl: Zonelist, c: int, o: int, m: int, limit: int,  # type: ignore[no-untyped-def]
               t: int, k: int) -> tuple[int, int]:
     """``get_page_from_freelist()``: zones from the highest allowed down, low watermark first."""
     nz = st.z_start.shape[0]
     for wpass in range(2):
         for j in range(nz):
-            z = zonelist_zone(zkind, limit, j)
+            z = zonelist_zone(zl.zkind, limit, j)
             if z < 0:
                 break
-            if wpass == 0 and st.z_nr_free[z] - (1 << o) < wmark[z]:
+            if wpass == 0 and st.z_nr_free[z] - (1 << o) < zl.wmark_low[z]:
                 continue
             got = sim_rmqueue(st, S, c, z, o, m, t, k)
             if got >= 0:
@@ -153,12 +167,12 @@ def sim_free_commit(st: ModelState, S, c: int, j: int, z: int, o: int, t: int, k
 
 
 @kernel_entry(nrt=False)
-def simulate_chunk(st: ModelState, S, simmap: np.ndarray, zkind: np.ndarray, wmark: np.ndarray,  # type: ignore[no-untyped-def]
-                   ev: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pfn: np.ndarray, order: np.ndarray,
-                   mt: np.ndarray, gfp: np.ndarray, deferred: np.ndarray, k0: int, k1: int,
-                   out_anom: np.ndarray, out_sec: np.ndarray, out_zone: np.ndarray, out_pfn: np.ndarray,
-                   acount: np.ndarray) -> None:
-    """Serve events ``k0..k1-1`` with the model's own placement (simulate mode)."""
+def simulate_chunk(st: ModelState, S, zl: Zonelist, simmap: np.ndarray, tr: Trace, out: Replayed,  # type: ignore[no-untyped-def]
+                   k0: int, k1: int) -> None:
+    """Serve events ``k0..k1-1`` of ``tr`` with the model's own placement (simulate mode), writing
+    ``out`` (``replay.model.replayed``) and the page map ``simmap`` (``new_sim_map``)."""
+    ev, ts, cpu, pfn, order, mt, gfp, deferred = tr.ev, tr.ts, tr.cpu, tr.pfn, tr.order, tr.mt, tr.gfp, tr.deferred
+    out_anom, out_sec, out_zone, out_pfn, acount = out.anom, out.sec, out.zone, out.pfn, out.acount
     base = st.geo[G_PFN_BASE]
     npages = st.pg_state.shape[0]
     for k in range(k0, k1):
@@ -186,7 +200,7 @@ def simulate_chunk(st: ModelState, S, simmap: np.ndarray, zkind: np.ndarray, wma
             m = int(mt[k])
             if m < 0 or m >= MIGRATE_ISOLATE:
                 m = MIGRATE_MOVABLE
-            got, gz = sim_alloc(st, S, zkind, wmark, c, o, m, gfp_zone_limit(int(gfp[k])), t, k)
+            got, gz = sim_alloc(st, S, zl, c, o, m, gfp_zone_limit(int(gfp[k])), t, k)
             if got < 0:
                 out_anom[k] = A_SIM_ALLOC_FAILED
                 acount[A_SIM_ALLOC_FAILED] += 1
@@ -211,7 +225,7 @@ def simulate_chunk(st: ModelState, S, simmap: np.ndarray, zkind: np.ndarray, wma
                 pbm = int(st.pb_mt[ti >> st.geo[G_PB_ORDER]])
                 if pbm >= MIGRATE_PCPTYPES:
                     pbm = MIGRATE_MOVABLE
-                got, gz = sim_alloc(st, S, zkind, wmark, c, o, pbm, ZK_NORMAL, t, k)
+                got, gz = sim_alloc(st, S, zl, c, o, pbm, ZK_NORMAL, t, k)
                 if got >= 0:
                     for d in range(1 << o):
                         simmap[ti + d] = got + d
@@ -242,4 +256,4 @@ def simulate_chunk(st: ModelState, S, simmap: np.ndarray, zkind: np.ndarray, wma
         out_sec[k] = sim_free_commit(st, S, c, j, z, o, t, k)
 
 
-__all__ = ["simulate_chunk", "new_sim_map", "zone_kinds", "A_SIM_ALLOC_FAILED", "pcp_add"]
+__all__ = ["simulate_chunk", "new_sim_map", "zone_kinds", "Zonelist", "zonelist_of", "A_SIM_ALLOC_FAILED", "pcp_add"]

@@ -58,8 +58,10 @@ sample trace is parsed.)
 
 Process
 -------
-``configure_process``: environment settings that must precede the imports of NumPy and Arrow,
-and collector thresholds for one batch run.
+``configure_process``, the first thing the command line does (``replay.cli.main``): environment
+settings that must precede the imports of NumPy and Arrow (page faults without huge-page
+compaction, Arrow's system allocator, one OpenBLAS thread) and collector thresholds for one
+batch run.
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: ``configure_process`` runs before NumPy is imported
+    import numpy as np
 
 #: nice value of the follower threads (Linux: per thread)
 FOLLOWER_NICE = 10
@@ -86,29 +89,30 @@ FINISH_BYTES_PER_SECTION = 600
 
 # ------------------------------------------------------------------ the process
 def configure_process() -> None:
-    """Settings for one ``pagereplay`` process, before NumPy and Arrow are imported.
+    """Settings for one ``pagereplay`` process, made first thing (``replay.cli.main``), before
+    NumPy and Arrow are imported (this module imports neither at its top for that reason):
 
     - Large NumPy arrays are madvised MADV_HUGEPAGE by default; with THP ``defrag=madvise``
-      (Debian's default) every first touch may enter direct compaction, which cost more system
-      time than the replay itself on a fragmented guest: plain 4 KiB faults
-      (``NUMPY_MADVISE_HUGEPAGE=1`` restores it).
+      (Debian's default) every such first touch may enter direct compaction, which cost more
+      system time than the replay itself on a fragmented guest (3.1 s sys of 3.9 s to prepare
+      14.7M events; 0.7 s without): plain 4 KiB faults (``NUMPY_MADVISE_HUGEPAGE=1`` restores it).
     - Arrow buffers from the system allocator, not the bundled mimalloc, whose fresh
-      huge-page-backed segments made reading a large table cost several times the system time
-      (``ARROW_DEFAULT_MEMORY_POOL=mimalloc`` restores it).
+      huge-page-backed segments made reading a 15M-event table cost 1.0-2.3 s of system time
+      instead of 0.5 s (``ARROW_DEFAULT_MEMORY_POOL=mimalloc`` restores it).
     - OpenBLAS starts a thread per CPU that spins after each call; the replay's only BLAS call
-      is a tiny least-squares fit (the calibration).
+      is a tiny least-squares fit (the calibration), and parsing makes none: the spinning took a
+      core's time from the replay threads (~0.1 s per 15M-event run) and from the scanners.
+    - Collector thresholds for a short-lived batch run: importing numba and loading its kernels
+      makes hundreds of thousands of objects, and the default thresholds ran full collections
+      over them (~0.1 s of GIL-held time per replay); cycles are still collected, less often.
+
+    Each environment setting is a default: a value already in the environment wins.
     """
+    import gc
+
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
-def batch_collector() -> None:
-    """Collector thresholds for a short-lived batch run: importing numba and loading its kernels
-    makes hundreds of thousands of objects, and the default thresholds ran full collections over
-    them; cycles are still collected, less often."""
-    import gc
-
     gc.set_threshold(100_000, 50, 100)
 
 
@@ -228,6 +232,8 @@ class Arena:
         self._bufs: dict[str, np.ndarray] = {}
 
     def state_copy(self, st: Any) -> Any:
+        import numpy as np
+
         out = []
         for i, a in enumerate(st):
             b = self.empty(f"state{i}", a.shape, a.dtype)
@@ -236,6 +242,8 @@ class Arena:
         return type(st)._make(out)
 
     def empty(self, key: str, shape: Any, dtype: Any) -> np.ndarray:
+        import numpy as np
+
         shape = tuple(shape) if isinstance(shape, tuple) else (int(shape),)
         b = self._bufs.get(key)
         if b is None or b.shape != shape or b.dtype != np.dtype(dtype):
@@ -251,10 +259,19 @@ class Arena:
         return None
 
 
+def _empty_array() -> np.ndarray:
+    """An empty array (NumPy is imported where used, see ``configure_process``)."""
+    import numpy as np
+
+    return np.zeros(0)
+
+
 def prefault_outputs(n: int) -> dict[str, np.ndarray]:
     """The per-event arrays a recording exact-mode baseline fills for every event (``out_sec``
     and ``out_zone`` at -1, ``dfree`` at 0), their pages touched here, on a thread with nothing
     else to do, rather than in the baseline's first steps."""
+    import numpy as np
+
     return {"out_sec": np.full(n, -1, np.int32), "out_zone": np.full(n, -1, np.int8),
             "dfree": np.full(n, 0, np.int32)}  # (np.full writes every page; np.zeros would not)
 
@@ -332,7 +349,7 @@ class BaselineFeed:
         self.records = True
         # the baseline's live arrays (set before its first report)
         self.S: Any = None
-        self.out_sec = self.out_zone = self.dfree = self.ts_free = self.ts_order = np.zeros(0)
+        self.out_sec = self.out_zone = self.dfree = self.ts_free = self.ts_order = _empty_array()
 
     # ---- Recorder: the baseline's side
     def attach(self, S: Any, out_sec: np.ndarray, out_zone: np.ndarray, dfree: np.ndarray,

@@ -1,15 +1,17 @@
 """The named bundles of arrays the policy walks' compiled loops take (``policy.loop.policy_chunk``,
 ``policy.delta.delta_chunk``), like ``ModelState`` / ``AcceptState``: a namedtuple of arrays is
 one argument to numba, and compiled without NRT its arrays cost nothing more than positional
-ones.
+ones.  ``Trace`` and ``Replayed`` are the model's own (``replay.events.arrays``,
+``replay.model.replayed``: the engine's loops take them too), named here with the rest.
 
 =========  ==================================================================================
 bundle     what it holds
 =========  ==================================================================================
 Trace      the trace's event columns (``events.arrays.EventArrays`` without ``fb_mt`` and ``seq``)
 Policy     one policy's parameters (``loop.PP_*``) and values (``acceptance.policies.PV_*``)
-Zones      the guest's zones as the call sites see them: acceptance zone per model zone,
-           zone kinds (zonelist order), low watermarks
+Zones      the guest's zones as the call sites see them: acceptance zone per model zone, and
+           what ``get_page_from_freelist()`` walks (``model.simulate.Zonelist``: zone kinds in
+           zonelist order, low watermarks)
 Replayed   what the model writes per event: anomaly, zone->lock section, zone, pfn placed
            (simulate mode), anomaly counts, change of the zone's free pages (``dfree``)
 Series     the time series: bucket edges, the next bucket to sample, free pages in total
@@ -36,25 +38,23 @@ from typing import Any
 
 import numpy as np
 
-Trace = namedtuple("Trace", ["ev", "ts", "cpu", "pfn", "order", "mt", "refill", "fb_order", "chown", "gfp",
-                             "deferred", "first"])
+from replay.events.arrays import Trace, trace_of
+from replay.model.replayed import Replayed
+
+__all__ = ["Baseline", "Index", "Policy", "Replayed", "Series", "Trace", "Walk", "Zones", "new_series", "trace_of",
+           "zones_of"]
+
 Policy = namedtuple("Policy", ["pp", "pv"])
-Zones = namedtuple("Zones", ["zmap", "zkind", "wmark_low"])
-Replayed = namedtuple("Replayed", ["anom", "sec", "zone", "pfn", "acount", "dfree"])
+Zones = namedtuple("Zones", ["zmap", "zonelist"])
 Series = namedtuple("Series", ["edges", "pos", "free", "order"])
 Baseline = namedtuple("Baseline", ["sec", "zone", "dfree", "free", "order"])
 Index = namedtuple("Index", ["sec_last", "sec_df", "sec_abs", "sec_flag", "vis", "bucket_ev", "blk_ev", "unit_ev"])
 Walk = namedtuple("Walk", ["next_bg", "inreq", "drop", "simmap", "agg", "sp"])
 
 
-def trace_of(ea: Any) -> Trace:
-    """The ``Trace`` of an ``EventArrays`` (the same arrays, not copies)."""
-    return Trace(*(getattr(ea, f) for f in Trace._fields))
-
-
 def zones_of(prep: Any) -> Zones:
     """The ``Zones`` of a prepared trace (``policy.prepare.Prepared``)."""
-    return Zones(prep.zmap, prep.zkind, prep.wmark_low)
+    return Zones(prep.zmap, prep.zonelist)
 
 
 def new_series(edges: np.ndarray, n_orders: int) -> Series:

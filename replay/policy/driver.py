@@ -196,7 +196,7 @@ class AcceptanceDriver:
             from replay.model.simulate import gfp_zone_limit, zonelist_zone
 
             limit = gfp_zone_limit(int(ea.gfp[k]))
-            walk = [zz for zz in (zonelist_zone(prep.zkind, limit, j) for j in range(len(prep.zone_names)))
+            walk = [zz for zz in (zonelist_zone(prep.zonelist.zkind, limit, j) for j in range(len(prep.zone_names)))
                     if zz >= 0]
             zones = walk[walk.index(z):] if z in walk else [z]
         nblocks, zone = 0, z
@@ -208,7 +208,7 @@ class AcceptanceDriver:
                     self.free_blocks(cnt)
                     nblocks += cnt
                     zone = zz
-            if prep.mode != "simulate" or st.z_nr_free[zz] - (1 << o) >= prep.wmark_low[zz]:
+            if prep.mode != "simulate" or st.z_nr_free[zz] - (1 << o) >= prep.zonelist.wmark_low[zz]:
                 break
         return kind, nblocks, zone
 

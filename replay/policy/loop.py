@@ -71,12 +71,12 @@ def sim_first_visit(st: ModelState, acc: AcceptState, pp: np.ndarray, zones: Zon
     """Simulate mode: the first zone of ``get_page_from_freelist()``'s walk where the policy acts (-1: none)."""
     nz = st.z_start.shape[0]
     for j in range(nz):
-        z = zonelist_zone(zones.zkind, limit, j)
+        z = zonelist_zone(zones.zonelist.zkind, limit, j)
         if z < 0:
             break
         if zone_needs_accept(st, acc, pp, zones.zmap, z, o):
             return z
-        if st.z_nr_free[z] - (1 << o) >= zones.wmark_low[z]:
+        if st.z_nr_free[z] - (1 << o) >= zones.zonelist.wmark_low[z]:
             return -1
     return -1
 
@@ -225,11 +225,9 @@ def apply_events(st: ModelState, S: Sections, zones: Zones, tr: Trace, out: Repl
     """Events ``k0..k1-1`` applied to the model by the engine's handlers (``simulate_chunk`` /
     ``exact_chunk``)."""
     if sim:
-        simulate_chunk(st, S, walk.simmap, zones.zkind, zones.wmark_low, tr.ev, tr.ts, tr.cpu, tr.pfn, tr.order,
-                       tr.mt, tr.gfp, tr.deferred, k0, k1, out.anom, out.sec, out.zone, out.pfn, out.acount)
+        simulate_chunk(st, S, zones.zonelist, walk.simmap, tr, out, k0, k1)
     else:
-        exact_chunk(st, S, tr.ev, tr.ts, tr.cpu, tr.pfn, tr.order, tr.mt, tr.refill, tr.fb_order, tr.chown,
-                    tr.deferred, tr.first, k0, k1, out.anom, out.sec, out.zone, out.acount, out.dfree)
+        exact_chunk(st, S, tr, out, k0, k1)
 
 
 @kernel(nrt=False)

@@ -12,6 +12,7 @@ import pyarrow as pa
 from replay.events.arrays import EventArrays
 from replay.model.engine import InitialModel, prepare_events
 from replay.model.sections import Calibration, calibrate_events
+from replay.model.simulate import Zonelist, zonelist_of
 from replay.model.state import ModelState
 
 #: time-series buckets at most (``Prepared.edges``)
@@ -32,8 +33,7 @@ class Prepared:
     zone_names: list[str]
     zone_nodes: list[int]
     zmap: np.ndarray  # model zone -> index in layout.zones (acceptance zone)
-    zkind: np.ndarray
-    wmark_low: np.ndarray
+    zonelist: Zonelist  # what get_page_from_freelist() walks: zone kinds, low watermarks
     cal: Calibration
     edges: np.ndarray
     metadata: dict[str, str] = field(default_factory=dict)
@@ -70,7 +70,6 @@ def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any 
     given), the time series' bucket edges."""
     from replay.model.anomalies import N_KINDS
     from replay.model.initial_state import model_zones
-    from replay.model.simulate import zone_kinds
 
     init = initial or prepare_events(table, layout, mode=mode, snapshot=snapshot, boot=boot, events=events)
     ea = init.events
@@ -81,8 +80,7 @@ def prepare(table: pa.Table, layout: Any, *, mode: str = "exact", snapshot: Any 
     return Prepared(mode=mode, layout=layout, events=ea, state=init.state, initial=init.initial,
                     n_anomaly_kinds=N_KINDS, zone_names=[z.name for z in zones],
                     zone_nodes=[int(getattr(z, "node", 0)) for z in zones], zmap=zmap,
-                    zkind=zone_kinds([z.name for z in zones]),
-                    wmark_low=np.array([z.wmark_low for z in zones], np.int64), cal=cal,
+                    zonelist=zonelist_of(zones), cal=cal,
                     edges=bucket_edges(ea.ts), metadata=dict(metadata or {}))
 
 

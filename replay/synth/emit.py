@@ -70,7 +70,7 @@ from replay.model.buddy import __free_one_page, __rmqueue, add_to_free_list, del
 from replay.model.layout import MemoryLayout
 from replay.model.layout_x86 import layout_for_guest
 from replay.model.pcp import __rmqueue_pcplist, free_unref_page_commit, pcp_allowed_order
-from replay.model.simulate import gfp_zone_limit, zone_kinds, zonelist_zone
+from replay.model.simulate import Zonelist, gfp_zone_limit, zonelist_of, zonelist_zone
 from replay.model.state import (
     G_PB_ORDER,
     MIGRATE_ISOLATE,
@@ -100,9 +100,9 @@ DESCRIPTION = "engine: replay.synth.emit (the replay model of 6.1: buddy, migrat
 # status codes of emit_chunk
 ST_DONE, ST_OUT_FULL, ST_MAP_FULL, ST_LOG_OVERFLOW = 0, 1, 2, 3
 
-#: the guest: zone kinds (``zone_kinds``) and low watermarks, the layout's per-CPU, per-zone pcp
-#: batch and high
-Guest = namedtuple("Guest", ("zkind", "wmark", "batch", "high"))
+#: the guest: what ``get_page_from_freelist()`` walks (``replay.model.simulate.Zonelist``: zone
+#: kinds, low watermarks), the layout's per-CPU, per-zone pcp batch and high
+Guest = namedtuple("Guest", ("zonelist", "batch", "high"))
 #: per phase of the workload: the pcp batch in force (0: the layout's; 1: the boot pageset) and
 #: whether the watermarks are still zero
 Phases = namedtuple("Phases", ("batch", "wm_zero"))
@@ -216,16 +216,16 @@ def engine_rmqueue(st: ModelState, c: int, z: int, o: int, m: int) -> int:
 
 
 @kernel(nrt=False)
-def engine_alloc(st: ModelState, zkind: np.ndarray, wmark: np.ndarray, wm_zero: bool, c: int, o: int, m: int,
+def engine_alloc(st: ModelState, zl: Zonelist, wm_zero: bool, c: int, o: int, m: int,
                  limit: int) -> tuple[int, int]:
     """``get_page_from_freelist()`` as simulate mode runs it: (page index, zone) or (-1, -1)."""
     nz = st.z_start.shape[0]
     for wpass in range(2):
         for j in range(nz):
-            z = zonelist_zone(zkind, limit, j)
+            z = zonelist_zone(zl.zkind, limit, j)
             if z < 0:
                 break
-            if wpass == 0 and not wm_zero and st.z_nr_free[z] - (1 << o) < wmark[z]:
+            if wpass == 0 and not wm_zero and st.z_nr_free[z] - (1 << o) < zl.wmark_low[z]:
                 continue  # zone_watermark_fast() at ALLOC_WMARK_LOW
             got = engine_rmqueue(st, c, z, o, m)
             if got >= 0:
@@ -427,7 +427,7 @@ def emit_chunk(st: ModelState, guest: Guest, phases: Phases, clk: Clocks, prog: 
             m = req.mt[i]
             if m < 0 or m >= MIGRATE_ISOLATE:
                 m = MIGRATE_MOVABLE
-            got, _z = engine_alloc(st, guest.zkind, guest.wmark, phases.wm_zero[ph] != 0, c, o, m,
+            got, _z = engine_alloc(st, guest.zonelist, phases.wm_zero[ph] != 0, c, o, m,
                                    gfp_zone_limit(req.mask[i]))  # fmt: skip
             nl = st.tp[0, 0]
             if nl >= tp_cap:
@@ -567,7 +567,7 @@ class EngineEmitter(HeldBack):
 
         zones = model_zones(self.layout)
         self.zone_names = [z.name for z in zones]
-        self.guest = Guest(zone_kinds(self.zone_names), np.array([z.wmark_low for z in zones], np.int64), batch, high)
+        self.guest = Guest(zonelist_of(zones), batch, high)
         nph = max(128, len(phases or []) + 1)
         self.phases = Phases(np.zeros(nph, np.int64), np.zeros(nph, np.int64))
         for ph in phases or []:

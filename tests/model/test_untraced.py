@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from parsers.api import parse_text
-from replay.events.arrays import FL_FREE_CORE, event_arrays
+from replay.events.arrays import FL_FREE_CORE, event_arrays, trace_of
 from replay.model.anomalies import A_FREE_OF_FREE, A_ZL_INSIDE_FREE, N_KINDS
 from replay.model.buddy import add_to_free_list
 from replay.model.engine import exact_chunk
 from replay.model.exact import set_allocated
 from replay.model.invariants import check_invariants
 from replay.model.profiles import PROFILES
+from replay.model.replayed import new_replayed
 from replay.model.sections import new_sections
 from replay.model.state import MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, PG_ALLOC, PG_BUDDY, PG_PCP, fa_list, new_state
 from replay.model.untraced import (FL_KEPT, FL_UX_PAIRED, FL_UX_REFUSED, mark_untraced, take_off_buddy,
@@ -70,10 +71,8 @@ class Stepper:
         self.st = new_state(np.array([0]), np.array([N]), 2, profile_params=self.kp)
         n = len(self.ea)
         self.S = new_sections(n, 2)
-        self.anom = np.zeros(n, np.int8)
-        self.sec = np.full(n, -1, np.int32)
-        self.zone = np.full(n, -1, np.int8)
-        self.acount = np.zeros(N_KINDS, np.int64)
+        self.out = new_replayed(n, self.ea.pfn, N_KINDS)
+        self.anom, self.acount = self.out.anom, self.out.acount
         self.k = 0
 
     def all_free(self) -> None:
@@ -82,9 +81,7 @@ class Stepper:
 
     def step(self) -> int:
         ea = self.ea
-        exact_chunk(self.st, self.S, ea.ev, ea.ts, ea.cpu, ea.pfn, ea.order, ea.mt, ea.refill, ea.fb_order, ea.chown,
-                    ea.deferred, ea.first, self.k, self.k + 1, self.anom, self.sec, self.zone, self.acount,
-                    np.zeros(0, np.int32))
+        exact_chunk(self.st, self.S, trace_of(ea), self.out, self.k, self.k + 1)
         self.k += 1
         rep = check_invariants(self.st)
         assert rep["ok"], rep  # lists consistent, pages conserved (free + pcp + allocated = present)

@@ -176,3 +176,28 @@ def test_threads_bounded_by_memory_equal_one_after_the_other(monkeypatch: pytest
     for (ta, _), (tb, _) in zip(bounded, serial):
         assert set(ta) == set(tb) and all(ta[k].equals(tb[k]) for k in ta)
 
+
+
+def test_the_cli_sets_up_the_process_before_numpy_and_arrow() -> None:
+    """``replay.cli.main`` runs ``configure_process`` first; importing the CLI and the schedule
+    imports neither NumPy nor Arrow, so the environment settings are in place when they load
+    (NumPy's huge-page advice and Arrow's pool are read at import)."""
+    import os
+    import subprocess
+
+    code = (
+        "import gc, os, sys\n"
+        "import replay.cli\n"
+        "from replay.pipeline.schedule import configure_process\n"
+        "assert 'numpy' not in sys.modules and 'pyarrow' not in sys.modules, sorted(sys.modules)\n"
+        "configure_process()\n"
+        "import numpy, pyarrow\n"
+        "print(os.environ['NUMPY_MADVISE_HUGEPAGE'], os.environ['ARROW_DEFAULT_MEMORY_POOL'],\n"
+        "      os.environ['OPENBLAS_NUM_THREADS'], gc.get_threshold()[0],\n"
+        "      pyarrow.default_memory_pool().backend_name)\n"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMPY_MADVISE_HUGEPAGE", "ARROW_DEFAULT_MEMORY_POOL", "OPENBLAS_NUM_THREADS")}
+    env["OPENBLAS_NUM_THREADS"] = "2"  # a value already set wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "system", "2", "100000", "system"]
