@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import SchemaMismatchError, TraceInputError
-from .schema import COLUMNS, METADATA_PREFIX, SORT_KEYS, check_schema
+from .schema import COLUMNS, EVENT_NAMES, METADATA_PREFIX, SORT_KEYS, check_schema
 
 
 def write_overlapped(write: Callable[[Any], Any], items: Iterable[Any], depth: int = 2) -> None:
@@ -187,7 +187,7 @@ def read_events(path: str | os.PathLike[str]) -> tuple[pa.Table, dict[str, str]]
         problems = check_schema(pq.read_schema(path))
         if problems:
             raise SchemaMismatchError(f"{path}: not a pagereplay event table: {'; '.join(problems)}")
-        check_parquet(path, SchemaMismatchError)
+        check_parquet(path, SchemaMismatchError, EVENT_NAMES)
         table = pq.read_table(path)
         md = read_metadata(path)
     except (pa.ArrowException, OSError) as e:  # cut short, damaged pages: say which file

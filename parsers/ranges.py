@@ -30,6 +30,7 @@ untraced kprobe rows whose order the probe did not fetch (``parsers.schema.LockE
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 MAX_PAGE_ORDER = 10
@@ -61,9 +62,11 @@ FIELD_RANGES: dict[str, tuple[int, int, str]] = {
 ORDER_UNKNOWN = -1
 
 
-def out_of_range(table: Any) -> tuple[str, int, int, str, int] | None:
+def out_of_range(table: Any, kmem_events: Collection[str]) -> tuple[str, int, int, str, int] | None:
     """The first column of ``table`` (a pyarrow Table) holding a value outside its range:
-    ``(column, lowest, highest, bound, bad value)``, or None when every value is in range."""
+    ``(column, lowest, highest, bound, bad value)``, or None when every value is in range.
+    ``kmem_events``: the event names whose rows must hold a known ``order`` (the others may
+    hold :data:`ORDER_UNKNOWN`: ``parsers.schema.EVENT_NAMES``); empty: every row must."""
     import pyarrow.compute as pc
 
     for name, (lo, hi, why) in FIELD_RANGES.items():
@@ -73,7 +76,7 @@ def out_of_range(table: Any) -> tuple[str, int, int, str, int] | None:
         if col.null_count == len(col) or not (col.type.id in _INT_TYPE_IDS):
             continue
         if name == "order":
-            col = _kmem_orders(table)
+            col = _kmem_orders(table, kmem_events)
             if len(col) == 0:
                 continue
         mm = pc.min_max(col)
@@ -85,19 +88,17 @@ def out_of_range(table: Any) -> tuple[str, int, int, str, int] | None:
     return None
 
 
-def _kmem_orders(table: Any) -> Any:
+def _kmem_orders(table: Any, kmem_events: Collection[str]) -> Any:
     """``order`` of the kmem rows, and of the other rows the values other than
-    :data:`ORDER_UNKNOWN` (a table without an ``event`` column: every row)."""
+    :data:`ORDER_UNKNOWN` (no ``kmem_events`` or no ``event`` column: every row)."""
     import pyarrow.compute as pc
 
-    from .schema import EVENT_NAMES
-
     order = table.column("order")
-    if "event" not in table.column_names:
+    if not kmem_events or "event" not in table.column_names:
         return order
     ev = table.column("event")
     names = pc.cast(ev, "string") if not _is_string(ev.type) else ev
-    other = pc.invert(pc.is_in(names, value_set=_string_array(EVENT_NAMES)))
+    other = pc.invert(pc.is_in(names, value_set=_string_array(kmem_events)))
     keep = pc.invert(pc.and_(pc.fill_null(other, False), pc.equal(order, ORDER_UNKNOWN)))
     return pc.filter(order, pc.fill_null(keep, True))
 
@@ -114,9 +115,9 @@ def _string_array(values: Any) -> Any:
     return pa.array(list(values), pa.string())
 
 
-def check_parquet(path: Any, error: type[Exception]) -> None:
+def check_parquet(path: Any, error: type[Exception], kmem_events: Collection[str]) -> None:
     """Raise ``error`` naming the file, column, value and range when the Parquet event table at
-    ``path`` holds a value outside :data:`FIELD_RANGES`.
+    ``path`` holds a value outside :data:`FIELD_RANGES` (``kmem_events``: as :func:`out_of_range`).
 
     Reads the row groups' min/max statistics (no data); a column chunk without statistics (a
     foreign writer) is read and checked whole.
@@ -134,13 +135,13 @@ def check_parquet(path: Any, error: type[Exception]) -> None:
                 continue
             st = g.column(j).statistics
             if st is None or not st.has_min_max or not isinstance(st.min, int) \
-                    or (name == "order" and st.min == ORDER_UNKNOWN):  # -1 is allowed on rows of other kinds
+                    or (name == "order" and st.min == ORDER_UNKNOWN and kmem_events):  # -1 is allowed on rows of other kinds
                 unknown.add(name)
                 continue
             _check_value(path, name, int(st.min), int(st.max), error)
     if unknown:
         extra = ["event"] if "order" in unknown and "event" in names else []
-        check_table(pf.read(columns=sorted(unknown) + extra), str(path), error)
+        check_table(pf.read(columns=sorted(unknown) + extra), str(path), error, kmem_events)
 
 
 def _check_value(path: Any, name: str, mn: int, mx: int, error: type[Exception]) -> None:
@@ -160,13 +161,13 @@ def _int_type_ids() -> frozenset[int]:
 _INT_TYPE_IDS: frozenset[int] = frozenset()
 
 
-def check_table(table: Any, name: str, error: type[Exception]) -> None:
+def check_table(table: Any, name: str, error: type[Exception], kmem_events: Collection[str]) -> None:
     """Raise ``error`` naming ``name``, the column, the bad value and the range when ``table``
-    holds a value outside :data:`FIELD_RANGES`."""
+    holds a value outside :data:`FIELD_RANGES` (``kmem_events``: as :func:`out_of_range`)."""
     global _INT_TYPE_IDS
     if not _INT_TYPE_IDS:
         _INT_TYPE_IDS = _int_type_ids()
-    bad = out_of_range(table)
+    bad = out_of_range(table, kmem_events)
     if bad is not None:
         col, lo, hi, why, v = bad
         raise error(f"{name}: column '{col}' holds {v}, outside {lo}..{hi} ({why})")

@@ -130,7 +130,7 @@ def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str
     from parsers.api import load_events as parse_events
     from parsers.errors import SchemaMismatchError
     from parsers.ranges import check_parquet
-    from parsers.schema import check_schema
+    from parsers.schema import EVENT_NAMES, check_schema
     from replay.errors import ReplayInputError
     from replay.events.columns import event_table, read_event_columns
 
@@ -144,7 +144,7 @@ def load_events(trace: Path, mode: str = "simulate") -> tuple[Any, dict[str, str
         problems = check_schema(pq.read_schema(trace))
         if problems:
             raise SchemaMismatchError(f"{trace}: not a pagereplay event table: {'; '.join(problems)}")
-        check_parquet(trace, SchemaMismatchError)  # every value in its field's range
+        check_parquet(trace, SchemaMismatchError, EVENT_NAMES)  # every value in its field's range
         # no numba needed to read: the columns fill while it loads on the other threads
         md = read_metadata(trace)
         if _has_other_kinds(md):  # rows to split off first (rare: --contention / --untraced captures)

@@ -117,7 +117,8 @@ def test_newer_kernel_exact_replay(traces_dir: Path, name: str) -> None:
     assert inp.profile.name == name.split("-")[1]
     init = prepare_events(inp.table, inp.layout, mode="exact", snapshot=inp.snapshot, events=inp.events,
                           profile=inp.profile)
-    _, _, _, _, _, acount, _ = run_loop("exact", init.state, init.events)
+    _, out, _ = run_loop("exact", init.state, init.events)
+    acount = out.acount
     from replay.model.invariants import check_invariants
 
     assert check_invariants(init.state)["ok"]
